@@ -1,5 +1,10 @@
 //! sharq: an MQTT 3.1.1 / 5.0 broker whose shared-subscription dispatch is programmable.
 
+pub mod broker;
 pub mod codec;
+pub mod config;
 pub mod packet;
 pub mod topic;
+
+pub use broker::Broker;
+pub use config::Config;

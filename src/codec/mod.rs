@@ -57,7 +57,11 @@ impl Decoder {
 }
 
 /// Appends `packet`'s wire form for `version` to `buf`.
-pub fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+pub fn encode(
+    packet: &Packet,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
     let _ = (packet, version, buf);
     unimplemented!("codec stub")
 }

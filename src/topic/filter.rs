@@ -34,7 +34,10 @@ pub fn validate_filter(filter: &str, max_levels: usize) -> Result<(), TopicError
 }
 
 /// Splits and validates a SUBSCRIBE filter, recognising `$share/` and `$queue/`.
-pub fn parse_subscription(filter: &str, max_levels: usize) -> Result<SubscriptionFilter<'_>, TopicError> {
+pub fn parse_subscription(
+    filter: &str,
+    max_levels: usize,
+) -> Result<SubscriptionFilter<'_>, TopicError> {
     let _ = (filter, max_levels);
     unimplemented!()
 }

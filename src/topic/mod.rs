@@ -5,5 +5,7 @@
 mod filter;
 mod tree;
 
-pub use filter::{parse_subscription, validate_filter, validate_topic_name, SubscriptionFilter, TopicError};
+pub use filter::{
+    parse_subscription, validate_filter, validate_topic_name, SubscriptionFilter, TopicError,
+};
 pub use tree::TopicTree;

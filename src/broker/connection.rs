@@ -1,0 +1,447 @@
+//! One task per TCP connection: reads and decodes packets, hands them to the `handle_*`
+//! modules, and writes what the session has queued for the client.
+//!
+//! A single task owns both directions of the socket. Output is batched: everything the
+//! handlers and the session produce in one round is encoded into one buffer and written with
+//! one call.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Notify};
+
+use crate::codec::{self, DecodeError, Decoder};
+use crate::packet::{
+    ConnAck, Disconnect, DisconnectProperties, Packet, ProtocolVersion, ReasonCode,
+};
+
+use super::error::ConnectionError;
+use super::session::Session;
+use super::{will, BrokerState};
+
+/// How long a new connection may take to send CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a goodbye (DISCONNECT, refusing CONNACK) may take to write before we just close.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most PUBLISH packets moved from the session queue into the write buffer per round, so one
+/// backlog cannot balloon the write buffer.
+const MAX_PUBLISHES_PER_ROUND: usize = 256;
+
+/// The client behind a connection, once CONNECT was accepted.
+pub(super) struct Client {
+    pub session: Arc<Session>,
+    pub generation: u64,
+    pub notify: Arc<Notify>,
+    pub kicked: oneshot::Receiver<ReasonCode>,
+}
+
+/// Why the connection ended.
+#[derive(Debug)]
+pub(super) enum End {
+    /// The client sent DISCONNECT with this reason code.
+    Disconnected(ReasonCode),
+    /// The socket closed or failed without DISCONNECT.
+    Lost,
+    KeepAliveTimeout,
+    /// Another connection took the session over (or an operator kicked it).
+    Kicked(ReasonCode),
+    Shutdown,
+    /// We closed it for breaking the protocol.
+    Error(ConnectionError),
+    /// CONNECT was refused (CONNACK with a failure code already written) or never arrived.
+    Refused,
+}
+
+pub(super) struct Connection {
+    pub broker: Arc<BrokerState>,
+    stream: TcpStream,
+    pub peer: SocketAddr,
+    read_buf: BytesMut,
+    pub write_buf: BytesMut,
+    decoder: Decoder,
+    pub version: ProtocolVersion,
+    pub client: Option<Client>,
+    /// Topic aliases the client set on this connection (they do not outlive it).
+    pub topic_aliases: HashMap<u16, ByteString>,
+    pub keep_alive: Option<Duration>,
+    /// The client's Request Problem Information: false forbids reason strings on most packets.
+    pub request_problem_information: bool,
+    /// Set by the DISCONNECT handler; the loop ends after the current read.
+    pub disconnect_received: Option<ReasonCode>,
+    /// Scratch space for packets moved out of the session, reused across rounds.
+    outgoing: Vec<Packet>,
+}
+
+pub async fn run(broker: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr) {
+    let max_packet_size = broker.config.limits.max_packet_size;
+    let mut connection = Connection {
+        broker,
+        stream,
+        peer,
+        read_buf: BytesMut::with_capacity(4096),
+        write_buf: BytesMut::with_capacity(4096),
+        decoder: Decoder::new(max_packet_size),
+        version: ProtocolVersion::V3_1_1,
+        client: None,
+        topic_aliases: HashMap::new(),
+        keep_alive: None,
+        request_problem_information: true,
+        disconnect_received: None,
+        outgoing: Vec::new(),
+    };
+    let end = connection.serve().await;
+    connection.finish(end).await;
+}
+
+impl Connection {
+    async fn serve(&mut self) -> End {
+        match self.connect_phase().await {
+            Ok(true) => {}
+            Ok(false) => return End::Refused,
+            Err(e) => return End::Error(e),
+        }
+        match self.main_loop().await {
+            Ok(end) => end,
+            Err(ConnectionError::Io(e)) => {
+                tracing::debug!(peer = %self.peer, error = %e, "socket error");
+                End::Lost
+            }
+            Err(e) => End::Error(e),
+        }
+    }
+
+    /// Reads CONNECT and answers it. `Ok(false)` when the client was refused or went away.
+    async fn connect_phase(&mut self) -> Result<bool, ConnectionError> {
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        loop {
+            match self.decoder.decode(&mut self.read_buf) {
+                Ok(Some(Packet::Connect(connect))) => {
+                    self.version = connect.protocol;
+                    self.decoder.set_version(connect.protocol);
+                    let accepted = self.handle_connect(*connect)?;
+                    self.flush().await?;
+                    return Ok(accepted);
+                }
+                Ok(Some(_)) => return Err(DecodeError::NotConnect.into()),
+                Ok(None) => {}
+                Err(e) => {
+                    self.refuse_bad_connect(&e).await;
+                    return Err(e.into());
+                }
+            }
+            self.read_buf.reserve(4096);
+            let read = tokio::select! {
+                read = self.stream.read_buf(&mut self.read_buf) => read?,
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::debug!(peer = %self.peer, "no CONNECT in time");
+                    return Ok(false);
+                }
+                _ = self.broker.shutdown.cancelled() => return Ok(false),
+            };
+            if read == 0 {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Answers an unreadable CONNECT with a CONNACK where the spec allows one: 0x84 for an
+    /// unknown protocol (in the 3.1.1 format every client reads), the decode error's code for a
+    /// v5 CONNECT whose level byte we could read.
+    async fn refuse_bad_connect(&mut self, error: &DecodeError) {
+        let (version, code) = match error {
+            DecodeError::UnsupportedProtocol(_) => (
+                ProtocolVersion::V3_1_1,
+                ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+            ),
+            DecodeError::NotConnect => return,
+            other if peek_connect_level(&self.read_buf) == Some(5) => {
+                (ProtocolVersion::V5, other.reason_code())
+            }
+            _ => return,
+        };
+        let connack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason_code: code,
+            ..ConnAck::default()
+        });
+        if codec::encode(&connack, version, &mut self.write_buf).is_ok() {
+            let _ = tokio::time::timeout(
+                GOODBYE_TIMEOUT,
+                self.stream.write_all_buf(&mut self.write_buf),
+            )
+            .await;
+        }
+    }
+
+    async fn main_loop(&mut self) -> Result<End, ConnectionError> {
+        let (notify, mut kicked) = match self.client.as_mut() {
+            Some(client) => {
+                let (_, replacement) = oneshot::channel();
+                (
+                    client.notify.clone(),
+                    std::mem::replace(&mut client.kicked, replacement),
+                )
+            }
+            None => return Ok(End::Refused),
+        };
+        let keep_alive = self.keep_alive.map(|k| k.mul_f32(1.5));
+        let far_future = Duration::from_secs(100 * 365 * 24 * 3600);
+        let keep_alive_timer = tokio::time::sleep(keep_alive.unwrap_or(far_future));
+        tokio::pin!(keep_alive_timer);
+        loop {
+            self.pump_outgoing();
+            if !self.write_buf.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = self.broker.shutdown.cancelled() => return Ok(End::Shutdown),
+                    reason = &mut kicked => return Ok(End::Kicked(reason.unwrap_or(ReasonCode::SESSION_TAKEN_OVER))),
+                    written = self.stream.write_all_buf(&mut self.write_buf) => written?,
+                }
+                continue;
+            }
+            self.read_buf.reserve(4096);
+            tokio::select! {
+                biased;
+                _ = self.broker.shutdown.cancelled() => return Ok(End::Shutdown),
+                reason = &mut kicked => return Ok(End::Kicked(reason.unwrap_or(ReasonCode::SESSION_TAKEN_OVER))),
+                read = self.stream.read_buf(&mut self.read_buf) => {
+                    let read = read?;
+                    if read == 0 {
+                        return Ok(End::Lost);
+                    }
+                    self.broker.stats.bytes_received.fetch_add(read as u64, Ordering::Relaxed);
+                    if let Some(timeout) = keep_alive {
+                        keep_alive_timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+                    }
+                    self.process_input()?;
+                    if let Some(reason) = self.disconnect_received {
+                        return Ok(End::Disconnected(reason));
+                    }
+                }
+                _ = notify.notified() => {}
+                _ = &mut keep_alive_timer => return Ok(End::KeepAliveTimeout),
+            }
+        }
+    }
+
+    /// Decodes and handles every whole packet in the read buffer.
+    fn process_input(&mut self) -> Result<(), ConnectionError> {
+        while let Some(packet) = self.decoder.decode(&mut self.read_buf)? {
+            tracing::trace!(peer = %self.peer, packet = packet.name(), "received");
+            self.handle_packet(packet)?;
+            if self.disconnect_received.is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_packet(&mut self, packet: Packet) -> Result<(), ConnectionError> {
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(publish),
+            Packet::PubAck(ack) => self.handle_puback(ack),
+            Packet::PubRec(ack) => self.handle_pubrec(ack),
+            Packet::PubRel(ack) => self.handle_pubrel(ack),
+            Packet::PubComp(ack) => self.handle_pubcomp(ack),
+            Packet::Subscribe(subscribe) => self.handle_subscribe(subscribe),
+            Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(unsubscribe),
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => self.handle_disconnect(disconnect),
+            Packet::Connect(_) => Err(ConnectionError::Protocol("second CONNECT on a connection")),
+            Packet::Auth(_) => Err(ConnectionError::Protocol(
+                "AUTH without an authentication method",
+            )),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Err(ConnectionError::Protocol("packet only a server may send"))
+            }
+        }
+    }
+
+    fn handle_disconnect(&mut self, disconnect: Disconnect) -> Result<(), ConnectionError> {
+        if let (Some(client), Some(requested)) =
+            (&self.client, disconnect.properties.session_expiry_interval)
+        {
+            // A session that was to end with its connection cannot be made to outlive it now
+            // [MQTT-3.14.2-2].
+            if client.session.expiry_interval() == 0 && requested != 0 {
+                return Err(ConnectionError::Protocol(
+                    "DISCONNECT sets a Session Expiry Interval after CONNECT set 0",
+                ));
+            }
+            let capped = requested.min(self.broker.config.session.max_expiry_secs);
+            client.session.set_expiry_interval(capped);
+        }
+        self.disconnect_received = Some(disconnect.reason_code);
+        Ok(())
+    }
+
+    /// Encodes one packet into the write buffer.
+    pub fn send(&mut self, packet: &Packet) {
+        tracing::trace!(peer = %self.peer, packet = packet.name(), "sending");
+        if let Err(e) = codec::encode(packet, self.version, &mut self.write_buf) {
+            tracing::warn!(peer = %self.peer, packet = packet.name(), error = %e, "cannot encode packet");
+        }
+    }
+
+    /// Moves what the session has queued into the write buffer, as far as flow control allows.
+    fn pump_outgoing(&mut self) {
+        let Some(client) = &self.client else { return };
+        let mut dropped = 0;
+        let mut outgoing = std::mem::take(&mut self.outgoing);
+        client.session.take_sendable(
+            client.generation,
+            Instant::now(),
+            &mut outgoing,
+            &mut dropped,
+            MAX_PUBLISHES_PER_ROUND,
+        );
+        let session = client.session.clone();
+        let sent = outgoing.len();
+        for packet in outgoing.drain(..) {
+            self.send(&packet);
+        }
+        self.outgoing = outgoing;
+        if sent > 0 {
+            self.broker
+                .stats
+                .messages_sent
+                .fetch_add(sent as u64, Ordering::Relaxed);
+            // The session's queue shrank: a shared group waiting for room may hand it more.
+            self.broker.drain_groups_of(&session);
+        }
+        self.broker.stats.record_dropped(dropped);
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnectionError> {
+        if !self.write_buf.is_empty() {
+            let len = self.write_buf.len();
+            self.stream.write_all_buf(&mut self.write_buf).await?;
+            self.broker
+                .stats
+                .bytes_sent
+                .fetch_add(len as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Says goodbye where the protocol has a way to, and settles the session: will message,
+    /// redispatch of shared copies, expiry.
+    async fn finish(&mut self, end: End) {
+        let goodbye = match &end {
+            End::Shutdown => Some((ReasonCode::SERVER_SHUTTING_DOWN, None)),
+            End::Kicked(code) => Some((*code, None)),
+            End::KeepAliveTimeout => Some((ReasonCode::KEEP_ALIVE_TIMEOUT, None)),
+            End::Error(ConnectionError::Io(_)) => None,
+            End::Error(ConnectionError::Decode(DecodeError::NotConnect)) => None,
+            End::Error(e) if self.client.is_some() => Some((e.reason_code(), Some(e.to_string()))),
+            _ => None,
+        };
+        if let (Some((code, reason)), true) =
+            (goodbye, self.version.is_v5() && self.client.is_some())
+        {
+            let reason_string = reason
+                .filter(|_| self.request_problem_information)
+                .map(ByteString::from);
+            self.write_buf.clear();
+            self.send(&Packet::Disconnect(Disconnect {
+                reason_code: code,
+                properties: DisconnectProperties {
+                    reason_string,
+                    ..DisconnectProperties::default()
+                },
+            }));
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, self.flush()).await;
+        }
+        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, self.stream.shutdown()).await;
+
+        let Some(client) = self.client.take() else {
+            if let End::Error(e) = &end {
+                tracing::info!(peer = %self.peer, error = %e, "connection closed before CONNECT completed");
+            }
+            return;
+        };
+        let session = client.session;
+        self.broker
+            .stats
+            .clients_connected
+            .fetch_sub(1, Ordering::Relaxed);
+        match &end {
+            End::Error(e) => {
+                tracing::info!(client_id = %session.client_id, peer = %self.peer, error = %e, code = %e.reason_code(), "client disconnected: protocol violation")
+            }
+            other => {
+                tracing::info!(client_id = %session.client_id, peer = %self.peer, reason = ?other, "client disconnected")
+            }
+        }
+        let Some(redispatch) = session.detach(client.generation) else {
+            // A newer connection owns the session now; it has done the settling.
+            return;
+        };
+        self.broker.redispatch(redispatch);
+        match end {
+            End::Shutdown => {
+                let _ = session.take_will();
+                return;
+            }
+            End::Disconnected(ReasonCode::NORMAL_DISCONNECTION) => {
+                let _ = session.take_will();
+            }
+            _ => {
+                if let Some(last_will) = session.take_will() {
+                    will::schedule(&self.broker, &session, last_will, client.generation);
+                }
+            }
+        }
+        self.schedule_expiry(session, client.generation);
+    }
+
+    /// Ends the session now (expiry 0), never (`u32::MAX`), or after its expiry interval
+    /// unless a connection resumes it first.
+    fn schedule_expiry(&self, session: Arc<Session>, generation: u64) {
+        let expiry = session.expiry_interval();
+        if expiry == 0 {
+            self.broker.end_session(&session);
+            return;
+        }
+        if expiry == u32::MAX {
+            return;
+        }
+        let broker = self.broker.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(u64::from(expiry))) => {}
+                _ = broker.shutdown.cancelled() => return,
+            }
+            if session.generation() == generation && !session.is_online() {
+                tracing::debug!(client_id = %session.client_id, "session expired");
+                broker.end_session(&session);
+            }
+        });
+    }
+}
+
+/// The protocol level byte of a CONNECT at the start of `buf`, if it can be read: fixed header,
+/// then the protocol name as a length-prefixed string, then the level.
+fn peek_connect_level(buf: &[u8]) -> Option<u8> {
+    let mut index = 1;
+    // Remaining length: up to four bytes with continuation bits.
+    for _ in 0..4 {
+        let byte = *buf.get(index)?;
+        index += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    let name_len = u16::from_be_bytes([*buf.get(index)?, *buf.get(index + 1)?]) as usize;
+    buf.get(index + 2 + name_len).copied()
+}

@@ -1,0 +1,62 @@
+//! PUBACK, PUBREC, PUBREL, PUBCOMP from a client.
+
+use crate::packet::{Ack, Packet, ReasonCode};
+
+use super::connection::Connection;
+use super::error::ConnectionError;
+use super::session::AckOutcome;
+
+impl Connection {
+    pub(super) fn handle_puback(&mut self, ack: Ack) -> Result<(), ConnectionError> {
+        let session = self.session()?;
+        if session.acknowledge_publish(ack.packet_id, ack.reason_code, false) == AckOutcome::Done {
+            self.broker.drain_groups_of(&session);
+        } else {
+            tracing::debug!(client_id = %session.client_id, packet_id = ack.packet_id, "PUBACK for a packet id not in flight");
+        }
+        Ok(())
+    }
+
+    pub(super) fn handle_pubrec(&mut self, ack: Ack) -> Result<(), ConnectionError> {
+        let session = self.session()?;
+        match session.acknowledge_publish(ack.packet_id, ack.reason_code, true) {
+            AckOutcome::SendPubRel => self.send(&Packet::PubRel(Ack::new(ack.packet_id))),
+            AckOutcome::Done => self.broker.drain_groups_of(&session),
+            AckOutcome::UnknownPacketId => {
+                self.send(&Packet::PubRel(Ack::with_reason(
+                    ack.packet_id,
+                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn handle_pubrel(&mut self, ack: Ack) -> Result<(), ConnectionError> {
+        let session = self.session()?;
+        let reason = if session.release_incoming_qos2(ack.packet_id) {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        self.send(&Packet::PubComp(Ack::with_reason(ack.packet_id, reason)));
+        Ok(())
+    }
+
+    pub(super) fn handle_pubcomp(&mut self, ack: Ack) -> Result<(), ConnectionError> {
+        let session = self.session()?;
+        if session.complete_publish(ack.packet_id) == AckOutcome::Done {
+            self.broker.drain_groups_of(&session);
+        }
+        Ok(())
+    }
+
+    pub(super) fn session(
+        &self,
+    ) -> Result<std::sync::Arc<super::session::Session>, ConnectionError> {
+        self.client
+            .as_ref()
+            .map(|c| c.session.clone())
+            .ok_or(ConnectionError::Protocol("packet before CONNECT"))
+    }
+}

@@ -1,0 +1,187 @@
+//! CONNECT → CONNACK: client identifier, authentication, session resume or takeover, and the
+//! limits both sides announce.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytestring::ByteString;
+
+use crate::packet::{ConnAck, ConnAckProperties, Connect, Packet, ReasonCode};
+use crate::topic::validate_topic_name;
+
+use super::auth::Credentials;
+use super::connection::{Client, Connection};
+use super::error::ConnectionError;
+use super::will;
+
+/// Largest packet the spec allows; the default for a client that states no Maximum Packet Size.
+const SPEC_MAX_PACKET_SIZE: u32 = 268_435_460;
+
+impl Connection {
+    /// Answers CONNECT. Returns false if the client was refused (the refusing CONNACK is in the
+    /// write buffer).
+    pub(super) fn handle_connect(&mut self, connect: Connect) -> Result<bool, ConnectionError> {
+        let v5 = self.version.is_v5();
+        let config = &self.broker.config;
+        if connect.properties.authentication_method.is_some() {
+            // Enhanced authentication (AUTH exchanges) is not offered.
+            return Ok(self.refuse(ReasonCode::BAD_AUTHENTICATION_METHOD));
+        }
+        let mut assigned_client_identifier = None;
+        let client_id = if connect.client_id.is_empty() {
+            // 3.1.1 allows an empty id only with a clean session [MQTT-3.1.3-7].
+            if !v5 && !connect.clean_start {
+                return Ok(self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID));
+            }
+            let id = ByteString::from(format!("sharq-{:016x}", rand::random::<u64>()));
+            if v5 {
+                assigned_client_identifier = Some(id.clone());
+            }
+            id
+        } else {
+            connect.client_id.clone()
+        };
+        let credentials = Credentials {
+            client_id: &client_id,
+            username: connect.username.as_ref(),
+            password: connect.password.as_ref(),
+        };
+        if let Err(code) = self.broker.authenticator.authenticate(credentials) {
+            tracing::info!(client_id = %client_id, peer = %self.peer, code = %code, "connection refused by authentication");
+            return Ok(self.refuse(code));
+        }
+        if let Some(will) = &connect.will {
+            if validate_topic_name(&will.topic, config.limits.max_topic_levels).is_err() {
+                return Ok(self.refuse(ReasonCode::TOPIC_NAME_INVALID));
+            }
+        }
+
+        let requested_expiry = if v5 {
+            connect.properties.session_expiry_interval.unwrap_or(0)
+        } else if connect.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        let expiry = requested_expiry.min(config.session.max_expiry_secs);
+        let opened = self
+            .broker
+            .open_session(&client_id, connect.clean_start, expiry);
+        if let Some(discarded) = opened.discarded {
+            // Clean Start over an existing session: that session ends here, and its connection,
+            // if any, is taken over.
+            discarded.kick(ReasonCode::SESSION_TAKEN_OVER);
+            if let Some(last_will) = discarded.take_will() {
+                will::publish(&self.broker, &discarded, last_will);
+            }
+            self.broker.end_session(&discarded);
+        }
+        let session = opened.session;
+
+        let client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+        let window = usize::from(client_receive_maximum.min(config.limits.max_inflight));
+        let client_max_packet_size = connect
+            .properties
+            .maximum_packet_size
+            .unwrap_or(SPEC_MAX_PACKET_SIZE);
+        self.request_problem_information = connect
+            .properties
+            .request_problem_information
+            .unwrap_or(true);
+
+        let mut keep_alive = connect.keep_alive;
+        let mut server_keep_alive = None;
+        if v5 {
+            if let Some(forced) = config.keep_alive.server_secs {
+                keep_alive = forced;
+                server_keep_alive = Some(forced);
+            } else if keep_alive > config.keep_alive.max_secs
+                || (keep_alive == 0 && config.keep_alive.max_secs < u16::MAX)
+            {
+                keep_alive = config.keep_alive.max_secs;
+                server_keep_alive = Some(keep_alive);
+            }
+        }
+        self.keep_alive = (keep_alive > 0).then(|| Duration::from_secs(u64::from(keep_alive)));
+
+        let attached = session.attach(
+            self.version,
+            window,
+            client_max_packet_size,
+            connect.will,
+            expiry,
+            ReasonCode::SESSION_TAKEN_OVER,
+        );
+        if let Some(previous_will) = attached.previous_will {
+            // The connection we took over ended without DISCONNECT; a delayed will is
+            // cancelled by this very reconnection, an immediate one goes out now.
+            if previous_will.properties.will_delay_interval.unwrap_or(0) == 0 {
+                will::publish(&self.broker, &session, previous_will);
+            }
+        }
+        self.broker.redispatch(attached.redispatch);
+
+        let mut properties = ConnAckProperties::default();
+        if v5 {
+            if expiry != requested_expiry {
+                properties.session_expiry_interval = Some(expiry);
+            }
+            properties.receive_maximum = Some(config.limits.receive_maximum);
+            properties.maximum_packet_size = Some(config.limits.max_packet_size);
+            properties.topic_alias_maximum = Some(config.limits.topic_alias_maximum);
+            properties.assigned_client_identifier = assigned_client_identifier;
+            properties.retain_available = Some(true);
+            properties.wildcard_subscription_available = Some(true);
+            properties.subscription_identifiers_available = Some(true);
+            // Stated explicitly: some client test suites refuse to use $share without it.
+            properties.shared_subscription_available = Some(true);
+            properties.server_keep_alive = server_keep_alive;
+        }
+        self.send(&Packet::ConnAck(ConnAck {
+            session_present: opened.present,
+            reason_code: ReasonCode::SUCCESS,
+            properties,
+        }));
+        for packet in &attached.resend {
+            self.send(packet);
+        }
+        self.broker
+            .stats
+            .clients_connected
+            .fetch_add(1, Ordering::Relaxed);
+        self.broker
+            .stats
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            client_id = %client_id,
+            peer = %self.peer,
+            version = ?self.version,
+            clean_start = connect.clean_start,
+            session_present = opened.present,
+            keep_alive,
+            "client connected"
+        );
+        self.client = Some(Client {
+            session: session.clone(),
+            generation: attached.generation,
+            notify: attached.notify,
+            kicked: attached.kicked,
+        });
+        // A member coming online may take messages its groups kept while nobody could.
+        for group in session.groups_with_backlog() {
+            group.drain(self.broker.group_limits());
+        }
+        Ok(true)
+    }
+
+    /// Writes a refusing CONNACK; the connection closes after it.
+    fn refuse(&mut self, code: ReasonCode) -> bool {
+        self.send(&Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason_code: code,
+            ..ConnAck::default()
+        }));
+        false
+    }
+}

@@ -1,0 +1,135 @@
+//! SUBSCRIBE → SUBACK and UNSUBSCRIBE → UNSUBACK, plain and shared.
+
+use crate::packet::{
+    AckProperties, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck,
+    Unsubscribe,
+};
+use crate::topic::{parse_subscription, SubscriptionFilter};
+
+use super::connection::Connection;
+use super::error::ConnectionError;
+use super::session::{Delivery, StoredSubscription};
+
+impl Connection {
+    pub(super) fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), ConnectionError> {
+        let session = self.session()?;
+        let max_levels = self.broker.config.limits.max_topic_levels;
+        let identifier = subscribe.properties.subscription_identifier;
+        let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        let mut joined_group = false;
+        for requested in subscribe.filters {
+            let options = requested.options;
+            let parsed = match parse_subscription(&requested.filter, max_levels) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    tracing::debug!(client_id = %session.client_id, filter = %requested.filter, error = %e, "subscription refused");
+                    reason_codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+                    continue;
+                }
+            };
+            let stored = StoredSubscription {
+                options,
+                identifier,
+            };
+            match parsed {
+                SubscriptionFilter::Shared { group, filter } => {
+                    if options.no_local {
+                        // [MQTT-3.8.3-4]
+                        return Err(ConnectionError::Protocol(
+                            "No Local set on a shared subscription",
+                        ));
+                    }
+                    session.add_subscription(requested.filter.clone(), stored);
+                    self.broker
+                        .router
+                        .join_group(group, filter, &session, options, identifier);
+                    joined_group = true;
+                    // Shared subscriptions never receive retained messages at subscribe time.
+                }
+                SubscriptionFilter::Plain(filter) => {
+                    let existed = session
+                        .add_subscription(requested.filter.clone(), stored)
+                        .is_some();
+                    self.broker
+                        .router
+                        .subscribe(filter, &session, options, identifier);
+                    let send_retained = match options.retain_handling {
+                        RetainHandling::SendAtSubscribe => true,
+                        RetainHandling::SendIfNew => !existed,
+                        RetainHandling::DoNotSend => false,
+                    };
+                    if send_retained {
+                        for message in self.broker.retained.matching(filter) {
+                            retained.push(Delivery {
+                                qos: message.qos.min(options.qos),
+                                retain: true,
+                                subscription_ids: identifier.into_iter().collect(),
+                                message,
+                                group: None,
+                            });
+                        }
+                    }
+                }
+            }
+            reason_codes.push(granted(options.qos));
+        }
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            reason_codes,
+            properties: AckProperties::default(),
+        }));
+        // After the SUBACK in the write buffer, so the client sees the grant first.
+        let limits = self.broker.queue_limits();
+        for delivery in retained {
+            let _ = session.enqueue(delivery, limits);
+        }
+        if joined_group {
+            self.broker.drain_groups_of(&session);
+        }
+        self.save_session(&session);
+        Ok(())
+    }
+
+    pub(super) fn handle_unsubscribe(
+        &mut self,
+        unsubscribe: Unsubscribe,
+    ) -> Result<(), ConnectionError> {
+        let session = self.session()?;
+        let mut reason_codes = Vec::with_capacity(unsubscribe.filters.len());
+        for filter in &unsubscribe.filters {
+            if parse_subscription(filter, usize::MAX).is_err() {
+                reason_codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+                continue;
+            }
+            let existed = session.remove_subscription(filter).is_some();
+            if existed {
+                self.broker.remove_from_router(filter, &session);
+                reason_codes.push(ReasonCode::SUCCESS);
+            } else {
+                reason_codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
+            }
+        }
+        self.send(&Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            reason_codes,
+            properties: AckProperties::default(),
+        }));
+        self.save_session(&session);
+        Ok(())
+    }
+
+    fn save_session(&self, session: &super::session::Session) {
+        if let Err(e) = self.broker.store.save(&session.record()) {
+            tracing::warn!(client_id = %session.client_id, error = %e, "session store: save failed");
+        }
+    }
+}
+
+fn granted(qos: QoS) -> ReasonCode {
+    match qos {
+        QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
+        QoS::AtLeastOnce => ReasonCode::GRANTED_QOS_1,
+        QoS::ExactlyOnce => ReasonCode::GRANTED_QOS_2,
+    }
+}

@@ -1,0 +1,285 @@
+//! The broker: listeners, sessions, routing, and their lifecycle.
+//!
+//! Files mirror the protocol, so a reader finds the code for a packet by its name:
+//! `handle_connect.rs`, `handle_publish.rs`, `handle_subscribe.rs`, ... ; `connection.rs` is
+//! the per-connection task, `session.rs` what survives a connection, `router.rs` the topic tree,
+//! `shared.rs` shared-subscription groups, `retain.rs`, `will.rs`, `sys.rs`.
+
+mod auth;
+mod connection;
+mod error;
+mod handle_ack;
+mod handle_connect;
+mod handle_publish;
+mod handle_subscribe;
+mod listener;
+pub mod message;
+pub mod retain;
+pub mod router;
+pub mod session;
+pub mod shared;
+mod stats;
+pub mod store;
+mod sys;
+mod will;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use auth::{Authenticator, ConfigAuthenticator, Credentials};
+pub use error::ConnectionError;
+pub use stats::Stats;
+
+use crate::config::Config;
+use crate::topic::{parse_subscription, SubscriptionFilter};
+use message::Message;
+use retain::RetainStore;
+use router::Router;
+use session::{Delivery, QueueLimits, Session};
+use shared::GroupLimits;
+use store::{MemoryStore, SessionStore};
+
+/// Everything the connections of one broker share.
+pub struct BrokerState {
+    pub config: Config,
+    pub router: Router,
+    pub retained: RetainStore,
+    pub stats: Stats,
+    /// Live sessions by client id. Held only for lookups and inserts, never across routing.
+    sessions: Mutex<HashMap<ByteString, Arc<Session>>>,
+    next_session_id: AtomicU64,
+    pub authenticator: Box<dyn Authenticator>,
+    pub store: Box<dyn SessionStore>,
+    /// Cancelled once to stop the listeners and disconnect every client.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them to say goodbye.
+    pub tasks: TaskTracker,
+    pub started_at: Instant,
+}
+
+impl std::fmt::Debug for BrokerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerState").finish_non_exhaustive()
+    }
+}
+
+/// A broker that is serving: its bound addresses and the means to stop it.
+#[derive(Debug)]
+pub struct Broker {
+    state: Arc<BrokerState>,
+    local_addrs: Vec<SocketAddr>,
+}
+
+impl Broker {
+    /// Binds every configured listener and starts serving in the background of the current
+    /// tokio runtime.
+    pub async fn start(config: Config) -> io::Result<Broker> {
+        let authenticator = Box::new(ConfigAuthenticator::new(&config.auth));
+        let state = Arc::new(BrokerState {
+            router: Router::new(),
+            retained: RetainStore::new(),
+            stats: Stats::default(),
+            sessions: Mutex::new(HashMap::new()),
+            next_session_id: AtomicU64::new(1),
+            authenticator,
+            store: Box::new(MemoryStore::default()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            started_at: Instant::now(),
+            config,
+        });
+        let mut local_addrs = Vec::new();
+        for address in &state.config.server.listeners {
+            let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {address}: {e}"))
+            })?;
+            let bound = listener.local_addr()?;
+            tracing::info!(address = %bound, "listening for MQTT connections");
+            local_addrs.push(bound);
+            tokio::spawn(listener::accept_loop(state.clone(), listener));
+        }
+        if state.config.server.sys_interval_secs > 0 {
+            tokio::spawn(sys::publish_loop(state.clone()));
+        }
+        Ok(Broker { state, local_addrs })
+    }
+
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    pub fn state(&self) -> &Arc<BrokerState> {
+        &self.state
+    }
+
+    /// Stops accepting, sends DISCONNECT 0x8B (Server shutting down) to v5 clients, and waits
+    /// (up to `grace`) for every connection to close.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.state.shutdown.cancel();
+        self.state.tasks.close();
+        if tokio::time::timeout(grace, self.state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within the shutdown grace period");
+        }
+    }
+}
+
+impl BrokerState {
+    pub fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            max_messages: self.config.limits.max_queued_messages,
+            max_bytes: self.config.limits.max_queued_bytes,
+        }
+    }
+
+    pub fn group_limits(&self) -> GroupLimits {
+        GroupLimits {
+            max_messages: self.config.shared.group_queue_max_messages,
+            max_bytes: self.config.shared.group_queue_max_bytes,
+            member_queue: self.queue_limits(),
+        }
+    }
+
+    pub fn session(&self, client_id: &str) -> Option<Arc<Session>> {
+        self.sessions.lock().get(client_id).cloned()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    /// Finds the session to resume for `client_id`, or makes a new one. With `clean_start`
+    /// any existing session is ended first. Returns the session, whether it was resumed
+    /// (Session Present), and the session that was discarded, if any.
+    pub fn open_session(
+        &self,
+        client_id: &ByteString,
+        clean_start: bool,
+        expiry: u32,
+    ) -> OpenedSession {
+        let mut sessions = self.sessions.lock();
+        if let Some(existing) = sessions.get(client_id) {
+            if !clean_start && !existing.is_ended() {
+                return OpenedSession {
+                    session: existing.clone(),
+                    present: true,
+                    discarded: None,
+                };
+            }
+        }
+        let id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
+        let session = Arc::new(Session::new(id, client_id.clone(), expiry));
+        let discarded = sessions.insert(client_id.clone(), session.clone());
+        OpenedSession {
+            session,
+            present: false,
+            discarded,
+        }
+    }
+
+    /// Ends a session: removes it from the registry (if it is still the registered one), its
+    /// subscriptions from the router, and hands its unfinished shared copies to other members.
+    pub fn end_session(&self, session: &Arc<Session>) {
+        {
+            let mut sessions = self.sessions.lock();
+            if sessions
+                .get(&session.client_id)
+                .is_some_and(|s| Arc::ptr_eq(s, session))
+            {
+                sessions.remove(&session.client_id);
+            }
+        }
+        let ended = session.end();
+        for filter in ended.subscriptions.keys() {
+            self.remove_from_router(filter, session);
+        }
+        // Leave any group the subscription map did not mention (defensive: both are kept
+        // together, but a group must never keep a dead member).
+        for group in &ended.groups {
+            self.router.leave_group(&group.name, &group.filter, session);
+        }
+        self.redispatch(ended.redispatch);
+        if let Err(e) = self.store.remove(&session.client_id) {
+            tracing::warn!(client_id = %session.client_id, error = %e, "session store: remove failed");
+        }
+        tracing::debug!(client_id = %session.client_id, "session ended");
+    }
+
+    /// Removes one subscription (plain or shared) of `session` from the router.
+    pub fn remove_from_router(&self, filter: &str, session: &Arc<Session>) -> bool {
+        match parse_subscription(filter, usize::MAX) {
+            Ok(SubscriptionFilter::Shared { group, filter }) => {
+                self.router.leave_group(group, filter, session)
+            }
+            Ok(SubscriptionFilter::Plain(filter)) => self.router.unsubscribe(filter, session.id),
+            Err(_) => false,
+        }
+    }
+
+    /// Hands shared copies a member could not finish back to their groups.
+    pub fn redispatch(&self, deliveries: Vec<Delivery>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let limits = self.group_limits();
+        // Keep each group's copies together and in order.
+        let mut per_group: Vec<(Arc<shared::SharedGroup>, Vec<Arc<Message>>)> = Vec::new();
+        for delivery in deliveries {
+            let Some(group) = delivery.group else {
+                continue;
+            };
+            match per_group.iter_mut().find(|(g, _)| Arc::ptr_eq(g, &group)) {
+                Some((_, messages)) => messages.push(delivery.message),
+                None => per_group.push((group, vec![delivery.message])),
+            }
+        }
+        for (group, messages) in per_group {
+            tracing::debug!(group = %group.name, filter = %group.filter, count = messages.len(), "redispatching shared messages");
+            group.redispatch(messages, limits);
+        }
+    }
+
+    /// Lets every group `session` belongs to hand it waiting messages.
+    pub fn drain_groups_of(&self, session: &Session) {
+        let groups = session.groups_with_backlog();
+        if groups.is_empty() {
+            return;
+        }
+        let limits = self.group_limits();
+        for group in groups {
+            group.drain(limits);
+        }
+    }
+
+    /// Publishes a message from inside the broker (wills, `$SYS`): retains it if asked, then
+    /// routes it.
+    pub fn publish_internal(&self, message: Arc<Message>) {
+        if message.retain {
+            self.retained
+                .set(&message, self.config.limits.max_retained_messages);
+        }
+        let routed = self
+            .router
+            .route(&message, self.queue_limits(), self.group_limits());
+        self.stats.record_dropped(routed.dropped);
+    }
+}
+
+/// The result of [`BrokerState::open_session`].
+#[derive(Debug)]
+pub struct OpenedSession {
+    pub session: Arc<Session>,
+    pub present: bool,
+    pub discarded: Option<Arc<Session>>,
+}

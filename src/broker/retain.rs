@@ -1,0 +1,136 @@
+//! Retained messages: the last retained message per topic, handed to new subscriptions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytestring::ByteString;
+use parking_lot::RwLock;
+
+use super::message::Message;
+
+#[derive(Debug, Default)]
+pub struct RetainStore {
+    messages: RwLock<HashMap<ByteString, Arc<Message>>>,
+}
+
+/// Whether a stored message replaced, was added, or could not be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retained {
+    Stored,
+    Cleared,
+    /// The store is at its configured maximum and the topic is new.
+    Full,
+}
+
+impl RetainStore {
+    pub fn new() -> RetainStore {
+        RetainStore::default()
+    }
+
+    /// Stores `message` as the topic's retained message; an empty payload clears it
+    /// [MQTT-3.3.1-6].
+    pub fn set(&self, message: &Arc<Message>, max_messages: usize) -> Retained {
+        let mut messages = self.messages.write();
+        if message.payload.is_empty() {
+            messages.remove(&message.topic);
+            return Retained::Cleared;
+        }
+        if messages.len() >= max_messages && !messages.contains_key(&message.topic) {
+            return Retained::Full;
+        }
+        messages.insert(message.topic.clone(), message.clone());
+        Retained::Stored
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The retained messages matching `filter`, expired ones left out (and removed).
+    pub fn matching(&self, filter: &str) -> Vec<Arc<Message>> {
+        let now = Instant::now();
+        let mut found = Vec::new();
+        let mut expired = Vec::new();
+        {
+            let messages = self.messages.read();
+            if !filter.contains(['+', '#']) {
+                if let Some(message) = messages.get(filter) {
+                    if message.is_expired(now) {
+                        expired.push(message.topic.clone());
+                    } else {
+                        found.push(message.clone());
+                    }
+                }
+            } else {
+                for (topic, message) in messages.iter() {
+                    if !filter_matches(filter, topic) {
+                        continue;
+                    }
+                    if message.is_expired(now) {
+                        expired.push(topic.clone());
+                    } else {
+                        found.push(message.clone());
+                    }
+                }
+            }
+        }
+        if !expired.is_empty() {
+            let mut messages = self.messages.write();
+            for topic in expired {
+                if messages.get(&topic).is_some_and(|m| m.is_expired(now)) {
+                    messages.remove(&topic);
+                }
+            }
+        }
+        found
+    }
+}
+
+/// Whether topic name `topic` matches topic filter `filter` (both already validated).
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    // A leading wildcard does not match `$` topics [MQTT-4.7.2-1].
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut topic_levels = topic.split('/');
+    for filter_level in filter.split('/') {
+        match filter_level {
+            "#" => return true,
+            "+" => {
+                if topic_levels.next().is_none() {
+                    return false;
+                }
+            }
+            literal => {
+                if topic_levels.next() != Some(literal) {
+                    return false;
+                }
+            }
+        }
+    }
+    topic_levels.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_matches;
+
+    #[test]
+    fn matching_rules() {
+        assert!(filter_matches("a/#", "a"));
+        assert!(filter_matches("a/#", "a/b/c"));
+        assert!(filter_matches("a/+/c", "a/b/c"));
+        assert!(filter_matches("a/+", "a/"));
+        assert!(!filter_matches("a/+", "a"));
+        assert!(!filter_matches("a/b", "a/b/c"));
+        assert!(filter_matches("#", "a/b"));
+        assert!(!filter_matches("#", "$SYS/x"));
+        assert!(!filter_matches("+/x", "$SYS/x"));
+        assert!(filter_matches("$SYS/#", "$SYS/x"));
+    }
+}

@@ -1,0 +1,631 @@
+//! A session: what the broker keeps for one client id across its connections — subscriptions,
+//! the queue of messages not yet sent, QoS 1/2 messages in flight both ways, and the will.
+//!
+//! The state sits behind a `parking_lot::Mutex` rather than a tokio one because no `.await`
+//! ever happens while it is held: every operation is a short, bounded piece of bookkeeping.
+//! Lock order across the broker is: topic tree → shared group → session; a session never calls
+//! out while holding its own lock.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytestring::ByteString;
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, Notify};
+
+use crate::codec;
+use crate::packet::{
+    Ack, LastWill, Packet, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionOptions,
+};
+
+use super::message::{Message, SessionId};
+use super::shared::SharedGroup;
+
+/// One copy of a message on its way to one session.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    /// The QoS it is sent with: the lower of the published QoS and the subscription's.
+    pub qos: QoS,
+    /// The RETAIN flag as it is sent (Retain As Published, or set for retained-on-subscribe).
+    pub retain: bool,
+    /// Identifiers of the receiver's own matching subscriptions only.
+    pub subscription_ids: Vec<u32>,
+    /// Set when the copy came through a shared subscription: where it goes back to if this
+    /// member cannot finish it.
+    pub group: Option<Arc<SharedGroup>>,
+}
+
+/// A subscription as the session remembers it, keyed by the filter string the client sent.
+#[derive(Debug, Clone)]
+pub struct StoredSubscription {
+    pub options: SubscriptionOptions,
+    pub identifier: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutboundStage {
+    /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published,
+    /// PUBREC received and PUBREL sent; waiting for PUBCOMP.
+    Released,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    /// Send order, so a resumed session resends in the original order [MQTT-4.6.0-1].
+    sequence: u64,
+    stage: OutboundStage,
+    delivery: Delivery,
+}
+
+/// The connection currently attached to a session.
+#[derive(Debug)]
+struct Link {
+    generation: u64,
+    /// Wakes that connection's writer when something was queued for it.
+    notify: Arc<Notify>,
+    /// Tells that connection to go away (takeover, administrative action).
+    kick: Option<oneshot::Sender<ReasonCode>>,
+    version: ProtocolVersion,
+    /// QoS 1/2 messages allowed in flight: min(client's Receive Maximum, our cap).
+    window: usize,
+    /// The client's Maximum Packet Size; larger messages are not sent to it [MQTT-3.1.2-24].
+    max_packet_size: u32,
+}
+
+/// What a connection needs to know about the link it just made.
+#[derive(Debug)]
+pub struct Attached {
+    pub generation: u64,
+    pub notify: Arc<Notify>,
+    pub kicked: oneshot::Receiver<ReasonCode>,
+    /// Unfinished outbound QoS 1/2 exchanges to resend on this connection, in order.
+    pub resend: Vec<Packet>,
+    /// Shared-subscription copies the previous connection left unfinished, to hand back to
+    /// their groups.
+    pub redispatch: Vec<Delivery>,
+    /// The will of the connection this one took over: that connection ended without a normal
+    /// DISCONNECT.
+    pub previous_will: Option<LastWill>,
+}
+
+/// Limits applied to one session's queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Queued,
+    /// The queue was full: the new message was refused.
+    Refused,
+    /// The queue was full of QoS 0 messages; the oldest was dropped to make room.
+    QueuedDroppingOldestQos0,
+}
+
+/// Outcome of an acknowledgement from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// The packet id was in flight; the slot is free (or, for PUBREC, PUBREL must be sent).
+    Done,
+    SendPubRel,
+    UnknownPacketId,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub id: SessionId,
+    pub client_id: ByteString,
+    state: Mutex<SessionState>,
+}
+
+#[derive(Debug, Default)]
+struct SessionState {
+    link: Option<Link>,
+    /// Bumped at every attach, so a stale connection cannot touch a session it lost.
+    generation: u64,
+    /// True once the session has ended; late deliveries to it are dropped.
+    ended: bool,
+    subscriptions: HashMap<ByteString, StoredSubscription>,
+    /// Groups this session is a member of, so freed capacity can pull from their queues.
+    groups: Vec<Arc<SharedGroup>>,
+    queue: VecDeque<Delivery>,
+    queued_bytes: usize,
+    inflight: HashMap<u16, Inflight, ahash::RandomState>,
+    next_sequence: u64,
+    next_packet_id: u16,
+    /// QoS 2 PUBLISHes received and acknowledged with PUBREC, waiting for PUBREL.
+    incoming_qos2: HashSet<u16, ahash::RandomState>,
+    /// Seconds the session outlives its connection; `u32::MAX` never expires.
+    expiry_interval: u32,
+    will: Option<LastWill>,
+}
+
+impl Session {
+    pub fn new(id: SessionId, client_id: ByteString, expiry_interval: u32) -> Session {
+        Session {
+            id,
+            client_id,
+            state: Mutex::new(SessionState {
+                expiry_interval,
+                next_packet_id: 1,
+                ..SessionState::default()
+            }),
+        }
+    }
+
+    /// Attaches a new connection, kicking any previous one with `kick_reason`.
+    pub fn attach(
+        &self,
+        version: ProtocolVersion,
+        window: usize,
+        max_packet_size: u32,
+        will: Option<LastWill>,
+        expiry_interval: u32,
+        kick_reason: ReasonCode,
+    ) -> Attached {
+        let mut state = self.state.lock();
+        let mut redispatch = Vec::new();
+        let mut previous_will = None;
+        if let Some(mut old) = state.link.take() {
+            if let Some(kick) = old.kick.take() {
+                let _ = kick.send(kick_reason);
+            }
+            state.take_shared_unfinished(&mut redispatch);
+            previous_will = state.will.take();
+        }
+        state.generation += 1;
+        let generation = state.generation;
+        let notify = Arc::new(Notify::new());
+        let (kick, kicked) = oneshot::channel();
+        state.link = Some(Link {
+            generation,
+            notify: notify.clone(),
+            kick: Some(kick),
+            version,
+            window: window.max(1),
+            max_packet_size,
+        });
+        state.will = will;
+        state.expiry_interval = expiry_interval;
+        let resend = state.resend_packets();
+        Attached {
+            generation,
+            notify,
+            kicked,
+            resend,
+            redispatch,
+            previous_will,
+        }
+    }
+
+    /// Detaches connection `generation` if it is still the attached one. Returns the
+    /// shared-subscription copies to hand back to their groups, or `None` if a newer connection
+    /// already took over (that connection owns the session now).
+    pub fn detach(&self, generation: u64) -> Option<Vec<Delivery>> {
+        let mut state = self.state.lock();
+        match &state.link {
+            Some(link) if link.generation == generation => {}
+            _ => return None,
+        }
+        state.link = None;
+        let mut redispatch = Vec::new();
+        state.take_shared_unfinished(&mut redispatch);
+        Some(redispatch)
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.state.lock().link.is_some()
+    }
+
+    /// True while `generation` is the attached connection and the session has not ended.
+    pub fn is_current(&self, generation: u64) -> bool {
+        let state = self.state.lock();
+        !state.ended && state.generation == generation && state.link.is_some()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.state.lock().generation
+    }
+
+    /// True if an online member could be handed another shared message without waiting:
+    /// connected, and its in-flight window plus queue has room.
+    pub fn has_capacity(&self) -> bool {
+        let state = self.state.lock();
+        match &state.link {
+            Some(link) => state.inflight.len() + state.queue.len() < link.window,
+            None => false,
+        }
+    }
+
+    /// Messages in flight plus queued, for load-aware strategies.
+    pub fn load(&self) -> (usize, usize) {
+        let state = self.state.lock();
+        let window = state.link.as_ref().map_or(0, |l| l.window);
+        (state.inflight.len() + state.queue.len(), window)
+    }
+
+    /// Queues a delivery and wakes the attached connection, if any.
+    pub fn enqueue(&self, delivery: Delivery, limits: QueueLimits) -> Enqueued {
+        let mut state = self.state.lock();
+        if state.ended {
+            return Enqueued::Refused;
+        }
+        let weight = delivery.message.weight();
+        let mut outcome = Enqueued::Queued;
+        if state.queue.len() >= limits.max_messages
+            || state.queued_bytes + weight > limits.max_bytes
+        {
+            // Overflow policy: QoS 0 is the cheapest to lose, so the oldest QoS 0 message makes
+            // room; if there is none, the newest message is refused.
+            let oldest_qos0 = state.queue.iter().position(|d| d.qos == QoS::AtMostOnce);
+            match oldest_qos0 {
+                Some(index)
+                    if state.queue.len() >= limits.max_messages || weight <= limits.max_bytes =>
+                {
+                    if let Some(dropped) = state.queue.remove(index) {
+                        state.queued_bytes -= dropped.message.weight();
+                    }
+                    outcome = Enqueued::QueuedDroppingOldestQos0;
+                }
+                _ => return Enqueued::Refused,
+            }
+            if state.queued_bytes + weight > limits.max_bytes {
+                return Enqueued::Refused;
+            }
+        }
+        state.queued_bytes += weight;
+        state.queue.push_back(delivery);
+        if let Some(link) = &state.link {
+            link.notify.notify_one();
+        }
+        outcome
+    }
+
+    /// Moves queued messages into flight for connection `generation`, as far as its window
+    /// allows, appending the PUBLISH packets to send. Expired messages and messages larger than
+    /// the client accepts are dropped here and counted in `dropped`.
+    pub fn take_sendable(
+        &self,
+        generation: u64,
+        now: Instant,
+        out: &mut Vec<Packet>,
+        dropped: &mut usize,
+        max_packets: usize,
+    ) {
+        let mut state = self.state.lock();
+        let (window, max_packet_size, version) = match &state.link {
+            Some(link) if link.generation == generation => {
+                (link.window, link.max_packet_size, link.version)
+            }
+            _ => return,
+        };
+        while let Some(front) = state.queue.front() {
+            if out.len() >= max_packets {
+                break;
+            }
+            if front.qos != QoS::AtMostOnce && state.inflight.len() >= window {
+                break;
+            }
+            let Some(delivery) = state.queue.pop_front() else {
+                break;
+            };
+            state.queued_bytes -= delivery.message.weight();
+            let packet_id = if delivery.qos == QoS::AtMostOnce {
+                None
+            } else {
+                match state.allocate_packet_id() {
+                    Some(id) => Some(id),
+                    None => {
+                        state.queued_bytes += delivery.message.weight();
+                        state.queue.push_front(delivery);
+                        break;
+                    }
+                }
+            };
+            let Ok(publish) = build_publish(&delivery, packet_id, false, now) else {
+                *dropped += 1;
+                continue;
+            };
+            let packet = Packet::Publish(publish);
+            if !fits(&packet, version, max_packet_size) {
+                *dropped += 1;
+                continue;
+            }
+            if let Some(id) = packet_id {
+                let sequence = state.next_sequence;
+                state.next_sequence += 1;
+                state.inflight.insert(
+                    id,
+                    Inflight {
+                        sequence,
+                        stage: OutboundStage::Published,
+                        delivery,
+                    },
+                );
+            }
+            out.push(packet);
+        }
+    }
+
+    /// Handles PUBACK (`qos2 == false`) or PUBREC (`qos2 == true`) for `packet_id`.
+    pub fn acknowledge_publish(
+        &self,
+        packet_id: u16,
+        reason: ReasonCode,
+        pubrec: bool,
+    ) -> AckOutcome {
+        let mut state = self.state.lock();
+        let Some(entry) = state.inflight.get_mut(&packet_id) else {
+            return AckOutcome::UnknownPacketId;
+        };
+        let expected_qos = if pubrec {
+            QoS::ExactlyOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        if entry.delivery.qos != expected_qos || entry.stage != OutboundStage::Published {
+            return AckOutcome::UnknownPacketId;
+        }
+        if pubrec && !reason.is_error() {
+            entry.stage = OutboundStage::Released;
+            return AckOutcome::SendPubRel;
+        }
+        // PUBACK, or PUBREC with a failure code: the exchange is over; a failed message is
+        // discarded, never sent elsewhere [MQTT-4.8.2-6].
+        state.inflight.remove(&packet_id);
+        AckOutcome::Done
+    }
+
+    pub fn complete_publish(&self, packet_id: u16) -> AckOutcome {
+        let mut state = self.state.lock();
+        match state.inflight.get(&packet_id) {
+            Some(entry) if entry.stage == OutboundStage::Released => {
+                state.inflight.remove(&packet_id);
+                AckOutcome::Done
+            }
+            _ => AckOutcome::UnknownPacketId,
+        }
+    }
+
+    /// Records an inbound QoS 2 PUBLISH; false if `packet_id` was already pending (a resend
+    /// the broker must acknowledge again without routing it twice).
+    pub fn begin_incoming_qos2(&self, packet_id: u16) -> bool {
+        self.state.lock().incoming_qos2.insert(packet_id)
+    }
+
+    pub fn incoming_qos2_pending(&self) -> usize {
+        self.state.lock().incoming_qos2.len()
+    }
+
+    pub fn is_incoming_qos2_pending(&self, packet_id: u16) -> bool {
+        self.state.lock().incoming_qos2.contains(&packet_id)
+    }
+
+    /// Handles PUBREL: true if `packet_id` was pending.
+    pub fn release_incoming_qos2(&self, packet_id: u16) -> bool {
+        self.state.lock().incoming_qos2.remove(&packet_id)
+    }
+
+    /// Stores a subscription; returns the previous one for the same filter, if any.
+    pub fn add_subscription(
+        &self,
+        filter: ByteString,
+        sub: StoredSubscription,
+    ) -> Option<StoredSubscription> {
+        self.state.lock().subscriptions.insert(filter, sub)
+    }
+
+    pub fn remove_subscription(&self, filter: &str) -> Option<StoredSubscription> {
+        self.state.lock().subscriptions.remove(filter)
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.state.lock().subscriptions.len()
+    }
+
+    pub fn join_group(&self, group: Arc<SharedGroup>) {
+        let mut state = self.state.lock();
+        if !state.groups.iter().any(|g| Arc::ptr_eq(g, &group)) {
+            state.groups.push(group);
+        }
+    }
+
+    pub fn leave_group(&self, group: &Arc<SharedGroup>) {
+        self.state.lock().groups.retain(|g| !Arc::ptr_eq(g, group));
+    }
+
+    /// The groups this session belongs to that have messages waiting; empty (and allocation
+    /// free) in the common case.
+    pub fn groups_with_backlog(&self) -> Vec<Arc<SharedGroup>> {
+        let state = self.state.lock();
+        state
+            .groups
+            .iter()
+            .filter(|g| g.queued() > 0)
+            .cloned()
+            .collect()
+    }
+
+    pub fn expiry_interval(&self) -> u32 {
+        self.state.lock().expiry_interval
+    }
+
+    pub fn set_expiry_interval(&self, secs: u32) {
+        self.state.lock().expiry_interval = secs;
+    }
+
+    /// Takes the will, e.g. because the connection ended abnormally, or drops it on a normal
+    /// DISCONNECT.
+    pub fn take_will(&self) -> Option<LastWill> {
+        self.state.lock().will.take()
+    }
+
+    /// Marks the session ended and returns everything it held: its subscriptions (to remove
+    /// from the router) and the shared copies still queued or in flight at QoS 1 (QoS 2 copies
+    /// are dropped: they must never go to another member [MQTT-4.8.2-5]).
+    pub fn end(&self) -> EndedSession {
+        let mut state = self.state.lock();
+        state.ended = true;
+        state.link = None;
+        let mut redispatch = Vec::new();
+        state.take_shared_unfinished(&mut redispatch);
+        state.queue.clear();
+        state.queued_bytes = 0;
+        state.inflight.clear();
+        state.incoming_qos2.clear();
+        EndedSession {
+            subscriptions: std::mem::take(&mut state.subscriptions),
+            groups: std::mem::take(&mut state.groups),
+            redispatch,
+        }
+    }
+
+    /// Tells the attached connection, if any, to close with `reason`.
+    pub fn kick(&self, reason: ReasonCode) {
+        let mut state = self.state.lock();
+        if let Some(kick) = state.link.as_mut().and_then(|l| l.kick.take()) {
+            let _ = kick.send(reason);
+        }
+    }
+
+    /// The durable part of the session, for the session store.
+    pub fn record(&self) -> super::store::SessionRecord {
+        let state = self.state.lock();
+        super::store::SessionRecord {
+            client_id: self.client_id.to_string(),
+            expiry_interval: state.expiry_interval,
+            subscriptions: state
+                .subscriptions
+                .iter()
+                .map(|(filter, sub)| (filter.to_string(), sub.options, sub.identifier))
+                .collect(),
+        }
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.state.lock().ended
+    }
+
+    /// Queued message count, for statistics and tests.
+    pub fn queued(&self) -> usize {
+        self.state.lock().queue.len()
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.state.lock().inflight.len()
+    }
+}
+
+/// What an ended session leaves behind for the router to clean up.
+#[derive(Debug)]
+pub struct EndedSession {
+    pub subscriptions: HashMap<ByteString, StoredSubscription>,
+    pub groups: Vec<Arc<SharedGroup>>,
+    pub redispatch: Vec<Delivery>,
+}
+
+impl SessionState {
+    fn allocate_packet_id(&mut self) -> Option<u16> {
+        for _ in 0..=u16::MAX as usize {
+            let id = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if !self.inflight.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Shared copies this session has not finished and that may go to another member: every
+    /// queued one, and those in flight at QoS 1. QoS 2 in flight stays, to be completed with
+    /// this same client [MQTT-4.8.2-4].
+    fn take_shared_unfinished(&mut self, out: &mut Vec<Delivery>) {
+        // In-flight copies were sent before anything still queued, so they go back first.
+        let mut in_flight: Vec<(u64, u16)> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.delivery.group.is_some() && f.delivery.qos == QoS::AtLeastOnce)
+            .map(|(id, f)| (f.sequence, *id))
+            .collect();
+        in_flight.sort_unstable();
+        for (_, id) in in_flight {
+            if let Some(entry) = self.inflight.remove(&id) {
+                out.push(entry.delivery);
+            }
+        }
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for delivery in self.queue.drain(..) {
+            if delivery.group.is_some() {
+                self.queued_bytes -= delivery.message.weight();
+                out.push(delivery);
+            } else {
+                kept.push_back(delivery);
+            }
+        }
+        self.queue = kept;
+    }
+
+    fn resend_packets(&mut self) -> Vec<Packet> {
+        let mut entries: Vec<(&u16, &Inflight)> = self.inflight.iter().collect();
+        entries.sort_unstable_by_key(|(_, f)| f.sequence);
+        let now = Instant::now();
+        let mut packets = Vec::with_capacity(entries.len());
+        for (id, entry) in entries {
+            match entry.stage {
+                OutboundStage::Published => {
+                    if let Ok(publish) = build_publish(&entry.delivery, Some(*id), true, now) {
+                        packets.push(Packet::Publish(publish));
+                    } else {
+                        // Expired while in flight: resend anyway with no expiry left would
+                        // break the promise, so it is resent without the property.
+                        let mut publish = build_publish_unchecked(&entry.delivery, Some(*id), true);
+                        publish.properties.message_expiry_interval = None;
+                        packets.push(Packet::Publish(publish));
+                    }
+                }
+                OutboundStage::Released => packets.push(Packet::PubRel(Ack::new(*id))),
+            }
+        }
+        packets
+    }
+}
+
+fn build_publish_unchecked(delivery: &Delivery, packet_id: Option<u16>, dup: bool) -> Publish {
+    let message = &delivery.message;
+    let mut properties = message.properties.clone();
+    properties.subscription_identifiers = delivery.subscription_ids.clone();
+    Publish {
+        dup,
+        qos: delivery.qos,
+        retain: delivery.retain,
+        topic: message.topic.clone(),
+        packet_id,
+        payload: message.payload.clone(),
+        properties,
+    }
+}
+
+/// The PUBLISH for one delivery, with the Message Expiry Interval counted down.
+fn build_publish(
+    delivery: &Delivery,
+    packet_id: Option<u16>,
+    dup: bool,
+    now: Instant,
+) -> Result<Publish, super::message::Expired> {
+    let remaining = delivery.message.remaining_expiry(now)?;
+    let mut publish = build_publish_unchecked(delivery, packet_id, dup);
+    publish.properties.message_expiry_interval = remaining;
+    Ok(publish)
+}
+
+fn fits(packet: &Packet, version: ProtocolVersion, max_packet_size: u32) -> bool {
+    match codec::encoded_len(packet, version) {
+        Ok(len) => len <= max_packet_size as usize,
+        Err(_) => false,
+    }
+}

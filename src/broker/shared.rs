@@ -1,0 +1,259 @@
+//! Shared subscription groups: `$share/{group}/{filter}` and `$queue/{filter}`.
+//!
+//! A group is identified by (group name, filter). Each message that reaches the group goes to
+//! exactly one member. The member is chosen when the message can be sent, not when it arrives:
+//! only online members with room in their in-flight window are candidates, and while there are
+//! none the message waits in the group's own bounded queue. Copies a member could not finish
+//! (it went offline, was taken over or its session ended) come back here and go to another.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytestring::ByteString;
+use parking_lot::Mutex;
+
+use crate::packet::SubscriptionOptions;
+
+use super::message::{Message, SessionId};
+use super::session::{Delivery, Enqueued, QueueLimits, Session};
+
+/// Bounds on a group's own queue.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupLimits {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+    /// The per-session queue limits applied when a member is handed a message.
+    pub member_queue: QueueLimits,
+}
+
+#[derive(Debug)]
+pub struct SharedGroup {
+    pub name: ByteString,
+    pub filter: ByteString,
+    state: Mutex<GroupState>,
+    /// Length of `state.queue`, readable without the lock so that the common "nothing waiting"
+    /// check on every acknowledgement stays lock-free.
+    queued: AtomicUsize,
+    pub counters: GroupCounters,
+}
+
+/// Per-group counters, published under `$SYS/broker/shared/...`.
+#[derive(Debug, Default)]
+pub struct GroupCounters {
+    pub dispatched: AtomicU64,
+    pub redispatched: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Member {
+    session: Arc<Session>,
+    options: SubscriptionOptions,
+    identifier: Option<u32>,
+    /// Messages handed to this member, for the per-member counters.
+    dispatched: u64,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    members: Vec<Member>,
+    /// Round-robin position: the next member to try. Kept per group, so fairness does not
+    /// depend on how many publishers there are.
+    cursor: usize,
+    queue: VecDeque<Arc<Message>>,
+    queued_bytes: usize,
+    /// Set when the last member left: late messages are dropped instead of stranded.
+    ended: bool,
+}
+
+/// A member's share of the group's traffic, for statistics.
+#[derive(Debug, Clone)]
+pub struct MemberStats {
+    pub client_id: ByteString,
+    pub dispatched: u64,
+    pub online: bool,
+}
+
+impl SharedGroup {
+    pub fn new(name: ByteString, filter: ByteString) -> SharedGroup {
+        SharedGroup {
+            name,
+            filter,
+            state: Mutex::new(GroupState::default()),
+            queued: AtomicUsize::new(0),
+            counters: GroupCounters::default(),
+        }
+    }
+
+    /// Adds `session` as a member, or updates its options if it already is one.
+    pub fn add_member(
+        &self,
+        session: Arc<Session>,
+        options: SubscriptionOptions,
+        identifier: Option<u32>,
+    ) {
+        let mut state = self.state.lock();
+        state.ended = false;
+        if let Some(member) = state
+            .members
+            .iter_mut()
+            .find(|m| m.session.id == session.id)
+        {
+            member.options = options;
+            member.identifier = identifier;
+            return;
+        }
+        state.members.push(Member {
+            session,
+            options,
+            identifier,
+            dispatched: 0,
+        });
+    }
+
+    /// Removes a member; returns true if the group is now empty and has ended (its queued
+    /// messages are dropped and counted).
+    pub fn remove_member(&self, session_id: SessionId) -> bool {
+        let mut state = self.state.lock();
+        state.members.retain(|m| m.session.id != session_id);
+        if state.members.is_empty() {
+            state.ended = true;
+            let dropped = state.queue.len() as u64;
+            state.queue.clear();
+            state.queued_bytes = 0;
+            self.queued.store(0, Ordering::Relaxed);
+            self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+            return true;
+        }
+        if state.cursor >= state.members.len() {
+            state.cursor = 0;
+        }
+        false
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.state.lock().members.len()
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub fn member_stats(&self) -> Vec<MemberStats> {
+        let state = self.state.lock();
+        state
+            .members
+            .iter()
+            .map(|m| MemberStats {
+                client_id: m.session.client_id.clone(),
+                dispatched: m.dispatched,
+                online: m.session.is_online(),
+            })
+            .collect()
+    }
+
+    /// Hands a newly published message to one member, or queues it in the group.
+    pub fn dispatch(self: &Arc<Self>, message: Arc<Message>, limits: GroupLimits) {
+        let mut state = self.state.lock();
+        if state.ended {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // Anything already waiting is older and goes first.
+        if state.queue.is_empty() && self.try_hand_out(&mut state, &message, limits) {
+            return;
+        }
+        self.push_back(&mut state, message, limits);
+        self.drain_locked(&mut state, limits);
+    }
+
+    /// Takes back copies a member could not finish and hands them to other members, oldest first.
+    pub fn redispatch(self: &Arc<Self>, messages: Vec<Arc<Message>>, limits: GroupLimits) {
+        let mut state = self.state.lock();
+        if state.ended {
+            self.counters
+                .dropped
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            return;
+        }
+        self.counters
+            .redispatched
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        // Ahead of the queue: they were published before anything still waiting.
+        for message in messages.into_iter().rev() {
+            state.queued_bytes += message.weight();
+            state.queue.push_front(message);
+        }
+        self.queued.store(state.queue.len(), Ordering::Relaxed);
+        self.drain_locked(&mut state, limits);
+    }
+
+    /// Hands waiting messages to members that have room; called when a member comes online,
+    /// joins, or acknowledges a message.
+    pub fn drain(self: &Arc<Self>, limits: GroupLimits) {
+        if self.queued() == 0 {
+            return;
+        }
+        let mut state = self.state.lock();
+        self.drain_locked(&mut state, limits);
+    }
+
+    fn drain_locked(self: &Arc<Self>, state: &mut GroupState, limits: GroupLimits) {
+        while let Some(message) = state.queue.front().cloned() {
+            if !self.try_hand_out(state, &message, limits) {
+                break;
+            }
+            state.queue.pop_front();
+            state.queued_bytes -= message.weight();
+        }
+        self.queued.store(state.queue.len(), Ordering::Relaxed);
+    }
+
+    fn push_back(&self, state: &mut GroupState, message: Arc<Message>, limits: GroupLimits) {
+        let weight = message.weight();
+        if state.queue.len() >= limits.max_messages
+            || state.queued_bytes + weight > limits.max_bytes
+        {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(group = %self.name, filter = %self.filter, "shared group queue full, message dropped");
+            return;
+        }
+        state.queued_bytes += weight;
+        state.queue.push_back(message);
+        self.queued.store(state.queue.len(), Ordering::Relaxed);
+    }
+
+    /// Picks a member with room and queues the message to it; false if no member can take it.
+    fn try_hand_out(
+        self: &Arc<Self>,
+        state: &mut GroupState,
+        message: &Arc<Message>,
+        limits: GroupLimits,
+    ) -> bool {
+        let count = state.members.len();
+        for step in 0..count {
+            let index = (state.cursor + step) % count;
+            let member = &state.members[index];
+            if !member.session.has_capacity() {
+                continue;
+            }
+            let delivery = Delivery {
+                message: message.clone(),
+                qos: message.qos.min(member.options.qos),
+                retain: member.options.retain_as_published && message.retain,
+                subscription_ids: member.identifier.into_iter().collect(),
+                group: Some(self.clone()),
+            };
+            match member.session.enqueue(delivery, limits.member_queue) {
+                Enqueued::Refused => continue,
+                Enqueued::Queued | Enqueued::QueuedDroppingOldestQos0 => {}
+            }
+            state.members[index].dispatched += 1;
+            state.cursor = (index + 1) % count;
+            self.counters.dispatched.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+}

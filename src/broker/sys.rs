@@ -1,0 +1,130 @@
+//! `$SYS/broker/...`: broker statistics as retained messages, at a configurable interval.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use crate::packet::{PublishProperties, QoS};
+
+use super::message::Message;
+use super::stats::Stats;
+use super::BrokerState;
+
+pub async fn publish_loop(broker: Arc<BrokerState>) {
+    let mut ticker =
+        tokio::time::interval(Duration::from_secs(broker.config.server.sys_interval_secs));
+    loop {
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            _ = ticker.tick() => publish_all(&broker),
+        }
+    }
+}
+
+/// Publishes every `$SYS` topic once.
+pub fn publish_all(broker: &BrokerState) {
+    let stats = &broker.stats;
+    let values: [(&str, String); 10] = [
+        (
+            "$SYS/broker/version",
+            format!("sharq {}", env!("CARGO_PKG_VERSION")),
+        ),
+        (
+            "$SYS/broker/uptime",
+            format!("{} seconds", broker.started_at.elapsed().as_secs()),
+        ),
+        (
+            "$SYS/broker/clients/connected",
+            Stats::get(&stats.clients_connected).to_string(),
+        ),
+        (
+            "$SYS/broker/clients/total",
+            broker.session_count().to_string(),
+        ),
+        (
+            "$SYS/broker/messages/received",
+            Stats::get(&stats.messages_received).to_string(),
+        ),
+        (
+            "$SYS/broker/messages/sent",
+            Stats::get(&stats.messages_sent).to_string(),
+        ),
+        (
+            "$SYS/broker/messages/dropped",
+            Stats::get(&stats.messages_dropped).to_string(),
+        ),
+        (
+            "$SYS/broker/subscriptions/count",
+            broker.router.subscription_count().to_string(),
+        ),
+        (
+            "$SYS/broker/retained messages/count",
+            broker.retained.len().to_string(),
+        ),
+        (
+            "$SYS/broker/bytes/received",
+            Stats::get(&stats.bytes_received).to_string(),
+        ),
+    ];
+    for (topic, value) in values {
+        publish_one(broker, topic, value);
+    }
+    publish_one(
+        broker,
+        "$SYS/broker/bytes/sent",
+        Stats::get(&stats.bytes_sent).to_string(),
+    );
+    publish_shared_groups(broker);
+}
+
+/// One retained JSON document per group name, `$SYS/broker/shared/{group}`, listing each of its
+/// filters with the counters and per-member dispatch counts. Filters may contain `#` and `+`,
+/// which a topic name cannot, so they travel in the payload rather than in the topic.
+fn publish_shared_groups(broker: &BrokerState) {
+    let mut by_name: std::collections::BTreeMap<ByteString, Vec<serde_json::Value>> =
+        Default::default();
+    for group in broker.router.groups() {
+        let members: Vec<serde_json::Value> = group
+            .member_stats()
+            .into_iter()
+            .map(|m| serde_json::json!({"client_id": &*m.client_id, "dispatched": m.dispatched, "online": m.online}))
+            .collect();
+        by_name
+            .entry(group.name.clone())
+            .or_default()
+            .push(serde_json::json!({
+                "filter": &*group.filter,
+                "dispatched": group.counters.dispatched.load(Ordering::Relaxed),
+                "redispatched": group.counters.redispatched.load(Ordering::Relaxed),
+                "dropped": group.counters.dropped.load(Ordering::Relaxed),
+                "queued": group.queued(),
+                "members": members,
+            }));
+    }
+    for (name, filters) in by_name {
+        let mut topic = String::from("$SYS/broker/shared/");
+        let _ = write!(topic, "{name}");
+        publish_one(
+            broker,
+            &topic,
+            serde_json::json!({ "filters": filters }).to_string(),
+        );
+    }
+}
+
+fn publish_one(broker: &BrokerState, topic: &str, value: String) {
+    let message = Arc::new(Message {
+        topic: ByteString::from(topic),
+        payload: Bytes::from(value),
+        qos: QoS::AtMostOnce,
+        retain: true,
+        properties: PublishProperties::default(),
+        publisher: None,
+        expires_at: None,
+    });
+    broker.publish_internal(message);
+}

@@ -1,0 +1,67 @@
+//! Will messages: published when a connection ends without a normal DISCONNECT, after the Will
+//! Delay Interval, unless the session is resumed first; at the latest when the session ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::packet::{LastWill, Publish};
+
+use super::message::Message;
+use super::session::Session;
+use super::BrokerState;
+
+/// Publishes `will` now, or schedules it after its delay (capped at the session expiry),
+/// skipping it if a new connection attaches to the session in the meantime.
+pub fn schedule(
+    broker: &Arc<BrokerState>,
+    session: &Arc<Session>,
+    will: LastWill,
+    detached_generation: u64,
+) {
+    let delay = will.properties.will_delay_interval.unwrap_or(0);
+    let delay = delay.min(session.expiry_interval());
+    if delay == 0 {
+        publish(broker, session, will);
+        return;
+    }
+    let broker = broker.clone();
+    let session = session.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => {}
+            _ = broker.shutdown.cancelled() => return,
+        }
+        if session.generation() == detached_generation {
+            publish(&broker, &session, will);
+        }
+    });
+}
+
+pub fn publish(broker: &BrokerState, session: &Session, will: LastWill) {
+    tracing::debug!(client_id = %session.client_id, topic = %will.topic, "publishing will message");
+    let properties = will.properties;
+    let publish = Publish {
+        dup: false,
+        qos: will.qos,
+        retain: will.retain,
+        topic: will.topic.clone(),
+        packet_id: None,
+        payload: will.payload,
+        properties: crate::packet::PublishProperties {
+            payload_format_indicator: properties.payload_format_indicator,
+            message_expiry_interval: properties.message_expiry_interval,
+            topic_alias: None,
+            response_topic: properties.response_topic,
+            correlation_data: properties.correlation_data,
+            user_properties: properties.user_properties,
+            subscription_identifiers: Vec::new(),
+            content_type: properties.content_type,
+        },
+    };
+    let message = Message::from_publish(publish, will.topic, Some(session.id));
+    broker
+        .stats
+        .messages_received
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    broker.publish_internal(message);
+}

@@ -1,0 +1,298 @@
+//! The broker's configuration: a TOML file, every key optional, unknown keys refused.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The configuration the binary starts with when no `--config` is given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// toml's message already names the key and shows the offending line.
+    #[error("invalid config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("invalid config {origin}: key `{key}`: {reason}")]
+    Invalid {
+        origin: String,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: LimitsConfig,
+    pub session: SessionConfig,
+    pub keep_alive: KeepAliveConfig,
+    pub shared: SharedConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// TCP addresses to accept MQTT connections on; port 0 picks a free port.
+    pub listeners: Vec<SocketAddr>,
+    /// A `tracing` filter such as `info` or `sharq=debug`; `RUST_LOG` overrides it.
+    pub log: String,
+    /// How often `$SYS/broker/...` is published; 0 turns it off.
+    pub sys_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest packet accepted from a client (advertised in CONNACK), in bytes.
+    pub max_packet_size: u32,
+    /// How many QoS 1/2 PUBLISHes a client may have unacknowledged towards us.
+    pub receive_maximum: u16,
+    /// Cap on QoS 1/2 messages in flight towards one client (the client's Receive Maximum may
+    /// lower it further).
+    pub max_inflight: u16,
+    /// Messages queued for one session (offline, or online but behind) before the overflow
+    /// policy applies.
+    pub max_queued_messages: usize,
+    /// Payload bytes queued for one session before the overflow policy applies.
+    pub max_queued_bytes: usize,
+    pub max_topic_levels: usize,
+    pub max_connections: usize,
+    /// Topic aliases a client may use towards us (Topic Alias Maximum in CONNACK).
+    pub topic_alias_maximum: u16,
+    /// Pending will messages and similar timers are per session; this bounds retained messages.
+    pub max_retained_messages: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Upper bound for the Session Expiry Interval a client may ask for; also the expiry of a
+    /// 3.1.1 session with Clean Session = 0.
+    pub max_expiry_secs: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeepAliveConfig {
+    /// A v5 client asking for more (or for 0) is told this value as Server Keep Alive.
+    pub max_secs: u16,
+    /// When set, every v5 client is told to use this keep-alive (Server Keep Alive).
+    pub server_secs: Option<u16>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharedConfig {
+    /// Messages a shared group keeps while none of its members can take them.
+    pub group_queue_max_messages: usize,
+    /// Payload bytes a shared group keeps while none of its members can take them.
+    pub group_queue_max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Accept clients that send no username.
+    pub allow_anonymous: bool,
+    /// username = password pairs; when empty, any credentials are accepted.
+    pub users: BTreeMap<String, String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listeners: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
+            log: "info".to_owned(),
+            sys_interval_secs: 10,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_packet_size: 1024 * 1024,
+            receive_maximum: 1024,
+            max_inflight: 64,
+            max_queued_messages: 10_000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            max_topic_levels: 64,
+            max_connections: 100_000,
+            topic_alias_maximum: 64,
+            max_retained_messages: 1_000_000,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_expiry_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+impl Default for KeepAliveConfig {
+    fn default() -> Self {
+        KeepAliveConfig {
+            max_secs: u16::MAX,
+            server_secs: None,
+        }
+    }
+}
+
+impl Default for SharedConfig {
+    fn default() -> Self {
+        SharedConfig {
+            group_queue_max_messages: 100_000,
+            group_queue_max_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            allow_anonymous: true,
+            users: BTreeMap::new(),
+        }
+    }
+}
+
+#[allow(clippy::derivable_impls)]
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            limits: LimitsConfig::default(),
+            session: SessionConfig::default(),
+            keep_alive: KeepAliveConfig::default(),
+            shared: SharedConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names the source (a path, or "embedded default") in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text, &path.display().to_string())
+    }
+
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Config::from_toml(EMBEDDED_DEFAULT, "embedded default")
+    }
+
+    /// Checks the values serde cannot: ranges and relations between keys.
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: &str| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key,
+            reason: reason.to_owned(),
+        };
+        if self.server.listeners.is_empty() {
+            return Err(invalid(
+                "server.listeners",
+                "at least one address is needed",
+            ));
+        }
+        if self.limits.max_packet_size < 64 || self.limits.max_packet_size > 268_435_460 {
+            return Err(invalid(
+                "limits.max_packet_size",
+                "must be between 64 and 268435460 bytes",
+            ));
+        }
+        if self.limits.receive_maximum == 0 {
+            return Err(invalid("limits.receive_maximum", "must be at least 1"));
+        }
+        if self.limits.max_inflight == 0 {
+            return Err(invalid("limits.max_inflight", "must be at least 1"));
+        }
+        if self.limits.max_queued_messages == 0 {
+            return Err(invalid("limits.max_queued_messages", "must be at least 1"));
+        }
+        if self.limits.max_topic_levels == 0 {
+            return Err(invalid("limits.max_topic_levels", "must be at least 1"));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "must be at least 1"));
+        }
+        if self.shared.group_queue_max_messages == 0 {
+            return Err(invalid(
+                "shared.group_queue_max_messages",
+                "must be at least 1",
+            ));
+        }
+        if self.keep_alive.server_secs == Some(0) {
+            return Err(invalid(
+                "keep_alive.server_secs",
+                "0 would turn keep-alive off for every client; leave the key out instead",
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.server.log) {
+            return Err(invalid("server.log", &e.to_string()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses_and_listens_on_1883() {
+        let config = Config::embedded_default().unwrap();
+        assert_eq!(
+            config.server.listeners,
+            vec!["127.0.0.1:1883".parse::<SocketAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(Config::from_toml("", "t").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[limits]\nmax_pakcet_size = 10\n", "t").unwrap_err();
+        assert!(err.to_string().contains("max_pakcet_size"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = Config::from_toml("[limits]\nreceive_maximum = \"x\"\n", "t").unwrap_err();
+        assert!(err.to_string().contains("receive_maximum"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_value_names_the_key() {
+        let err = Config::from_toml("[limits]\nreceive_maximum = 0\n", "t").unwrap_err();
+        assert!(err.to_string().contains("limits.receive_maximum"), "{err}");
+        let err = Config::from_toml("[server]\nlisteners = []\n", "t").unwrap_err();
+        assert!(err.to_string().contains("server.listeners"), "{err}");
+    }
+}
