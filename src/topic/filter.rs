@@ -54,12 +54,10 @@ pub fn validate_filter(filter: &str, max_levels: usize) -> Result<(), TopicError
                 }
             }
             // [MQTT-4.7.1-1]: `#` must be the whole last level.
-            b'#' => {
-                if i != level_start || i + 1 != bytes.len() {
-                    return Err(TopicError::InvalidFilter(
-                        "'#' must be the whole last level",
-                    ));
-                }
+            b'#' if i != level_start || i + 1 != bytes.len() => {
+                return Err(TopicError::InvalidFilter(
+                    "'#' must be the whole last level",
+                ));
             }
             _ => {}
         }
