@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -30,6 +30,9 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// The directory of the config file: relative plugin paths are resolved against it.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
     pub server: ServerConfig,
     pub limits: LimitsConfig,
     pub session: SessionConfig,
@@ -47,6 +50,8 @@ pub struct ServerConfig {
     pub log: String,
     /// How often `$SYS/broker/...` is published; 0 turns it off.
     pub sys_interval_secs: u64,
+    /// Where the running broker writes its process id, for `sharq reload`.
+    pub pid_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -96,6 +101,48 @@ pub struct SharedConfig {
     pub group_queue_max_messages: usize,
     /// Payload bytes a shared group keeps while none of its members can take them.
     pub group_queue_max_bytes: usize,
+    /// The strategy of groups no `[[shared.groups]]` rule matches: a built-in name, or
+    /// `native_round_robin` for the non-Wasm round robin.
+    pub default_strategy: String,
+    /// Linear memory one strategy instance may use.
+    pub plugin_memory_mib: u32,
+    /// How long one call into a strategy may run before it is interrupted.
+    pub plugin_deadline_ms: u64,
+    /// Failures in a row after which a group stays on the native round robin until a reload.
+    pub plugin_max_failures: u32,
+    /// Per-group strategies; the first rule whose `name` (exact, or a glob such as `orders-*`)
+    /// matches the share name wins.
+    pub groups: Vec<GroupStrategyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GroupStrategyConfig {
+    /// The share name, or a glob over share names.
+    pub name: String,
+    /// A built-in strategy name.
+    pub strategy: Option<String>,
+    /// A strategy component file (relative paths are relative to the config file).
+    pub plugin: Option<PathBuf>,
+    /// Handed to the strategy's `init`; values may be strings, numbers or booleans.
+    #[serde(default)]
+    pub params: BTreeMap<String, toml::Value>,
+}
+
+impl GroupStrategyConfig {
+    /// Params as the WIT contract passes them: strings.
+    pub fn params_as_strings(&self) -> Vec<(String, String)> {
+        self.params
+            .iter()
+            .map(|(key, value)| {
+                let text = match value {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (key.clone(), text)
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -113,6 +160,7 @@ impl Default for ServerConfig {
             listeners: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
             log: "info".to_owned(),
             sys_interval_secs: 10,
+            pid_file: None,
         }
     }
 }
@@ -155,6 +203,11 @@ impl Default for SharedConfig {
         SharedConfig {
             group_queue_max_messages: 100_000,
             group_queue_max_bytes: 256 * 1024 * 1024,
+            default_strategy: "native_round_robin".to_owned(),
+            plugin_memory_mib: 16,
+            plugin_deadline_ms: 20,
+            plugin_max_failures: 5,
+            groups: Vec::new(),
         }
     }
 }
@@ -172,6 +225,7 @@ impl Default for AuthConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            base_dir: None,
             server: ServerConfig::default(),
             limits: LimitsConfig::default(),
             session: SessionConfig::default(),
@@ -198,7 +252,9 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Config::from_toml(&text, &path.display().to_string())
+        let mut config = Config::from_toml(&text, &path.display().to_string())?;
+        config.base_dir = path.parent().map(Path::to_path_buf);
+        Ok(config)
     }
 
     pub fn embedded_default() -> Result<Config, ConfigError> {
@@ -250,6 +306,37 @@ impl Config {
                 "keep_alive.server_secs",
                 "0 would turn keep-alive off for every client; leave the key out instead",
             ));
+        }
+        if self.shared.plugin_memory_mib == 0 {
+            return Err(invalid("shared.plugin_memory_mib", "must be at least 1"));
+        }
+        if self.shared.plugin_deadline_ms == 0 {
+            return Err(invalid("shared.plugin_deadline_ms", "must be at least 1"));
+        }
+        for group in &self.shared.groups {
+            match (&group.strategy, &group.plugin) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "shared.groups",
+                        &format!("group `{}` sets both `strategy` and `plugin`; choose one", group.name),
+                    ))
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        "shared.groups",
+                        &format!("group `{}` needs `strategy` or `plugin`", group.name),
+                    ))
+                }
+                _ => {}
+            }
+            for (key, value) in &group.params {
+                if matches!(value, toml::Value::Array(_) | toml::Value::Table(_)) {
+                    return Err(invalid(
+                        "shared.groups.params",
+                        &format!("group `{}` param `{key}` must be a string, number or boolean", group.name),
+                    ));
+                }
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.server.log) {
             return Err(invalid("server.log", &e.to_string()));

@@ -4,6 +4,8 @@ pub mod broker;
 pub mod codec;
 pub mod config;
 pub mod packet;
+pub mod reload;
+pub mod strategy;
 pub mod topic;
 
 pub use broker::Broker;

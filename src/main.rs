@@ -1,58 +1,115 @@
-//! The `sharq` binary: load the configuration, serve, and stop cleanly on SIGINT/SIGTERM.
+//! The `sharq` binary: serve (the default), `sharq reload`, and `sharq plugin check`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use tokio::sync::mpsc;
 use tracing_subscriber::EnvFilter;
 
+use sharq::reload::{self, Trigger};
+use sharq::strategy::{check, SandboxLimits};
 use sharq::{Broker, Config};
 
 /// How long connections get to say goodbye on shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "sharq",
-    version,
-    about = "MQTT 3.1.1 / 5.0 broker with programmable shared-subscription dispatch"
-)]
+#[command(name = "sharq", version, about = "MQTT 3.1.1 / 5.0 broker with programmable shared-subscription dispatch")]
 struct Cli {
     /// TOML configuration file; without it the embedded default serves on 127.0.0.1:1883.
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Ask a running broker to reload its shared-subscription strategies (sends SIGHUP to the
+    /// process named by --pid, or by `server.pid_file` of --config).
+    Reload {
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Work with strategy plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Validate a strategy component and run it on a simulated group.
+    Check {
+        /// The component (.wasm) to check.
+        file: PathBuf,
+        /// Members in the simulated group.
+        #[arg(long, default_value_t = 8)]
+        members: u32,
+        /// Messages to dispatch.
+        #[arg(long, default_value_t = 100_000)]
+        messages: u32,
+        /// Params handed to `init`, as key=value (repeatable).
+        #[arg(long = "params", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// The share name handed to `init`.
+        #[arg(long, default_value = "check")]
+        group: String,
+        /// Memory limit for the instance, in MiB.
+        #[arg(long, default_value_t = 64)]
+        memory_mib: u32,
+        /// Deadline per call, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        deadline_ms: u64,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (config, origin) = match &cli.config {
-        Some(path) => (Config::from_file(path), path.display().to_string()),
-        None => (Config::embedded_default(), "embedded default".to_owned()),
-    };
-    let config = match config {
+    match cli.command {
+        None => serve(cli.config),
+        Some(Command::Reload { pid }) => send_reload(cli.config.as_deref(), pid),
+        Some(Command::Plugin {
+            command:
+                PluginCommand::Check {
+                    file,
+                    members,
+                    messages,
+                    params,
+                    group,
+                    memory_mib,
+                    deadline_ms,
+                },
+        }) => plugin_check(&file, members, messages, &params, group, memory_mib, deadline_ms),
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    match path {
+        Some(path) => Config::from_file(path),
+        None => Config::embedded_default(),
+    }
+    .map_err(|e| e.to_string())
+}
+
+fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(config_path.as_deref()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("sharq: {e}");
             return ExitCode::from(2);
         }
     };
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.server.log));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
-    if cli.config.is_none() {
-        tracing::info!(listeners = ?config.server.listeners, "no --config given: using the embedded default configuration");
-    } else {
-        tracing::info!(config = %origin, "configuration loaded");
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.server.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    match &config_path {
+        None => tracing::info!(listeners = ?config.server.listeners, "no --config given: using the embedded default configuration"),
+        Some(path) => tracing::info!(config = %path.display(), "configuration loaded"),
     }
-
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("sharq: cannot start the async runtime: {e}");
@@ -60,31 +117,149 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let pid_file = config.server.pid_file.clone();
         let broker = match Broker::start(config).await {
             Ok(broker) => broker,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
+                eprintln!("sharq: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        if let Err(e) = wait_for_signal().await {
+        if let Some(pid_file) = &pid_file {
+            if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
+                tracing::warn!(file = %pid_file.display(), error = %e, "cannot write pid file");
+            }
+        }
+        let (reload_requests, reload_rx) = mpsc::channel(4);
+        match &config_path {
+            Some(path) => {
+                tokio::spawn(reload::run(broker.state().clone(), path.clone(), reload_rx));
+            }
+            None => drop(reload_rx),
+        }
+        if let Err(e) = wait_for_shutdown(&reload_requests, config_path.is_some()).await {
             tracing::error!(error = %e, "cannot listen for signals");
             return ExitCode::FAILURE;
         }
         tracing::info!("shutting down: disconnecting clients");
         broker.shutdown(SHUTDOWN_GRACE).await;
+        if let Some(pid_file) = &pid_file {
+            let _ = std::fs::remove_file(pid_file);
+        }
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
+/// Waits for SIGTERM or SIGINT; SIGHUP asks for a reload meanwhile.
+async fn wait_for_shutdown(reload_requests: &mpsc::Sender<Trigger>, reloadable: bool) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM received");
+                return Ok(());
+            }
+            _ = interrupt.recv() => {
+                tracing::info!("SIGINT received");
+                return Ok(());
+            }
+            _ = hangup.recv() => {
+                if reloadable {
+                    let _ = reload_requests.try_send(Trigger::Signal);
+                } else {
+                    tracing::warn!("SIGHUP ignored: started without --config, nothing to reload");
+                }
+            }
+        }
     }
-    Ok(())
+}
+
+fn send_reload(config_path: Option<&Path>, pid: Option<u32>) -> ExitCode {
+    let pid = match pid {
+        Some(pid) => pid,
+        None => {
+            let config = match load_config(config_path) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("sharq: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let Some(pid_file) = config.server.pid_file else {
+                eprintln!("sharq reload: give --pid, or a --config whose server.pid_file names the running broker's pid file");
+                return ExitCode::from(2);
+            };
+            match std::fs::read_to_string(&pid_file).map(|s| s.trim().parse::<u32>()) {
+                Ok(Ok(pid)) => pid,
+                _ => {
+                    eprintln!("sharq reload: cannot read a pid from {}", pid_file.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    match std::process::Command::new("kill").arg("-HUP").arg(pid.to_string()).status() {
+        Ok(status) if status.success() => {
+            println!("reload requested from sharq (pid {pid})");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("sharq reload: cannot signal pid {pid}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plugin_check(
+    file: &Path,
+    members: u32,
+    messages: u32,
+    params: &[String],
+    group: String,
+    memory_mib: u32,
+    deadline_ms: u64,
+) -> ExitCode {
+    let mut parsed = Vec::new();
+    for param in params {
+        match param.split_once('=') {
+            Some((key, value)) => parsed.push((key.to_owned(), value.to_owned())),
+            None => {
+                eprintln!("sharq plugin check: --params takes key=value, got `{param}`");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("sharq plugin check: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let options = check::CheckOptions {
+        members,
+        messages,
+        params: parsed,
+        group,
+        limits: SandboxLimits {
+            memory_bytes: memory_mib as usize * 1024 * 1024,
+            deadline_ticks: deadline_ms.max(1),
+        },
+    };
+    match check::run(&file.display().to_string(), &bytes, &options) {
+        Ok(report) => {
+            print!("{}", report.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sharq plugin check: FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -61,10 +61,10 @@ impl Connection {
 
         match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, _) => {
-                self.route(publish, topic, session.id);
+                self.route(publish, topic, &session);
             }
             (QoS::AtLeastOnce, Some(packet_id)) => {
-                let routed = self.route(publish, topic, session.id);
+                let routed = self.route(publish, topic, &session);
                 let reason = self.ack_reason(routed);
                 self.send(&Packet::PubAck(Ack::with_reason(packet_id, reason)));
             }
@@ -80,7 +80,7 @@ impl Connection {
                         message: "more unacknowledged QoS 2 messages than Receive Maximum",
                     });
                 }
-                let routed = self.route(publish, topic, session.id);
+                let routed = self.route(publish, topic, &session);
                 session.begin_incoming_qos2(packet_id);
                 let reason = self.ack_reason(routed);
                 self.send(&Packet::PubRec(Ack::with_reason(packet_id, reason)));
@@ -103,8 +103,8 @@ impl Connection {
         }
     }
 
-    fn route(&self, publish: Publish, topic: bytestring::ByteString, publisher: u64) -> Routed {
-        let message = Message::from_publish(publish, topic, Some(publisher));
+    fn route(&self, publish: Publish, topic: bytestring::ByteString, publisher: &super::session::Session) -> Routed {
+        let message = Message::from_publish(publish, topic, Some(publisher.id), Some(publisher.client_id.clone()));
         if message.retain {
             let _ = self
                 .broker

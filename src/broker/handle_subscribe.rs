@@ -8,6 +8,7 @@ use crate::topic::{parse_subscription, SubscriptionFilter};
 
 use super::connection::Connection;
 use super::error::ConnectionError;
+use super::router::Membership;
 use super::session::{Delivery, StoredSubscription};
 
 impl Connection {
@@ -15,6 +16,14 @@ impl Connection {
         let session = self.session()?;
         let max_levels = self.broker.config.limits.max_topic_levels;
         let identifier = subscribe.properties.subscription_identifier;
+        // A member may state its relative weight for weighted strategies.
+        let weight = subscribe
+            .properties
+            .user_properties
+            .iter()
+            .find(|(key, _)| &**key == "weight")
+            .and_then(|(_, value)| value.trim().parse::<u32>().ok())
+            .unwrap_or(1);
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
         let mut joined_group = false;
@@ -41,9 +50,13 @@ impl Connection {
                         ));
                     }
                     session.add_subscription(requested.filter.clone(), stored);
-                    self.broker
-                        .router
-                        .join_group(group, filter, &session, options, identifier);
+                    let membership = Membership {
+                        options,
+                        identifier,
+                        weight,
+                    };
+                    let broker = &self.broker;
+                    broker.router.join_group(group, filter, &session, membership, |name| broker.make_dispatcher(name));
                     joined_group = true;
                     // Shared subscriptions never receive retained messages at subscribe time.
                 }

@@ -26,6 +26,8 @@ pub struct Message {
     /// The publishing session, so No Local subscriptions can skip it; none for wills of ended
     /// sessions and for `$SYS`.
     pub publisher: Option<SessionId>,
+    /// The publisher's client id, for strategies that route by publisher.
+    pub publisher_client_id: Option<ByteString>,
     /// When the Message Expiry Interval runs out; none means never.
     pub expires_at: Option<Instant>,
 }
@@ -51,6 +53,7 @@ impl Message {
             retain: publish.retain,
             properties,
             publisher,
+            publisher_client_id,
             expires_at,
         })
     }

@@ -40,6 +40,7 @@ pub use error::ConnectionError;
 pub use stats::Stats;
 
 use crate::config::Config;
+use crate::strategy::{Dispatcher, StrategyRegistry};
 use crate::topic::{parse_subscription, SubscriptionFilter};
 use message::Message;
 use retain::RetainStore;
@@ -58,6 +59,8 @@ pub struct BrokerState {
     sessions: Mutex<HashMap<ByteString, Arc<Session>>>,
     next_session_id: AtomicU64,
     pub authenticator: Box<dyn Authenticator>,
+    /// Which dispatch strategy each shared group uses; replaced on reload.
+    pub strategies: StrategyRegistry,
     pub store: Box<dyn SessionStore>,
     /// Cancelled once to stop the listeners and disconnect every client.
     pub shutdown: CancellationToken,
@@ -84,7 +87,10 @@ impl Broker {
     /// tokio runtime.
     pub async fn start(config: Config) -> io::Result<Broker> {
         let authenticator = Box::new(ConfigAuthenticator::new(&config.auth));
+        let strategies = StrategyRegistry::new(&config.shared, config.base_dir.as_deref())
+            .map_err(|e| io::Error::other(format!("shared-subscription strategies: {e}")))?;
         let state = Arc::new(BrokerState {
+            strategies,
             router: Router::new(),
             retained: RetainStore::new(),
             stats: Stats::default(),
@@ -149,6 +155,53 @@ impl BrokerState {
             max_bytes: self.config.shared.group_queue_max_bytes,
             member_queue: self.queue_limits(),
         }
+    }
+
+    /// The dispatcher a new group named `group` starts with. A strategy that cannot be
+    /// instantiated for it leaves the group on the native round robin, loudly.
+    pub fn make_dispatcher(&self, group: &str) -> Dispatcher {
+        let name = ByteString::from(group);
+        let resolved = self.strategies.resolve(group);
+        match Dispatcher::build(&name, resolved) {
+            Ok(dispatcher) => dispatcher,
+            Err(e) => {
+                tracing::error!(group, error = %e, "strategy failed for a new group; it uses the native round robin");
+                Dispatcher::native(name)
+            }
+        }
+    }
+
+    /// Applies a new `[shared]` strategy configuration while messages flow: every plugin is
+    /// compiled and initialised first; if any fails, nothing changes and the error names it.
+    /// Then each live group whose strategy changed gets a new instance, membership replayed,
+    /// swapped in atomically under the group's lock. Blocking: call it off the async workers.
+    pub fn reload_strategies(&self, config: &Config) -> Result<usize, crate::strategy::StrategyError> {
+        self.strategies
+            .reload(&config.shared, config.base_dir.as_deref())?;
+        let mut swapped = 0;
+        for group in self.router.groups() {
+            let wanted = self.strategies.resolve(&group.name);
+            let current = group.resolved_strategy();
+            let unchanged = match (&wanted, &current) {
+                (None, None) => true,
+                // A pinned group gets a fresh instance on reload, even of the same plugin.
+                (Some(w), Some(c)) => w.same_as(c) && !group.strategy_is_pinned(),
+                _ => false,
+            };
+            if unchanged {
+                continue;
+            }
+            match Dispatcher::build(&group.name, wanted) {
+                Ok(dispatcher) => {
+                    group.swap_dispatcher(dispatcher);
+                    swapped += 1;
+                }
+                Err(e) => {
+                    tracing::error!(group = %group.name, error = %e, "reload: strategy failed for this group; it keeps its current one");
+                }
+            }
+        }
+        Ok(swapped)
     }
 
     pub fn session(&self, client_id: &str) -> Option<Arc<Session>> {

@@ -16,6 +16,7 @@ use bytestring::ByteString;
 use parking_lot::{Mutex, RwLock};
 
 use crate::packet::{QoS, SubscriptionOptions};
+use crate::strategy::Dispatcher;
 use crate::topic::TopicTree;
 
 use super::message::{Message, SessionId};
@@ -39,6 +40,15 @@ struct Subscriber {
     session: Arc<Session>,
     options: SubscriptionOptions,
     identifier: Option<u32>,
+}
+
+/// How a session joins a shared group.
+#[derive(Debug, Clone, Copy)]
+pub struct Membership {
+    pub options: SubscriptionOptions,
+    pub identifier: Option<u32>,
+    /// From the SUBSCRIBE user property `weight`; 1 when absent.
+    pub weight: u32,
 }
 
 /// What routing one message did, for statistics.
@@ -132,8 +142,8 @@ impl Router {
         group: &str,
         filter: &str,
         session: &Arc<Session>,
-        options: SubscriptionOptions,
-        identifier: Option<u32>,
+        membership: Membership,
+        make_dispatcher: impl FnOnce(&str) -> Dispatcher,
     ) -> Arc<SharedGroup> {
         let mut tree = self.tree.write();
         let entry = tree.get_or_insert_with(filter, FilterEntry::default);
@@ -153,7 +163,7 @@ impl Router {
             })
             .clone();
         let before = shared.member_count();
-        shared.add_member(session.clone(), options, identifier);
+        shared.add_member(session.clone(), membership.options, membership.identifier, membership.weight);
         if shared.member_count() > before {
             self.subscriptions.fetch_add(1, Ordering::Relaxed);
         }

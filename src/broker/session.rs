@@ -243,11 +243,16 @@ impl Session {
         }
     }
 
-    /// Messages in flight plus queued, for load-aware strategies.
-    pub fn load(&self) -> (usize, usize) {
+    /// Connection state and load for strategies: messages in flight plus queued, against the
+    /// in-flight window.
+    pub fn member_load(&self) -> crate::strategy::MemberLoad {
         let state = self.state.lock();
-        let window = state.link.as_ref().map_or(0, |l| l.window);
-        (state.inflight.len() + state.queue.len(), window)
+        let busy = state.inflight.len() + state.queue.len();
+        crate::strategy::MemberLoad {
+            inflight: u32::try_from(busy).unwrap_or(u32::MAX),
+            capacity: state.link.as_ref().map_or(0, |l| u32::try_from(l.window).unwrap_or(u32::MAX)),
+            online: state.link.is_some(),
+        }
     }
 
     /// Queues a delivery and wakes the attached connection, if any.
@@ -643,6 +648,7 @@ mod tests {
             retain: false,
             properties: Default::default(),
             publisher: None,
+            publisher_client_id: None,
             expires_at: None,
         })
     }

@@ -14,6 +14,7 @@ use bytestring::ByteString;
 use parking_lot::Mutex;
 
 use crate::packet::SubscriptionOptions;
+use crate::strategy::{key_hash, Choice, Dispatcher, MemberInfo, MemberLoad, MessageView, StrategyCounters};
 
 use super::message::{Message, SessionId};
 use super::session::{Delivery, Enqueued, QueueLimits, Session};
@@ -36,6 +37,7 @@ pub struct SharedGroup {
     /// check on every acknowledgement stays lock-free.
     queued: AtomicUsize,
     pub counters: GroupCounters,
+    pub strategy_counters: StrategyCounters,
 }
 
 /// Per-group counters, published under `$SYS/broker/shared/...`.
@@ -49,14 +51,17 @@ pub struct GroupCounters {
 #[derive(Debug)]
 struct Member {
     session: Arc<Session>,
+    info: MemberInfo,
     options: SubscriptionOptions,
     identifier: Option<u32>,
     /// Messages handed to this member, for the per-member counters.
     dispatched: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct GroupState {
+    /// Chooses the member; the native round robin below is its fallback.
+    dispatcher: Dispatcher,
     members: Vec<Member>,
     /// Round-robin position: the next member to try. Kept per group, so fairness does not
     /// depend on how many publishers there are.
@@ -65,6 +70,15 @@ struct GroupState {
     queued_bytes: usize,
     /// Set when the last member left: late messages are dropped instead of stranded.
     ended: bool,
+}
+
+impl GroupState {
+    fn members_with_load(&self) -> Vec<(MemberInfo, MemberLoad)> {
+        self.members
+            .iter()
+            .map(|m| (m.info.clone(), m.session.member_load()))
+            .collect()
+    }
 }
 
 /// A member's share of the group's traffic, for statistics.
@@ -116,7 +130,11 @@ impl SharedGroup {
     /// messages are dropped and counted).
     pub fn remove_member(&self, session_id: SessionId) -> bool {
         let mut state = self.state.lock();
+        let before = state.members.len();
         state.members.retain(|m| m.session.id != session_id);
+        if state.members.len() < before {
+            state.dispatcher.member_left(session_id, &self.strategy_counters);
+        }
         if state.members.is_empty() {
             state.ended = true;
             let dropped = state.queue.len() as u64;
@@ -224,36 +242,99 @@ impl SharedGroup {
         self.queued.store(state.queue.len(), Ordering::Relaxed);
     }
 
-    /// Picks a member with room and queues the message to it; false if no member can take it.
-    fn try_hand_out(
+    /// Picks a member and queues the message to it; false if no member can take it now.
+    fn try_hand_out(self: &Arc<Self>, state: &mut GroupState, message: &Arc<Message>, limits: GroupLimits) -> bool {
+        if state.dispatcher.needs_rebuild() && state.dispatcher.rebuild(&self.strategy_counters) {
+            let members = state.members_with_load();
+            state.dispatcher.replay(&members, &self.strategy_counters);
+        }
+        if state.dispatcher.is_wasm() {
+            if let Some(delivered) = self.hand_out_by_strategy(state, message, limits) {
+                return delivered;
+            }
+        }
+        self.hand_out_round_robin(state, message, limits)
+    }
+
+    /// Lets the group's Wasm strategy choose. `None` asks the round robin to place the message
+    /// (the strategy declined, failed, or its member could not take it).
+    fn hand_out_by_strategy(
         self: &Arc<Self>,
         state: &mut GroupState,
         message: &Arc<Message>,
         limits: GroupLimits,
-    ) -> bool {
+    ) -> Option<bool> {
+        let mut ids = Vec::with_capacity(state.members.len());
+        let mut online = Vec::with_capacity(state.members.len());
+        for member in &state.members {
+            let load = member.session.member_load();
+            state.dispatcher.update_load(member.info.id, load, &self.strategy_counters);
+            ids.push(member.info.id);
+            online.push(load.online);
+        }
+        if !online.iter().any(|o| *o) {
+            // Nobody can take it: it waits in the group queue.
+            return Some(false);
+        }
+        let publisher = message.publisher_client_id.as_deref().unwrap_or("");
+        let view = MessageView {
+            topic: &message.topic,
+            publisher,
+            payload: &message.payload,
+            topic_hash: key_hash(message.topic.as_bytes()),
+            publisher_hash: if publisher.is_empty() { 0 } else { key_hash(publisher.as_bytes()) },
+            qos: message.qos as u8,
+            retain: message.retain,
+        };
+        let Choice::Member(index) = state.dispatcher.choose(&ids, &online, &view, &self.strategy_counters) else {
+            return None;
+        };
+        if self.deliver_to(state, index, message, limits) {
+            Some(true)
+        } else {
+            None
+        }
+    }
+
+    /// The native fair round robin over members with room.
+    fn hand_out_round_robin(self: &Arc<Self>, state: &mut GroupState, message: &Arc<Message>, limits: GroupLimits) -> bool {
         let count = state.members.len();
         for step in 0..count {
             let index = (state.cursor + step) % count;
-            let member = &state.members[index];
-            if !member.session.has_capacity() {
+            if !state.members[index].session.has_capacity() {
                 continue;
             }
-            let delivery = Delivery {
-                message: message.clone(),
-                qos: message.qos.min(member.options.qos),
-                retain: member.options.retain_as_published && message.retain,
-                subscription_ids: member.identifier.into_iter().collect(),
-                group: Some(self.clone()),
-            };
-            match member.session.enqueue(delivery, limits.member_queue) {
-                Enqueued::Refused => continue,
-                Enqueued::Queued | Enqueued::QueuedDroppingOldestQos0 => {}
+            if self.deliver_to(state, index, message, limits) {
+                state.cursor = (index + 1) % count;
+                return true;
             }
-            state.members[index].dispatched += 1;
-            state.cursor = (index + 1) % count;
-            self.counters.dispatched.fetch_add(1, Ordering::Relaxed);
-            return true;
         }
         false
     }
+
+    /// Queues the message to member `index`; false if its session refused it (queue full).
+    fn deliver_to(self: &Arc<Self>, state: &mut GroupState, index: usize, message: &Arc<Message>, limits: GroupLimits) -> bool {
+        let member = &mut state.members[index];
+        let delivery = Delivery {
+            message: message.clone(),
+            qos: message.qos.min(member.options.qos),
+            retain: member.options.retain_as_published && message.retain,
+            subscription_ids: member.identifier.into_iter().collect(),
+            group: Some(self.clone()),
+        };
+        match member.session.enqueue(delivery, limits.member_queue) {
+            Enqueued::Refused => false,
+            Enqueued::Queued | Enqueued::QueuedDroppingOldestQos0 => {
+                member.dispatched += 1;
+                self.counters.dispatched.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+        }
+    }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -124,6 +124,7 @@ fn publish_one(broker: &BrokerState, topic: &str, value: String) {
         retain: true,
         properties: PublishProperties::default(),
         publisher: None,
+        publisher_client_id: None,
         expires_at: None,
     });
     broker.publish_internal(message);

@@ -1,0 +1,336 @@
+//! Dispatch strategies: which member of a shared group gets a message.
+//!
+//! Each group owns a [`Dispatcher`]. When the group's strategy is a Wasm component, the
+//! dispatcher holds the group's guest instance, pushes membership and member-state changes into
+//! it, and asks it to choose. Whatever goes wrong in the guest (a trap, a timeout, running out
+//! of memory, an answer that is not a current online member) the message is not lost: the
+//! group's native round robin chooses instead, the instance is rebuilt with membership replayed,
+//! and after `max_failures` failures in a row the group stays on the native round robin until
+//! the next reload.
+
+pub mod builtin;
+pub mod check;
+pub mod registry;
+pub mod wasm;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytestring::ByteString;
+
+pub use registry::{ResolvedStrategy, StrategyRegistry};
+pub use wasm::{SandboxLimits, WasmHost, WasmInstance};
+
+/// What a strategy asked for beyond the flat message metadata.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub topic: bool,
+    pub publisher: bool,
+    pub payload: bool,
+}
+
+impl Needs {
+    pub fn any(self) -> bool {
+        self.topic || self.publisher || self.payload
+    }
+}
+
+/// A member as a strategy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub client_id: ByteString,
+    pub weight: u32,
+    pub subscribed_at_ms: u64,
+}
+
+/// A member's connection state and load, as pushed with `member-load`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemberLoad {
+    pub inflight: u32,
+    pub capacity: u32,
+    pub online: bool,
+}
+
+impl MemberLoad {
+    pub fn has_room(self) -> bool {
+        self.online && self.inflight < self.capacity
+    }
+
+    /// The part of the state strategies are told about: online, and full or not. Pushing only
+    /// when this changes keeps `member-load` off the per-message path.
+    fn signature(self) -> (bool, bool) {
+        (self.online, self.inflight >= self.capacity)
+    }
+}
+
+/// One message, as a strategy may see it.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageView<'a> {
+    pub topic: &'a str,
+    pub publisher: &'a str,
+    pub payload: &'a [u8],
+    pub topic_hash: u64,
+    pub publisher_hash: u64,
+    pub qos: u8,
+    pub retain: bool,
+}
+
+/// xxh3-64 (seed 0), the hash the WIT contract promises for topic and publisher.
+pub fn key_hash(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StrategyError {
+    #[error("wasm engine: {0}")]
+    Engine(String),
+    #[error("plugin {origin}: cannot {stage}: {cause}")]
+    Load {
+        origin: String,
+        stage: &'static str,
+        cause: String,
+    },
+    #[error("cannot read plugin file {path}: {cause}")]
+    Read { path: String, cause: String },
+    #[error("plugin {origin}: init refused the configuration: {message}")]
+    InitRefused { origin: String, message: String },
+    #[error("plugin {origin}: trapped: {cause}")]
+    Trap { origin: String, cause: String },
+    #[error("plugin {origin}: call exceeded its deadline")]
+    Timeout { origin: String },
+    #[error("unknown built-in strategy `{0}` (known: {known})", known = builtin::names().join(", "))]
+    UnknownBuiltin(String),
+}
+
+/// Counters of what a group's strategy did, published with the group's statistics.
+#[derive(Debug, Default)]
+pub struct StrategyCounters {
+    /// Choices made by the strategy (Wasm or, for native groups, the round robin).
+    pub selections: AtomicU64,
+    /// Messages the native round robin placed because the strategy failed or declined.
+    pub fallbacks: AtomicU64,
+    pub traps: AtomicU64,
+    pub timeouts: AtomicU64,
+    /// Answers naming no current online member.
+    pub invalid_answers: AtomicU64,
+    /// Instances rebuilt after a failure.
+    pub rebuilds: AtomicU64,
+}
+
+/// The outcome of asking a group's strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// Deliver to the member at this index.
+    Member(usize),
+    /// Let the native round robin choose.
+    Fallback,
+}
+
+/// A group's strategy state.
+pub struct Dispatcher {
+    /// The guest instance; `None` for native round robin, or once pinned to it.
+    instance: Option<WasmInstance>,
+    /// What the instance was made from, to rebuild it after a failure and to tell a reload
+    /// whether anything changed.
+    resolved: Option<Arc<ResolvedStrategy>>,
+    group: ByteString,
+    /// The last state pushed per member, so `member-load` is sent only on change.
+    pushed: HashMap<u64, (bool, bool), ahash::RandomState>,
+    consecutive_failures: u32,
+    /// True once the group gave up on its strategy until the next reload.
+    pinned: bool,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("strategy", &self.label())
+            .field("pinned", &self.pinned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dispatcher {
+    /// The native round robin alone.
+    pub fn native(group: ByteString) -> Dispatcher {
+        Dispatcher {
+            instance: None,
+            resolved: None,
+            group,
+            pushed: HashMap::default(),
+            consecutive_failures: 0,
+            pinned: false,
+        }
+    }
+
+    /// A dispatcher for `resolved` (a built, `init`-ed instance). Members are replayed into it
+    /// by the group before it is used.
+    pub fn wasm(group: ByteString, resolved: Arc<ResolvedStrategy>, instance: WasmInstance) -> Dispatcher {
+        Dispatcher {
+            instance: Some(instance),
+            resolved: Some(resolved),
+            ..Dispatcher::native(group)
+        }
+    }
+
+    /// Builds the dispatcher `resolved` calls for (native when `None`), calling the guest's
+    /// `init`. Membership is replayed separately.
+    pub fn build(group: &ByteString, resolved: Option<Arc<ResolvedStrategy>>) -> Result<Dispatcher, StrategyError> {
+        match resolved {
+            None => Ok(Dispatcher::native(group.clone())),
+            Some(resolved) => {
+                let instance = resolved.instantiate(group)?;
+                Ok(Dispatcher::wasm(group.clone(), resolved, instance))
+            }
+        }
+    }
+
+    pub fn resolved(&self) -> Option<&Arc<ResolvedStrategy>> {
+        self.resolved.as_ref()
+    }
+
+    /// The strategy's name for logs and statistics.
+    pub fn label(&self) -> String {
+        match (&self.resolved, self.pinned) {
+            (None, _) => "native_round_robin".to_owned(),
+            (Some(r), false) => r.label.clone(),
+            (Some(r), true) => format!("{} (pinned to native_round_robin after failures)", r.label),
+        }
+    }
+
+    pub fn is_wasm(&self) -> bool {
+        self.instance.is_some()
+    }
+
+    pub fn needs(&self) -> Needs {
+        self.instance.as_ref().map(|i| i.needs).unwrap_or_default()
+    }
+
+    /// Tells the strategy about every member and its state; used on a new or rebuilt instance.
+    pub fn replay(&mut self, members: &[(MemberInfo, MemberLoad)], counters: &StrategyCounters) {
+        self.pushed.clear();
+        for (info, load) in members {
+            self.member_joined(info, counters);
+            self.update_load(info.id, *load, counters);
+        }
+    }
+
+    pub fn member_joined(&mut self, info: &MemberInfo, counters: &StrategyCounters) {
+        let Some(instance) = self.instance.as_mut() else { return };
+        if let Err(e) = instance.member_joined(info) {
+            self.failed(e, counters);
+        }
+    }
+
+    pub fn member_left(&mut self, id: u64, counters: &StrategyCounters) {
+        self.pushed.remove(&id);
+        let Some(instance) = self.instance.as_mut() else { return };
+        if let Err(e) = instance.member_left(id) {
+            self.failed(e, counters);
+        }
+    }
+
+    /// Pushes a member's state if its online/full signature changed since the last push.
+    pub fn update_load(&mut self, id: u64, load: MemberLoad, counters: &StrategyCounters) {
+        let Some(instance) = self.instance.as_mut() else { return };
+        let signature = load.signature();
+        if self.pushed.get(&id) == Some(&signature) {
+            return;
+        }
+        self.pushed.insert(id, signature);
+        if let Err(e) = instance.member_load(id, load) {
+            self.failed(e, counters);
+        }
+    }
+
+    /// Asks the strategy for a member among `members` (ids, in the group's order). `online`
+    /// says which may receive now.
+    pub fn choose(
+        &mut self,
+        members: &[u64],
+        online: &[bool],
+        message: &MessageView<'_>,
+        counters: &StrategyCounters,
+    ) -> Choice {
+        let Some(instance) = self.instance.as_mut() else {
+            return Choice::Fallback;
+        };
+        match instance.select(message) {
+            Ok(Some(id)) => match members.iter().position(|m| *m == id) {
+                Some(index) if online[index] => {
+                    self.consecutive_failures = 0;
+                    counters.selections.fetch_add(1, Ordering::Relaxed);
+                    Choice::Member(index)
+                }
+                _ => {
+                    counters.invalid_answers.fetch_add(1, Ordering::Relaxed);
+                    counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(group = %self.group, strategy = %self.label(), member = id, "strategy chose no current online member; round robin delivers instead");
+                    self.count_failure();
+                    Choice::Fallback
+                }
+            },
+            Ok(None) => {
+                counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                Choice::Fallback
+            }
+            Err(e) => {
+                counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                self.failed(e, counters);
+                Choice::Fallback
+            }
+        }
+    }
+
+    /// A guest call failed: count it, and rebuild the instance (the caller replays members) or
+    /// pin the group to the native round robin after too many failures in a row.
+    fn failed(&mut self, error: StrategyError, counters: &StrategyCounters) {
+        match &error {
+            StrategyError::Timeout { .. } => counters.timeouts.fetch_add(1, Ordering::Relaxed),
+            _ => counters.traps.fetch_add(1, Ordering::Relaxed),
+        };
+        tracing::warn!(group = %self.group, error = %error, "strategy call failed; round robin delivers instead");
+        // A trapped instance is poisoned: drop it now; `needs_rebuild` tells the group.
+        self.instance = None;
+        self.count_failure();
+    }
+
+    fn count_failure(&mut self) {
+        self.consecutive_failures += 1;
+        let max = self.resolved.as_ref().map_or(0, |r| r.max_failures);
+        if self.consecutive_failures >= max && !self.pinned {
+            self.pinned = true;
+            self.instance = None;
+            tracing::error!(group = %self.group, strategy = %self.label(), failures = self.consecutive_failures, "strategy keeps failing: group pinned to the native round robin until the next reload");
+        }
+    }
+
+    /// True when the instance was dropped after a failure and should be rebuilt.
+    pub fn needs_rebuild(&self) -> bool {
+        self.instance.is_none() && self.resolved.is_some() && !self.pinned
+    }
+
+    /// Rebuilds the instance from the compiled plugin; the caller replays members after.
+    pub fn rebuild(&mut self, counters: &StrategyCounters) -> bool {
+        let Some(resolved) = self.resolved.clone() else { return false };
+        counters.rebuilds.fetch_add(1, Ordering::Relaxed);
+        match resolved.instantiate(&self.group) {
+            Ok(instance) => {
+                self.instance = Some(instance);
+                self.pushed.clear();
+                true
+            }
+            Err(e) => {
+                tracing::warn!(group = %self.group, error = %e, "cannot rebuild strategy instance");
+                self.count_failure();
+                false
+            }
+        }
+    }
+
+    pub fn is_pinned(&self) -> bool {
+        self.pinned
+    }
+}

@@ -1,0 +1,192 @@
+//! Which strategy each group uses: the `[shared]` config resolved into compiled plugins, and
+//! the reload that swaps them while messages flow.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytestring::ByteString;
+use globset::{Glob, GlobMatcher};
+use parking_lot::RwLock;
+
+use crate::config::{GroupStrategyConfig, SharedConfig};
+
+use super::wasm::{Plugin, SandboxLimits, WasmHost, WasmInstance};
+use super::{builtin, StrategyError};
+
+/// A strategy ready to instantiate: compiled plugin plus the params its groups get.
+pub struct ResolvedStrategy {
+    /// Name for logs: the built-in's name, or the plugin file path.
+    pub label: String,
+    host: WasmHost,
+    plugin: Arc<Plugin>,
+    params: Vec<(String, String)>,
+    pub max_failures: u32,
+}
+
+impl std::fmt::Debug for ResolvedStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedStrategy").field("label", &self.label).finish_non_exhaustive()
+    }
+}
+
+impl ResolvedStrategy {
+    pub fn instantiate(&self, group: &str) -> Result<WasmInstance, StrategyError> {
+        self.host.instantiate(&self.plugin, group, &self.params)
+    }
+
+    /// Same component bytes and same params: a reload need not touch groups using it.
+    pub fn same_as(&self, other: &ResolvedStrategy) -> bool {
+        self.plugin.digest == other.plugin.digest && self.params == other.params
+    }
+}
+
+/// One `[[shared.groups]]` rule, resolved.
+struct Rule {
+    pattern: String,
+    matcher: GlobMatcher,
+    /// `None`: the native round robin.
+    strategy: Option<Arc<ResolvedStrategy>>,
+}
+
+struct Rules {
+    default: Option<Arc<ResolvedStrategy>>,
+    groups: Vec<Rule>,
+}
+
+/// The live strategy configuration.
+pub struct StrategyRegistry {
+    host: WasmHost,
+    rules: RwLock<Rules>,
+}
+
+impl std::fmt::Debug for StrategyRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StrategyRegistry").finish_non_exhaustive()
+    }
+}
+
+impl StrategyRegistry {
+    /// Builds every configured strategy; any failure is an error naming the key and the cause.
+    pub fn new(config: &SharedConfig, base_dir: Option<&Path>) -> Result<StrategyRegistry, StrategyError> {
+        let host = WasmHost::new(SandboxLimits {
+            memory_bytes: config.plugin_memory_mib as usize * 1024 * 1024,
+            deadline_ticks: config.plugin_deadline_ms.max(1),
+        })?;
+        let rules = build_rules(&host, config, base_dir)?;
+        Ok(StrategyRegistry {
+            host,
+            rules: RwLock::new(rules),
+        })
+    }
+
+    pub fn host(&self) -> &WasmHost {
+        &self.host
+    }
+
+    /// The strategy for a group name: the first matching rule, else the default.
+    pub fn resolve(&self, group: &str) -> Option<Arc<ResolvedStrategy>> {
+        let rules = self.rules.read();
+        rules
+            .groups
+            .iter()
+            .find(|rule| rule.pattern == group || rule.matcher.is_match(group))
+            .map_or_else(|| rules.default.clone(), |rule| rule.strategy.clone())
+    }
+
+    /// Replaces the rules from a new `[shared]` config. Compiles off the caller's thread is the
+    /// caller's job (this is blocking). On any failure the old rules stay and the error is
+    /// returned (one line naming the file and the cause).
+    pub fn reload(&self, config: &SharedConfig, base_dir: Option<&Path>) -> Result<(), StrategyError> {
+        let rules = build_rules(&self.host, config, base_dir)?;
+        *self.rules.write() = rules;
+        Ok(())
+    }
+}
+
+fn build_rules(host: &WasmHost, config: &SharedConfig, base_dir: Option<&Path>) -> Result<Rules, StrategyError> {
+    let default = resolve_named(host, &config.default_strategy, &[], config.plugin_max_failures)?;
+    let mut groups = Vec::with_capacity(config.groups.len());
+    for entry in &config.groups {
+        groups.push(resolve_rule(host, entry, base_dir, config.plugin_max_failures)?);
+    }
+    Ok(Rules { default, groups })
+}
+
+fn resolve_rule(
+    host: &WasmHost,
+    entry: &GroupStrategyConfig,
+    base_dir: Option<&Path>,
+    max_failures: u32,
+) -> Result<Rule, StrategyError> {
+    let matcher = Glob::new(&entry.name)
+        .map_err(|e| StrategyError::Load {
+            origin: format!("shared.groups name `{}`", entry.name),
+            stage: "parse the glob",
+            cause: e.to_string(),
+        })?
+        .compile_matcher();
+    let params = entry.params_as_strings();
+    let strategy = match (&entry.strategy, &entry.plugin) {
+        (Some(name), _) => resolve_named(host, name, &params, max_failures)?,
+        (None, Some(path)) => {
+            let path = resolve_path(path, base_dir);
+            let bytes = std::fs::read(&path).map_err(|e| StrategyError::Read {
+                path: path.display().to_string(),
+                cause: e.to_string(),
+            })?;
+            let label = path.display().to_string();
+            Some(resolve_bytes(host, &label, &bytes, params, max_failures)?)
+        }
+        (None, None) => None,
+    };
+    Ok(Rule {
+        pattern: entry.name.clone(),
+        matcher,
+        strategy,
+    })
+}
+
+fn resolve_named(
+    host: &WasmHost,
+    name: &str,
+    params: &[(String, String)],
+    max_failures: u32,
+) -> Result<Option<Arc<ResolvedStrategy>>, StrategyError> {
+    if name == builtin::NATIVE_ROUND_ROBIN {
+        return Ok(None);
+    }
+    let bytes = builtin::component(name).ok_or_else(|| StrategyError::UnknownBuiltin(name.to_owned()))?;
+    Ok(Some(resolve_bytes(host, name, bytes, params.to_vec(), max_failures)?))
+}
+
+/// Compiles, then proves the plugin links and accepts its params by instantiating it once for a
+/// probe group, so a broken plugin is refused at load time rather than when a group needs it.
+fn resolve_bytes(
+    host: &WasmHost,
+    label: &str,
+    bytes: &[u8],
+    params: Vec<(String, String)>,
+    max_failures: u32,
+) -> Result<Arc<ResolvedStrategy>, StrategyError> {
+    let plugin = host.load(label, bytes)?;
+    host.instantiate(&plugin, "$probe", &params)?;
+    Ok(Arc::new(ResolvedStrategy {
+        label: label.to_owned(),
+        host: host.clone(),
+        plugin,
+        params,
+        max_failures: max_failures.max(1),
+    }))
+}
+
+pub fn resolve_path(path: &Path, base_dir: Option<&Path>) -> PathBuf {
+    match base_dir {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// The group name a dispatcher is built for; kept as ByteString like the rest of the broker.
+pub fn group_name(name: &str) -> ByteString {
+    ByteString::from(name)
+}
