@@ -198,12 +198,14 @@ impl Connection {
         loop {
             self.pump_outgoing();
             if !self.write_buf.is_empty() {
+                let len = self.write_buf.len();
                 tokio::select! {
                     biased;
                     _ = self.broker.shutdown.cancelled() => return Ok(End::Shutdown),
                     reason = &mut kicked => return Ok(End::Kicked(reason.unwrap_or(ReasonCode::SESSION_TAKEN_OVER))),
                     written = self.stream.write_all_buf(&mut self.write_buf) => written?,
                 }
+                self.broker.stats.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
                 continue;
             }
             self.read_buf.reserve(4096);

@@ -169,9 +169,7 @@ impl Connection {
             kicked: attached.kicked,
         });
         // A member coming online may take messages its groups kept while nobody could.
-        for group in session.groups_with_backlog() {
-            group.drain(self.broker.group_limits());
-        }
+        self.broker.drain_groups_of(&session);
         Ok(true)
     }
 

@@ -132,7 +132,8 @@ struct SessionState {
     ended: bool,
     subscriptions: HashMap<ByteString, StoredSubscription>,
     /// Groups this session is a member of, so freed capacity can pull from their queues.
-    groups: Vec<Arc<SharedGroup>>,
+    /// Keyed by the group's address: a session may be in thousands of groups.
+    groups: HashMap<usize, Arc<SharedGroup>, ahash::RandomState>,
     queue: VecDeque<Delivery>,
     queued_bytes: usize,
     inflight: HashMap<u16, Inflight, ahash::RandomState>,
@@ -429,14 +430,13 @@ impl Session {
     }
 
     pub fn join_group(&self, group: Arc<SharedGroup>) {
-        let mut state = self.state.lock();
-        if !state.groups.iter().any(|g| Arc::ptr_eq(g, &group)) {
-            state.groups.push(group);
-        }
+        let key = Arc::as_ptr(&group) as usize;
+        self.state.lock().groups.insert(key, group);
     }
 
     pub fn leave_group(&self, group: &Arc<SharedGroup>) {
-        self.state.lock().groups.retain(|g| !Arc::ptr_eq(g, group));
+        let key = Arc::as_ptr(group) as usize;
+        self.state.lock().groups.remove(&key);
     }
 
     /// The groups this session belongs to that have messages waiting; empty (and allocation
@@ -445,7 +445,7 @@ impl Session {
         let state = self.state.lock();
         state
             .groups
-            .iter()
+            .values()
             .filter(|g| g.queued() > 0)
             .cloned()
             .collect()
@@ -480,7 +480,7 @@ impl Session {
         state.incoming_qos2.clear();
         EndedSession {
             subscriptions: std::mem::take(&mut state.subscriptions),
-            groups: std::mem::take(&mut state.groups),
+            groups: std::mem::take(&mut state.groups).into_values().collect(),
             redispatch,
         }
     }

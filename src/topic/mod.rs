@@ -1,11 +1,12 @@
 //! Topic names, topic filters, shared-subscription syntax and the subscription tree.
 //!
-//! STUB: the topic helper replaces this module; the signatures are the contract.
+//! `filter` validates names and plain filters, `share` recognises `$share/` and `$queue/`,
+//! `tree` maps stored filters to the broker's per-filter state and answers "who matches".
 
 mod filter;
+mod share;
 mod tree;
 
-pub use filter::{
-    parse_subscription, validate_filter, validate_topic_name, SubscriptionFilter, TopicError,
-};
+pub use filter::{validate_filter, validate_topic_name, TopicError};
+pub use share::{parse_subscription, SubscriptionFilter, QUEUE_GROUP};
 pub use tree::TopicTree;
