@@ -14,7 +14,9 @@ async fn binary_starts_with_config_file_and_serves() {
     let mut sub = RawClient::v5(broker.addr, "bin-sub").await;
     sub.subscribe("bin/t", QoS::AtLeastOnce).await;
     let mut publisher = RawClient::v311(broker.addr, "bin-pub").await;
-    publisher.publish("bin/t", b"from a process", QoS::AtLeastOnce, false).await;
+    publisher
+        .publish("bin/t", b"from a process", QoS::AtLeastOnce, false)
+        .await;
     let got = sub.recv_and_ack().await;
     assert_eq!(&got.payload[..], b"from a process");
 }
@@ -35,7 +37,10 @@ fn binary_refuses_unknown_config_key_and_names_it() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert!(!status.success(), "exit status must be non-zero: {status:?}");
+    assert!(
+        !status.success(),
+        "exit status must be non-zero: {status:?}"
+    );
     // Give the reader threads a moment to collect the last lines.
     std::thread::sleep(Duration::from_millis(100));
     let output = output.lock().unwrap().clone();

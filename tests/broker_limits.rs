@@ -26,13 +26,22 @@ async fn offline_queue_bound_refuses_newest_qos1() {
     let mut publisher = RawClient::v5(broker.addr(), "bound1-pub").await;
     for i in 0..8 {
         publisher
-            .publish("bound/t", format!("m{i}").as_bytes(), QoS::AtLeastOnce, false)
+            .publish(
+                "bound/t",
+                format!("m{i}").as_bytes(),
+                QoS::AtLeastOnce,
+                false,
+            )
             .await;
     }
     let (mut sub, _) = RawClient::connect_with(broker.addr(), persistent_v5("bound1", false)).await;
     for i in 0..5 {
         let got = sub.recv_and_ack().await;
-        assert_eq!(got.payload, format!("m{i}").into_bytes(), "oldest five are kept");
+        assert_eq!(
+            got.payload,
+            format!("m{i}").into_bytes(),
+            "oldest five are kept"
+        );
     }
     sub.expect_no_publish(QUIET).await;
 }
@@ -121,7 +130,9 @@ async fn sys_topics_published() {
     let mut sub = RawClient::v5(broker.addr(), "sys-watch").await;
     sub.subscribe("$SYS/#", QoS::AtMostOnce).await;
     let mut publisher = RawClient::v5(broker.addr(), "sys-pub").await;
-    publisher.publish("any/t", b"x", QoS::AtLeastOnce, false).await;
+    publisher
+        .publish("any/t", b"x", QoS::AtLeastOnce, false)
+        .await;
     let wanted = [
         "$SYS/broker/uptime",
         "$SYS/broker/clients/connected",
@@ -146,6 +157,9 @@ async fn sys_topics_published() {
             String::from_utf8_lossy(&got.payload).into_owned(),
         );
     }
-    let connected: u64 = seen["$SYS/broker/clients/connected"].trim().parse().unwrap();
+    let connected: u64 = seen["$SYS/broker/clients/connected"]
+        .trim()
+        .parse()
+        .unwrap();
     assert!(connected >= 2, "{seen:?}");
 }

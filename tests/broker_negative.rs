@@ -70,10 +70,7 @@ async fn null_character_in_topic_is_malformed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_connect_is_protocol_error() {
     check_error(0x82, |v| {
-        encode(
-            &Packet::Connect(Box::new(connect_packet(v, "again"))),
-            v,
-        )
+        encode(&Packet::Connect(Box::new(connect_packet(v, "again"))), v)
     })
     .await;
 }
@@ -126,16 +123,19 @@ async fn wildcard_in_publish_topic_is_refused() {
 async fn first_packet_not_connect_closed_without_connack() {
     let broker = TestBroker::start().await;
     for first in [
-        vec![0xC0, 0x00],                              // PINGREQ
+        vec![0xC0, 0x00],                             // PINGREQ
         raw_publish(ProtocolVersion::V3_1_1, b"a/b"), // PUBLISH
-        vec![0xE0, 0x00],                              // DISCONNECT
+        vec![0xE0, 0x00],                             // DISCONNECT
     ] {
         let mut stream = tokio::net::TcpStream::connect(broker.addr()).await.unwrap();
         stream.write_all(&first).await.unwrap();
         let mut got = Vec::new();
         let read = tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut got)).await;
         assert!(read.is_ok(), "not closed after {first:02x?}");
-        assert!(got.is_empty(), "nothing may be sent before CONNECT: {got:02x?}");
+        assert!(
+            got.is_empty(),
+            "nothing may be sent before CONNECT: {got:02x?}"
+        );
     }
     assert_broker_alive(broker.addr()).await;
 }

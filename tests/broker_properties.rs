@@ -59,7 +59,11 @@ async fn expired_queued_message_dropped() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (mut sub, _) = RawClient::connect_with(broker.addr(), persistent_v5("mexp2", false)).await;
     let got = sub.recv_and_ack().await;
-    assert_eq!(&got.payload[..], b"forever", "the expired message must be dropped");
+    assert_eq!(
+        &got.payload[..],
+        b"forever",
+        "the expired message must be dropped"
+    );
     assert_eq!(got.properties.message_expiry_interval, None);
     sub.expect_no_publish(QUIET).await;
 }
@@ -124,7 +128,10 @@ async fn topic_alias_from_client() {
         let got = sub.recv_and_ack().await;
         assert_eq!(&got.topic[..], topic);
         assert_eq!(&got.payload[..], payload);
-        assert_eq!(got.properties.topic_alias, None, "subscriber set no alias maximum");
+        assert_eq!(
+            got.properties.topic_alias, None,
+            "subscriber set no alias maximum"
+        );
     }
 }
 

@@ -157,7 +157,11 @@ async fn raw_qos_matrix_across_versions() {
                     .await;
                 let got = sub.recv_and_ack().await;
                 assert_eq!(&got.payload[..], payload.as_bytes());
-                assert_eq!(got.qos, pub_qos.min(sub_qos), "{pub_version:?}->{sub_version:?}: {payload}");
+                assert_eq!(
+                    got.qos,
+                    pub_qos.min(sub_qos),
+                    "{pub_version:?}->{sub_version:?}: {payload}"
+                );
                 assert!(!got.dup);
                 assert!(!got.retain);
             }
@@ -306,7 +310,12 @@ async fn qos2_same_packet_id_after_pubcomp_is_a_new_message() {
     let mut publisher = RawClient::v5(broker.addr(), &client_id("reuse-pub")).await;
     for payload in [&b"one"[..], b"two"] {
         publisher
-            .publish_full(publish_packet("reuse/t", payload, QoS::ExactlyOnce, Some(9)))
+            .publish_full(publish_packet(
+                "reuse/t",
+                payload,
+                QoS::ExactlyOnce,
+                Some(9),
+            ))
             .await;
         let got = sub.recv_and_ack().await;
         assert_eq!(&got.payload[..], payload);
@@ -345,11 +354,8 @@ async fn v5_client_publish_without_subscribers_acked_0x10() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receive_maximum_exceeded_by_client_gets_disconnect_0x93() {
     let broker = TestBroker::with(|c| c.limits.receive_maximum = 2).await;
-    let (mut client, connack) = RawClient::connect_with(
-        broker.addr(),
-        connect_packet(ProtocolVersion::V5, "greedy"),
-    )
-    .await;
+    let (mut client, connack) =
+        RawClient::connect_with(broker.addr(), connect_packet(ProtocolVersion::V5, "greedy")).await;
     assert_eq!(connack.properties.receive_maximum, Some(2));
     for id in 1..=2u16 {
         client
@@ -384,7 +390,12 @@ async fn broker_inflight_limited_by_client_receive_maximum() {
     let mut publisher = RawClient::v5(broker.addr(), &client_id("window-pub")).await;
     for i in 0..3 {
         publisher
-            .publish("window/t", format!("m{i}").as_bytes(), QoS::AtLeastOnce, false)
+            .publish(
+                "window/t",
+                format!("m{i}").as_bytes(),
+                QoS::AtLeastOnce,
+                false,
+            )
             .await;
     }
     let first = sub.recv_publish().await;

@@ -96,7 +96,9 @@ async fn overlapping_subscriptions_one_copy_at_highest_qos_with_all_identifiers(
     sub.subscribe_with(vec![("ov/x", sub_options(QoS::AtLeastOnce))], None)
         .await;
     let mut publisher = RawClient::v5(broker.addr(), "overlap-pub").await;
-    publisher.publish("ov/x", b"x", QoS::ExactlyOnce, false).await;
+    publisher
+        .publish("ov/x", b"x", QoS::ExactlyOnce, false)
+        .await;
     let got = sub.recv_and_ack().await;
     assert_eq!(got.qos, QoS::ExactlyOnce, "highest QoS of the matches");
     let mut ids = got.properties.subscription_identifiers.clone();
@@ -112,7 +114,9 @@ async fn overlapping_subscriptions_one_copy_v311() {
     sub.subscribe("ov3/+", QoS::AtLeastOnce).await;
     sub.subscribe("ov3/#", QoS::AtMostOnce).await;
     let mut publisher = RawClient::v311(broker.addr(), "overlap311-pub").await;
-    publisher.publish("ov3/x", b"x", QoS::AtLeastOnce, false).await;
+    publisher
+        .publish("ov3/x", b"x", QoS::AtLeastOnce, false)
+        .await;
     let got = sub.recv_and_ack().await;
     assert_eq!(got.qos, QoS::AtLeastOnce);
     sub.expect_no_publish(QUIET).await;
@@ -123,12 +127,17 @@ async fn subscription_identifier_delivered_only_when_given() {
     let broker = TestBroker::start().await;
     let mut with_id = RawClient::v5(broker.addr(), "with-id").await;
     with_id
-        .subscribe_with(vec![("sid/t", sub_options(QoS::AtLeastOnce))], Some(268_435_455))
+        .subscribe_with(
+            vec![("sid/t", sub_options(QoS::AtLeastOnce))],
+            Some(268_435_455),
+        )
         .await;
     let mut without = RawClient::v5(broker.addr(), "without-id").await;
     without.subscribe("sid/t", QoS::AtLeastOnce).await;
     let mut publisher = RawClient::v5(broker.addr(), "sid-pub").await;
-    publisher.publish("sid/t", b"x", QoS::AtLeastOnce, false).await;
+    publisher
+        .publish("sid/t", b"x", QoS::AtLeastOnce, false)
+        .await;
     let got = with_id.recv_and_ack().await;
     assert_eq!(got.properties.subscription_identifiers, vec![268_435_455]);
     let got = without.recv_and_ack().await;
@@ -152,10 +161,14 @@ async fn no_local_suppresses_own_messages() {
             None,
         )
         .await;
-    client.publish("nl/t", b"mine", QoS::AtLeastOnce, false).await;
+    client
+        .publish("nl/t", b"mine", QoS::AtLeastOnce, false)
+        .await;
     client.expect_no_publish(QUIET).await;
     let mut other = RawClient::v5(broker.addr(), "nolocal-other").await;
-    other.publish("nl/t", b"theirs", QoS::AtLeastOnce, false).await;
+    other
+        .publish("nl/t", b"theirs", QoS::AtLeastOnce, false)
+        .await;
     let got = client.recv_and_ack().await;
     assert_eq!(&got.payload[..], b"theirs");
 }
@@ -165,7 +178,9 @@ async fn without_no_local_own_messages_are_delivered() {
     let broker = TestBroker::start().await;
     let mut client = RawClient::v5(broker.addr(), "local").await;
     client.subscribe("loc/t", QoS::AtLeastOnce).await;
-    client.publish("loc/t", b"mine", QoS::AtLeastOnce, false).await;
+    client
+        .publish("loc/t", b"mine", QoS::AtLeastOnce, false)
+        .await;
     let got = client.recv_and_ack().await;
     assert_eq!(&got.payload[..], b"mine");
 }
@@ -189,11 +204,19 @@ async fn retain_as_published() {
     let mut plain = RawClient::v5(broker.addr(), "no-rap").await;
     plain.subscribe("rap/t", QoS::AtLeastOnce).await;
     let mut publisher = RawClient::v5(broker.addr(), "rap-pub").await;
-    publisher.publish("rap/t", b"r", QoS::AtLeastOnce, true).await;
+    publisher
+        .publish("rap/t", b"r", QoS::AtLeastOnce, true)
+        .await;
     let got = rap.recv_and_ack().await;
-    assert!(got.retain, "Retain As Published keeps RETAIN=1 on live delivery");
+    assert!(
+        got.retain,
+        "Retain As Published keeps RETAIN=1 on live delivery"
+    );
     let got = plain.recv_and_ack().await;
-    assert!(!got.retain, "live delivery clears RETAIN without Retain As Published");
+    assert!(
+        !got.retain,
+        "live delivery clears RETAIN without Retain As Published"
+    );
 }
 
 async fn subscribe_with_handling(client: &mut RawClient, handling: RetainHandling) {
@@ -216,14 +239,19 @@ async fn subscribe_with_handling(client: &mut RawClient, handling: RetainHandlin
 async fn retain_handling_0_1_2() {
     let broker = TestBroker::start().await;
     let mut publisher = RawClient::v5(broker.addr(), "rh-pub").await;
-    publisher.publish("rh/t", b"kept", QoS::AtLeastOnce, true).await;
+    publisher
+        .publish("rh/t", b"kept", QoS::AtLeastOnce, true)
+        .await;
 
     // 0: at every subscribe.
     let mut c0 = RawClient::v5(broker.addr(), "rh0").await;
     subscribe_with_handling(&mut c0, RetainHandling::SendAtSubscribe).await;
     assert!(c0.recv_and_ack().await.retain);
     subscribe_with_handling(&mut c0, RetainHandling::SendAtSubscribe).await;
-    assert!(c0.recv_and_ack().await.retain, "0 sends again on re-subscribe");
+    assert!(
+        c0.recv_and_ack().await.retain,
+        "0 sends again on re-subscribe"
+    );
 
     // 1: only if the subscription is new.
     let mut c1 = RawClient::v5(broker.addr(), "rh1").await;
@@ -249,7 +277,9 @@ async fn unsubscribe_reason_codes() {
         vec![ReasonCode::SUCCESS, ReasonCode(0x11)]
     );
     let mut publisher = RawClient::v5(broker.addr(), "unsub-pub").await;
-    publisher.publish("un/a", b"x", QoS::AtLeastOnce, false).await;
+    publisher
+        .publish("un/a", b"x", QoS::AtLeastOnce, false)
+        .await;
     client.expect_no_publish(QUIET).await;
     let unsuback = client.unsubscribe(&["un/a"]).await;
     assert_eq!(unsuback.reason_codes, vec![ReasonCode(0x11)]);
@@ -263,7 +293,9 @@ async fn v311_unsubscribe_stops_delivery() {
     let unsuback = client.unsubscribe(&["un3/a"]).await;
     assert!(unsuback.reason_codes.is_empty());
     let mut publisher = RawClient::v311(broker.addr(), "unsub311-pub").await;
-    publisher.publish("un3/a", b"x", QoS::AtLeastOnce, false).await;
+    publisher
+        .publish("un3/a", b"x", QoS::AtLeastOnce, false)
+        .await;
     client.expect_no_publish(QUIET).await;
 }
 
@@ -283,7 +315,11 @@ async fn invalid_filter_refused_in_suback() {
         .await;
     assert_eq!(
         suback.reason_codes,
-        vec![ReasonCode::GRANTED_QOS_1, ReasonCode(0x8F), ReasonCode(0x8F)]
+        vec![
+            ReasonCode::GRANTED_QOS_1,
+            ReasonCode(0x8F),
+            ReasonCode(0x8F)
+        ]
     );
     let mut v3 = RawClient::v311(broker.addr(), "badfilter311").await;
     let suback = v3

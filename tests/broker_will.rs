@@ -78,9 +78,11 @@ async fn will_sent_on_socket_drop() {
         (ProtocolVersion::V5, "will/drop/v5"),
         (ProtocolVersion::V3_1_1, "will/drop/v311"),
     ] {
-        let (client, _) =
-            RawClient::connect_with(broker.addr(), with_will(version, &client_id("wd"), topic, None))
-                .await;
+        let (client, _) = RawClient::connect_with(
+            broker.addr(),
+            with_will(version, &client_id("wd"), topic, None),
+        )
+        .await;
         drop(client);
         let got = w.recv_and_ack().await;
         assert_eq!(&got.topic[..], topic);

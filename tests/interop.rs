@@ -29,11 +29,14 @@ fn tools_ready(needs_paho: bool) -> bool {
             .unwrap_or(false)
     };
     let mut missing = Vec::new();
-    if !have("mosquitto_pub", &["--help"]) && !have("sh", &["-c", "command -v mosquitto_pub"]) {
+    if !have("sh", &["-c", "command -v mosquitto_pub"]) {
         missing.push("mosquitto_pub");
     }
     if !have("sh", &["-c", "command -v mosquitto_sub"]) {
         missing.push("mosquitto_sub");
+    }
+    if !have("sh", &["-c", "command -v stdbuf"]) {
+        missing.push("stdbuf (coreutils)");
     }
     if needs_paho && !have("python3", &["-c", "import paho.mqtt"]) {
         missing.push("python3 paho-mqtt");
@@ -93,10 +96,31 @@ fn publish(broker: &SpawnedBroker, version: &str, topic: &str, message: &str, ex
 }
 
 /// Starts mosquitto_sub (debug output on) for one message and waits until it is subscribed.
-fn subscriber(broker: &SpawnedBroker, version: &str, topic: &str, qos: u8, extra: &[&str]) -> Child {
-    let mut command = mosquitto("mosquitto_sub", broker, version);
+fn subscriber(
+    broker: &SpawnedBroker,
+    version: &str,
+    topic: &str,
+    qos: u8,
+    extra: &[&str],
+) -> Child {
+    // mosquitto_sub block-buffers stdout into a pipe: stdbuf makes its debug lines (SUBACK)
+    // arrive as they happen.
+    let mut command = Command::new("stdbuf");
     command
-        .args(["-t", topic, "-q", &qos.to_string(), "-C", "1", "-W", "10", "-d"])
+        .args(["-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p"])
+        .arg(broker.addr.port().to_string())
+        .args(["-V", version])
+        .args([
+            "-t",
+            topic,
+            "-q",
+            &qos.to_string(),
+            "-C",
+            "1",
+            "-W",
+            "10",
+            "-d",
+        ])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -158,7 +182,10 @@ fn finish(mut child: Child) -> Vec<String> {
         .try_iter()
         .filter(|l| !l.starts_with("Client ") && !l.starts_with("Subscribed"))
         .collect();
-    assert!(status.success(), "mosquitto_sub failed: {status:?}, output {lines:?}");
+    assert!(
+        status.success(),
+        "mosquitto_sub failed: {status:?}, output {lines:?}"
+    );
     lines
 }
 
@@ -173,7 +200,13 @@ fn mosquitto_clients_qos_0_1_2_v311_and_v5() {
             let topic = format!("interop/mosq/{version}/{qos}");
             let message = format!("mosquitto {version} qos {qos}");
             let sub = subscriber(&broker, version, &topic, qos, &[]);
-            publish(&broker, version, &topic, &message, &["-q", &qos.to_string()]);
+            publish(
+                &broker,
+                version,
+                &topic,
+                &message,
+                &["-q", &qos.to_string()],
+            );
             let lines = finish(sub);
             assert_eq!(lines, vec![message], "{version} QoS {qos}");
         }

@@ -369,7 +369,8 @@ impl RawClient {
 
     /// Connects with Clean Start and asserts success.
     pub async fn connect(addr: SocketAddr, version: ProtocolVersion, client_id: &str) -> RawClient {
-        let (client, connack) = RawClient::connect_with(addr, connect_packet(version, client_id)).await;
+        let (client, connack) =
+            RawClient::connect_with(addr, connect_packet(version, client_id)).await;
         assert_eq!(
             connack.reason_code,
             ReasonCode::SUCCESS,
@@ -438,11 +439,7 @@ impl RawClient {
     }
 
     /// Reads until a packet satisfies `pred`, stashing the others for later reads.
-    pub async fn recv_matching(
-        &mut self,
-        what: &str,
-        pred: impl Fn(&Packet) -> bool,
-    ) -> Packet {
+    pub async fn recv_matching(&mut self, what: &str, pred: impl Fn(&Packet) -> bool) -> Packet {
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         let mut skipped = VecDeque::new();
         // Look in the stash first.
@@ -529,9 +526,9 @@ impl RawClient {
                 );
                 d
             }
-            None => panic!(
-                "expected DISCONNECT 0x{code:02X} before close, got only {got:?} then close"
-            ),
+            None => {
+                panic!("expected DISCONNECT 0x{code:02X} before close, got only {got:?} then close")
+            }
         }
     }
 
@@ -583,7 +580,9 @@ impl RawClient {
 
     /// Subscribes to one filter and asserts the grant.
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> SubAck {
-        let suback = self.subscribe_with(vec![(filter, sub_options(qos))], None).await;
+        let suback = self
+            .subscribe_with(vec![(filter, sub_options(qos))], None)
+            .await;
         assert_eq!(
             suback.reason_codes,
             vec![ReasonCode(qos as u8)],
