@@ -60,6 +60,20 @@ pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut()
     }
 }
 
+/// Polls `condition` every 10 ms until it holds (true) or `limit` passes (false).
+pub async fn poll_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A sequence-numbered payload, so tests can tell every message apart.
 pub fn seq_payload(seq: u32) -> Bytes {
     Bytes::from(format!("{seq}"))
