@@ -205,7 +205,10 @@ impl Connection {
                     reason = &mut kicked => return Ok(End::Kicked(reason.unwrap_or(ReasonCode::SESSION_TAKEN_OVER))),
                     written = self.stream.write_all_buf(&mut self.write_buf) => written?,
                 }
-                self.broker.stats.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
+                self.broker
+                    .stats
+                    .bytes_sent
+                    .fetch_add(len as u64, Ordering::Relaxed);
                 continue;
             }
             self.read_buf.reserve(4096);

@@ -629,3 +629,238 @@ fn fits(packet: &Packet, version: ProtocolVersion, max_packet_size: u32) -> bool
         Err(_) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn message(topic: &str, payload: &'static [u8], qos: QoS) -> Arc<Message> {
+        Arc::new(Message {
+            topic: ByteString::from(topic),
+            payload: Bytes::from_static(payload),
+            qos,
+            retain: false,
+            properties: Default::default(),
+            publisher: None,
+            expires_at: None,
+        })
+    }
+
+    fn delivery(payload: &'static [u8], qos: QoS, group: Option<Arc<SharedGroup>>) -> Delivery {
+        Delivery {
+            message: message("t", payload, qos),
+            qos,
+            retain: false,
+            subscription_ids: Vec::new(),
+            group,
+        }
+    }
+
+    const LIMITS: QueueLimits = QueueLimits {
+        max_messages: 3,
+        max_bytes: 1 << 20,
+    };
+
+    fn online(session: &Session, window: usize) -> Attached {
+        session.attach(
+            ProtocolVersion::V5,
+            window,
+            u32::MAX,
+            None,
+            0,
+            ReasonCode::SESSION_TAKEN_OVER,
+        )
+    }
+
+    fn payloads(packets: &[Packet]) -> Vec<Bytes> {
+        packets
+            .iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(p.payload.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn full_queue_drops_oldest_qos0_first_then_refuses() {
+        let session = Session::new(1, ByteString::from("c"), 0);
+        assert_eq!(
+            session.enqueue(delivery(b"a", QoS::AtMostOnce, None), LIMITS),
+            Enqueued::Queued
+        );
+        assert_eq!(
+            session.enqueue(delivery(b"b", QoS::AtLeastOnce, None), LIMITS),
+            Enqueued::Queued
+        );
+        assert_eq!(
+            session.enqueue(delivery(b"c", QoS::AtLeastOnce, None), LIMITS),
+            Enqueued::Queued
+        );
+        assert_eq!(
+            session.enqueue(delivery(b"d", QoS::AtLeastOnce, None), LIMITS),
+            Enqueued::QueuedDroppingOldestQos0
+        );
+        assert_eq!(
+            session.enqueue(delivery(b"e", QoS::AtLeastOnce, None), LIMITS),
+            Enqueued::Refused
+        );
+        let attached = online(&session, 10);
+        let mut out = Vec::new();
+        let mut dropped = 0;
+        session.take_sendable(
+            attached.generation,
+            Instant::now(),
+            &mut out,
+            &mut dropped,
+            100,
+        );
+        assert_eq!(
+            payloads(&out),
+            vec![
+                Bytes::from_static(b"b"),
+                Bytes::from_static(b"c"),
+                Bytes::from_static(b"d")
+            ]
+        );
+    }
+
+    #[test]
+    fn inflight_window_limits_qos1_and_ack_frees_a_slot() {
+        let session = Session::new(1, ByteString::from("c"), 0);
+        let attached = online(&session, 2);
+        for p in [&b"1"[..], &b"2"[..], &b"3"[..]] {
+            session.enqueue(delivery(p, QoS::AtLeastOnce, None), LIMITS);
+        }
+        let mut out = Vec::new();
+        let mut dropped = 0;
+        session.take_sendable(
+            attached.generation,
+            Instant::now(),
+            &mut out,
+            &mut dropped,
+            100,
+        );
+        assert_eq!(out.len(), 2);
+        assert!(!session.has_capacity());
+        let Packet::Publish(first) = &out[0] else {
+            panic!("not a publish")
+        };
+        let id = first.packet_id.unwrap();
+        assert_eq!(
+            session.acknowledge_publish(id, ReasonCode::SUCCESS, false),
+            AckOutcome::Done
+        );
+        assert_eq!(
+            session.acknowledge_publish(id, ReasonCode::SUCCESS, false),
+            AckOutcome::UnknownPacketId
+        );
+        out.clear();
+        session.take_sendable(
+            attached.generation,
+            Instant::now(),
+            &mut out,
+            &mut dropped,
+            100,
+        );
+        assert_eq!(payloads(&out), vec![Bytes::from_static(b"3")]);
+    }
+
+    #[test]
+    fn resume_resends_inflight_in_order_with_dup() {
+        let session = Session::new(1, ByteString::from("c"), 60);
+        let attached = online(&session, 10);
+        session.enqueue(delivery(b"1", QoS::AtLeastOnce, None), LIMITS);
+        session.enqueue(delivery(b"2", QoS::ExactlyOnce, None), LIMITS);
+        let mut out = Vec::new();
+        let mut dropped = 0;
+        session.take_sendable(
+            attached.generation,
+            Instant::now(),
+            &mut out,
+            &mut dropped,
+            100,
+        );
+        let Packet::Publish(second) = &out[1] else {
+            panic!("not a publish")
+        };
+        assert_eq!(
+            session.acknowledge_publish(second.packet_id.unwrap(), ReasonCode::SUCCESS, true),
+            AckOutcome::SendPubRel
+        );
+        assert_eq!(
+            session.detach(attached.generation).map(|r| r.len()),
+            Some(0)
+        );
+        let resumed = online(&session, 10);
+        assert_eq!(resumed.resend.len(), 2);
+        assert!(matches!(&resumed.resend[0], Packet::Publish(p) if p.dup && p.payload == "1"));
+        assert!(matches!(&resumed.resend[1], Packet::PubRel(_)));
+    }
+
+    #[test]
+    fn detach_returns_shared_qos1_inflight_then_queued_and_keeps_qos2() {
+        let group = Arc::new(SharedGroup::new(
+            ByteString::from("g"),
+            ByteString::from("t"),
+        ));
+        let session = Session::new(1, ByteString::from("c"), 60);
+        let attached = online(&session, 2);
+        session.enqueue(
+            delivery(b"q1-inflight", QoS::AtLeastOnce, Some(group.clone())),
+            LIMITS,
+        );
+        session.enqueue(
+            delivery(b"q2-inflight", QoS::ExactlyOnce, Some(group.clone())),
+            LIMITS,
+        );
+        session.enqueue(
+            delivery(b"q1-queued", QoS::AtLeastOnce, Some(group.clone())),
+            LIMITS,
+        );
+        let mut out = Vec::new();
+        let mut dropped = 0;
+        session.take_sendable(
+            attached.generation,
+            Instant::now(),
+            &mut out,
+            &mut dropped,
+            100,
+        );
+        assert_eq!(out.len(), 2);
+        let back: Vec<Bytes> = session
+            .detach(attached.generation)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.message.payload.clone())
+            .collect();
+        assert_eq!(
+            back,
+            vec![
+                Bytes::from_static(b"q1-inflight"),
+                Bytes::from_static(b"q1-queued")
+            ]
+        );
+        assert_eq!(
+            session.inflight(),
+            1,
+            "the QoS 2 copy stays with its member"
+        );
+    }
+
+    #[test]
+    fn stale_connection_cannot_take_messages_after_takeover() {
+        let session = Session::new(1, ByteString::from("c"), 60);
+        let old = online(&session, 10);
+        let new = online(&session, 10);
+        session.enqueue(delivery(b"x", QoS::AtMostOnce, None), LIMITS);
+        let mut out = Vec::new();
+        let mut dropped = 0;
+        session.take_sendable(old.generation, Instant::now(), &mut out, &mut dropped, 100);
+        assert!(out.is_empty());
+        assert!(session.detach(old.generation).is_none());
+        session.take_sendable(new.generation, Instant::now(), &mut out, &mut dropped, 100);
+        assert_eq!(out.len(), 1);
+    }
+}
