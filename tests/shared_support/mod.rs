@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+#[allow(unused_imports)]
 pub use ProtocolVersion::{V3_1_1, V5};
 
 /// The default bound on waiting for one expected packet.
