@@ -183,13 +183,11 @@ async fn shared_redispatch_on_disconnect_v311() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "broker bug: on takeover of a persistent session, the unacked QoS 1 copies are redispatched after the new connection attached and round robin hands some back to the same session (README: the member that dropped does not get them again)"]
 async fn shared_redispatch_on_takeover_v5() {
     check_redispatch(V5, Failure::Takeover).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "broker bug: on takeover of a persistent session, the unacked QoS 1 copies are redispatched after the new connection attached and round robin hands some back to the same session (README: the member that dropped does not get them again)"]
 async fn shared_redispatch_on_takeover_v311() {
     check_redispatch(V3_1_1, Failure::Takeover).await;
 }
