@@ -104,21 +104,24 @@ impl Connection {
         }
         self.keep_alive = (keep_alive > 0).then(|| Duration::from_secs(u64::from(keep_alive)));
 
-        let attached = session.attach(
-            self.version,
-            window,
-            client_max_packet_size,
-            connect.will,
-            expiry,
-            ReasonCode::SESSION_TAKEN_OVER,
-        );
-        if let Some(previous_will) = attached.previous_will {
+        // Take over any connection still attached before attaching this one: its unfinished
+        // shared copies must go to other members, not back to this same client.
+        let taken = session.take_over(ReasonCode::SESSION_TAKEN_OVER);
+        self.broker.redispatch(taken.redispatch);
+        if let Some(previous_will) = taken.previous_will {
             // The connection we took over ended without DISCONNECT; a delayed will is
             // cancelled by this very reconnection, an immediate one goes out now.
             if previous_will.properties.will_delay_interval.unwrap_or(0) == 0 {
                 will::publish(&self.broker, &session, previous_will);
             }
         }
+        let attached = session.attach(
+            self.version,
+            window,
+            client_max_packet_size,
+            connect.will,
+            expiry,
+        );
         self.broker.redispatch(attached.redispatch);
 
         let mut properties = ConnAckProperties::default();

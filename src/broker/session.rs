@@ -86,8 +86,12 @@ pub struct Attached {
     /// Shared-subscription copies the previous connection left unfinished, to hand back to
     /// their groups.
     pub redispatch: Vec<Delivery>,
-    /// The will of the connection this one took over: that connection ended without a normal
-    /// DISCONNECT.
+}
+
+/// What a takeover leaves behind of the connection it replaced.
+#[derive(Debug, Default)]
+pub struct TakenOver {
+    pub redispatch: Vec<Delivery>,
     pub previous_will: Option<LastWill>,
 }
 
@@ -159,7 +163,25 @@ impl Session {
         }
     }
 
-    /// Attaches a new connection, kicking any previous one with `kick_reason`.
+    /// Detaches the connection currently attached, if any, telling it to go away with
+    /// `kick_reason`. Returns its unfinished shared copies and its will. Called before a new
+    /// connection attaches, so the copies go to other members while this one is offline.
+    pub fn take_over(&self, kick_reason: ReasonCode) -> TakenOver {
+        let mut state = self.state.lock();
+        let mut taken = TakenOver::default();
+        if let Some(mut old) = state.link.take() {
+            if let Some(kick) = old.kick.take() {
+                let _ = kick.send(kick_reason);
+            }
+            state.take_shared_unfinished(&mut taken.redispatch);
+            taken.previous_will = state.will.take();
+        }
+        taken
+    }
+
+    /// Attaches a new connection. Any connection still attached is taken over first (see
+    /// [`Session::take_over`]); its shared leftovers are returned in `Attached` (its will is
+    /// dropped: callers that care take over explicitly first).
     pub fn attach(
         &self,
         version: ProtocolVersion,
@@ -167,18 +189,9 @@ impl Session {
         max_packet_size: u32,
         will: Option<LastWill>,
         expiry_interval: u32,
-        kick_reason: ReasonCode,
     ) -> Attached {
+        let taken = self.take_over(ReasonCode::SESSION_TAKEN_OVER);
         let mut state = self.state.lock();
-        let mut redispatch = Vec::new();
-        let mut previous_will = None;
-        if let Some(mut old) = state.link.take() {
-            if let Some(kick) = old.kick.take() {
-                let _ = kick.send(kick_reason);
-            }
-            state.take_shared_unfinished(&mut redispatch);
-            previous_will = state.will.take();
-        }
         state.generation += 1;
         let generation = state.generation;
         let notify = Arc::new(Notify::new());
@@ -199,8 +212,7 @@ impl Session {
             notify,
             kicked,
             resend,
-            redispatch,
-            previous_will,
+            redispatch: taken.redispatch,
         }
     }
 
@@ -669,14 +681,7 @@ mod tests {
     };
 
     fn online(session: &Session, window: usize) -> Attached {
-        session.attach(
-            ProtocolVersion::V5,
-            window,
-            u32::MAX,
-            None,
-            0,
-            ReasonCode::SESSION_TAKEN_OVER,
-        )
+        session.attach(ProtocolVersion::V5, window, u32::MAX, None, 0)
     }
 
     fn payloads(packets: &[Packet]) -> Vec<Bytes> {

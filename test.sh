@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The project's whole test suite: formatting, lints, unit, integration and interop tests, and a
+# compile check of the benchmarks. README's test command; CI runs it through .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")"
+.ci/install-test-tools
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo test
+# Benchmarks are only compiled here; running them is a separate, manual step.
+cargo build --benches

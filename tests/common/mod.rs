@@ -1,0 +1,825 @@
+//! Shared helpers for the integration tests: an in-process broker on an ephemeral port, the
+//! real `sharq` binary in a child process, and a raw-TCP MQTT client built on our own codec.
+//!
+//! Every wait is bounded (see [`TIMEOUT`]) so that no test can hang.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use sharq::codec::{self, Decoder};
+use sharq::packet::{
+    Ack, ConnAck, Connect, ConnectProperties, Disconnect, DisconnectProperties, Packet,
+    ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode, SubAck, Subscribe,
+    SubscribeProperties, SubscriptionOptions, TopicSubscription, UnsubAck, Unsubscribe,
+    UnsubscribeProperties,
+};
+use sharq::{Broker, Config};
+
+/// The longest any single wait in a test may take.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long "nothing arrives" is watched for.
+pub const QUIET: Duration = Duration::from_millis(400);
+
+// ---------------------------------------------------------------------------------------------
+// In-process broker
+// ---------------------------------------------------------------------------------------------
+
+/// A broker serving on an ephemeral port of 127.0.0.1, stopped when dropped.
+pub struct TestBroker {
+    pub broker: Broker,
+    addr: SocketAddr,
+}
+
+impl TestBroker {
+    pub async fn start() -> TestBroker {
+        TestBroker::with(|_| {}).await
+    }
+
+    /// Starts with the default configuration changed by `configure`. `$SYS` is off unless
+    /// `configure` turns it on.
+    pub async fn with(configure: impl FnOnce(&mut Config)) -> TestBroker {
+        init_tracing();
+        let mut config = Config::default();
+        config.server.listeners = vec!["127.0.0.1:0".parse().unwrap()];
+        config.server.sys_interval_secs = 0;
+        configure(&mut config);
+        let broker = tokio::time::timeout(TIMEOUT, Broker::start(config))
+            .await
+            .expect("broker start timed out")
+            .expect("broker start failed");
+        let addr = broker.local_addrs()[0];
+        TestBroker { broker, addr }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub async fn shutdown(&self) {
+        self.broker.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.broker.state().shutdown.cancel();
+    }
+}
+
+fn init_tracing() {
+    // RUST_LOG=sharq=debug cargo test ... shows the broker's view of a failing test.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real binary
+// ---------------------------------------------------------------------------------------------
+
+/// The `sharq` binary running as a child process, killed when dropped.
+pub struct SpawnedBroker {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Everything the process printed so far (stdout and stderr, ANSI codes stripped).
+    pub output: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+/// A config file body listening on an ephemeral port of 127.0.0.1.
+pub const EPHEMERAL_CONFIG: &str =
+    "[server]\nlisteners = [\"127.0.0.1:0\"]\nlog = \"info\"\nsys_interval_secs = 0\n";
+
+pub fn sharq_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_sharq")
+}
+
+/// Writes `toml` to a temp file and runs `sharq --config FILE`, collecting its output.
+/// Returns the child, the output collector and the temp dir (keep it alive).
+pub fn spawn_sharq_raw(
+    toml: &str,
+) -> (
+    Child,
+    Arc<Mutex<String>>,
+    mpsc::Receiver<String>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sharq.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut child = Command::new(sharq_binary())
+        .arg("--config")
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run the sharq binary");
+    let output = Arc::new(Mutex::new(String::new()));
+    let (lines_tx, lines_rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    for reader in [
+        Box::new(stdout) as Box<dyn std::io::Read + Send>,
+        Box::new(stderr) as Box<dyn std::io::Read + Send>,
+    ] {
+        let output = output.clone();
+        let lines_tx = lines_tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                let line = strip_ansi(&line);
+                {
+                    let mut out = output.lock().unwrap();
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+                let _ = lines_tx.send(line);
+            }
+        });
+    }
+    (child, output, lines_rx, dir)
+}
+
+impl SpawnedBroker {
+    /// Runs the binary with [`EPHEMERAL_CONFIG`].
+    pub fn start() -> SpawnedBroker {
+        SpawnedBroker::with_config(EPHEMERAL_CONFIG)
+    }
+
+    /// Runs the binary with `toml` (which must log at info and listen on one ephemeral port)
+    /// and waits for it to log its bound address.
+    pub fn with_config(toml: &str) -> SpawnedBroker {
+        let (mut child, output, lines, dir) = spawn_sharq_raw(toml);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = parse_listening(&line) {
+                        break addr;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "sharq did not log `listening for MQTT connections address=...` within 10 s; output:\n{}",
+                        output.lock().unwrap()
+                    );
+                }
+            }
+        };
+        SpawnedBroker {
+            child,
+            addr,
+            output,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM with `kill -TERM <pid>`.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits (bounded) for the process to exit and returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "sharq did not exit within {limit:?}; output:\n{}",
+                    self.output.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for SpawnedBroker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Finds `listening for MQTT connections ... address=HOST:PORT` in a log line.
+pub fn parse_listening(line: &str) -> Option<SocketAddr> {
+    if !line.contains("listening for MQTT connections") {
+        return None;
+    }
+    let rest = &line[line.find("address=")? + "address=".len()..];
+    let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+    rest[..end].trim_matches('"').parse().ok()
+}
+
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ ... final byte in @..~
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packet builders
+// ---------------------------------------------------------------------------------------------
+
+pub fn connect_packet(version: ProtocolVersion, client_id: &str) -> Connect {
+    Connect {
+        protocol: version,
+        clean_start: true,
+        keep_alive: 60,
+        client_id: ByteString::from(client_id),
+        will: None,
+        username: None,
+        password: None,
+        properties: ConnectProperties::default(),
+    }
+}
+
+pub fn publish_packet(topic: &str, payload: &[u8], qos: QoS, packet_id: Option<u16>) -> Publish {
+    Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: ByteString::from(topic),
+        packet_id,
+        payload: Bytes::copy_from_slice(payload),
+        properties: PublishProperties::default(),
+    }
+}
+
+pub fn sub_options(qos: QoS) -> SubscriptionOptions {
+    SubscriptionOptions {
+        qos,
+        ..SubscriptionOptions::default()
+    }
+}
+
+/// Encodes `packet` for `version` with our codec.
+pub fn encode(packet: &Packet, version: ProtocolVersion) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    codec::encode(packet, version, &mut buf).expect("encode");
+    buf.to_vec()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw client
+// ---------------------------------------------------------------------------------------------
+
+/// What the next read produced.
+#[allow(clippy::large_enum_variant)] // a test helper: one value at a time
+#[derive(Debug)]
+pub enum Event {
+    Packet(Packet),
+    Closed,
+    Timeout,
+}
+
+/// A bare MQTT client over TCP: it sends exactly what the test says and reports exactly what
+/// arrives, decoded with our codec (malformed input from the broker fails the test).
+pub struct RawClient {
+    stream: TcpStream,
+    pub version: ProtocolVersion,
+    decoder: Decoder,
+    buf: BytesMut,
+    /// Packets read while waiting for another kind, returned first by later reads.
+    stash: VecDeque<Packet>,
+    next_packet_id: u16,
+    closed: bool,
+}
+
+impl RawClient {
+    /// Opens a TCP connection; sends nothing.
+    pub async fn open(addr: SocketAddr, version: ProtocolVersion) -> RawClient {
+        let stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
+            .await
+            .expect("TCP connect timed out")
+            .expect("TCP connect failed");
+        stream.set_nodelay(true).unwrap();
+        RawClient {
+            stream,
+            version,
+            decoder: Decoder::with_version(version, 268_435_460),
+            buf: BytesMut::with_capacity(4096),
+            stash: VecDeque::new(),
+            next_packet_id: 1,
+            closed: false,
+        }
+    }
+
+    /// Opens a connection, sends `connect` and returns the CONNACK.
+    pub async fn connect_with(addr: SocketAddr, connect: Connect) -> (RawClient, ConnAck) {
+        let mut client = RawClient::open(addr, connect.protocol).await;
+        client.send(&Packet::Connect(Box::new(connect))).await;
+        match client.recv().await {
+            Packet::ConnAck(connack) => (client, connack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Connects with Clean Start and asserts success.
+    pub async fn connect(addr: SocketAddr, version: ProtocolVersion, client_id: &str) -> RawClient {
+        let (client, connack) =
+            RawClient::connect_with(addr, connect_packet(version, client_id)).await;
+        assert_eq!(
+            connack.reason_code,
+            ReasonCode::SUCCESS,
+            "CONNACK refused: {connack:?}"
+        );
+        client
+    }
+
+    pub async fn v5(addr: SocketAddr, client_id: &str) -> RawClient {
+        RawClient::connect(addr, ProtocolVersion::V5, client_id).await
+    }
+
+    pub async fn v311(addr: SocketAddr, client_id: &str) -> RawClient {
+        RawClient::connect(addr, ProtocolVersion::V3_1_1, client_id).await
+    }
+
+    pub fn packet_id(&mut self) -> u16 {
+        let id = self.next_packet_id;
+        self.next_packet_id = self.next_packet_id.wrapping_add(1).max(1);
+        id
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        // A broker that already closed may reset the socket: tests check what it sent instead.
+        let _ = tokio::time::timeout(TIMEOUT, self.stream.write_all(bytes)).await;
+    }
+
+    pub async fn send(&mut self, packet: &Packet) {
+        let bytes = encode(packet, self.version);
+        self.send_bytes(&bytes).await;
+    }
+
+    /// The next packet, the close of the connection, or a timeout after `limit`.
+    pub async fn next_event(&mut self, limit: Duration) -> Event {
+        if let Some(packet) = self.stash.pop_front() {
+            return Event::Packet(packet);
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(packet)) => return Event::Packet(packet),
+                Ok(None) => {}
+                Err(e) => panic!(
+                    "the broker sent bytes our codec cannot decode: {e}; buffer {:02x?}",
+                    &self.buf[..]
+                ),
+            }
+            if self.closed {
+                return Event::Closed;
+            }
+            self.buf.reserve(4096);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Err(_) => return Event::Timeout,
+                Ok(Ok(0)) | Ok(Err(_)) => self.closed = true,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// The next packet; fails on close or timeout.
+    pub async fn recv(&mut self) -> Packet {
+        match self.next_event(TIMEOUT).await {
+            Event::Packet(packet) => packet,
+            other => panic!("expected a packet, got {other:?}"),
+        }
+    }
+
+    /// Reads until a packet satisfies `pred`, stashing the others for later reads.
+    pub async fn recv_matching(&mut self, what: &str, pred: impl Fn(&Packet) -> bool) -> Packet {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        let mut skipped = VecDeque::new();
+        // Look in the stash first.
+        if let Some(index) = self.stash.iter().position(&pred) {
+            return self.stash.remove(index).unwrap();
+        }
+        let stash = std::mem::take(&mut self.stash);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_event(left).await {
+                Event::Packet(packet) if pred(&packet) => {
+                    let mut rest = stash;
+                    rest.extend(skipped);
+                    self.stash = rest;
+                    return packet;
+                }
+                Event::Packet(packet) => skipped.push_back(packet),
+                other => panic!("expected {what}, got {other:?}; packets skipped: {skipped:?}"),
+            }
+        }
+    }
+
+    pub async fn recv_publish(&mut self) -> Publish {
+        match self
+            .recv_matching("PUBLISH", |p| matches!(p, Packet::Publish(_)))
+            .await
+        {
+            Packet::Publish(publish) => publish,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Asserts no packet arrives for `limit` (closing is not allowed either).
+    pub async fn expect_nothing(&mut self, limit: Duration) {
+        match self.next_event(limit).await {
+            Event::Timeout => {}
+            other => panic!("expected nothing for {limit:?}, got {other:?}"),
+        }
+    }
+
+    /// Asserts no PUBLISH arrives for `limit` (other packets are stashed).
+    pub async fn expect_no_publish(&mut self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_event(left).await {
+                Event::Timeout => return,
+                Event::Packet(Packet::Publish(p)) => panic!("expected no PUBLISH, got {p:?}"),
+                Event::Packet(other) => self.stash.push_back(other),
+                Event::Closed => panic!("expected no PUBLISH, the connection closed"),
+            }
+        }
+    }
+
+    /// Asserts the broker closes the connection (within [`TIMEOUT`]) and returns what it sent
+    /// before closing.
+    pub async fn expect_closed(&mut self) -> Vec<Packet> {
+        let mut got = Vec::new();
+        loop {
+            match self.next_event(TIMEOUT).await {
+                Event::Closed => return got,
+                Event::Packet(packet) => got.push(packet),
+                Event::Timeout => {
+                    panic!("expected the broker to close the connection; still open, got {got:?}")
+                }
+            }
+        }
+    }
+
+    /// Asserts that the broker sends DISCONNECT with `code` (skipping any PUBLISH still on
+    /// the way) and then closes.
+    pub async fn expect_disconnect(&mut self, code: u8) -> Disconnect {
+        let got = self.expect_closed().await;
+        let disconnect = got.iter().find_map(|p| match p {
+            Packet::Disconnect(d) => Some(d.clone()),
+            _ => None,
+        });
+        match disconnect {
+            Some(d) => {
+                assert_eq!(
+                    d.reason_code,
+                    ReasonCode(code),
+                    "DISCONNECT reason code: expected 0x{code:02X}, got {d:?}"
+                );
+                d
+            }
+            None => {
+                panic!("expected DISCONNECT 0x{code:02X} before close, got only {got:?} then close")
+            }
+        }
+    }
+
+    /// v5: DISCONNECT with `code` then close; 3.1.1: close without DISCONNECT.
+    pub async fn expect_error_close(&mut self, v5_code: u8) {
+        if self.version.is_v5() {
+            self.expect_disconnect(v5_code).await;
+        } else {
+            let got = self.expect_closed().await;
+            assert!(
+                !got.iter().any(|p| matches!(p, Packet::Disconnect(_))),
+                "a 3.1.1 client must never receive DISCONNECT: {got:?}"
+            );
+        }
+    }
+
+    pub async fn subscribe_with(
+        &mut self,
+        filters: Vec<(&str, SubscriptionOptions)>,
+        identifier: Option<u32>,
+    ) -> SubAck {
+        let packet_id = self.packet_id();
+        let subscribe = Subscribe {
+            packet_id,
+            filters: filters
+                .into_iter()
+                .map(|(filter, options)| TopicSubscription {
+                    filter: ByteString::from(filter),
+                    options,
+                })
+                .collect(),
+            properties: SubscribeProperties {
+                subscription_identifier: identifier,
+                ..SubscribeProperties::default()
+            },
+        };
+        self.send(&Packet::Subscribe(subscribe)).await;
+        match self
+            .recv_matching("SUBACK", |p| matches!(p, Packet::SubAck(_)))
+            .await
+        {
+            Packet::SubAck(suback) => {
+                assert_eq!(suback.packet_id, packet_id, "SUBACK packet id");
+                suback
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Subscribes to one filter and asserts the grant.
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> SubAck {
+        let suback = self
+            .subscribe_with(vec![(filter, sub_options(qos))], None)
+            .await;
+        assert_eq!(
+            suback.reason_codes,
+            vec![ReasonCode(qos as u8)],
+            "SUBACK for {filter}"
+        );
+        suback
+    }
+
+    pub async fn unsubscribe(&mut self, filters: &[&str]) -> UnsubAck {
+        let packet_id = self.packet_id();
+        let unsubscribe = Unsubscribe {
+            packet_id,
+            filters: filters.iter().map(|f| ByteString::from(*f)).collect(),
+            properties: UnsubscribeProperties::default(),
+        };
+        self.send(&Packet::Unsubscribe(unsubscribe)).await;
+        match self
+            .recv_matching("UNSUBACK", |p| matches!(p, Packet::UnsubAck(_)))
+            .await
+        {
+            Packet::UnsubAck(unsuback) => {
+                assert_eq!(unsuback.packet_id, packet_id, "UNSUBACK packet id");
+                unsuback
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Publishes and completes the QoS flow (PUBACK, or PUBREC/PUBREL/PUBCOMP).
+    pub async fn publish_full(&mut self, mut publish: Publish) {
+        if publish.qos != QoS::AtMostOnce && publish.packet_id.is_none() {
+            publish.packet_id = Some(self.packet_id());
+        }
+        let packet_id = publish.packet_id;
+        let qos = publish.qos;
+        self.send(&Packet::Publish(publish)).await;
+        match (qos, packet_id) {
+            (QoS::AtMostOnce, _) => {}
+            (QoS::AtLeastOnce, Some(id)) => {
+                let ack = self.recv_ack("PUBACK", id).await;
+                assert!(!ack.reason_code.is_error(), "PUBACK: {ack:?}");
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                let rec = self.recv_ack("PUBREC", id).await;
+                assert!(!rec.reason_code.is_error(), "PUBREC: {rec:?}");
+                self.send(&Packet::PubRel(Ack::new(id))).await;
+                let comp = self.recv_ack("PUBCOMP", id).await;
+                assert_eq!(comp.reason_code, ReasonCode::SUCCESS, "PUBCOMP: {comp:?}");
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    pub async fn publish(&mut self, topic: &str, payload: &[u8], qos: QoS, retain: bool) {
+        let mut publish = publish_packet(topic, payload, qos, None);
+        publish.retain = retain;
+        self.publish_full(publish).await;
+    }
+
+    /// Waits for the ack of `kind` ("PUBACK", "PUBREC", "PUBREL", "PUBCOMP") for `packet_id`.
+    pub async fn recv_ack(&mut self, kind: &'static str, packet_id: u16) -> Ack {
+        let packet = self
+            .recv_matching(kind, |p| match (kind, p) {
+                ("PUBACK", Packet::PubAck(a))
+                | ("PUBREC", Packet::PubRec(a))
+                | ("PUBREL", Packet::PubRel(a))
+                | ("PUBCOMP", Packet::PubComp(a)) => a.packet_id == packet_id,
+                _ => false,
+            })
+            .await;
+        match packet {
+            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Acknowledges a received PUBLISH completely.
+    pub async fn ack(&mut self, publish: &Publish) {
+        match (publish.qos, publish.packet_id) {
+            (QoS::AtMostOnce, _) => {}
+            (QoS::AtLeastOnce, Some(id)) => self.send(&Packet::PubAck(Ack::new(id))).await,
+            (QoS::ExactlyOnce, Some(id)) => {
+                self.send(&Packet::PubRec(Ack::new(id))).await;
+                self.recv_ack("PUBREL", id).await;
+                self.send(&Packet::PubComp(Ack::new(id))).await;
+            }
+            _ => panic!("QoS > 0 PUBLISH without packet id: {publish:?}"),
+        }
+    }
+
+    /// Receives one PUBLISH, acknowledges it, returns it.
+    pub async fn recv_and_ack(&mut self) -> Publish {
+        let publish = self.recv_publish().await;
+        self.ack(&publish).await;
+        publish
+    }
+
+    pub async fn disconnect(mut self) {
+        self.disconnect_with(0, DisconnectProperties::default())
+            .await;
+    }
+
+    pub async fn disconnect_with(&mut self, code: u8, properties: DisconnectProperties) {
+        self.send(&Packet::Disconnect(Disconnect {
+            reason_code: ReasonCode(code),
+            properties,
+        }))
+        .await;
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// Sends PINGREQ and waits for PINGRESP: proves the connection is alive and everything the
+    /// broker sent before has been read.
+    pub async fn ping(&mut self) {
+        self.send(&Packet::PingReq).await;
+        self.recv_matching("PINGRESP", |p| matches!(p, Packet::PingResp))
+            .await;
+    }
+}
+
+/// Asserts the broker still serves: a fresh v5 client can connect and ping.
+pub async fn assert_broker_alive(addr: SocketAddr) {
+    let mut client = RawClient::v5(addr, "").await;
+    client.ping().await;
+    client.disconnect().await;
+}
+
+/// Polls `cond` every 20 ms until it holds, failing after [`TIMEOUT`].
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Unique-enough client ids for tests sharing a broker.
+pub fn client_id(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+// ---------------------------------------------------------------------------------------------
+// rumqttc clients (a real third-party client library)
+// ---------------------------------------------------------------------------------------------
+
+/// A rumqttc 3.1.1 client whose event loop runs in a task forwarding every event.
+pub async fn rumqttc_v311(
+    addr: SocketAddr,
+    client_id: &str,
+) -> (
+    rumqttc::AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<Result<rumqttc::Event, String>>,
+) {
+    let mut options = rumqttc::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(event) => {
+                    if tx.send(Ok(event)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            }
+        }
+    });
+    // Wait for the CONNACK.
+    let connack = wait_event(&mut rx, "CONNACK", |e| {
+        matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))
+    })
+    .await;
+    if let rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(c)) = connack {
+        assert_eq!(c.code, rumqttc::ConnectReturnCode::Success);
+    }
+    (client, rx)
+}
+
+/// A rumqttc v5 client whose event loop runs in a task forwarding every event.
+pub async fn rumqttc_v5(
+    addr: SocketAddr,
+    client_id: &str,
+) -> (
+    rumqttc::v5::AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<Result<rumqttc::v5::Event, String>>,
+) {
+    let mut options = rumqttc::v5::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(event) => {
+                    if tx.send(Ok(event)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            }
+        }
+    });
+    wait_event(&mut rx, "CONNACK", |e| {
+        matches!(
+            e,
+            rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(_))
+        )
+    })
+    .await;
+    (client, rx)
+}
+
+/// Waits (bounded) for an event satisfying `pred`; fails on an event-loop error.
+pub async fn wait_event<E: std::fmt::Debug>(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Result<E, String>>,
+    what: &str,
+    pred: impl Fn(&E) -> bool,
+) -> E {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Err(_) => panic!("timed out waiting for {what}"),
+            Ok(None) => panic!("event loop ended while waiting for {what}"),
+            Ok(Some(Err(e))) => panic!("client error while waiting for {what}: {e}"),
+            Ok(Some(Ok(event))) if pred(&event) => return event,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Interop with real third-party clients against the real `sharq` binary: mosquitto_pub /
+//! mosquitto_sub (MQTT 3.1.1 and 5.0, QoS 0/1/2, retained, will) and Eclipse paho-mqtt 2.x for
+//! Python (`tests/interop/paho_check.py`).
+//!
+//! Missing tools fail the tests with a pointer to `.ci/install-test-tools`, unless
+//! `SHARQ_SKIP_INTEROP=1` is set.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// True if the interop tests should run; panics if they should but cannot.
+fn tools_ready(needs_paho: bool) -> bool {
+    if std::env::var("SHARQ_SKIP_INTEROP").as_deref() == Ok("1") {
+        eprintln!("SHARQ_SKIP_INTEROP=1: interop test skipped");
+        return false;
+    }
+    let have = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let mut missing = Vec::new();
+    if !have("sh", &["-c", "command -v mosquitto_pub"]) {
+        missing.push("mosquitto_pub");
+    }
+    if !have("sh", &["-c", "command -v mosquitto_sub"]) {
+        missing.push("mosquitto_sub");
+    }
+    if !have("sh", &["-c", "command -v stdbuf"]) {
+        missing.push("stdbuf (coreutils)");
+    }
+    if needs_paho && !have("python3", &["-c", "import paho.mqtt"]) {
+        missing.push("python3 paho-mqtt");
+    }
+    assert!(
+        missing.is_empty(),
+        "interop tools missing: {missing:?}; run `.ci/install-test-tools` (or set SHARQ_SKIP_INTEROP=1 to skip)"
+    );
+    true
+}
+
+fn run_bounded(mut command: Command, limit: Duration) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "{command:?} did not finish within {limit:?}; stdout {:?} stderr {:?}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn mosquitto(tool: &str, broker: &SpawnedBroker, version: &str) -> Command {
+    let mut command = Command::new(tool);
+    command
+        .arg("-h")
+        .arg("127.0.0.1")
+        .arg("-p")
+        .arg(broker.addr.port().to_string())
+        .arg("-V")
+        .arg(version);
+    command
+}
+
+fn publish(broker: &SpawnedBroker, version: &str, topic: &str, message: &str, extra: &[&str]) {
+    let mut command = mosquitto("mosquitto_pub", broker, version);
+    command.args(["-t", topic, "-m", message]).args(extra);
+    let output = run_bounded(command, Duration::from_secs(10));
+    assert!(
+        output.status.success(),
+        "mosquitto_pub failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Starts mosquitto_sub (debug output on) for one message and waits until it is subscribed.
+fn subscriber(
+    broker: &SpawnedBroker,
+    version: &str,
+    topic: &str,
+    qos: u8,
+    extra: &[&str],
+) -> Child {
+    // mosquitto_sub block-buffers stdout into a pipe: stdbuf makes its debug lines (SUBACK)
+    // arrive as they happen.
+    let mut command = Command::new("stdbuf");
+    command
+        .args(["-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p"])
+        .arg(broker.addr.port().to_string())
+        .args(["-V", version])
+        .args([
+            "-t",
+            topic,
+            "-q",
+            &qos.to_string(),
+            "-C",
+            "1",
+            "-W",
+            "10",
+            "-d",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    // Read debug lines until SUBACK, then hand the rest of stdout back through a thread.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("SUBACK") => break,
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                panic!("mosquitto_sub did not get SUBACK within 10 s");
+            }
+        }
+    }
+    // Keep the remaining lines for `finish`.
+    SUB_LINES.with(|l| l.borrow_mut().push((child.id(), rx)));
+    child
+}
+
+thread_local! {
+    static SUB_LINES: std::cell::RefCell<Vec<(u32, std::sync::mpsc::Receiver<String>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Waits for mosquitto_sub to exit after its one message; returns the non-debug output lines.
+fn finish(mut child: Child) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mosquitto_sub received nothing within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let rx = SUB_LINES.with(|l| {
+        let mut l = l.borrow_mut();
+        let index = l.iter().position(|(id, _)| *id == child.id()).unwrap();
+        l.remove(index).1
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let lines: Vec<String> = rx
+        .try_iter()
+        .filter(|l| !l.starts_with("Client ") && !l.starts_with("Subscribed"))
+        .collect();
+    assert!(
+        status.success(),
+        "mosquitto_sub failed: {status:?}, output {lines:?}"
+    );
+    lines
+}
+
+#[test]
+fn mosquitto_clients_qos_0_1_2_v311_and_v5() {
+    if !tools_ready(false) {
+        return;
+    }
+    let broker = SpawnedBroker::start();
+    for version in ["mqttv311", "mqttv5"] {
+        for qos in 0..=2u8 {
+            let topic = format!("interop/mosq/{version}/{qos}");
+            let message = format!("mosquitto {version} qos {qos}");
+            let sub = subscriber(&broker, version, &topic, qos, &[]);
+            publish(
+                &broker,
+                version,
+                &topic,
+                &message,
+                &["-q", &qos.to_string()],
+            );
+            let lines = finish(sub);
+            assert_eq!(lines, vec![message], "{version} QoS {qos}");
+        }
+    }
+}
+
+#[test]
+fn mosquitto_clients_retained() {
+    if !tools_ready(false) {
+        return;
+    }
+    let broker = SpawnedBroker::start();
+    for version in ["mqttv311", "mqttv5"] {
+        let topic = format!("interop/mosq/retained/{version}");
+        publish(&broker, version, &topic, "kept", &["-r", "-q", "1"]);
+        let sub = subscriber(&broker, version, &topic, 1, &[]);
+        assert_eq!(finish(sub), vec!["kept".to_owned()], "{version}");
+        // Clear it with an empty retained message.
+        publish(&broker, version, &topic, "", &["-r", "-q", "1"]);
+    }
+}
+
+#[test]
+fn mosquitto_clients_will() {
+    if !tools_ready(false) {
+        return;
+    }
+    let broker = SpawnedBroker::start();
+    for version in ["mqttv311", "mqttv5"] {
+        let will_topic = format!("interop/mosq/will/{version}");
+        let watcher = subscriber(&broker, version, &will_topic, 1, &[]);
+        // A client holding a will, killed (socket dropped without DISCONNECT).
+        let doomed = subscriber(
+            &broker,
+            version,
+            "interop/mosq/unused",
+            0,
+            &[
+                "--will-topic",
+                &will_topic,
+                "--will-payload",
+                "gone",
+                "--will-qos",
+                "1",
+            ],
+        );
+        let mut doomed = doomed;
+        doomed.kill().unwrap();
+        let _ = doomed.wait();
+        assert_eq!(finish(watcher), vec!["gone".to_owned()], "{version}");
+    }
+}
+
+#[test]
+fn paho_python_v311_and_v5() {
+    if !tools_ready(true) {
+        return;
+    }
+    let broker = SpawnedBroker::start();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/paho_check.py");
+    let mut command = Command::new("python3");
+    command
+        .arg(script)
+        .arg("127.0.0.1")
+        .arg(broker.addr.port().to_string());
+    let output = run_bounded(command, Duration::from_secs(60));
+    assert!(
+        output.status.success(),
+        "paho check failed:\nstdout {}\nstderr {}\nbroker output:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        broker.output.lock().unwrap()
+    );
+}

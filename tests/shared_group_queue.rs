@@ -1,0 +1,163 @@
+//! Shared subscriptions: the group queue while every member is offline (backlog to the first
+//! member back, bounded with a `dropped` counter) and the end of a group with its last member.
+
+mod shared_support;
+
+use std::sync::atomic::Ordering;
+
+use shared_support::*;
+use sharq::packet::{ProtocolVersion, QoS, ReasonCode};
+
+async fn check_backlog(version: ProtocolVersion) {
+    let (broker, addr) = start_broker(|_| {}).await;
+    let a_opts = ConnectOpts::new(version, "a").persistent();
+    let b_opts = ConnectOpts::new(version, "b").persistent();
+    for opts in [&a_opts, &b_opts] {
+        let (mut c, _) = RawClient::connect(addr, opts.clone()).await;
+        c.subscribe("$share/g/backlog", QoS::AtLeastOnce).await;
+        c.disconnect(ReasonCode::NORMAL_DISCONNECTION).await;
+    }
+    let group = broker.state().router.group("g", "backlog").unwrap();
+    assert_eq!(group.member_count(), 2);
+
+    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(version, "pub")).await;
+    publisher
+        .publish_seqs("backlog", 0..20, QoS::AtLeastOnce)
+        .await;
+    assert_eq!(
+        group.queued(),
+        20,
+        "all members offline: messages wait in the group"
+    );
+
+    // The first member back gets the whole backlog, in order.
+    let (a, connack) = RawClient::connect(addr, a_opts).await;
+    assert!(connack.session_present);
+    let a = Member::spawn(a, AckMode::Ack);
+    wait_total(&[&a], 20).await;
+    assert_eq!(a.seqs(), (0..20).collect::<Vec<_>>(), "backlog in order");
+    assert_eq!(group.queued(), 0);
+
+    // A second member returns: new messages are shared between both.
+    let (b, connack) = RawClient::connect(addr, b_opts).await;
+    assert!(connack.session_present);
+    let b = Member::spawn(b, AckMode::Ack);
+    b_seen_nothing_old(&b).await;
+    for seq in 100..120 {
+        publisher
+            .publish("backlog", seq_payload(seq), QoS::AtLeastOnce, false)
+            .await;
+    }
+    wait_total(&[&a, &b], 40).await;
+    let new: Vec<u32> = a
+        .seqs()
+        .into_iter()
+        .chain(b.seqs())
+        .filter(|&s| s >= 100)
+        .collect();
+    assert_exactly_once("after the second member returned", new, 100..120);
+    assert_eq!(
+        b.count(),
+        10,
+        "round robin between the two: b got {:?}",
+        b.seqs()
+    );
+}
+
+async fn b_seen_nothing_old(b: &Member) {
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(b.seqs(), Vec::<u32>::new(), "backlog already went to a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_group_queue_backlog_to_first_member_back_v5() {
+    check_backlog(V5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_group_queue_backlog_to_first_member_back_v311() {
+    check_backlog(V3_1_1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_group_queue_is_bounded() {
+    let (broker, addr) = start_broker(|c| c.shared.group_queue_max_messages = 10).await;
+    let opts = ConnectOpts::new(V5, "a").persistent();
+    let (mut a, _) = RawClient::connect(addr, opts.clone()).await;
+    a.subscribe("$share/g/bounded", QoS::AtLeastOnce).await;
+    a.disconnect(ReasonCode::NORMAL_DISCONNECTION).await;
+    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
+    publisher
+        .publish_seqs("bounded", 0..15, QoS::AtLeastOnce)
+        .await;
+    let group = broker.state().router.group("g", "bounded").unwrap();
+    assert_eq!(group.queued(), 10);
+    assert_eq!(group.counters.dropped.load(Ordering::Relaxed), 5);
+
+    let (a, _) = RawClient::connect(addr, opts).await;
+    let a = Member::spawn(a, AckMode::Ack);
+    wait_total(&[&a], 10).await;
+    assert_eq!(
+        a.seqs(),
+        (0..10).collect::<Vec<_>>(),
+        "the first 10 wait, the last 5 are dropped"
+    );
+    assert_eq!(group.counters.dropped.load(Ordering::Relaxed), 5);
+}
+
+/// The group ends when its last member leaves, by UNSUBSCRIBE or by the end of its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_group_ends_with_last_member() {
+    let (broker, addr) = start_broker(|_| {}).await;
+    let router = &broker.state().router;
+    let (mut a, _) = RawClient::connect(addr, ConnectOpts::new(V5, "a")).await;
+    a.subscribe("$share/g/end", QoS::AtLeastOnce).await;
+    let (mut b, _) = RawClient::connect(addr, ConnectOpts::new(V3_1_1, "b")).await;
+    b.subscribe("$share/g/end", QoS::AtLeastOnce).await;
+    let (mut p, _) = RawClient::connect(addr, ConnectOpts::new(V5, "p").persistent()).await;
+    p.subscribe("$share/g/end", QoS::AtLeastOnce).await;
+    assert_eq!(router.group("g", "end").unwrap().member_count(), 3);
+    let before = router.subscription_count();
+
+    a.unsubscribe_many(&["$share/g/end"]).await;
+    assert_eq!(router.group("g", "end").unwrap().member_count(), 2);
+    assert_eq!(router.subscription_count(), before - 1);
+
+    // b's clean session ends with its connection.
+    b.disconnect(ReasonCode::NORMAL_DISCONNECTION).await;
+    wait_until(WAIT, "b leaves the group", || {
+        router.group("g", "end").map(|g| g.member_count()) == Some(1)
+    })
+    .await;
+
+    // p is offline with its session: still a member, messages wait for it.
+    p.disconnect(ReasonCode::NORMAL_DISCONNECTION).await;
+    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
+    publisher.publish_seqs("end", 0..3, QoS::AtLeastOnce).await;
+    let group = router
+        .group("g", "end")
+        .expect("group lives while p's session does");
+    assert_eq!(group.queued(), 3);
+
+    // p comes back with a clean start: its old session ends, and with it the group and its
+    // queue.
+    let (mut p, connack) = RawClient::connect(addr, ConnectOpts::new(V5, "p")).await;
+    assert!(!connack.session_present);
+    wait_until(WAIT, "group ends with its last member", || {
+        router.group("g", "end").is_none()
+    })
+    .await;
+    p.expect_no_publish(QUIET).await;
+    assert_eq!(router.subscription_count(), 0);
+
+    // Subscribing again makes a fresh group with nothing from the old queue.
+    p.subscribe("$share/g/end", QoS::AtLeastOnce).await;
+    p.expect_no_publish(QUIET).await;
+    let fresh = router.group("g", "end").unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&fresh, &group));
+    assert_eq!(fresh.queued(), 0);
+
+    // Last member unsubscribes: the group ends too.
+    p.unsubscribe_many(&["$share/g/end"]).await;
+    assert!(router.group("g", "end").is_none());
+}
