@@ -1,0 +1,9 @@
+//! sharq's built-in `hash_topic_levels` dispatch strategy (affinity by chosen topic levels) as a component
+//! exporting `sharq:dispatch/select-member`. All logic lives in
+//! `sharq_strategies::hash_topic_levels`, shared with the broker's native path.
+
+wit_bindgen::generate!({ world: "strategy", path: "../../wit" });
+
+sharq_plugin_guest::export_strategy!(
+    sharq_plugin_guest::strategies::hash_topic_levels::HashTopicLevels
+);

@@ -1,0 +1,7 @@
+//! sharq's built-in `random` dispatch strategy (a uniformly random online member, seeded from the `seed` param) as a component
+//! exporting `sharq:dispatch/select-member`. All logic lives in
+//! `sharq_strategies::random`, shared with the broker's native path.
+
+wit_bindgen::generate!({ world: "strategy", path: "../../wit" });
+
+sharq_plugin_guest::export_strategy!(sharq_plugin_guest::strategies::random::Random);

@@ -1,0 +1,9 @@
+//! sharq's built-in `round_robin_per_publisher` dispatch strategy (one rotation per publisher) as a component
+//! exporting `sharq:dispatch/select-member`. All logic lives in
+//! `sharq_strategies::round_robin_per_publisher`, shared with the broker's native path.
+
+wit_bindgen::generate!({ world: "strategy", path: "../../wit" });
+
+sharq_plugin_guest::export_strategy!(
+    sharq_plugin_guest::strategies::round_robin_per_publisher::RoundRobinPerPublisher
+);
