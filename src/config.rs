@@ -203,7 +203,7 @@ impl Default for SharedConfig {
         SharedConfig {
             group_queue_max_messages: 100_000,
             group_queue_max_bytes: 256 * 1024 * 1024,
-            default_strategy: "native_round_robin".to_owned(),
+            default_strategy: "round_robin".to_owned(),
             plugin_memory_mib: 16,
             plugin_deadline_ms: 20,
             plugin_max_failures: 5,

@@ -38,6 +38,7 @@ impl Message {
         publish: Publish,
         topic: ByteString,
         publisher: Option<SessionId>,
+        publisher_client_id: Option<ByteString>,
     ) -> Arc<Message> {
         let mut properties = publish.properties;
         properties.topic_alias = None;

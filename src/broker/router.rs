@@ -154,6 +154,7 @@ impl Router {
                 let created = Arc::new(SharedGroup::new(
                     ByteString::from(group),
                     ByteString::from(filter),
+                    make_dispatcher(group),
                 ));
                 self.groups.lock().insert(
                     (ByteString::from(group), ByteString::from(filter)),

@@ -815,6 +815,7 @@ mod tests {
         let group = Arc::new(SharedGroup::new(
             ByteString::from("g"),
             ByteString::from("t"),
+            crate::strategy::Dispatcher::native(ByteString::from("g")),
         ));
         let session = Session::new(1, ByteString::from("c"), 60);
         let attached = online(&session, 2);

@@ -90,13 +90,21 @@ pub struct MemberStats {
 }
 
 impl SharedGroup {
-    pub fn new(name: ByteString, filter: ByteString) -> SharedGroup {
+    pub fn new(name: ByteString, filter: ByteString, dispatcher: Dispatcher) -> SharedGroup {
         SharedGroup {
             name,
             filter,
-            state: Mutex::new(GroupState::default()),
+            state: Mutex::new(GroupState {
+                dispatcher,
+                members: Vec::new(),
+                cursor: 0,
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                ended: false,
+            }),
             queued: AtomicUsize::new(0),
             counters: GroupCounters::default(),
+            strategy_counters: StrategyCounters::default(),
         }
     }
 
@@ -106,6 +114,7 @@ impl SharedGroup {
         session: Arc<Session>,
         options: SubscriptionOptions,
         identifier: Option<u32>,
+        weight: u32,
     ) {
         let mut state = self.state.lock();
         state.ended = false;
@@ -118,12 +127,48 @@ impl SharedGroup {
             member.identifier = identifier;
             return;
         }
+        let info = MemberInfo {
+            id: session.id,
+            client_id: session.client_id.clone(),
+            weight,
+            subscribed_at_ms: unix_millis(),
+        };
+        let load = session.member_load();
+        state.dispatcher.member_joined(&info, &self.strategy_counters);
+        state
+            .dispatcher
+            .update_load(info.id, load, &self.strategy_counters);
         state.members.push(Member {
             session,
+            info,
             options,
             identifier,
             dispatched: 0,
         });
+    }
+
+    /// Installs a new strategy (hot swap): membership is replayed into it under the group's
+    /// lock, so no message is dispatched between the old strategy and the new one.
+    pub fn swap_dispatcher(&self, mut dispatcher: Dispatcher) {
+        let mut state = self.state.lock();
+        let members = state.members_with_load();
+        dispatcher.replay(&members, &self.strategy_counters);
+        let old = std::mem::replace(&mut state.dispatcher, dispatcher);
+        tracing::info!(group = %self.name, filter = %self.filter, from = %old.label(), to = %state.dispatcher.label(), "shared group strategy swapped");
+    }
+
+    /// The strategy currently choosing for this group.
+    pub fn strategy_label(&self) -> String {
+        self.state.lock().dispatcher.label()
+    }
+
+    /// True once the group gave up on its strategy after repeated failures.
+    pub fn strategy_is_pinned(&self) -> bool {
+        self.state.lock().dispatcher.is_pinned()
+    }
+
+    pub fn resolved_strategy(&self) -> Option<Arc<crate::strategy::ResolvedStrategy>> {
+        self.state.lock().dispatcher.resolved().cloned()
     }
 
     /// Removes a member; returns true if the group is now empty and has ended (its queued
@@ -266,14 +311,18 @@ impl SharedGroup {
     ) -> Option<bool> {
         let mut ids = Vec::with_capacity(state.members.len());
         let mut online = Vec::with_capacity(state.members.len());
+        let mut room = Vec::with_capacity(state.members.len());
         for member in &state.members {
             let load = member.session.member_load();
-            state.dispatcher.update_load(member.info.id, load, &self.strategy_counters);
+            state
+                .dispatcher
+                .update_load(member.info.id, load, &self.strategy_counters);
             ids.push(member.info.id);
             online.push(load.online);
+            room.push(load.has_room());
         }
-        if !online.iter().any(|o| *o) {
-            // Nobody can take it: it waits in the group queue.
+        if !room.iter().any(|r| *r) {
+            // Nobody can take it now: it waits in the group queue.
             return Some(false);
         }
         let publisher = message.publisher_client_id.as_deref().unwrap_or("");
@@ -282,13 +331,28 @@ impl SharedGroup {
             publisher,
             payload: &message.payload,
             topic_hash: key_hash(message.topic.as_bytes()),
-            publisher_hash: if publisher.is_empty() { 0 } else { key_hash(publisher.as_bytes()) },
+            publisher_hash: if publisher.is_empty() {
+                0
+            } else {
+                key_hash(publisher.as_bytes())
+            },
             qos: message.qos as u8,
             retain: message.retain,
         };
-        let Choice::Member(index) = state.dispatcher.choose(&ids, &online, &view, &self.strategy_counters) else {
+        let choice = state
+            .dispatcher
+            .choose(&ids, &online, &view, &self.strategy_counters);
+        let Choice::Member(index) = choice else {
             return None;
         };
+        if !room[index] {
+            // The chosen member is online but its window is full: honouring the choice would
+            // let one slow member stall its keys, so the message spills to a member with room.
+            self.strategy_counters
+                .spills
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
         if self.deliver_to(state, index, message, limits) {
             Some(true)
         } else {

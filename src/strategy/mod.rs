@@ -117,6 +117,8 @@ pub struct StrategyCounters {
     pub invalid_answers: AtomicU64,
     /// Instances rebuilt after a failure.
     pub rebuilds: AtomicU64,
+    /// Choices of an online member whose window was full, placed by round robin instead.
+    pub spills: AtomicU64,
 }
 
 /// The outcome of asking a group's strategy.
