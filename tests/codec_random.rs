@@ -137,7 +137,7 @@ fn decoders(rng: &mut Rng) -> Decoder {
     }
 }
 
-/// One decode call under the allocation bound.
+/// One decode call under the allocation bound; whatever decodes must survive a re-encode.
 fn checked_decode(d: &mut Decoder, buf: &mut BytesMut, input_len: usize, what: &str) -> bool {
     let base = LIVE.load(Relaxed);
     PEAK.store(base, Relaxed);
@@ -147,7 +147,23 @@ fn checked_decode(d: &mut Decoder, buf: &mut BytesMut, input_len: usize, what: &
         used <= FACTOR * input_len + SLACK,
         "{what}: {used} bytes allocated for {input_len} input bytes"
     );
-    matches!(result, Ok(Some(_)))
+    let Ok(Some(packet)) = result else {
+        return false;
+    };
+    let version = d.version().unwrap_or(ProtocolVersion::V5);
+    let mut out = BytesMut::new();
+    if encode(&packet, version, &mut out).is_ok() {
+        assert_eq!(Ok(out.len()), encoded_len(&packet, version), "{what}");
+        let mut again = match &packet {
+            Packet::Connect(_) => Decoder::new(u32::MAX),
+            _ => Decoder::with_version(version, u32::MAX),
+        };
+        let decoded = again
+            .decode(&mut out)
+            .unwrap_or_else(|e| panic!("{what}: re-encoding of {packet:?} fails: {e}"));
+        assert_eq!(decoded.as_ref(), Some(&packet), "{what}");
+    }
+    true
 }
 
 #[test]
