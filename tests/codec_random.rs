@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use bytes::BytesMut;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
-use sharq::codec::{encode, Decoder};
-use sharq::packet::ProtocolVersion;
+use sharq::codec::{encode, encoded_len, Decoder};
+use sharq::packet::{Packet, ProtocolVersion};
 
 /// Counts live bytes and the high-water mark; this binary holds a single test so nothing else
 /// allocates concurrently.
@@ -137,7 +137,7 @@ fn decoders(rng: &mut Rng) -> Decoder {
     }
 }
 
-/// One decode call under the allocation bound.
+/// One decode call under the allocation bound; whatever decodes must survive a re-encode.
 fn checked_decode(d: &mut Decoder, buf: &mut BytesMut, input_len: usize, what: &str) -> bool {
     let base = LIVE.load(Relaxed);
     PEAK.store(base, Relaxed);
@@ -147,13 +147,30 @@ fn checked_decode(d: &mut Decoder, buf: &mut BytesMut, input_len: usize, what: &
         used <= FACTOR * input_len + SLACK,
         "{what}: {used} bytes allocated for {input_len} input bytes"
     );
-    matches!(result, Ok(Some(_)))
+    let Ok(Some(packet)) = result else {
+        return false;
+    };
+    let version = d.version().unwrap_or(ProtocolVersion::V5);
+    let mut out = BytesMut::new();
+    if encode(&packet, version, &mut out).is_ok() {
+        assert_eq!(Ok(out.len()), encoded_len(&packet, version), "{what}");
+        let mut again = match &packet {
+            Packet::Connect(_) => Decoder::new(u32::MAX),
+            _ => Decoder::with_version(version, u32::MAX),
+        };
+        let decoded = again
+            .decode(&mut out)
+            .unwrap_or_else(|e| panic!("{what}: re-encoding of {packet:?} fails: {e}"));
+        assert_eq!(decoded.as_ref(), Some(&packet), "{what}");
+    }
+    true
 }
 
 #[test]
 fn random_and_mutated_inputs_never_panic_and_stay_bounded() {
     let corpus = corpus();
     let mut rng = Rng(0x5eed_c0de_d00d_f00d);
+    let mut decoded = 0usize;
     for i in 0..ITERATIONS {
         let mut input = if rng.below(3) == 0 {
             let mut v: Vec<u8> = (0..rng.below(64)).map(|_| rng.byte()).collect();
@@ -175,7 +192,9 @@ fn random_and_mutated_inputs_never_panic_and_stay_bounded() {
 
         let mut d = decoders(&mut rng);
         let mut buf = BytesMut::from(&input[..]);
-        while checked_decode(&mut d, &mut buf, len, &what) {}
+        while checked_decode(&mut d, &mut buf, len, &what) {
+            decoded += 1;
+        }
 
         if i % 8 == 0 {
             let mut d = decoders(&mut rng);
@@ -186,4 +205,7 @@ fn random_and_mutated_inputs_never_panic_and_stay_bounded() {
             }
         }
     }
+    eprintln!("{decoded} of {ITERATIONS} inputs decoded to at least one packet");
+    // Guards against a generator that only ever produces garbage.
+    assert!(decoded > ITERATIONS / 20, "only {decoded} packets decoded");
 }

@@ -153,6 +153,12 @@ fn suback_and_unsuback_v3() {
         wire(&Packet::SubAck(s), V3),
         b"\x90\x05\x00\x07\x00\x02\x80"
     );
+    rejects(Some(V3), b"\x90\x03\x00\x07\x87", MALFORMED); // reserved in 3.1.1
+    rejects(Some(V3), b"\x90\x03\x00\x07\x03", MALFORMED);
+    let Packet::SubAck(s) = ok(V5, b"\x90\x04\x00\x07\x00\x87") else {
+        panic!()
+    };
+    assert_eq!(s.reason_codes, vec![ReasonCode::NOT_AUTHORIZED]);
     let u = UnsubAck {
         packet_id: 7,
         reason_codes: vec![ReasonCode(0)],

@@ -115,6 +115,11 @@ where
 macro_rules! decoder {
     ($name:ident, $ty:ty, $multi:expr, { $($id:pat => |$p:ident, $v:pat_param| $body:expr),* $(,)? }) => {
         pub(crate) fn $name(r: &mut Bytes) -> Result<$ty, DecodeError> {
+            // Most packets carry no properties: skip the generic reader for them.
+            if r.first() == Some(&0) {
+                r.advance(1);
+                return Ok(<$ty>::default());
+            }
             let mut props = <$ty>::default();
             read(r, $multi, |id, value| {
                 match (id, value) {

@@ -97,13 +97,17 @@ pub(crate) fn emit<S: Sink>(p: &Subscribe, v5: bool, s: &mut S) {
     }
 }
 
-/// Reason codes are kept as sent (see `ack::decode`); 3.1.1's 0x80 reads as MQTT 5's
-/// Unspecified error, which is the same byte.
+/// MQTT 5 reason codes are kept as sent (see `ack::decode`). 3.1.1 has a closed set (0, 1, 2,
+/// 0x80; §3.9.3 of 3.1.1 calls the rest reserved), so anything else is malformed there; its 0x80
+/// reads as MQTT 5's Unspecified error, which is the same byte.
 pub(crate) fn decode_suback(mut r: Bytes, v5: bool) -> Result<SubAck, DecodeError> {
     let packet_id = read_packet_id(&mut r)?;
     let properties = read_v5_properties(&mut r, v5)?;
     if !r.has_remaining() {
         return Err(DecodeError::Protocol("SUBACK without reason codes"));
+    }
+    if !v5 && r.iter().any(|&b| !matches!(b, 0 | 1 | 2 | 0x80)) {
+        return Err(DecodeError::Malformed("reserved 3.1.1 SUBACK return code"));
     }
     let reason_codes = r.iter().map(|&b| ReasonCode(b)).collect();
     Ok(SubAck {
