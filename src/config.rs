@@ -318,7 +318,10 @@ impl Config {
                 (Some(_), Some(_)) => {
                     return Err(invalid(
                         "shared.groups",
-                        &format!("group `{}` sets both `strategy` and `plugin`; choose one", group.name),
+                        &format!(
+                            "group `{}` sets both `strategy` and `plugin`; choose one",
+                            group.name
+                        ),
                     ))
                 }
                 (None, None) => {
@@ -333,7 +336,10 @@ impl Config {
                 if matches!(value, toml::Value::Array(_) | toml::Value::Table(_)) {
                     return Err(invalid(
                         "shared.groups.params",
-                        &format!("group `{}` param `{key}` must be a string, number or boolean", group.name),
+                        &format!(
+                            "group `{}` param `{key}` must be a string, number or boolean",
+                            group.name
+                        ),
                     ));
                 }
             }

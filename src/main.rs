@@ -16,7 +16,11 @@ use sharq::{Broker, Config};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Parser)]
-#[command(name = "sharq", version, about = "MQTT 3.1.1 / 5.0 broker with programmable shared-subscription dispatch")]
+#[command(
+    name = "sharq",
+    version,
+    about = "MQTT 3.1.1 / 5.0 broker with programmable shared-subscription dispatch"
+)]
 struct Cli {
     /// TOML configuration file; without it the embedded default serves on 127.0.0.1:1883.
     #[arg(short, long, value_name = "FILE", global = true)]
@@ -83,7 +87,15 @@ fn main() -> ExitCode {
                     memory_mib,
                     deadline_ms,
                 },
-        }) => plugin_check(&file, members, messages, &params, group, memory_mib, deadline_ms),
+        }) => plugin_check(
+            &file,
+            members,
+            messages,
+            &params,
+            group,
+            memory_mib,
+            deadline_ms,
+        ),
     }
 }
 
@@ -103,13 +115,22 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.server.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.server.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
     match &config_path {
-        None => tracing::info!(listeners = ?config.server.listeners, "no --config given: using the embedded default configuration"),
+        None => {
+            tracing::info!(listeners = ?config.server.listeners, "no --config given: using the embedded default configuration")
+        }
         Some(path) => tracing::info!(config = %path.display(), "configuration loaded"),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("sharq: cannot start the async runtime: {e}");
@@ -153,7 +174,10 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
 }
 
 /// Waits for SIGTERM or SIGINT; SIGHUP asks for a reload meanwhile.
-async fn wait_for_shutdown(reload_requests: &mpsc::Sender<Trigger>, reloadable: bool) -> std::io::Result<()> {
+async fn wait_for_shutdown(
+    reload_requests: &mpsc::Sender<Trigger>,
+    reloadable: bool,
+) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -197,13 +221,20 @@ fn send_reload(config_path: Option<&Path>, pid: Option<u32>) -> ExitCode {
             match std::fs::read_to_string(&pid_file).map(|s| s.trim().parse::<u32>()) {
                 Ok(Ok(pid)) => pid,
                 _ => {
-                    eprintln!("sharq reload: cannot read a pid from {}", pid_file.display());
+                    eprintln!(
+                        "sharq reload: cannot read a pid from {}",
+                        pid_file.display()
+                    );
                     return ExitCode::FAILURE;
                 }
             }
         }
     };
-    match std::process::Command::new("kill").arg("-HUP").arg(pid.to_string()).status() {
+    match std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(pid.to_string())
+        .status()
+    {
         Ok(status) if status.success() => {
             println!("reload requested from sharq (pid {pid})");
             ExitCode::SUCCESS

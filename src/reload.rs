@@ -28,7 +28,11 @@ pub enum Trigger {
 
 /// Reloads strategies whenever asked through `triggers`, and whenever a watched file changes.
 /// Runs until the broker shuts down.
-pub async fn run(broker: Arc<BrokerState>, config_path: PathBuf, mut triggers: mpsc::Receiver<Trigger>) {
+pub async fn run(
+    broker: Arc<BrokerState>,
+    config_path: PathBuf,
+    mut triggers: mpsc::Receiver<Trigger>,
+) {
     let (file_events, mut file_changes) = mpsc::channel::<()>(16);
     let mut watcher = watch(&broker.config, &config_path, file_events.clone());
     loop {
@@ -53,7 +57,11 @@ pub async fn run(broker: Arc<BrokerState>, config_path: PathBuf, mut triggers: m
 }
 
 /// Reads the config again and applies its strategies. Returns the config if it was applied.
-pub async fn reload_once(broker: &Arc<BrokerState>, config_path: &Path, trigger: Trigger) -> Option<Config> {
+pub async fn reload_once(
+    broker: &Arc<BrokerState>,
+    config_path: &Path,
+    trigger: Trigger,
+) -> Option<Config> {
     tracing::info!(?trigger, config = %config_path.display(), "reloading shared-subscription strategies");
     let path = config_path.to_path_buf();
     let config = match tokio::task::spawn_blocking(move || Config::from_file(&path)).await {
@@ -87,7 +95,11 @@ pub async fn reload_once(broker: &Arc<BrokerState>, config_path: &Path, trigger:
 }
 
 /// Watches the directories holding the config file and every plugin file it names.
-fn watch(config: &Config, config_path: &Path, events: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+fn watch(
+    config: &Config,
+    config_path: &Path,
+    events: mpsc::Sender<()>,
+) -> Option<notify::RecommendedWatcher> {
     let mut files: BTreeSet<PathBuf> = BTreeSet::new();
     files.insert(absolute(config_path));
     for group in &config.shared.groups {
@@ -95,7 +107,10 @@ fn watch(config: &Config, config_path: &Path, events: mpsc::Sender<()>) -> Optio
             files.insert(absolute(&resolve_path(plugin, config.base_dir.as_deref())));
         }
     }
-    let directories: BTreeSet<PathBuf> = files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
+    let directories: BTreeSet<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.parent().map(Path::to_path_buf))
+        .collect();
     let watched = files.clone();
     let handler = move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };

@@ -103,8 +103,18 @@ impl Connection {
         }
     }
 
-    fn route(&self, publish: Publish, topic: bytestring::ByteString, publisher: &super::session::Session) -> Routed {
-        let message = Message::from_publish(publish, topic, Some(publisher.id), Some(publisher.client_id.clone()));
+    fn route(
+        &self,
+        publish: Publish,
+        topic: bytestring::ByteString,
+        publisher: &super::session::Session,
+    ) -> Routed {
+        let message = Message::from_publish(
+            publish,
+            topic,
+            Some(publisher.id),
+            Some(publisher.client_id.clone()),
+        );
         if message.retain {
             let _ = self
                 .broker

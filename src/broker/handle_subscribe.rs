@@ -56,7 +56,11 @@ impl Connection {
                         weight,
                     };
                     let broker = &self.broker;
-                    broker.router.join_group(group, filter, &session, membership, |name| broker.make_dispatcher(name));
+                    broker
+                        .router
+                        .join_group(group, filter, &session, membership, |name| {
+                            broker.make_dispatcher(name)
+                        });
                     joined_group = true;
                     // Shared subscriptions never receive retained messages at subscribe time.
                 }

@@ -175,7 +175,10 @@ impl BrokerState {
     /// compiled and initialised first; if any fails, nothing changes and the error names it.
     /// Then each live group whose strategy changed gets a new instance, membership replayed,
     /// swapped in atomically under the group's lock. Blocking: call it off the async workers.
-    pub fn reload_strategies(&self, config: &Config) -> Result<usize, crate::strategy::StrategyError> {
+    pub fn reload_strategies(
+        &self,
+        config: &Config,
+    ) -> Result<usize, crate::strategy::StrategyError> {
         self.strategies
             .reload(&config.shared, config.base_dir.as_deref())?;
         let mut swapped = 0;

@@ -164,7 +164,12 @@ impl Router {
             })
             .clone();
         let before = shared.member_count();
-        shared.add_member(session.clone(), membership.options, membership.identifier, membership.weight);
+        shared.add_member(
+            session.clone(),
+            membership.options,
+            membership.identifier,
+            membership.weight,
+        );
         if shared.member_count() > before {
             self.subscriptions.fetch_add(1, Ordering::Relaxed);
         }

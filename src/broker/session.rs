@@ -262,7 +262,10 @@ impl Session {
         let busy = state.inflight.len() + state.queue.len();
         crate::strategy::MemberLoad {
             inflight: u32::try_from(busy).unwrap_or(u32::MAX),
-            capacity: state.link.as_ref().map_or(0, |l| u32::try_from(l.window).unwrap_or(u32::MAX)),
+            capacity: state
+                .link
+                .as_ref()
+                .map_or(0, |l| u32::try_from(l.window).unwrap_or(u32::MAX)),
             online: state.link.is_some(),
         }
     }

@@ -14,7 +14,9 @@ use bytestring::ByteString;
 use parking_lot::Mutex;
 
 use crate::packet::SubscriptionOptions;
-use crate::strategy::{key_hash, Choice, Dispatcher, MemberInfo, MemberLoad, MessageView, StrategyCounters};
+use crate::strategy::{
+    key_hash, Choice, Dispatcher, MemberInfo, MemberLoad, MessageView, StrategyCounters,
+};
 
 use super::message::{Message, SessionId};
 use super::session::{Delivery, Enqueued, QueueLimits, Session};
@@ -134,7 +136,9 @@ impl SharedGroup {
             subscribed_at_ms: unix_millis(),
         };
         let load = session.member_load();
-        state.dispatcher.member_joined(&info, &self.strategy_counters);
+        state
+            .dispatcher
+            .member_joined(&info, &self.strategy_counters);
         state
             .dispatcher
             .update_load(info.id, load, &self.strategy_counters);
@@ -178,7 +182,9 @@ impl SharedGroup {
         let before = state.members.len();
         state.members.retain(|m| m.session.id != session_id);
         if state.members.len() < before {
-            state.dispatcher.member_left(session_id, &self.strategy_counters);
+            state
+                .dispatcher
+                .member_left(session_id, &self.strategy_counters);
         }
         if state.members.is_empty() {
             state.ended = true;
@@ -288,7 +294,12 @@ impl SharedGroup {
     }
 
     /// Picks a member and queues the message to it; false if no member can take it now.
-    fn try_hand_out(self: &Arc<Self>, state: &mut GroupState, message: &Arc<Message>, limits: GroupLimits) -> bool {
+    fn try_hand_out(
+        self: &Arc<Self>,
+        state: &mut GroupState,
+        message: &Arc<Message>,
+        limits: GroupLimits,
+    ) -> bool {
         if state.dispatcher.needs_rebuild() && state.dispatcher.rebuild(&self.strategy_counters) {
             let members = state.members_with_load();
             state.dispatcher.replay(&members, &self.strategy_counters);
@@ -361,7 +372,12 @@ impl SharedGroup {
     }
 
     /// The native fair round robin over members with room.
-    fn hand_out_round_robin(self: &Arc<Self>, state: &mut GroupState, message: &Arc<Message>, limits: GroupLimits) -> bool {
+    fn hand_out_round_robin(
+        self: &Arc<Self>,
+        state: &mut GroupState,
+        message: &Arc<Message>,
+        limits: GroupLimits,
+    ) -> bool {
         let count = state.members.len();
         for step in 0..count {
             let index = (state.cursor + step) % count;
@@ -377,7 +393,13 @@ impl SharedGroup {
     }
 
     /// Queues the message to member `index`; false if its session refused it (queue full).
-    fn deliver_to(self: &Arc<Self>, state: &mut GroupState, index: usize, message: &Arc<Message>, limits: GroupLimits) -> bool {
+    fn deliver_to(
+        self: &Arc<Self>,
+        state: &mut GroupState,
+        index: usize,
+        message: &Arc<Message>,
+        limits: GroupLimits,
+    ) -> bool {
         let member = &mut state.members[index];
         let delivery = Delivery {
             message: message.clone(),

@@ -58,7 +58,12 @@ pub fn publish(broker: &BrokerState, session: &Session, will: LastWill) {
             content_type: properties.content_type,
         },
     };
-    let message = Message::from_publish(publish, will.topic, Some(session.id), Some(session.client_id.clone()));
+    let message = Message::from_publish(
+        publish,
+        will.topic,
+        Some(session.id),
+        Some(session.client_id.clone()),
+    );
     broker
         .stats
         .messages_received

@@ -8,7 +8,10 @@ use std::time::Instant;
 
 use bytestring::ByteString;
 
-use super::{key_hash, MemberInfo, MemberLoad, MessageView, SandboxLimits, StrategyError, WasmHost, WasmInstance};
+use super::{
+    key_hash, MemberInfo, MemberLoad, MessageView, SandboxLimits, StrategyError, WasmHost,
+    WasmInstance,
+};
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -46,7 +49,10 @@ pub fn run(path: &str, bytes: &[u8], options: &CheckOptions) -> Result<CheckRepo
     let needs = instance.needs;
     let mut report = CheckReport {
         origin: path.to_owned(),
-        needs: format!("topic={} publisher={} payload={}", needs.topic, needs.publisher, needs.payload),
+        needs: format!(
+            "topic={} publisher={} payload={}",
+            needs.topic, needs.publisher, needs.payload
+        ),
         ..CheckReport::default()
     };
     let mut members: Vec<u64> = Vec::new();
@@ -125,7 +131,12 @@ fn select_for(instance: &mut WasmInstance, seq: u32) -> Result<Option<u64>, Stra
     })
 }
 
-fn run_one(instance: &mut WasmInstance, members: &[u64], seq: u32, report: &mut CheckReport) -> Result<(), StrategyError> {
+fn run_one(
+    instance: &mut WasmInstance,
+    members: &[u64],
+    seq: u32,
+    report: &mut CheckReport,
+) -> Result<(), StrategyError> {
     match select_for(instance, seq)? {
         Some(id) if members.contains(&id) => *report.distribution.entry(id).or_default() += 1,
         Some(_) => report.invalid_answers += 1,
@@ -135,7 +146,9 @@ fn run_one(instance: &mut WasmInstance, members: &[u64], seq: u32, report: &mut 
 }
 
 fn key_map(instance: &mut WasmInstance) -> Result<Vec<Option<u64>>, StrategyError> {
-    (0..SAMPLE_KEYS).map(|seq| select_for(instance, seq)).collect()
+    (0..SAMPLE_KEYS)
+        .map(|seq| select_for(instance, seq))
+        .collect()
 }
 
 fn moved(before: &[Option<u64>], after: &[Option<u64>]) -> usize {
@@ -160,14 +173,32 @@ impl CheckReport {
         let _ = writeln!(out, "status:  compiles, links against sharq:dispatch/strategy@0.1.0, init accepted the params");
         let _ = writeln!(out, "needs:   {}", self.needs);
         let total: u64 = self.distribution.values().sum();
-        let widest = self.distribution.values().copied().max().unwrap_or(1).max(1);
-        let _ = writeln!(out, "\ndistribution ({total} messages chosen, {} declined, {} invalid answers):", self.declined, self.invalid_answers);
+        let widest = self
+            .distribution
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let _ = writeln!(
+            out,
+            "\ndistribution ({total} messages chosen, {} declined, {} invalid answers):",
+            self.declined, self.invalid_answers
+        );
         for (id, count) in &self.distribution {
             let bar = "#".repeat(((*count as f64 / widest as f64) * 50.0).round() as usize);
-            let share = if total == 0 { 0.0 } else { *count as f64 * 100.0 / total as f64 };
+            let share = if total == 0 {
+                0.0
+            } else {
+                *count as f64 * 100.0 / total as f64
+            };
             let _ = writeln!(out, "  member-{id:<4} {count:>9} {share:>6.2}%  {bar}");
         }
-        let _ = writeln!(out, "  Jain fairness index: {:.4} (1.0 = perfectly even)", self.jain_index);
+        let _ = writeln!(
+            out,
+            "  Jain fairness index: {:.4} (1.0 = perfectly even)",
+            self.jain_index
+        );
         let _ = writeln!(
             out,
             "\nkeys moved when a member joined: {} of {} ({:.1}%)",
@@ -182,7 +213,11 @@ impl CheckReport {
             self.moved_on_leave.1,
             percent(self.moved_on_leave)
         );
-        let _ = writeln!(out, "\ncost: {:.0} ns per select (host call included)", self.nanos_per_select);
+        let _ = writeln!(
+            out,
+            "\ncost: {:.0} ns per select (host call included)",
+            self.nanos_per_select
+        );
         out
     }
 }

@@ -169,7 +169,11 @@ impl Dispatcher {
 
     /// A dispatcher for `resolved` (a built, `init`-ed instance). Members are replayed into it
     /// by the group before it is used.
-    pub fn wasm(group: ByteString, resolved: Arc<ResolvedStrategy>, instance: WasmInstance) -> Dispatcher {
+    pub fn wasm(
+        group: ByteString,
+        resolved: Arc<ResolvedStrategy>,
+        instance: WasmInstance,
+    ) -> Dispatcher {
         Dispatcher {
             instance: Some(instance),
             resolved: Some(resolved),
@@ -179,7 +183,10 @@ impl Dispatcher {
 
     /// Builds the dispatcher `resolved` calls for (native when `None`), calling the guest's
     /// `init`. Membership is replayed separately.
-    pub fn build(group: &ByteString, resolved: Option<Arc<ResolvedStrategy>>) -> Result<Dispatcher, StrategyError> {
+    pub fn build(
+        group: &ByteString,
+        resolved: Option<Arc<ResolvedStrategy>>,
+    ) -> Result<Dispatcher, StrategyError> {
         match resolved {
             None => Ok(Dispatcher::native(group.clone())),
             Some(resolved) => {
@@ -220,7 +227,9 @@ impl Dispatcher {
     }
 
     pub fn member_joined(&mut self, info: &MemberInfo, counters: &StrategyCounters) {
-        let Some(instance) = self.instance.as_mut() else { return };
+        let Some(instance) = self.instance.as_mut() else {
+            return;
+        };
         if let Err(e) = instance.member_joined(info) {
             self.failed(e, counters);
         }
@@ -228,7 +237,9 @@ impl Dispatcher {
 
     pub fn member_left(&mut self, id: u64, counters: &StrategyCounters) {
         self.pushed.remove(&id);
-        let Some(instance) = self.instance.as_mut() else { return };
+        let Some(instance) = self.instance.as_mut() else {
+            return;
+        };
         if let Err(e) = instance.member_left(id) {
             self.failed(e, counters);
         }
@@ -236,7 +247,9 @@ impl Dispatcher {
 
     /// Pushes a member's state if its online/full signature changed since the last push.
     pub fn update_load(&mut self, id: u64, load: MemberLoad, counters: &StrategyCounters) {
-        let Some(instance) = self.instance.as_mut() else { return };
+        let Some(instance) = self.instance.as_mut() else {
+            return;
+        };
         let signature = load.signature();
         if self.pushed.get(&id) == Some(&signature) {
             return;
@@ -316,7 +329,9 @@ impl Dispatcher {
 
     /// Rebuilds the instance from the compiled plugin; the caller replays members after.
     pub fn rebuild(&mut self, counters: &StrategyCounters) -> bool {
-        let Some(resolved) = self.resolved.clone() else { return false };
+        let Some(resolved) = self.resolved.clone() else {
+            return false;
+        };
         counters.rebuilds.fetch_add(1, Ordering::Relaxed);
         match resolved.instantiate(&self.group) {
             Ok(instance) => {

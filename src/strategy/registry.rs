@@ -25,7 +25,9 @@ pub struct ResolvedStrategy {
 
 impl std::fmt::Debug for ResolvedStrategy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResolvedStrategy").field("label", &self.label).finish_non_exhaustive()
+        f.debug_struct("ResolvedStrategy")
+            .field("label", &self.label)
+            .finish_non_exhaustive()
     }
 }
 
@@ -67,7 +69,10 @@ impl std::fmt::Debug for StrategyRegistry {
 
 impl StrategyRegistry {
     /// Builds every configured strategy; any failure is an error naming the key and the cause.
-    pub fn new(config: &SharedConfig, base_dir: Option<&Path>) -> Result<StrategyRegistry, StrategyError> {
+    pub fn new(
+        config: &SharedConfig,
+        base_dir: Option<&Path>,
+    ) -> Result<StrategyRegistry, StrategyError> {
         let host = WasmHost::new(SandboxLimits {
             memory_bytes: config.plugin_memory_mib as usize * 1024 * 1024,
             deadline_ticks: config.plugin_deadline_ms.max(1),
@@ -96,18 +101,36 @@ impl StrategyRegistry {
     /// Replaces the rules from a new `[shared]` config. Compiles off the caller's thread is the
     /// caller's job (this is blocking). On any failure the old rules stay and the error is
     /// returned (one line naming the file and the cause).
-    pub fn reload(&self, config: &SharedConfig, base_dir: Option<&Path>) -> Result<(), StrategyError> {
+    pub fn reload(
+        &self,
+        config: &SharedConfig,
+        base_dir: Option<&Path>,
+    ) -> Result<(), StrategyError> {
         let rules = build_rules(&self.host, config, base_dir)?;
         *self.rules.write() = rules;
         Ok(())
     }
 }
 
-fn build_rules(host: &WasmHost, config: &SharedConfig, base_dir: Option<&Path>) -> Result<Rules, StrategyError> {
-    let default = resolve_named(host, &config.default_strategy, &[], config.plugin_max_failures)?;
+fn build_rules(
+    host: &WasmHost,
+    config: &SharedConfig,
+    base_dir: Option<&Path>,
+) -> Result<Rules, StrategyError> {
+    let default = resolve_named(
+        host,
+        &config.default_strategy,
+        &[],
+        config.plugin_max_failures,
+    )?;
     let mut groups = Vec::with_capacity(config.groups.len());
     for entry in &config.groups {
-        groups.push(resolve_rule(host, entry, base_dir, config.plugin_max_failures)?);
+        groups.push(resolve_rule(
+            host,
+            entry,
+            base_dir,
+            config.plugin_max_failures,
+        )?);
     }
     Ok(Rules { default, groups })
 }
@@ -155,8 +178,15 @@ fn resolve_named(
     if name == builtin::NATIVE_ROUND_ROBIN {
         return Ok(None);
     }
-    let bytes = builtin::component(name).ok_or_else(|| StrategyError::UnknownBuiltin(name.to_owned()))?;
-    Ok(Some(resolve_bytes(host, name, bytes, params.to_vec(), max_failures)?))
+    let bytes =
+        builtin::component(name).ok_or_else(|| StrategyError::UnknownBuiltin(name.to_owned()))?;
+    Ok(Some(resolve_bytes(
+        host,
+        name,
+        bytes,
+        params.to_vec(),
+        max_failures,
+    )?))
 }
 
 /// Compiles, then proves the plugin links and accepts its params by instantiating it once for a

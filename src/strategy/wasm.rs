@@ -50,7 +50,9 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("origin", &self.origin).finish_non_exhaustive()
+        f.debug_struct("Plugin")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
     }
 }
 
@@ -81,7 +83,9 @@ impl Drop for HostInner {
 
 impl std::fmt::Debug for WasmHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmHost").field("limits", &self.inner.limits).finish_non_exhaustive()
+        f.debug_struct("WasmHost")
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,7 +146,8 @@ impl WasmHost {
             .define_unknown_imports_as_traps(&component)
             .map_err(fail("link"))?;
         let instance_pre = linker.instantiate_pre(&component).map_err(fail("link"))?;
-        let pre = bindings::StrategyPre::new(instance_pre).map_err(fail("link (does it implement the `strategy` world?)"))?;
+        let pre = bindings::StrategyPre::new(instance_pre)
+            .map_err(fail("link (does it implement the `strategy` world?)"))?;
         let plugin = Arc::new(Plugin {
             origin: origin.to_owned(),
             digest,
@@ -175,11 +180,14 @@ impl WasmHost {
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(limits.deadline_ticks);
-        let bindings = plugin.pre.instantiate(&mut store).map_err(|e| StrategyError::Load {
-            origin: plugin.origin.clone(),
-            stage: "instantiate",
-            cause: format!("{e:#}"),
-        })?;
+        let bindings = plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| StrategyError::Load {
+                origin: plugin.origin.clone(),
+                stage: "instantiate",
+                cause: format!("{e:#}"),
+            })?;
         let mut instance = WasmInstance {
             store,
             bindings,
@@ -203,14 +211,19 @@ pub struct WasmInstance {
 
 impl std::fmt::Debug for WasmInstance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmInstance").field("plugin", &self.plugin.origin).finish_non_exhaustive()
+        f.debug_struct("WasmInstance")
+            .field("plugin", &self.plugin.origin)
+            .finish_non_exhaustive()
     }
 }
 
 impl WasmInstance {
     fn guest_error(&self, e: wasmtime::Error) -> StrategyError {
         let cause = format!("{e:#}");
-        if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+        if matches!(
+            e.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        ) {
             StrategyError::Timeout {
                 origin: self.plugin.origin.clone(),
             }
@@ -273,7 +286,13 @@ impl WasmInstance {
         self.arm();
         self.bindings
             .sharq_dispatch_select_member()
-            .call_member_load(&mut self.store, id, load.inflight, load.capacity, load.online)
+            .call_member_load(
+                &mut self.store,
+                id,
+                load.inflight,
+                load.capacity,
+                load.online,
+            )
             .map_err(|e| self.guest_error(e))
     }
 
@@ -291,7 +310,11 @@ impl WasmInstance {
         let interface = self.bindings.sharq_dispatch_select_member();
         let answer = if self.needs.any() {
             let topic = if self.needs.topic { message.topic } else { "" };
-            let publisher = if self.needs.publisher { message.publisher } else { "" };
+            let publisher = if self.needs.publisher {
+                message.publisher
+            } else {
+                ""
+            };
             let payload = self.needs.payload.then_some(message.payload);
             interface.call_select_full(&mut self.store, topic, publisher, payload, meta)
         } else {
