@@ -6,6 +6,6 @@ cd "$(dirname "$0")"
 .ci/install-test-tools
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
-cargo test
-# Benchmarks are only compiled here; running them is a separate, manual step.
-cargo build --benches
+cargo test --all-targets
+# --all-targets builds the criterion benchmarks in the test profile and runs each once, quickly;
+# running them for numbers is a separate step (bench/RESULTS.md).
