@@ -364,6 +364,19 @@ mod tests {
         );
     }
 
+    /// README's configuration reference lists every key with its default: keep it true.
+    #[test]
+    fn readme_reference_is_the_default() {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme.find("## Configuration").unwrap()..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let block = &section[start..start + section[start..].find("```").unwrap()];
+        assert_eq!(
+            Config::from_toml(block, "README").unwrap(),
+            Config::default()
+        );
+    }
+
     #[test]
     fn empty_file_is_the_default() {
         assert_eq!(Config::from_toml("", "t").unwrap(), Config::default());

@@ -28,8 +28,11 @@ pub struct CheckOptions {
 pub struct CheckReport {
     pub origin: String,
     pub needs: String,
-    /// Messages per member id over the whole run.
+    /// Messages per member id while the group is stable (before any membership change): the
+    /// distribution the strategy promises.
     pub distribution: BTreeMap<u64, u64>,
+    /// Messages per member id after one member joined and another left.
+    pub distribution_after_change: BTreeMap<u64, u64>,
     pub declined: u64,
     pub invalid_answers: u64,
     /// Of the sample keys, how many changed member when one member joined / one left.
@@ -65,7 +68,9 @@ pub fn run(path: &str, bytes: &[u8], options: &CheckOptions) -> Result<CheckRepo
     let started = Instant::now();
     let mut selects = 0u64;
     for seq in 0..half {
-        run_one(&mut instance, &members, seq, &mut report)?;
+        let mut distribution = std::mem::take(&mut report.distribution);
+        run_one(&mut instance, &members, seq, &mut distribution, &mut report)?;
+        report.distribution = distribution;
         selects += 1;
     }
 
@@ -81,10 +86,12 @@ pub fn run(path: &str, bytes: &[u8], options: &CheckOptions) -> Result<CheckRepo
     let after_leave = key_map(&mut instance)?;
     report.moved_on_leave = (moved(&after_join, &after_leave), after_join.len());
 
+    let mut after_change = BTreeMap::new();
     for seq in half..options.messages {
-        run_one(&mut instance, &members, seq, &mut report)?;
+        run_one(&mut instance, &members, seq, &mut after_change, &mut report)?;
         selects += 1;
     }
+    report.distribution_after_change = after_change;
     let elapsed = started.elapsed();
     // The key-map probes are selects too; they are not in the timing's count, so the figure
     // slightly overstates the cost — the safe direction.
@@ -135,10 +142,11 @@ fn run_one(
     instance: &mut WasmInstance,
     members: &[u64],
     seq: u32,
+    distribution: &mut BTreeMap<u64, u64>,
     report: &mut CheckReport,
 ) -> Result<(), StrategyError> {
     match select_for(instance, seq)? {
-        Some(id) if members.contains(&id) => *report.distribution.entry(id).or_default() += 1,
+        Some(id) if members.contains(&id) => *distribution.entry(id).or_default() += 1,
         Some(_) => report.invalid_answers += 1,
         None => report.declined += 1,
     }
@@ -172,32 +180,21 @@ impl CheckReport {
         let _ = writeln!(out, "plugin:  {}", self.origin);
         let _ = writeln!(out, "status:  compiles, links against sharq:dispatch/strategy@0.1.0, init accepted the params");
         let _ = writeln!(out, "needs:   {}", self.needs);
-        let total: u64 = self.distribution.values().sum();
-        let widest = self
-            .distribution
-            .values()
-            .copied()
-            .max()
-            .unwrap_or(1)
-            .max(1);
         let _ = writeln!(
             out,
-            "\ndistribution ({total} messages chosen, {} declined, {} invalid answers):",
+            "\n{} declined (left to the round robin), {} invalid answers (not a member)",
             self.declined, self.invalid_answers
         );
-        for (id, count) in &self.distribution {
-            let bar = "#".repeat(((*count as f64 / widest as f64) * 50.0).round() as usize);
-            let share = if total == 0 {
-                0.0
-            } else {
-                *count as f64 * 100.0 / total as f64
-            };
-            let _ = writeln!(out, "  member-{id:<4} {count:>9} {share:>6.2}%  {bar}");
-        }
+        render_distribution(&mut out, "distribution, stable group", &self.distribution);
         let _ = writeln!(
             out,
             "  Jain fairness index: {:.4} (1.0 = perfectly even)",
             self.jain_index
+        );
+        render_distribution(
+            &mut out,
+            "distribution after member-(n+1) joined and member-1 left",
+            &self.distribution_after_change,
         );
         let _ = writeln!(
             out,
@@ -219,6 +216,21 @@ impl CheckReport {
             self.nanos_per_select
         );
         out
+    }
+}
+
+fn render_distribution(out: &mut String, title: &str, distribution: &BTreeMap<u64, u64>) {
+    let total: u64 = distribution.values().sum();
+    let widest = distribution.values().copied().max().unwrap_or(1).max(1);
+    let _ = writeln!(out, "\n{title} ({total} messages):");
+    for (id, count) in distribution {
+        let bar = "#".repeat(((*count as f64 / widest as f64) * 50.0).round() as usize);
+        let share = if total == 0 {
+            0.0
+        } else {
+            *count as f64 * 100.0 / total as f64
+        };
+        let _ = writeln!(out, "  member-{id:<4} {count:>9} {share:>6.2}%  {bar}");
     }
 }
 
