@@ -407,31 +407,7 @@ impl Connection {
                 }
             }
         }
-        self.schedule_expiry(session, client.generation);
-    }
-
-    /// Ends the session now (expiry 0), never (`u32::MAX`), or after its expiry interval
-    /// unless a connection resumes it first.
-    fn schedule_expiry(&self, session: Arc<Session>, generation: u64) {
-        let expiry = session.expiry_interval();
-        if expiry == 0 {
-            self.broker.end_session(&session);
-            return;
-        }
-        if expiry == u32::MAX {
-            return;
-        }
-        let broker = self.broker.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(u64::from(expiry))) => {}
-                _ = broker.shutdown.cancelled() => return,
-            }
-            if session.generation() == generation && !session.is_online() {
-                tracing::debug!(client_id = %session.client_id, "session expired");
-                broker.end_session(&session);
-            }
-        });
+        BrokerState::schedule_expiry(&self.broker, session, client.generation);
     }
 }
 

@@ -84,8 +84,17 @@ pub struct Broker {
 
 impl Broker {
     /// Binds every configured listener and starts serving in the background of the current
-    /// tokio runtime.
+    /// tokio runtime, with sessions kept in memory.
     pub async fn start(config: Config) -> io::Result<Broker> {
+        Broker::start_with_store(config, Box::new(MemoryStore::default())).await
+    }
+
+    /// Like [`Broker::start`], restoring the sessions `store` holds (offline, with their
+    /// subscriptions) before accepting connections.
+    pub async fn start_with_store(
+        config: Config,
+        store: Box<dyn SessionStore>,
+    ) -> io::Result<Broker> {
         let authenticator = Box::new(ConfigAuthenticator::new(&config.auth));
         let strategies = StrategyRegistry::new(&config.shared, config.base_dir.as_deref())
             .map_err(|e| io::Error::other(format!("shared-subscription strategies: {e}")))?;
@@ -97,12 +106,13 @@ impl Broker {
             sessions: Mutex::new(HashMap::new()),
             next_session_id: AtomicU64::new(1),
             authenticator,
-            store: Box::new(MemoryStore::default()),
+            store,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started_at: Instant::now(),
             config,
         });
+        state.restore_sessions();
         let mut local_addrs = Vec::new();
         for address in &state.config.server.listeners {
             let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
@@ -270,6 +280,83 @@ impl BrokerState {
             tracing::warn!(client_id = %session.client_id, error = %e, "session store: remove failed");
         }
         tracing::debug!(client_id = %session.client_id, "session ended");
+    }
+
+    /// Rebuilds the sessions the store holds, offline, with their subscriptions, and starts their
+    /// expiry clocks.
+    fn restore_sessions(self: &Arc<Self>) {
+        let records = match self.store.load_all() {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::error!(error = %e, "session store: cannot load sessions; starting without them");
+                return;
+            }
+        };
+        for record in records {
+            let client_id = ByteString::from(record.client_id.as_str());
+            let session = self
+                .open_session(&client_id, false, record.expiry_interval)
+                .session;
+            for (filter, options, identifier) in record.subscriptions {
+                let filter = ByteString::from(filter);
+                match parse_subscription(&filter, self.config.limits.max_topic_levels) {
+                    Ok(SubscriptionFilter::Plain(plain)) => {
+                        self.router.subscribe(plain, &session, options, identifier);
+                    }
+                    Ok(SubscriptionFilter::Shared {
+                        group,
+                        filter: shared,
+                    }) => {
+                        let membership = router::Membership {
+                            options,
+                            identifier,
+                            weight: 1,
+                        };
+                        self.router
+                            .join_group(group, shared, &session, membership, |name| {
+                                self.make_dispatcher(name)
+                            });
+                    }
+                    Err(e) => {
+                        tracing::warn!(client_id = %client_id, filter = %filter, error = %e, "session store: skipping an invalid subscription");
+                        continue;
+                    }
+                }
+                session.add_subscription(
+                    filter,
+                    session::StoredSubscription {
+                        options,
+                        identifier,
+                    },
+                );
+            }
+            tracing::info!(client_id = %client_id, "session restored from the store");
+            BrokerState::schedule_expiry(self, session.clone(), session.generation());
+        }
+    }
+
+    /// Ends the session now (expiry 0), never (`u32::MAX`), or after its expiry interval unless
+    /// a connection resumes it first (`generation` is the detached connection's).
+    pub fn schedule_expiry(broker: &Arc<BrokerState>, session: Arc<Session>, generation: u64) {
+        let expiry = session.expiry_interval();
+        if expiry == 0 {
+            broker.end_session(&session);
+            return;
+        }
+        if expiry == u32::MAX {
+            return;
+        }
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(u64::from(expiry))) => {}
+                _ = broker.shutdown.cancelled() => return,
+            }
+            if session.generation() == generation && !session.is_online() {
+                tracing::debug!(client_id = %session.client_id, "session expired");
+                broker.end_session(&session);
+            }
+        });
     }
 
     /// Removes one subscription (plain or shared) of `session` from the router.

@@ -1,0 +1,88 @@
+//! Sessions kept in a `SessionStore` come back at start: offline, with their subscriptions, so
+//! messages published before the client reconnects wait for it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{connect_packet, sub_options, RawClient};
+use sharq::broker::store::{MemoryStore, SessionRecord, SessionStore};
+use sharq::packet::{ProtocolVersion, QoS};
+use sharq::{Broker, Config};
+
+async fn broker_with(records: Vec<SessionRecord>) -> Broker {
+    let store = MemoryStore::default();
+    for record in &records {
+        store.save(record).unwrap();
+    }
+    let mut config = Config::default();
+    config.server.listeners = vec!["127.0.0.1:0".parse().unwrap()];
+    config.server.sys_interval_secs = 0;
+    Broker::start_with_store(config, Box::new(store))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn restored_session_keeps_plain_and_shared_subscriptions() {
+    let broker = broker_with(vec![SessionRecord {
+        client_id: "worker".into(),
+        expiry_interval: 3600,
+        subscriptions: vec![
+            ("jobs/#".into(), sub_options(QoS::AtLeastOnce), Some(7)),
+            (
+                "$share/pool/tasks/+".into(),
+                sub_options(QoS::AtLeastOnce),
+                None,
+            ),
+        ],
+    }])
+    .await;
+    let addr = broker.local_addrs()[0];
+    assert_eq!(broker.state().router.subscription_count(), 2);
+    assert!(broker.state().router.group("pool", "tasks/+").is_some());
+
+    // Published while the restored session is offline: the plain copy waits in its queue, the
+    // shared one in the group queue (its only member is offline).
+    let mut publisher = RawClient::v5(addr, "publisher").await;
+    publisher
+        .publish("jobs/1", b"queued", QoS::AtLeastOnce, false)
+        .await;
+    publisher
+        .publish("tasks/a", b"shared", QoS::AtLeastOnce, false)
+        .await;
+
+    let mut connect = connect_packet(ProtocolVersion::V5, "worker");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(3600);
+    let (mut worker, connack) = RawClient::connect_with(addr, connect).await;
+    assert!(
+        connack.session_present,
+        "the restored session must be resumed"
+    );
+    let mut payloads = Vec::new();
+    for _ in 0..2 {
+        let publish = worker.recv_and_ack().await;
+        if publish.topic == "jobs/1" {
+            assert_eq!(publish.properties.subscription_identifiers, vec![7]);
+        }
+        payloads.push(publish.payload.clone());
+    }
+    payloads.sort();
+    assert_eq!(payloads, vec![&b"queued"[..], &b"shared"[..]]);
+    worker.expect_no_publish(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn restored_session_with_invalid_filter_skips_only_that_filter() {
+    let broker = broker_with(vec![SessionRecord {
+        client_id: "c".into(),
+        expiry_interval: 60,
+        subscriptions: vec![
+            ("a/#/b".into(), sub_options(QoS::AtMostOnce), None),
+            ("ok/+".into(), sub_options(QoS::AtMostOnce), None),
+        ],
+    }])
+    .await;
+    assert_eq!(broker.state().router.subscription_count(), 1);
+}
