@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytestring::ByteString;
 use globset::{Glob, GlobMatcher};
 use parking_lot::RwLock;
 
@@ -214,9 +213,4 @@ pub fn resolve_path(path: &Path, base_dir: Option<&Path>) -> PathBuf {
         Some(base) if path.is_relative() => base.join(path),
         _ => path.to_path_buf(),
     }
-}
-
-/// The group name a dispatcher is built for; kept as ByteString like the rest of the broker.
-pub fn group_name(name: &str) -> ByteString {
-    ByteString::from(name)
 }

@@ -171,17 +171,7 @@ impl Strategy for HashTopicLevels {
         Ok(Needs::TOPIC)
     }
 
-    fn member_joined(&mut self, member: Member) {
-        self.members.join(&member, member.weight);
-    }
-
-    fn member_left(&mut self, id: MemberId) {
-        self.members.leave(id);
-    }
-
-    fn member_load(&mut self, id: MemberId, inflight: u32, capacity: u32, online: bool) {
-        self.members.load(id, inflight, capacity, online);
-    }
+    forward_membership!();
 
     /// Without the topic (a host that ignored our needs) the whole-topic hash is the best key.
     fn select(&mut self, meta: &MsgMeta) -> Option<MemberId> {

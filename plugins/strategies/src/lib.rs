@@ -17,6 +17,24 @@ extern crate std;
 use alloc::boxed::Box;
 use alloc::string::String;
 
+/// The three membership calls of a strategy whose state is a `members: MemberTable` field and
+/// that needs nothing more than the table's bookkeeping on join, leave and load.
+macro_rules! forward_membership {
+    () => {
+        fn member_joined(&mut self, member: Member) {
+            self.members.join(&member, member.weight);
+        }
+
+        fn member_left(&mut self, id: MemberId) {
+            self.members.leave(id);
+        }
+
+        fn member_load(&mut self, id: MemberId, inflight: u32, capacity: u32, online: bool) {
+            self.members.load(id, inflight, capacity, online);
+        }
+    };
+}
+
 pub mod members;
 mod params;
 pub mod rendezvous;

@@ -42,17 +42,7 @@ impl Strategy for RoundRobinPerPublisher {
         Ok(Needs::NONE)
     }
 
-    fn member_joined(&mut self, member: Member) {
-        self.members.join(&member, member.weight);
-    }
-
-    fn member_left(&mut self, id: MemberId) {
-        self.members.leave(id);
-    }
-
-    fn member_load(&mut self, id: MemberId, inflight: u32, capacity: u32, online: bool) {
-        self.members.load(id, inflight, capacity, online);
-    }
+    forward_membership!();
 
     fn select(&mut self, meta: &MsgMeta) -> Option<MemberId> {
         if self.slots.is_empty() {
