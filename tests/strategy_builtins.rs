@@ -568,7 +568,7 @@ async fn round_robin_per_publisher_rotates_each_publisher() {
                 (0..3)
                     .map(|i| {
                         got.iter()
-                            .filter(|g| &*g.publish.topic == format!("pp/{i}"))
+                            .filter(|g| *g.publish.topic == format!("pp/{i}"))
                             .count()
                     })
                     .collect()
