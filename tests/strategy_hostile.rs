@@ -1,0 +1,448 @@
+//! Hostile strategy plugins (sources in `tests/fixtures/hostile/`, built here once per test
+//! run): a plugin that loops forever, exhausts its memory, traps every nth call, answers
+//! non-members, calls WASI, or is too big. For each, the broker keeps serving every group, every
+//! message of the hostile group arrives exactly once through the native fallback, and the
+//! group's `strategy_counters` (and pinning after `plugin_max_failures`) say what happened. A
+//! plugin that cannot load fails `Broker::start` with the file named, and at reload leaves the
+//! old strategy in place.
+
+mod shared_support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+
+use shared_support::*;
+use sharq::packet::QoS;
+use sharq::strategy::StrategyCounters;
+use sharq::{Broker, Config};
+
+/// The outer build's target dir: the test binary runs from `<target>/debug/deps/`.
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        let dir = PathBuf::from(dir);
+        if dir.is_absolute() {
+            return dir;
+        }
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "deps"))
+        .and_then(|deps| deps.parent()?.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// Builds the fixtures workspace once per test run and returns its release directory.
+fn fixtures_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let manifest =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile/Cargo.toml");
+        let target = target_dir().join("hostile-fixtures");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.arg("build")
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .args(["--release", "--locked", "--target", "wasm32-wasip2"])
+            .arg("--target-dir")
+            .arg(&target);
+        // As build.rs does: the outer build's host settings must not leak into the wasm build.
+        for (key, _) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            let leaks = matches!(
+                key,
+                "RUSTFLAGS"
+                    | "CARGO_ENCODED_RUSTFLAGS"
+                    | "CARGO_BUILD_RUSTFLAGS"
+                    | "CARGO_BUILD_TARGET"
+                    | "CARGO_TARGET_DIR"
+                    | "CARGO_BUILD_TARGET_DIR"
+                    | "CARGO_BUILD_BUILD_DIR"
+                    | "RUSTC_WRAPPER"
+                    | "RUSTC_WORKSPACE_WRAPPER"
+                    | "CARGO_BUILD_RUSTC_WRAPPER"
+                    | "CARGO_BUILD_RUSTC_WORKSPACE_WRAPPER"
+                    | "CARGO_MAKEFLAGS"
+            ) || key.starts_with("CARGO_PROFILE_");
+            if leaks {
+                cmd.env_remove(key);
+            }
+        }
+        let output = cmd
+            .output()
+            .expect("cannot run cargo to build the hostile fixtures");
+        assert!(
+            output.status.success(),
+            "building tests/fixtures/hostile failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        target.join("wasm32-wasip2").join("release")
+    })
+}
+
+fn fixture(name: &str) -> PathBuf {
+    let path = fixtures_dir().join(format!("hostile_{name}.wasm"));
+    assert!(path.is_file(), "{} missing", path.display());
+    path
+}
+
+/// `[shared]` with group `hostile` on `plugin` (with `params`, a TOML inline table body) and
+/// group `healthy` on round_robin.
+fn config_for(plugin: &Path, params: &str, max_failures: u32, memory_mib: u32) -> Config {
+    config_with_deadline(plugin, params, max_failures, memory_mib, 20)
+}
+
+fn config_with_deadline(
+    plugin: &Path,
+    params: &str,
+    max_failures: u32,
+    memory_mib: u32,
+    deadline_ms: u64,
+) -> Config {
+    let text = format!(
+        "[shared]\nplugin_max_failures = {max_failures}\nplugin_deadline_ms = {deadline_ms}\nplugin_memory_mib = {memory_mib}\n\
+         [[shared.groups]]\nname = \"hostile\"\nplugin = {plugin:?}\nparams = {{ {params} }}\n\
+         [[shared.groups]]\nname = \"healthy\"\nstrategy = \"round_robin\"\n",
+        plugin = plugin.display().to_string()
+    );
+    let mut config = Config::from_toml(&text, "test").expect("test config");
+    config.server.listeners = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
+    config.server.sys_interval_secs = 0;
+    config.limits.max_inflight = 1000;
+    config
+}
+
+struct Scene {
+    broker: Broker,
+    addr: SocketAddr,
+    hostile: Vec<Member>,
+    healthy: Vec<Member>,
+    plain: Member,
+    publisher: RawClient,
+    published: u32,
+}
+
+impl Scene {
+    async fn start(config: Config) -> Scene {
+        let broker = tokio::time::timeout(WAIT, Broker::start(config))
+            .await
+            .expect("broker start timed out")
+            .expect("broker start");
+        let addr = broker.local_addrs()[0];
+        let mut hostile = Vec::new();
+        let mut healthy = Vec::new();
+        for i in 0..2 {
+            hostile.push(member(addr, &format!("hostile-{i}"), "$share/hostile/h/#").await);
+            healthy.push(member(addr, &format!("healthy-{i}"), "$share/healthy/h/#").await);
+        }
+        let plain = member(addr, "plain", "h/#").await;
+        let (publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "publisher")).await;
+        Scene {
+            broker,
+            addr,
+            hostile,
+            healthy,
+            plain,
+            publisher,
+            published: 0,
+        }
+    }
+
+    /// Publishes `n` more QoS 1 messages (each PUBACK awaited) on distinct topics, and checks
+    /// that every group and the plain subscriber got every message so far exactly once.
+    async fn publish_and_check(&mut self, n: u32) {
+        let from = self.published;
+        for seq in from..from + n {
+            self.publisher
+                .publish(
+                    &format!("h/{}", seq % 7),
+                    seq_payload(seq),
+                    QoS::AtLeastOnce,
+                    false,
+                )
+                .await;
+        }
+        self.published += n;
+        let all = self.published;
+        for (what, members) in [
+            ("hostile group", &self.hostile),
+            ("healthy group", &self.healthy),
+        ] {
+            let refs: Vec<&Member> = members.iter().collect();
+            wait_total(&refs, all as usize).await;
+            assert_exactly_once(what, refs.iter().flat_map(|m| m.seqs()), 0..all);
+        }
+        wait_total(&[&self.plain], all as usize).await;
+        assert_exactly_once("plain subscriber", self.plain.seqs(), 0..all);
+    }
+
+    fn group(&self, name: &str) -> std::sync::Arc<sharq::broker::shared::SharedGroup> {
+        self.broker
+            .state()
+            .router
+            .group(name, "h/#")
+            .expect("group exists")
+    }
+
+    fn counters(&self) -> Counts {
+        Counts::of(&self.group("hostile").strategy_counters)
+    }
+}
+
+async fn member(addr: SocketAddr, client_id: &str, filter: &str) -> Member {
+    let (mut client, _) = RawClient::connect(addr, ConnectOpts::new(V5, client_id)).await;
+    client.subscribe(filter, QoS::AtLeastOnce).await;
+    Member::spawn(client, AckMode::Ack)
+}
+
+/// A snapshot of [`StrategyCounters`], comparable as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Counts {
+    selections: u64,
+    fallbacks: u64,
+    traps: u64,
+    timeouts: u64,
+    invalid_answers: u64,
+    rebuilds: u64,
+    spills: u64,
+}
+
+impl Counts {
+    fn of(c: &StrategyCounters) -> Counts {
+        Counts {
+            selections: c.selections.load(Ordering::Relaxed),
+            fallbacks: c.fallbacks.load(Ordering::Relaxed),
+            traps: c.traps.load(Ordering::Relaxed),
+            timeouts: c.timeouts.load(Ordering::Relaxed),
+            invalid_answers: c.invalid_answers.load(Ordering::Relaxed),
+            rebuilds: c.rebuilds.load(Ordering::Relaxed),
+            spills: c.spills.load(Ordering::Relaxed),
+        }
+    }
+}
+
+const MAX_FAILURES: u32 = 3;
+
+/// A plugin that fails on every `select`: after `MAX_FAILURES` failures in a row (the first
+/// `MAX_FAILURES - 1` each followed by a rebuild) the group is pinned to the native round
+/// robin, and nothing is lost meanwhile.
+async fn always_failing(name: &str, deadline_ms: u64) -> (Scene, Counts) {
+    let plugin = fixture(name);
+    let config = config_with_deadline(&plugin, "", MAX_FAILURES, 16, deadline_ms);
+    let mut scene = Scene::start(config).await;
+    let group = scene.group("hostile");
+    assert_eq!(group.strategy_label(), plugin.display().to_string());
+    assert!(!group.strategy_is_pinned());
+    scene.publish_and_check(40).await;
+    let counts = scene.counters();
+    assert!(
+        group.strategy_is_pinned(),
+        "{name}: not pinned after {counts:?}"
+    );
+    assert!(
+        group
+            .strategy_label()
+            .contains("pinned to native_round_robin"),
+        "{}",
+        group.strategy_label()
+    );
+    assert_eq!(scene.group("healthy").strategy_label(), "round_robin");
+    assert_eq!(
+        Counts::of(&scene.group("healthy").strategy_counters).fallbacks,
+        0
+    );
+    // Every message went through the native round robin: the failed ones counted as
+    // fallbacks, the ones after pinning not asked of the strategy at all.
+    assert_eq!(counts.selections, 0, "{name}: {counts:?}");
+    assert_eq!(counts.fallbacks, MAX_FAILURES as u64, "{name}: {counts:?}");
+    assert!(
+        scene.hostile.iter().all(|m| m.count() == 20),
+        "native round robin splits evenly"
+    );
+    (scene, counts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_loop_times_out_and_is_pinned() {
+    let (_scene, counts) = always_failing("infinite_loop", 20).await;
+    assert_eq!(
+        counts,
+        Counts {
+            selections: 0,
+            fallbacks: MAX_FAILURES as u64,
+            traps: 0,
+            timeouts: MAX_FAILURES as u64,
+            invalid_answers: 0,
+            rebuilds: MAX_FAILURES as u64 - 1,
+            spills: 0,
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bomb_traps_and_is_pinned() {
+    // A generous deadline, so that filling 16 MiB on a busy machine traps on the memory
+    // limit rather than timing out.
+    let (_scene, counts) = always_failing("memory_bomb", 5000).await;
+    assert_eq!(
+        counts,
+        Counts {
+            selections: 0,
+            fallbacks: MAX_FAILURES as u64,
+            traps: MAX_FAILURES as u64,
+            timeouts: 0,
+            invalid_answers: 0,
+            rebuilds: MAX_FAILURES as u64 - 1,
+            spills: 0,
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_import_traps_and_is_pinned() {
+    let (_scene, counts) = always_failing("forbidden_import", 20).await;
+    assert_eq!(
+        counts,
+        Counts {
+            selections: 0,
+            fallbacks: MAX_FAILURES as u64,
+            traps: MAX_FAILURES as u64,
+            timeouts: 0,
+            invalid_answers: 0,
+            rebuilds: MAX_FAILURES as u64 - 1,
+            spills: 0,
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_member_is_pinned_until_the_next_reload() {
+    let (mut scene, counts) = always_failing("wrong_member", 20).await;
+    assert_eq!(
+        counts,
+        Counts {
+            selections: 0,
+            fallbacks: MAX_FAILURES as u64,
+            traps: 0,
+            timeouts: 0,
+            invalid_answers: MAX_FAILURES as u64,
+            rebuilds: 0,
+            spills: 0,
+        }
+    );
+    // A reload (even of the same config) gives the pinned group a fresh instance.
+    let config = config_for(&fixture("wrong_member"), "", MAX_FAILURES, 16);
+    let swapped = tokio::task::spawn_blocking({
+        let state = scene.broker.state().clone();
+        move || state.reload_strategies(&config)
+    })
+    .await
+    .unwrap()
+    .expect("reload");
+    assert_eq!(swapped, 1, "only the pinned group is rebuilt");
+    let group = scene.group("hostile");
+    assert!(!group.strategy_is_pinned());
+    assert!(!group.strategy_label().contains("pinned"));
+    scene.publish_and_check(10).await;
+    assert!(group.strategy_is_pinned());
+    let after = scene.counters();
+    assert_eq!(after.invalid_answers, 2 * MAX_FAILURES as u64, "{after:?}");
+    assert_eq!(after.fallbacks, 2 * MAX_FAILURES as u64, "{after:?}");
+    let _ = scene.addr;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trap_on_nth_traps_every_fifth_call_and_is_never_pinned() {
+    let plugin = fixture("trap_on_nth");
+    let mut scene = Scene::start(config_for(&plugin, "n = \"5\"", MAX_FAILURES, 16)).await;
+    scene.publish_and_check(50).await;
+    let group = scene.group("hostile");
+    // Each instance chooses 4 messages and traps on its 5th; success resets the failure run.
+    assert!(!group.strategy_is_pinned());
+    assert_eq!(
+        scene.counters(),
+        Counts {
+            selections: 40,
+            fallbacks: 10,
+            traps: 10,
+            timeouts: 0,
+            invalid_answers: 0,
+            // The instance that trapped on the 50th message is rebuilt only when needed.
+            rebuilds: 9,
+            spills: 0,
+        }
+    );
+    assert_eq!(group.strategy_label(), plugin.display().to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trap_on_nth_bad_params_fail_start_naming_the_file() {
+    let plugin = fixture("trap_on_nth");
+    let err = Broker::start(config_for(&plugin, "n = \"zero\"", MAX_FAILURES, 16))
+        .await
+        .expect_err("init refused its params");
+    let message = err.to_string();
+    assert!(message.contains(&plugin.display().to_string()), "{message}");
+    assert!(
+        message.contains("`n` must be a positive integer"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_component_is_refused_at_start_and_at_reload() {
+    let plugin = fixture("huge_component");
+    // 20 MiB of static data cannot fit in 16 MiB of plugin memory.
+    let err = Broker::start(config_for(&plugin, "", MAX_FAILURES, 16))
+        .await
+        .expect_err("a component bigger than plugin_memory_mib must be refused");
+    let message = err.to_string();
+    assert!(message.contains(&plugin.display().to_string()), "{message}");
+
+    // At reload: the old strategy stays, and the broker keeps serving.
+    let good = config_for(&fixture("trap_on_nth"), "n = \"1000000\"", MAX_FAILURES, 16);
+    let mut scene = Scene::start(good).await;
+    scene.publish_and_check(10).await;
+    let before = scene.group("hostile").strategy_label();
+    let bad = config_for(&plugin, "", MAX_FAILURES, 16);
+    let result = tokio::task::spawn_blocking({
+        let state = scene.broker.state().clone();
+        move || state.reload_strategies(&bad)
+    })
+    .await
+    .unwrap();
+    let err = result.expect_err("reload with a too-big component must be refused");
+    assert!(
+        err.to_string().contains(&plugin.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(scene.group("hostile").strategy_label(), before);
+    scene.publish_and_check(10).await;
+    assert_eq!(scene.counters().selections, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_plugin_fails_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("garbage.wasm");
+    std::fs::write(&plugin, b"\0asm this is not a component at all").unwrap();
+    let err = Broker::start(config_for(&plugin, "", MAX_FAILURES, 16))
+        .await
+        .expect_err("garbage must be refused");
+    let message = err.to_string();
+    assert!(message.contains(&plugin.display().to_string()), "{message}");
+    assert!(message.contains("compile"), "{message}");
+
+    let missing = dir.path().join("missing.wasm");
+    let err = Broker::start(config_for(&missing, "", MAX_FAILURES, 16))
+        .await
+        .expect_err("a missing file must be refused");
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
+}
