@@ -261,6 +261,14 @@ async fn shared_sys_counters_per_group() {
     assert_eq!(filter["filter"], "s/#", "{document}");
     assert_eq!(filter["redispatched"], 0, "{document}");
     assert_eq!(filter["dropped"], 0, "{document}");
+    // The default strategy is the Wasm round_robin, and it made every choice itself.
+    assert_eq!(filter["strategy"]["name"], "round_robin", "{document}");
+    assert_eq!(
+        filter["strategy"]["pinned_to_fallback"], false,
+        "{document}"
+    );
+    assert_eq!(filter["strategy"]["selections"], 30, "{document}");
+    assert_eq!(filter["strategy"]["traps"], 0, "{document}");
     for (i, member) in members.iter().enumerate() {
         let id = format!("w{i}");
         let entry = filter["members"]

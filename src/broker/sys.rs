@@ -11,6 +11,7 @@ use bytestring::ByteString;
 use crate::packet::{PublishProperties, QoS};
 
 use super::message::Message;
+use super::shared::SharedGroup;
 use super::stats::Stats;
 use super::BrokerState;
 
@@ -102,6 +103,7 @@ fn publish_shared_groups(broker: &BrokerState) {
                 "redispatched": group.counters.redispatched.load(Ordering::Relaxed),
                 "dropped": group.counters.dropped.load(Ordering::Relaxed),
                 "queued": group.queued(),
+                "strategy": strategy_json(&group),
                 "members": members,
             }));
     }
@@ -114,6 +116,23 @@ fn publish_shared_groups(broker: &BrokerState) {
             serde_json::json!({ "filters": filters }).to_string(),
         );
     }
+}
+
+/// What the group's dispatch strategy is and what it did.
+fn strategy_json(group: &SharedGroup) -> serde_json::Value {
+    let counters = &group.strategy_counters;
+    let read = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    serde_json::json!({
+        "name": group.strategy_label(),
+        "pinned_to_fallback": group.strategy_is_pinned(),
+        "selections": read(&counters.selections),
+        "fallbacks": read(&counters.fallbacks),
+        "spills": read(&counters.spills),
+        "traps": read(&counters.traps),
+        "timeouts": read(&counters.timeouts),
+        "invalid_answers": read(&counters.invalid_answers),
+        "rebuilds": read(&counters.rebuilds),
+    })
 }
 
 fn publish_one(broker: &BrokerState, topic: &str, value: String) {
