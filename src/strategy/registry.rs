@@ -72,10 +72,15 @@ impl StrategyRegistry {
         config: &SharedConfig,
         base_dir: Option<&Path>,
     ) -> Result<StrategyRegistry, StrategyError> {
-        let host = WasmHost::new(SandboxLimits {
+        let limits = SandboxLimits {
             memory_bytes: config.plugin_memory_mib as usize * 1024 * 1024,
             deadline_ticks: config.plugin_deadline_ms.max(1),
-        })?;
+        };
+        let cache_dir = config
+            .plugin_cache_dir
+            .as_deref()
+            .map(|dir| resolve_path(dir, base_dir));
+        let host = WasmHost::with_disk_cache(limits, cache_dir)?;
         let rules = build_rules(&host, config, base_dir)?;
         Ok(StrategyRegistry {
             host,

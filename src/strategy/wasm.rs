@@ -7,6 +7,8 @@
 //! guest imports WASI it never calls) is linked to a function that traps.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +73,9 @@ struct HostInner {
     engine: Engine,
     limits: SandboxLimits,
     compiled: Mutex<HashMap<[u8; 32], Arc<Plugin>>>,
+    /// Where compiled components are kept across restarts, keyed by content hash and engine
+    /// compatibility; `None` keeps the cache in memory only.
+    disk_cache: Option<PathBuf>,
     /// Stops the epoch ticker when the host is dropped.
     stop: Arc<AtomicBool>,
 }
@@ -91,6 +96,16 @@ impl std::fmt::Debug for WasmHost {
 
 impl WasmHost {
     pub fn new(limits: SandboxLimits) -> Result<WasmHost, StrategyError> {
+        WasmHost::with_disk_cache(limits, None)
+    }
+
+    /// A host that also keeps compiled components in `disk_cache`, so a restart or a reload of
+    /// an unchanged plugin skips compilation. The directory must be private to the broker: its
+    /// files are loaded as native code.
+    pub fn with_disk_cache(
+        limits: SandboxLimits,
+        disk_cache: Option<PathBuf>,
+    ) -> Result<WasmHost, StrategyError> {
         let mut config = EngineConfig::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -115,6 +130,7 @@ impl WasmHost {
                 engine,
                 limits,
                 compiled: Mutex::new(HashMap::new()),
+                disk_cache,
                 stop,
             }),
         })
@@ -139,7 +155,15 @@ impl WasmHost {
                 cause: format!("{e:#}"),
             }
         };
-        let component = Component::new(&self.inner.engine, bytes).map_err(fail("compile"))?;
+        let component = match self.load_cached(&digest) {
+            Some(component) => component,
+            None => {
+                let component =
+                    Component::new(&self.inner.engine, bytes).map_err(fail("compile"))?;
+                self.store_cached(&digest, &component);
+                component
+            }
+        };
         let mut linker: Linker<GuestState> = Linker::new(&self.inner.engine);
         // No capabilities: every import, WASI included, traps if it is ever called.
         linker
@@ -155,6 +179,57 @@ impl WasmHost {
         });
         self.inner.compiled.lock().insert(digest, plugin.clone());
         Ok(plugin)
+    }
+
+    /// The cache file for a component: its content hash, and the engine's compatibility hash so
+    /// that another wasmtime version or configuration never reads it.
+    fn cache_path(&self, digest: &[u8; 32]) -> Option<PathBuf> {
+        let dir = self.inner.disk_cache.as_ref()?;
+        let mut engine_hasher = std::collections::hash_map::DefaultHasher::new();
+        self.inner
+            .engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hasher);
+        let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Some(dir.join(format!("{name}-{:016x}.cwasm", engine_hasher.finish())))
+    }
+
+    fn load_cached(&self, digest: &[u8; 32]) -> Option<Component> {
+        let path = self.cache_path(digest)?;
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the file is one this host serialised into the broker's private cache
+        // directory under the component's content hash; wasmtime also checks that it was made
+        // by a compatible engine and refuses it otherwise.
+        match unsafe { Component::deserialize_file(&self.inner.engine, &path) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %format!("{e:#}"), "ignoring unusable compiled-plugin cache file");
+                None
+            }
+        }
+    }
+
+    fn store_cached(&self, digest: &[u8; 32], component: &Component) {
+        let Some(path) = self.cache_path(digest) else {
+            return;
+        };
+        let written = component
+            .serialize()
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|bytes| {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                }
+                // Write then rename, so a concurrent reader never sees half a file.
+                let partial = path.with_extension("partial");
+                std::fs::write(&partial, bytes).map_err(|e| e.to_string())?;
+                std::fs::rename(&partial, &path).map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            tracing::warn!(file = %path.display(), error = %e, "cannot write compiled-plugin cache file");
+        }
     }
 
     /// Instantiates `plugin` for one group and calls its `init`.
@@ -321,5 +396,75 @@ impl WasmInstance {
             interface.call_select(&mut self.store, meta)
         };
         answer.map_err(|e| self.guest_error(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: SandboxLimits = SandboxLimits {
+        memory_bytes: 16 << 20,
+        deadline_ticks: 1000,
+    };
+
+    #[test]
+    fn disk_cache_survives_a_new_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = crate::strategy::builtin::component("round_robin").unwrap();
+        let first = WasmHost::with_disk_cache(LIMITS, Some(dir.path().to_path_buf())).unwrap();
+        first.load("round_robin", bytes).unwrap();
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(files.len(), 1, "one compiled component cached");
+
+        // A fresh host (a restart) loads the cached file and it works.
+        let second = WasmHost::with_disk_cache(LIMITS, Some(dir.path().to_path_buf())).unwrap();
+        let plugin = second.load("round_robin", bytes).unwrap();
+        let mut instance = second.instantiate(&plugin, "g", &[]).unwrap();
+        instance
+            .member_joined(&crate::strategy::MemberInfo {
+                id: 7,
+                client_id: "m".into(),
+                weight: 1,
+                subscribed_at_ms: 0,
+            })
+            .unwrap();
+        instance
+            .member_load(
+                7,
+                crate::strategy::MemberLoad {
+                    inflight: 0,
+                    capacity: 10,
+                    online: true,
+                },
+            )
+            .unwrap();
+        let view = crate::strategy::MessageView {
+            topic: "t",
+            publisher: "p",
+            payload: b"",
+            topic_hash: 1,
+            publisher_hash: 2,
+            qos: 1,
+            retain: false,
+        };
+        assert_eq!(instance.select(&view).unwrap(), Some(7));
+    }
+
+    #[test]
+    fn corrupt_cache_file_is_ignored_and_recompiled() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = crate::strategy::builtin::component("round_robin").unwrap();
+        let host = WasmHost::with_disk_cache(LIMITS, Some(dir.path().to_path_buf())).unwrap();
+        host.load("round_robin", bytes).unwrap();
+        let cached = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::write(&cached, b"not a compiled component").unwrap();
+        let fresh = WasmHost::with_disk_cache(LIMITS, Some(dir.path().to_path_buf())).unwrap();
+        assert!(fresh.load("round_robin", bytes).is_ok());
     }
 }
