@@ -36,7 +36,10 @@ use tokio::task::JoinHandle;
 const HEADER: usize = 28;
 
 #[derive(Debug, Parser)]
-#[command(name = "sharq_bench", about = "MQTT load generator for shared subscriptions")]
+#[command(
+    name = "sharq_bench",
+    about = "MQTT load generator for shared subscriptions"
+)]
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
@@ -435,7 +438,10 @@ fn jain(counts: &[u64]) -> f64 {
 /// Unique and duplicate deliveries of one receiving unit (a group or a fanout subscriber),
 /// given how many each publisher sent. Sequence numbers past what was sent count as `bogus`.
 fn dedup<'a>(sent: &[u64], seen: impl Iterator<Item = &'a (u32, u64)>) -> (u64, u64, u64) {
-    let mut bits: Vec<Vec<u64>> = sent.iter().map(|&n| vec![0; n.div_ceil(64) as usize]).collect();
+    let mut bits: Vec<Vec<u64>> = sent
+        .iter()
+        .map(|&n| vec![0; n.div_ceil(64) as usize])
+        .collect();
     let (mut unique, mut dup, mut bogus) = (0, 0, 0);
     for &(p, s) in seen {
         let Some(b) = bits.get_mut(p as usize) else {
@@ -587,8 +593,7 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
         }
         // Wait for the acknowledgements of what was sent.
         let ack_deadline = Instant::now() + Duration::from_secs_f64(common.drain_secs);
-        while !publishers.iter().all(|(_, s, _, _)| s.finished()) && Instant::now() < ack_deadline
-        {
+        while !publishers.iter().all(|(_, s, _, _)| s.finished()) && Instant::now() < ack_deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         for (i, (_, s, _, _)) in publishers.iter().enumerate() {
@@ -667,8 +672,12 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
             let lost = total_sent - unique;
             let j = jain(&counts);
             jains.push(j);
-            (unique_all, dup_all, bogus_all, lost_all) =
-                (unique_all + unique, dup_all + dup, bogus_all + bogus, lost_all + lost);
+            (unique_all, dup_all, bogus_all, lost_all) = (
+                unique_all + unique,
+                dup_all + dup,
+                bogus_all + bogus,
+                lost_all + lost,
+            );
             units.push(json!({
                 "group": format!("g{g}"), "per_member": counts, "jain": round3(j),
                 "unique": unique, "lost": lost, "duplicates": dup,
@@ -697,7 +706,9 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
     let mut errors = setup_errors;
     errors.extend(run.errors.lock().drain(..));
     if foreign > 0 {
-        errors.push(format!("{foreign} deliveries with a payload not from this run"));
+        errors.push(format!(
+            "{foreign} deliveries with a payload not from this run"
+        ));
     }
     if bogus_all > 0 {
         errors.push(format!(
