@@ -1,0 +1,817 @@
+//! `sharq_bench`: an MQTT load generator that drives any broker on a loopback address with real
+//! MQTT 3.1.1 clients (rumqttc) and prints one JSON line per run.
+//!
+//! ```text
+//! cargo run --release --example sharq_bench -- shared --port 1883 --publishers 2 --groups 1 \
+//!     --members 4 --qos 1 --payload 64 --messages 200000 --max-secs 10
+//! cargo run --release --example sharq_bench -- fanout --port 1883 --subscribers 4 --qos 0
+//! ```
+//!
+//! Every payload carries a run id, the publisher's index, a sequence number and the send time,
+//! so the receivers can count what was lost and what arrived twice, and measure latency (send
+//! to receipt, both clocks in this process). A run is bounded in messages (`--messages`) and in
+//! time (`--max-secs` for publishing, `--drain-secs` waiting for stragglers) and always ends by
+//! itself; a broker that misbehaves (refuses a connection, drops it, stops acknowledging) is
+//! reported in the JSON line's `errors` rather than aborting the run.
+//!
+//! Scenarios:
+//! - `shared`: P publishers → G groups (`$share/g<k>/<prefix>/#`) × N members each. Each group
+//!   should receive every message exactly once (QoS ≥ 1), spread evenly over its members.
+//! - `fanout`: P publishers → S plain subscribers of `<prefix>/#`; each subscriber should
+//!   receive every message.
+
+use std::net::ToSocketAddrs;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::{Args, Parser, Subcommand};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// Bytes of the header every payload starts with: run id, publisher, sequence, send time.
+const HEADER: usize = 28;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sharq_bench",
+    about = "MQTT load generator for shared subscriptions"
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Publishers → G shared groups × N members.
+    Shared {
+        #[command(flatten)]
+        common: Common,
+        /// Shared groups, each subscribed to every message.
+        #[arg(long, default_value_t = 1)]
+        groups: u32,
+        /// Members per group.
+        #[arg(long, default_value_t = 4)]
+        members: u32,
+    },
+    /// Publishers → S plain subscribers, each receiving every message.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 4)]
+        subscribers: u32,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+struct Common {
+    /// Broker host; must resolve to a loopback address.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    #[arg(long, default_value_t = 1)]
+    publishers: u32,
+    /// QoS of the publishes and of the subscriptions.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// Payload size in bytes (suffix k/K for KiB), at least 28: e.g. 64 or 4k.
+    #[arg(long, default_value = "64", value_parser = parse_size)]
+    payload: usize,
+    /// Messages in total, shared evenly among the publishers.
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    /// Target publish rate in messages/s over all publishers; 0 publishes as fast as the
+    /// client and broker allow.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Publishing stops after this many seconds even if messages remain.
+    #[arg(long, default_value_t = 30.0)]
+    max_secs: f64,
+    /// After publishing, wait at most this long for acknowledgements, and then for deliveries
+    /// while they keep arriving (the wait ends this long after the last one).
+    #[arg(long, default_value_t = 3.0)]
+    drain_secs: f64,
+    /// In-flight window of each client (rumqttc's `inflight`).
+    #[arg(long, default_value_t = 100)]
+    inflight: u16,
+    /// Free text copied into the JSON line (e.g. which broker or config this was).
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, mult) = if let Some(n) = t.strip_suffix("KiB") {
+        (n, 1024)
+    } else if let Some(n) = t.strip_suffix(['k', 'K']) {
+        (n, 1024)
+    } else {
+        (t, 1)
+    };
+    let n: usize = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a size like 64 or 4k, got `{s}`"))?;
+    let n = n * mult;
+    if n < HEADER {
+        return Err(format!("payload must be at least {HEADER} bytes"));
+    }
+    Ok(n)
+}
+
+fn qos_of(q: u8) -> QoS {
+    match q {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+/// Nanoseconds since the process's time base; all timestamps in payloads use it.
+fn now_ns() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// What every client of a run shares.
+struct Run {
+    host: String,
+    port: u16,
+    id: u64,
+    qos: QoS,
+    inflight: u16,
+    payload: usize,
+    /// Deliveries so far, over all receivers.
+    received: AtomicU64,
+    /// Time of the latest delivery (`now_ns`).
+    last_receipt_ns: AtomicU64,
+    /// Errors reported by clients, in the order they happened.
+    errors: parking_lot::Mutex<Vec<String>>,
+}
+
+impl Run {
+    fn prefix(&self) -> String {
+        format!("sharq-bench/{:016x}", self.id)
+    }
+
+    fn options(&self, client_id: String) -> MqttOptions {
+        let mut o = MqttOptions::new(client_id, self.host.clone(), self.port);
+        o.set_keep_alive(Duration::from_secs(60));
+        o.set_clean_session(true);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_inflight(self.inflight.max(1));
+        o
+    }
+
+    fn error(&self, what: String) {
+        self.errors.lock().push(what);
+    }
+}
+
+/// What one receiver saw.
+#[derive(Default)]
+struct Receipts {
+    /// (publisher, sequence) of every valid delivery, duplicates included.
+    seen: Vec<(u32, u64)>,
+    latencies_ns: Vec<u64>,
+    /// Deliveries whose payload was not ours (another run, or corrupt).
+    foreign: u64,
+}
+
+/// Connects, subscribes and records deliveries until `stop`. Signals `ready` once the SUBACK
+/// arrived (or with the error that prevented it).
+async fn receiver(
+    run: Arc<Run>,
+    client_id: String,
+    filter: String,
+    ready: oneshot::Sender<Result<(), String>>,
+    mut stop: watch::Receiver<bool>,
+) -> Receipts {
+    let (client, mut events) = AsyncClient::new(run.options(client_id.clone()), 64);
+    let mut ready = Some(ready);
+    let mut r = Receipts::default();
+    if let Err(e) = client.subscribe(filter.clone(), run.qos).await {
+        if let Some(tx) = ready.take() {
+            let _ = tx.send(Err(format!("{client_id}: subscribe request: {e}")));
+        }
+        return r;
+    }
+    loop {
+        let event = tokio::select! {
+            _ = stop.changed() => break,
+            e = events.poll() => e,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let now = now_ns();
+                match parse(&p.payload, run.id) {
+                    Some((publisher, seq, sent)) => {
+                        r.seen.push((publisher, seq));
+                        r.latencies_ns.push(now.saturating_sub(sent));
+                        run.received.fetch_add(1, Ordering::Relaxed);
+                        run.last_receipt_ns.fetch_max(now, Ordering::Relaxed);
+                    }
+                    None => r.foreign += 1,
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(if refused {
+                        Err(format!("{client_id}: SUBACK refused `{filter}`"))
+                    } else {
+                        Ok(())
+                    });
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let msg = format!("{client_id}: connection error: {e}");
+                match ready.take() {
+                    Some(tx) => {
+                        let _ = tx.send(Err(msg));
+                    }
+                    None => run.error(msg),
+                }
+                return r;
+            }
+        }
+    }
+    goodbye(&client, &mut events).await;
+    r
+}
+
+/// Sends DISCONNECT, giving the event loop a moment to write it.
+async fn goodbye(client: &AsyncClient, events: &mut EventLoop) {
+    if client.try_disconnect().is_ok() {
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            while let Ok(e) = events.poll().await {
+                if matches!(e, Event::Outgoing(Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn parse(payload: &[u8], run_id: u64) -> Option<(u32, u64, u64)> {
+    if payload.len() < HEADER {
+        return None;
+    }
+    let u64_at = |i: usize| u64::from_le_bytes(payload[i..i + 8].try_into().unwrap());
+    if u64_at(0) != run_id {
+        return None;
+    }
+    let publisher = u32::from_le_bytes(payload[8..12].try_into().unwrap());
+    Some((publisher, u64_at(12), u64_at(20)))
+}
+
+/// One publisher's counters, shared between its publishing loop and its event loop.
+#[derive(Default)]
+struct PubState {
+    /// Publishes handed to the client.
+    sent: AtomicU64,
+    /// Publishes completed: written (QoS 0), PUBACK (QoS 1) or PUBCOMP (QoS 2) received.
+    completed: AtomicU64,
+    last_completion_ns: AtomicU64,
+    /// The publishing loop finished (all sent, time cap, or the client died).
+    done: AtomicBool,
+    /// The event loop ended (connection error or stop).
+    dead: AtomicBool,
+}
+
+impl PubState {
+    fn finished(&self) -> bool {
+        self.dead.load(Ordering::Relaxed)
+            || (self.done.load(Ordering::Relaxed)
+                && self.completed.load(Ordering::Relaxed) >= self.sent.load(Ordering::Relaxed))
+    }
+}
+
+async fn publisher_events(
+    run: Arc<Run>,
+    client_id: String,
+    client: AsyncClient,
+    mut events: EventLoop,
+    state: Arc<PubState>,
+    connected: oneshot::Sender<Result<(), String>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connected = Some(connected);
+    let qos = run.qos;
+    loop {
+        let event = tokio::select! {
+            _ = stop.changed() => break,
+            e = events.poll() => e,
+        };
+        let completion = match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                if let Some(tx) = connected.take() {
+                    let _ = tx.send(Ok(()));
+                }
+                false
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(_))) => qos == QoS::AtMostOnce,
+            Ok(Event::Incoming(Packet::PubAck(_))) => qos == QoS::AtLeastOnce,
+            Ok(Event::Incoming(Packet::PubComp(_))) => qos == QoS::ExactlyOnce,
+            Ok(_) => false,
+            Err(e) => {
+                let msg = format!("{client_id}: connection error: {e}");
+                match connected.take() {
+                    Some(tx) => {
+                        let _ = tx.send(Err(msg));
+                    }
+                    None => run.error(msg),
+                }
+                break;
+            }
+        };
+        if completion {
+            state.completed.fetch_add(1, Ordering::Relaxed);
+            state.last_completion_ns.store(now_ns(), Ordering::Relaxed);
+        }
+    }
+    state.dead.store(true, Ordering::Relaxed);
+    if *stop.borrow() {
+        goodbye(&client, &mut events).await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn publish_loop(
+    run: Arc<Run>,
+    client: AsyncClient,
+    index: u32,
+    count: u64,
+    rate_per_publisher: f64,
+    start: Instant,
+    deadline: tokio::time::Instant,
+    state: Arc<PubState>,
+) {
+    let topic = format!("{}/p{index}", run.prefix());
+    for seq in 0..count {
+        if rate_per_publisher > 0.0 {
+            let due = start + Duration::from_secs_f64(seq as f64 / rate_per_publisher);
+            let due = tokio::time::Instant::from_std(due);
+            if due >= deadline {
+                break;
+            }
+            if due > tokio::time::Instant::now() {
+                tokio::time::sleep_until(due).await;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline || state.dead.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut buf = BytesMut::with_capacity(run.payload);
+        buf.put_u64_le(run.id);
+        buf.put_u32_le(index);
+        buf.put_u64_le(seq);
+        buf.put_u64_le(now_ns());
+        buf.resize(run.payload, 0x5a);
+        let payload: Bytes = buf.freeze();
+        match tokio::time::timeout_at(
+            deadline,
+            client.publish_bytes(topic.clone(), run.qos, false, payload),
+        )
+        .await
+        {
+            Ok(Ok(())) => {
+                state.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => {
+                run.error(format!("publisher {index}: publish request failed: {e}"));
+                break;
+            }
+            Err(_) => break, // time cap while the client was backed up
+        }
+    }
+    state.done.store(true, Ordering::Relaxed);
+}
+
+/// A receiver's place in the topology: its group (`None` for fanout) and index in it.
+struct ReceiverSpec {
+    group: Option<u32>,
+    index: u32,
+}
+
+struct Topology {
+    scenario: &'static str,
+    receivers: Vec<ReceiverSpec>,
+    /// Receivers each message should reach once: groups for shared, subscribers for fanout.
+    copies: u64,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> Value {
+    if sorted.is_empty() {
+        return Value::Null;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    let v = sorted[rank.clamp(1, sorted.len()) - 1];
+    json!((v as f64 / 100.0).round() / 10.0) // µs with one decimal
+}
+
+fn jain(counts: &[u64]) -> f64 {
+    let n = counts.len() as f64;
+    let sum: f64 = counts.iter().map(|&c| c as f64).sum();
+    let squares: f64 = counts.iter().map(|&c| (c as f64) * (c as f64)).sum();
+    if squares == 0.0 {
+        0.0
+    } else {
+        sum * sum / (n * squares)
+    }
+}
+
+/// Unique and duplicate deliveries of one receiving unit (a group or a fanout subscriber),
+/// given how many each publisher sent. Sequence numbers past what was sent count as `bogus`.
+fn dedup<'a>(sent: &[u64], seen: impl Iterator<Item = &'a (u32, u64)>) -> (u64, u64, u64) {
+    let mut bits: Vec<Vec<u64>> = sent
+        .iter()
+        .map(|&n| vec![0; n.div_ceil(64) as usize])
+        .collect();
+    let (mut unique, mut dup, mut bogus) = (0, 0, 0);
+    for &(p, s) in seen {
+        let Some(b) = bits.get_mut(p as usize) else {
+            bogus += 1;
+            continue;
+        };
+        if s >= sent[p as usize] {
+            bogus += 1;
+            continue;
+        }
+        let (w, m) = ((s / 64) as usize, 1u64 << (s % 64));
+        if b[w] & m != 0 {
+            dup += 1;
+        } else {
+            b[w] |= m;
+            unique += 1;
+        }
+    }
+    (unique, dup, bogus)
+}
+
+async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value {
+    let mut out = json!({
+        "scenario": topology.scenario,
+        "label": common.label,
+        "broker": format!("{}:{}", common.host, common.port),
+        "qos": common.qos,
+        "payload_bytes": common.payload,
+        "publishers": common.publishers,
+        "messages_target": common.messages,
+        "rate_target": common.rate,
+    });
+    merge(&mut out, extra);
+
+    // Loopback only: this tool floods whatever it is pointed at.
+    let loopback = (common.host.as_str(), common.port)
+        .to_socket_addrs()
+        .map(|mut addrs| addrs.all(|a| a.ip().is_loopback()))
+        .unwrap_or(false);
+    if !loopback {
+        out["errors"] = json!([format!(
+            "{} does not resolve to loopback addresses only; refusing to run",
+            common.host
+        )]);
+        return out;
+    }
+    if common.publishers == 0 || topology.receivers.is_empty() {
+        out["errors"] = json!(["need at least one publisher and one receiver"]);
+        return out;
+    }
+
+    let run = Arc::new(Run {
+        host: common.host.clone(),
+        port: common.port,
+        id: rand::random::<u64>(),
+        qos: qos_of(common.qos),
+        inflight: common.inflight,
+        payload: common.payload,
+        received: AtomicU64::new(0),
+        last_receipt_ns: AtomicU64::new(0),
+        errors: parking_lot::Mutex::new(Vec::new()),
+    });
+    let prefix = run.prefix();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let setup_timeout = Duration::from_secs(10);
+
+    // Receivers first, each confirmed by its SUBACK.
+    let mut receivers: Vec<(ReceiverSpec, JoinHandle<Receipts>)> = Vec::new();
+    let mut setup_errors = Vec::new();
+    for spec in topology.receivers {
+        let (client_id, filter) = match spec.group {
+            Some(g) => (
+                format!("sb-{:08x}-g{g}-m{}", run.id as u32, spec.index),
+                format!("$share/g{g}/{prefix}/#"),
+            ),
+            None => (
+                format!("sb-{:08x}-s{}", run.id as u32, spec.index),
+                format!("{prefix}/#"),
+            ),
+        };
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(receiver(
+            run.clone(),
+            client_id.clone(),
+            filter,
+            tx,
+            stop_rx.clone(),
+        ));
+        match tokio::time::timeout(setup_timeout, rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => setup_errors.push(e),
+            _ => setup_errors.push(format!("{client_id}: no SUBACK within {setup_timeout:?}")),
+        }
+        receivers.push((spec, task));
+    }
+
+    // Publishers, each confirmed by its CONNACK.
+    let per_publisher = common.messages / common.publishers as u64;
+    let remainder = common.messages % common.publishers as u64;
+    let mut publishers = Vec::new();
+    for i in 0..common.publishers {
+        let client_id = format!("sb-{:08x}-p{i}", run.id as u32);
+        let (client, events) = AsyncClient::new(run.options(client_id.clone()), 1024);
+        let state = Arc::new(PubState::default());
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(publisher_events(
+            run.clone(),
+            client_id.clone(),
+            client.clone(),
+            events,
+            state.clone(),
+            tx,
+            stop_rx.clone(),
+        ));
+        match tokio::time::timeout(setup_timeout, rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => setup_errors.push(e),
+            _ => setup_errors.push(format!("{client_id}: no CONNACK within {setup_timeout:?}")),
+        }
+        let count = per_publisher + u64::from((i as u64) < remainder);
+        publishers.push((client, state, task, count));
+    }
+
+    let mut published_secs = 0.0;
+    let start_ns;
+    let mut sent: Vec<u64> = vec![0; publishers.len()];
+    if setup_errors.is_empty() {
+        // Publish.
+        start_ns = now_ns();
+        let start = Instant::now();
+        let deadline =
+            tokio::time::Instant::from_std(start + Duration::from_secs_f64(common.max_secs));
+        let rate_per_publisher = common.rate as f64 / common.publishers as f64;
+        let mut loops = Vec::new();
+        for (i, (client, state, _, count)) in publishers.iter().enumerate() {
+            loops.push(tokio::spawn(publish_loop(
+                run.clone(),
+                client.clone(),
+                i as u32,
+                *count,
+                rate_per_publisher,
+                start,
+                deadline,
+                state.clone(),
+            )));
+        }
+        for l in loops {
+            let _ = l.await;
+        }
+        // Wait for the acknowledgements of what was sent.
+        let ack_deadline = Instant::now() + Duration::from_secs_f64(common.drain_secs);
+        while !publishers.iter().all(|(_, s, _, _)| s.finished()) && Instant::now() < ack_deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        for (i, (_, s, _, _)) in publishers.iter().enumerate() {
+            sent[i] = s.sent.load(Ordering::Relaxed);
+            let completed = s.completed.load(Ordering::Relaxed);
+            if completed < sent[i] {
+                run.error(format!(
+                    "publisher {i}: {} of {} publishes not acknowledged",
+                    sent[i] - completed,
+                    sent[i]
+                ));
+            }
+        }
+        let last = publishers
+            .iter()
+            .map(|(_, s, _, _)| s.last_completion_ns.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(start_ns);
+        published_secs = secs(last.saturating_sub(start_ns));
+
+        // Wait for deliveries while they keep coming.
+        let expected = sent.iter().sum::<u64>() * topology.copies;
+        let mut last_count = run.received.load(Ordering::Relaxed);
+        let mut last_progress = Instant::now();
+        let idle = Duration::from_secs_f64(common.drain_secs);
+        loop {
+            let n = run.received.load(Ordering::Relaxed);
+            if n >= expected {
+                break;
+            }
+            if n != last_count {
+                last_count = n;
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() >= idle {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    } else {
+        start_ns = now_ns();
+    }
+
+    // Stop everyone and collect.
+    let _ = stop_tx.send(true);
+    for (_, _, task, _) in publishers {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
+    let mut results: Vec<(ReceiverSpec, Receipts)> = Vec::new();
+    for (spec, task) in receivers {
+        match tokio::time::timeout(Duration::from_secs(2), task).await {
+            Ok(Ok(r)) => results.push((spec, r)),
+            _ => setup_errors.push(format!("receiver {} did not stop", spec.index)),
+        }
+    }
+
+    // Statistics.
+    let total_sent: u64 = sent.iter().sum();
+    let delivered: u64 = results.iter().map(|(_, r)| r.seen.len() as u64).sum();
+    let foreign: u64 = results.iter().map(|(_, r)| r.foreign).sum();
+    let last_receipt = run.last_receipt_ns.load(Ordering::Relaxed);
+    let delivered_secs = secs(last_receipt.saturating_sub(start_ns));
+    let mut units: Vec<Value> = Vec::new();
+    let (mut unique_all, mut dup_all, mut bogus_all, mut lost_all) = (0, 0, 0, 0);
+    let mut jains = Vec::new();
+    if topology.scenario == "shared" {
+        let groups: std::collections::BTreeSet<u32> =
+            results.iter().filter_map(|(s, _)| s.group).collect();
+        for g in groups {
+            let members: Vec<&Receipts> = results
+                .iter()
+                .filter(|(s, _)| s.group == Some(g))
+                .map(|(_, r)| r)
+                .collect();
+            let counts: Vec<u64> = members.iter().map(|r| r.seen.len() as u64).collect();
+            let (unique, dup, bogus) = dedup(&sent, members.iter().flat_map(|r| r.seen.iter()));
+            let lost = total_sent - unique;
+            let j = jain(&counts);
+            jains.push(j);
+            (unique_all, dup_all, bogus_all, lost_all) = (
+                unique_all + unique,
+                dup_all + dup,
+                bogus_all + bogus,
+                lost_all + lost,
+            );
+            units.push(json!({
+                "group": format!("g{g}"), "per_member": counts, "jain": round3(j),
+                "unique": unique, "lost": lost, "duplicates": dup,
+            }));
+        }
+    } else {
+        let counts: Vec<u64> = results.iter().map(|(_, r)| r.seen.len() as u64).collect();
+        for (_, r) in &results {
+            let (unique, dup, bogus) = dedup(&sent, r.seen.iter());
+            (unique_all, dup_all, bogus_all, lost_all) = (
+                unique_all + unique,
+                dup_all + dup,
+                bogus_all + bogus,
+                lost_all + (total_sent - unique),
+            );
+        }
+        jains.push(jain(&counts));
+        units.push(json!({ "per_subscriber": counts, "jain": round3(jain(&counts)) }));
+    }
+    let mut latencies: Vec<u64> = results
+        .iter()
+        .flat_map(|(_, r)| r.latencies_ns.iter().copied())
+        .collect();
+    latencies.sort_unstable();
+
+    let mut errors = setup_errors;
+    errors.extend(run.errors.lock().drain(..));
+    if foreign > 0 {
+        errors.push(format!(
+            "{foreign} deliveries with a payload not from this run"
+        ));
+    }
+    if bogus_all > 0 {
+        errors.push(format!(
+            "{bogus_all} deliveries with a sequence number never sent"
+        ));
+    }
+    let rate = |n: u64, s: f64| if s > 0.0 { (n as f64 / s).round() } else { 0.0 };
+    merge(
+        &mut out,
+        json!({
+            "published": total_sent,
+            "publish_secs": round3(published_secs),
+            "publish_rate": rate(total_sent, published_secs),
+            "expected": total_sent * topology.copies,
+            "delivered": delivered,
+            "unique": unique_all,
+            "lost": lost_all,
+            "duplicates": dup_all,
+            "delivered_secs": round3(delivered_secs),
+            "delivered_rate": rate(delivered, delivered_secs),
+            "jain_min": jains.iter().copied().reduce(f64::min).map(round3),
+            "units": units,
+            "latency_us": {
+                "samples": latencies.len(),
+                "p50": percentile(&latencies, 50.0),
+                "p90": percentile(&latencies, 90.0),
+                "p99": percentile(&latencies, 99.0),
+                "p99.9": percentile(&latencies, 99.9),
+                "max": percentile(&latencies, 100.0),
+            },
+            "errors": errors,
+        }),
+    );
+    out
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Value::Object(a), Value::Object(b)) = (into, from) {
+        a.extend(b);
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    now_ns(); // fix the time base
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the tokio runtime");
+    let (common, topology, extra) = match cli.scenario {
+        Scenario::Shared {
+            common,
+            groups,
+            members,
+        } => {
+            let receivers = (0..groups)
+                .flat_map(|g| {
+                    (0..members).map(move |m| ReceiverSpec {
+                        group: Some(g),
+                        index: m,
+                    })
+                })
+                .collect();
+            (
+                common,
+                Topology {
+                    scenario: "shared",
+                    receivers,
+                    copies: groups as u64,
+                },
+                json!({ "groups": groups, "members": members }),
+            )
+        }
+        Scenario::Fanout {
+            common,
+            subscribers,
+        } => (
+            common,
+            Topology {
+                scenario: "fanout",
+                receivers: (0..subscribers)
+                    .map(|i| ReceiverSpec {
+                        group: None,
+                        index: i,
+                    })
+                    .collect(),
+                copies: subscribers as u64,
+            },
+            json!({ "subscribers": subscribers }),
+        ),
+    };
+    let out = runtime.block_on(run_scenario(common, topology, extra));
+    let failed = out["errors"].as_array().is_some_and(|e| !e.is_empty());
+    println!("{out}");
+    // Don't wait for stragglers (a client stuck on a broker that stopped answering).
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    if failed {
+        std::process::ExitCode::from(1)
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
