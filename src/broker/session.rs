@@ -7,11 +7,12 @@
 //! out while holding its own lock.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytestring::ByteString;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{oneshot, Notify};
 
 use crate::codec;
@@ -124,7 +125,46 @@ pub enum AckOutcome {
 pub struct Session {
     pub id: SessionId,
     pub client_id: ByteString,
+    /// Messages in flight plus queued, mirrored from `state` whenever its lock is released, so
+    /// shared groups can read every member's load for each message without taking N locks.
+    busy: AtomicU32,
+    /// The attached connection's in-flight window, mirrored likewise; 0 while offline.
+    window: AtomicU32,
     state: Mutex<SessionState>,
+}
+
+/// The session's lock. Releasing it refreshes the lock-free load mirrors, so every path that
+/// changes the queue, the in-flight set or the connection keeps them right without remembering to.
+struct StateGuard<'a> {
+    session: &'a Session,
+    state: MutexGuard<'a, SessionState>,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = SessionState;
+
+    fn deref(&self) -> &SessionState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut SessionState {
+        &mut self.state
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        let busy = self.state.inflight.len() + self.state.queue.len();
+        let window = self.state.link.as_ref().map_or(0, |l| l.window);
+        self.session
+            .busy
+            .store(u32::try_from(busy).unwrap_or(u32::MAX), Ordering::Relaxed);
+        self.session
+            .window
+            .store(u32::try_from(window).unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -155,6 +195,8 @@ impl Session {
         Session {
             id,
             client_id,
+            busy: AtomicU32::new(0),
+            window: AtomicU32::new(0),
             state: Mutex::new(SessionState {
                 expiry_interval,
                 next_packet_id: 1,
@@ -163,11 +205,18 @@ impl Session {
         }
     }
 
+    fn lock(&self) -> StateGuard<'_> {
+        StateGuard {
+            session: self,
+            state: self.state.lock(),
+        }
+    }
+
     /// Detaches the connection currently attached, if any, telling it to go away with
     /// `kick_reason`. Returns its unfinished shared copies and its will. Called before a new
     /// connection attaches, so the copies go to other members while this one is offline.
     pub fn take_over(&self, kick_reason: ReasonCode) -> TakenOver {
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         let mut taken = TakenOver::default();
         if let Some(mut old) = state.link.take() {
             if let Some(kick) = old.kick.take() {
@@ -191,7 +240,7 @@ impl Session {
         expiry_interval: u32,
     ) -> Attached {
         let taken = self.take_over(ReasonCode::SESSION_TAKEN_OVER);
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         state.generation += 1;
         let generation = state.generation;
         let notify = Arc::new(Notify::new());
@@ -220,7 +269,7 @@ impl Session {
     /// shared-subscription copies to hand back to their groups, or `None` if a newer connection
     /// already took over (that connection owns the session now).
     pub fn detach(&self, generation: u64) -> Option<Vec<Delivery>> {
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         match &state.link {
             Some(link) if link.generation == generation => {}
             _ => return None,
@@ -232,47 +281,39 @@ impl Session {
     }
 
     pub fn is_online(&self) -> bool {
-        self.state.lock().link.is_some()
+        self.lock().link.is_some()
     }
 
     /// True while `generation` is the attached connection and the session has not ended.
     pub fn is_current(&self, generation: u64) -> bool {
-        let state = self.state.lock();
+        let state = self.lock();
         !state.ended && state.generation == generation && state.link.is_some()
     }
 
     pub fn generation(&self) -> u64 {
-        self.state.lock().generation
+        self.lock().generation
     }
 
     /// True if an online member could be handed another shared message without waiting:
-    /// connected, and its in-flight window plus queue has room.
+    /// connected, and its in-flight window plus queue has room. Lock-free.
     pub fn has_capacity(&self) -> bool {
-        let state = self.state.lock();
-        match &state.link {
-            Some(link) => state.inflight.len() + state.queue.len() < link.window,
-            None => false,
-        }
+        self.member_load().has_room()
     }
 
     /// Connection state and load for strategies: messages in flight plus queued, against the
-    /// in-flight window.
+    /// in-flight window. Lock-free: read from the mirrors the lock keeps up to date.
     pub fn member_load(&self) -> crate::strategy::MemberLoad {
-        let state = self.state.lock();
-        let busy = state.inflight.len() + state.queue.len();
+        let capacity = self.window.load(Ordering::Relaxed);
         crate::strategy::MemberLoad {
-            inflight: u32::try_from(busy).unwrap_or(u32::MAX),
-            capacity: state
-                .link
-                .as_ref()
-                .map_or(0, |l| u32::try_from(l.window).unwrap_or(u32::MAX)),
-            online: state.link.is_some(),
+            inflight: self.busy.load(Ordering::Relaxed),
+            capacity,
+            online: capacity > 0,
         }
     }
 
     /// Queues a delivery and wakes the attached connection, if any.
     pub fn enqueue(&self, delivery: Delivery, limits: QueueLimits) -> Enqueued {
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         if state.ended {
             return Enqueued::Refused;
         }
@@ -318,7 +359,7 @@ impl Session {
         dropped: &mut usize,
         max_packets: usize,
     ) {
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         let (window, max_packet_size, version) = match &state.link {
             Some(link) if link.generation == generation => {
                 (link.window, link.max_packet_size, link.version)
@@ -380,7 +421,7 @@ impl Session {
         reason: ReasonCode,
         pubrec: bool,
     ) -> AckOutcome {
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         let Some(entry) = state.inflight.get_mut(&packet_id) else {
             return AckOutcome::UnknownPacketId;
         };
@@ -403,7 +444,7 @@ impl Session {
     }
 
     pub fn complete_publish(&self, packet_id: u16) -> AckOutcome {
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         match state.inflight.get(&packet_id) {
             Some(entry) if entry.stage == OutboundStage::Released => {
                 state.inflight.remove(&packet_id);
@@ -416,20 +457,20 @@ impl Session {
     /// Records an inbound QoS 2 PUBLISH; false if `packet_id` was already pending (a resend
     /// the broker must acknowledge again without routing it twice).
     pub fn begin_incoming_qos2(&self, packet_id: u16) -> bool {
-        self.state.lock().incoming_qos2.insert(packet_id)
+        self.lock().incoming_qos2.insert(packet_id)
     }
 
     pub fn incoming_qos2_pending(&self) -> usize {
-        self.state.lock().incoming_qos2.len()
+        self.lock().incoming_qos2.len()
     }
 
     pub fn is_incoming_qos2_pending(&self, packet_id: u16) -> bool {
-        self.state.lock().incoming_qos2.contains(&packet_id)
+        self.lock().incoming_qos2.contains(&packet_id)
     }
 
     /// Handles PUBREL: true if `packet_id` was pending.
     pub fn release_incoming_qos2(&self, packet_id: u16) -> bool {
-        self.state.lock().incoming_qos2.remove(&packet_id)
+        self.lock().incoming_qos2.remove(&packet_id)
     }
 
     /// Stores a subscription; returns the previous one for the same filter, if any.
@@ -438,31 +479,31 @@ impl Session {
         filter: ByteString,
         sub: StoredSubscription,
     ) -> Option<StoredSubscription> {
-        self.state.lock().subscriptions.insert(filter, sub)
+        self.lock().subscriptions.insert(filter, sub)
     }
 
     pub fn remove_subscription(&self, filter: &str) -> Option<StoredSubscription> {
-        self.state.lock().subscriptions.remove(filter)
+        self.lock().subscriptions.remove(filter)
     }
 
     pub fn subscription_count(&self) -> usize {
-        self.state.lock().subscriptions.len()
+        self.lock().subscriptions.len()
     }
 
     pub fn join_group(&self, group: Arc<SharedGroup>) {
         let key = Arc::as_ptr(&group) as usize;
-        self.state.lock().groups.insert(key, group);
+        self.lock().groups.insert(key, group);
     }
 
     pub fn leave_group(&self, group: &Arc<SharedGroup>) {
         let key = Arc::as_ptr(group) as usize;
-        self.state.lock().groups.remove(&key);
+        self.lock().groups.remove(&key);
     }
 
     /// The groups this session belongs to that have messages waiting; empty (and allocation
     /// free) in the common case.
     pub fn groups_with_backlog(&self) -> Vec<Arc<SharedGroup>> {
-        let state = self.state.lock();
+        let state = self.lock();
         state
             .groups
             .values()
@@ -472,24 +513,24 @@ impl Session {
     }
 
     pub fn expiry_interval(&self) -> u32 {
-        self.state.lock().expiry_interval
+        self.lock().expiry_interval
     }
 
     pub fn set_expiry_interval(&self, secs: u32) {
-        self.state.lock().expiry_interval = secs;
+        self.lock().expiry_interval = secs;
     }
 
     /// Takes the will, e.g. because the connection ended abnormally, or drops it on a normal
     /// DISCONNECT.
     pub fn take_will(&self) -> Option<LastWill> {
-        self.state.lock().will.take()
+        self.lock().will.take()
     }
 
     /// Marks the session ended and returns everything it held: its subscriptions (to remove
     /// from the router) and the shared copies still queued or in flight at QoS 1 (QoS 2 copies
     /// are dropped: they must never go to another member [MQTT-4.8.2-5]).
     pub fn end(&self) -> EndedSession {
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         state.ended = true;
         state.link = None;
         let mut redispatch = Vec::new();
@@ -507,7 +548,7 @@ impl Session {
 
     /// Tells the attached connection, if any, to close with `reason`.
     pub fn kick(&self, reason: ReasonCode) {
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         if let Some(kick) = state.link.as_mut().and_then(|l| l.kick.take()) {
             let _ = kick.send(reason);
         }
@@ -515,7 +556,7 @@ impl Session {
 
     /// The durable part of the session, for the session store.
     pub fn record(&self) -> super::store::SessionRecord {
-        let state = self.state.lock();
+        let state = self.lock();
         super::store::SessionRecord {
             client_id: self.client_id.to_string(),
             expiry_interval: state.expiry_interval,
@@ -528,16 +569,16 @@ impl Session {
     }
 
     pub fn is_ended(&self) -> bool {
-        self.state.lock().ended
+        self.lock().ended
     }
 
     /// Queued message count, for statistics and tests.
     pub fn queued(&self) -> usize {
-        self.state.lock().queue.len()
+        self.lock().queue.len()
     }
 
     pub fn inflight(&self) -> usize {
-        self.state.lock().inflight.len()
+        self.lock().inflight.len()
     }
 }
 

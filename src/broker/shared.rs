@@ -320,19 +320,15 @@ impl SharedGroup {
         message: &Arc<Message>,
         limits: GroupLimits,
     ) -> Option<bool> {
-        let mut ids = Vec::with_capacity(state.members.len());
-        let mut online = Vec::with_capacity(state.members.len());
-        let mut room = Vec::with_capacity(state.members.len());
+        let mut anyone_has_room = false;
         for member in &state.members {
             let load = member.session.member_load();
+            anyone_has_room |= load.has_room();
             state
                 .dispatcher
                 .update_load(member.info.id, load, &self.strategy_counters);
-            ids.push(member.info.id);
-            online.push(load.online);
-            room.push(load.has_room());
         }
-        if !room.iter().any(|r| *r) {
+        if !anyone_has_room {
             // Nobody can take it now: it waits in the group queue.
             return Some(false);
         }
@@ -350,13 +346,19 @@ impl SharedGroup {
             qos: message.qos as u8,
             retain: message.retain,
         };
+        let members = &state.members;
         let choice = state
             .dispatcher
-            .choose(&ids, &online, &view, &self.strategy_counters);
+            .choose(&view, &self.strategy_counters, |id| {
+                members
+                    .iter()
+                    .position(|m| m.info.id == id)
+                    .map(|index| (index, members[index].session.member_load().online))
+            });
         let Choice::Member(index) = choice else {
             return None;
         };
-        if !room[index] {
+        if !state.members[index].session.has_capacity() {
             // The chosen member is online but its window is full: honouring the choice would
             // let one slow member stall its keys, so the message spills to a member with room.
             self.strategy_counters

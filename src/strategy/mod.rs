@@ -58,10 +58,18 @@ impl MemberLoad {
         self.online && self.inflight < self.capacity
     }
 
-    /// The part of the state strategies are told about: online, and full or not. Pushing only
-    /// when this changes keeps `member-load` off the per-message path.
-    fn signature(self) -> (bool, bool) {
-        (self.online, self.inflight >= self.capacity)
+    /// The part of the state strategies are told about: online, and full or not, given what was
+    /// told last. A member becomes full when its window is; it has room again only once a
+    /// quarter of the window is free. Without that hysteresis a busy member flips on nearly
+    /// every acknowledgement and `member-load` would cost as much as `select`.
+    fn signature(self, previous: Option<(bool, bool)>) -> (bool, bool) {
+        let full = match previous {
+            Some((_, true)) => {
+                self.inflight > self.capacity.saturating_sub((self.capacity / 4).max(1))
+            }
+            _ => self.inflight >= self.capacity,
+        };
+        (self.online, full)
     }
 }
 
@@ -250,8 +258,9 @@ impl Dispatcher {
         let Some(instance) = self.instance.as_mut() else {
             return;
         };
-        let signature = load.signature();
-        if self.pushed.get(&id) == Some(&signature) {
+        let previous = self.pushed.get(&id).copied();
+        let signature = load.signature(previous);
+        if previous == Some(signature) {
             return;
         }
         self.pushed.insert(id, signature);
@@ -260,21 +269,20 @@ impl Dispatcher {
         }
     }
 
-    /// Asks the strategy for a member among `members` (ids, in the group's order). `online`
-    /// says which may receive now.
+    /// Asks the strategy for a member. `locate` maps a member id to its index in the group and
+    /// whether it is online; an answer it cannot locate as online is invalid.
     pub fn choose(
         &mut self,
-        members: &[u64],
-        online: &[bool],
         message: &MessageView<'_>,
         counters: &StrategyCounters,
+        locate: impl Fn(u64) -> Option<(usize, bool)>,
     ) -> Choice {
         let Some(instance) = self.instance.as_mut() else {
             return Choice::Fallback;
         };
         match instance.select(message) {
-            Ok(Some(id)) => match members.iter().position(|m| *m == id) {
-                Some(index) if online[index] => {
+            Ok(Some(id)) => match locate(id) {
+                Some((index, true)) => {
                     self.consecutive_failures = 0;
                     counters.selections.fetch_add(1, Ordering::Relaxed);
                     Choice::Member(index)
@@ -349,5 +357,37 @@ impl Dispatcher {
 
     pub fn is_pinned(&self) -> bool {
         self.pinned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemberLoad;
+
+    fn load(inflight: u32, capacity: u32) -> MemberLoad {
+        MemberLoad {
+            inflight,
+            capacity,
+            online: true,
+        }
+    }
+
+    #[test]
+    fn full_until_a_quarter_of_the_window_is_free() {
+        assert_eq!(load(7, 8).signature(None), (true, false));
+        assert_eq!(load(8, 8).signature(None), (true, true));
+        // Once full, it stays full while more than 6 of 8 are busy.
+        assert_eq!(load(7, 8).signature(Some((true, true))), (true, true));
+        assert_eq!(load(6, 8).signature(Some((true, true))), (true, false));
+        // Room again does not flip back to full before the window is really full.
+        assert_eq!(load(7, 8).signature(Some((true, false))), (true, false));
+    }
+
+    #[test]
+    fn tiny_windows_still_report_room_when_empty() {
+        assert_eq!(load(1, 1).signature(Some((true, true))), (true, true));
+        assert_eq!(load(0, 1).signature(Some((true, true))), (true, false));
+        let offline = MemberLoad::default();
+        assert_eq!(offline.signature(None), (false, true));
     }
 }
