@@ -5,66 +5,19 @@
 //! duplicated, the last strategy's distribution shows, and a broken plugin file leaves the old
 //! strategy in place with one error line naming the file and the cause.
 
+mod common;
 mod shared_support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use shared_support::*;
 use sharq::packet::{Packet, QoS};
-
-/// The binary under test, copied once per run: another worktree's build may overwrite
-/// `target/debug/sharq` while these tests run.
-fn sharq_binary() -> &'static Path {
-    static COPY: OnceLock<PathBuf> = OnceLock::new();
-    COPY.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("sharq-bin-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        let copy = dir.join("sharq");
-        std::fs::copy(env!("CARGO_BIN_EXE_sharq"), &copy).unwrap();
-        copy
-    })
-}
-
-/// A built-in strategy's component, as build.rs left it in the target dir.
-fn builtin_wasm(name: &str) -> PathBuf {
-    let target = Path::new(env!("CARGO_BIN_EXE_sharq"))
-        .parent()
-        .and_then(Path::parent)
-        .unwrap();
-    let path = target
-        .join("plugins/wasm32-wasip2/release")
-        .join(format!("sharq_plugin_{name}.wasm"));
-    assert!(path.is_file(), "{} missing", path.display());
-    path
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.next() == Some('[') {
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// `sharq --config FILE` as a child process, its log collected line by line.
 struct Process {
@@ -75,7 +28,7 @@ struct Process {
 
 impl Process {
     async fn spawn(config: &Path) -> Process {
-        let mut child = Command::new(sharq_binary())
+        let mut child = Command::new(common::sharq_binary_copy())
             .arg("--config")
             .arg(config)
             .env("NO_COLOR", "1")
@@ -94,7 +47,7 @@ impl Process {
             std::thread::spawn(move || {
                 for line in BufReader::new(reader).lines() {
                     let Ok(line) = line else { break };
-                    log.lock().push(strip_ansi(&line));
+                    log.lock().push(common::strip_ansi(&line));
                 }
             });
         }
@@ -215,7 +168,7 @@ async fn strategy_swaps_under_load_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sharq.toml");
     let plugin = dir.path().join("strategy.wasm");
-    std::fs::copy(builtin_wasm("round_robin"), &plugin).unwrap();
+    std::fs::copy(common::builtin_wasm("round_robin"), &plugin).unwrap();
     std::fs::write(&config, config_text("strategy = \"round_robin\"")).unwrap();
     let broker = Process::spawn(&config).await;
     let pid = broker.child.id();
@@ -269,7 +222,7 @@ async fn strategy_swaps_under_load_lose_nothing() {
 
     // 3. `sharq reload --pid`, to a plugin file (round_robin's component).
     std::fs::write(&config, config_text("plugin = \"strategy.wasm\"")).unwrap();
-    let reload = Command::new(sharq_binary())
+    let reload = Command::new(common::sharq_binary_copy())
         .args(["reload", "--pid", &pid.to_string()])
         .output()
         .unwrap();
@@ -287,7 +240,10 @@ async fn strategy_swaps_under_load_lose_nothing() {
 
     // 4. The plugin file is replaced (failover's component) by write + rename.
     let swaps_before = broker.count(swapped);
-    replace_file(&plugin, &std::fs::read(builtin_wasm("failover")).unwrap());
+    replace_file(
+        &plugin,
+        &std::fs::read(common::builtin_wasm("failover")).unwrap(),
+    );
     broker
         .wait_lines("swap on plugin file replacement", swaps_before + 1, swapped)
         .await;

@@ -1,40 +1,12 @@
 //! `sharq plugin check`: on a built-in component it prints the distribution over the simulated
 //! members and exits 0; on a broken or missing file it exits non-zero with a clear message.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::{Command, Output};
-use std::sync::OnceLock;
-
-/// The binary under test, copied once per run: another worktree's build may overwrite
-/// `target/debug/sharq` while these tests run.
-fn sharq_binary() -> &'static Path {
-    static COPY: OnceLock<PathBuf> = OnceLock::new();
-    COPY.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("sharq-bin-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        let copy = dir.join("sharq");
-        std::fs::copy(env!("CARGO_BIN_EXE_sharq"), &copy).unwrap();
-        copy
-    })
-}
-
-fn builtin_wasm(name: &str) -> PathBuf {
-    let target = Path::new(env!("CARGO_BIN_EXE_sharq"))
-        .parent()
-        .and_then(Path::parent)
-        .unwrap();
-    let path = target
-        .join("plugins/wasm32-wasip2/release")
-        .join(format!("sharq_plugin_{name}.wasm"));
-    assert!(path.is_file(), "{} missing", path.display());
-    path
-}
 
 fn check(args: &[&str]) -> (Output, String, String) {
-    let output = Command::new(sharq_binary())
+    let output = Command::new(common::sharq_binary_copy())
         .args(["plugin", "check"])
         .args(args)
         .env("NO_COLOR", "1")
@@ -56,7 +28,7 @@ fn distribution(stdout: &str) -> Vec<u64> {
 
 #[test]
 fn round_robin_prints_an_even_distribution() {
-    let wasm = builtin_wasm("round_robin");
+    let wasm = common::builtin_wasm("round_robin");
     let (output, stdout, stderr) = check(&[
         wasm.to_str().unwrap(),
         "--members",
@@ -85,7 +57,7 @@ fn round_robin_prints_an_even_distribution() {
 
 #[test]
 fn hash_topic_levels_check_takes_params() {
-    let wasm = builtin_wasm("hash_topic_levels");
+    let wasm = common::builtin_wasm("hash_topic_levels");
     let (output, stdout, stderr) = check(&[
         wasm.to_str().unwrap(),
         "--messages",

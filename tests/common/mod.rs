@@ -113,6 +113,35 @@ pub fn sharq_binary() -> &'static str {
     env!("CARGO_BIN_EXE_sharq")
 }
 
+/// A private copy of the binary under test, made once per test binary: several worktrees
+/// sharing one target directory can overwrite `target/debug/sharq` while tests run.
+pub fn sharq_binary_copy() -> &'static std::path::Path {
+    static COPY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("sharq-bin-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let copy = dir.join("sharq");
+        std::fs::copy(sharq_binary(), &copy).unwrap();
+        copy
+    })
+}
+
+/// A built-in strategy's component, as build.rs left it in the target dir.
+pub fn builtin_wasm(name: &str) -> std::path::PathBuf {
+    let target = std::path::Path::new(sharq_binary())
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap();
+    let path = target
+        .join("plugins/wasm32-wasip2/release")
+        .join(format!("sharq_plugin_{name}.wasm"));
+    assert!(path.is_file(), "{} missing", path.display());
+    path
+}
+
 /// Writes `toml` to a temp file and runs `sharq --config FILE`, collecting its output.
 /// Returns the child, the output collector and the temp dir (keep it alive).
 pub fn spawn_sharq_raw(
