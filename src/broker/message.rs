@@ -60,7 +60,7 @@ impl Message {
     }
 
     /// Whole seconds left before expiry (rounded up so a live message never reads 0), `None` if
-    /// the message never expires, `Some(None)`-like `Err(())` if it has expired.
+    /// the message never expires, `Err(Expired)` once it has expired.
     pub fn remaining_expiry(&self, now: Instant) -> Result<Option<u32>, Expired> {
         match self.expires_at {
             None => Ok(None),

@@ -639,15 +639,12 @@ impl SessionState {
         for (id, entry) in entries {
             match entry.stage {
                 OutboundStage::Published => {
-                    if let Ok(publish) = build_publish(&entry.delivery, Some(*id), true, now) {
-                        packets.push(Packet::Publish(publish));
-                    } else {
-                        // Expired while in flight: resend anyway with no expiry left would
-                        // break the promise, so it is resent without the property.
-                        let mut publish = build_publish_unchecked(&entry.delivery, Some(*id), true);
-                        publish.properties.message_expiry_interval = None;
-                        packets.push(Packet::Publish(publish));
-                    }
+                    // A message already in flight is finished even if it expired meanwhile (the
+                    // client may hold the first copy); it then goes without an expiry property.
+                    let mut publish = build_publish_unchecked(&entry.delivery, Some(*id), true);
+                    publish.properties.message_expiry_interval =
+                        entry.delivery.message.remaining_expiry(now).unwrap_or(None);
+                    packets.push(Packet::Publish(publish));
                 }
                 OutboundStage::Released => packets.push(Packet::PubRel(Ack::new(*id))),
             }
