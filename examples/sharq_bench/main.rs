@@ -32,6 +32,9 @@ use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+mod idle;
+mod subchurn;
+
 /// Bytes of the header every payload starts with: run id, publisher, sequence, send time.
 const HEADER: usize = 28;
 
@@ -57,6 +60,8 @@ enum Scenario {
         /// Members per group.
         #[arg(long, default_value_t = 4)]
         members: u32,
+        #[command(flatten)]
+        churn: ChurnArgs,
     },
     /// Publishers → S plain subscribers, each receiving every message.
     Fanout {
@@ -65,6 +70,26 @@ enum Scenario {
         #[arg(long, default_value_t = 4)]
         subscribers: u32,
     },
+    /// Many idle connections: the broker's resident memory per connection.
+    Idle(idle::IdleArgs),
+    /// Shared subscribes and unsubscribes per second.
+    SubChurn(subchurn::SubChurnArgs),
+}
+
+/// Member churn in the `shared` scenario.
+#[derive(Debug, Args, Clone)]
+struct ChurnArgs {
+    /// Outages while publishing, one member at a time (member i mod N of every group), spread
+    /// evenly over the publishing time; needs a fixed `--rate` so that time is known.
+    #[arg(long, default_value_t = 0)]
+    churn: u32,
+    /// How long a churning member stays away, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    churn_down_secs: f64,
+    /// Members use persistent sessions (clean session = 0) instead of clean ones, so a member
+    /// that returns resumes its session.
+    #[arg(long)]
+    persistent_members: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -183,32 +208,100 @@ struct Receipts {
     /// (publisher, sequence) of every valid delivery, duplicates included.
     seen: Vec<(u32, u64)>,
     latencies_ns: Vec<u64>,
+    /// Receipt time (`now_ns`) of every valid delivery, in the order of `seen`.
+    received_ns: Vec<u64>,
     /// Deliveries whose payload was not ours (another run, or corrupt).
     foreign: u64,
+    /// Churn: (connection dropped, SUBACK again) times (`now_ns`) of each outage.
+    outages: Vec<(u64, u64)>,
+}
+
+/// When a churning member drops its connection and comes back, relative to the publish start.
+#[derive(Clone, Copy, Debug)]
+struct Outage {
+    drop_at: Duration,
+    back_at: Duration,
+}
+
+/// What a receiver does next, decided outside `select!` so that the arms never need the
+/// client or its event loop while a poll future still borrows them.
+enum Step {
+    Stop,
+    Started,
+    Drop(Outage),
+    Event(Result<Event, rumqttc::ConnectionError>),
 }
 
 /// Connects, subscribes and records deliveries until `stop`. Signals `ready` once the SUBACK
-/// arrived (or with the error that prevented it).
+/// arrived (or with the error that prevented it). With a churn schedule it drops its
+/// connection at each `drop_at` (closing the socket without DISCONNECT, as a crashed worker
+/// would) and reconnects with the same client id at `back_at`.
+#[allow(clippy::too_many_arguments)]
 async fn receiver(
     run: Arc<Run>,
     client_id: String,
     filter: String,
     ready: oneshot::Sender<Result<(), String>>,
     mut stop: watch::Receiver<bool>,
+    mut started: watch::Receiver<Option<Instant>>,
+    schedule: Vec<Outage>,
+    persistent: bool,
 ) -> Receipts {
-    let (client, mut events) = AsyncClient::new(run.options(client_id.clone()), 64);
-    let mut ready = Some(ready);
     let mut r = Receipts::default();
+    let mut options = run.options(client_id.clone());
+    options.set_clean_session(!persistent);
+    let (mut client, mut events) = AsyncClient::new(options.clone(), 64);
+    let mut ready = Some(ready);
     if let Err(e) = client.subscribe(filter.clone(), run.qos).await {
         if let Some(tx) = ready.take() {
             let _ = tx.send(Err(format!("{client_id}: subscribe request: {e}")));
         }
         return r;
     }
+    let mut schedule = schedule.into_iter();
+    let mut next = schedule.next();
+    let mut start_at: Option<Instant> = None;
+    // Set while reconnecting after an outage: the drop time, until the SUBACK arrives.
+    let mut dropped_at: Option<u64> = None;
     loop {
-        let event = tokio::select! {
-            _ = stop.changed() => break,
-            e = events.poll() => e,
+        let due = match (start_at, next) {
+            (Some(s), Some(o)) => Some(tokio::time::Instant::from_std(s + o.drop_at)),
+            _ => None,
+        };
+        let step = tokio::select! {
+            _ = stop.changed() => Step::Stop,
+            _ = started.changed(), if start_at.is_none() => Step::Started,
+            _ = sleep_until_opt(due) => match next { Some(o) => Step::Drop(o), None => Step::Stop },
+            e = events.poll() => Step::Event(e),
+        };
+        let event = match step {
+            Step::Stop => break,
+            Step::Started => {
+                start_at = *started.borrow();
+                continue;
+            }
+            Step::Drop(outage) => {
+                next = schedule.next();
+                let down = now_ns();
+                // Dropping the event loop closes the socket with no DISCONNECT.
+                drop(events);
+                drop(client);
+                if let Some(s) = start_at {
+                    let back = tokio::time::Instant::from_std(s + outage.back_at);
+                    tokio::select! {
+                        _ = stop.changed() => return r,
+                        _ = tokio::time::sleep_until(back) => {}
+                    }
+                }
+                (client, events) = AsyncClient::new(options.clone(), 64);
+                if let Err(e) = client.subscribe(filter.clone(), run.qos).await {
+                    run.error(format!("{client_id}: resubscribe request: {e}"));
+                    return r;
+                }
+                dropped_at = Some(down);
+                continue;
+            }
+            Step::Event(e) => e,
         };
         match event {
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -217,6 +310,7 @@ async fn receiver(
                     Some((publisher, seq, sent)) => {
                         r.seen.push((publisher, seq));
                         r.latencies_ns.push(now.saturating_sub(sent));
+                        r.received_ns.push(now);
                         run.received.fetch_add(1, Ordering::Relaxed);
                         run.last_receipt_ns.fetch_max(now, Ordering::Relaxed);
                     }
@@ -228,6 +322,12 @@ async fn receiver(
                     .return_codes
                     .iter()
                     .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                if let Some(down) = dropped_at.take() {
+                    r.outages.push((down, now_ns()));
+                    if refused {
+                        run.error(format!("{client_id}: SUBACK refused `{filter}` on return"));
+                    }
+                }
                 if let Some(tx) = ready.take() {
                     let _ = tx.send(if refused {
                         Err(format!("{client_id}: SUBACK refused `{filter}`"))
@@ -251,6 +351,14 @@ async fn receiver(
     }
     goodbye(&client, &mut events).await;
     r
+}
+
+/// Sleeps until `due`, or forever when there is nothing due.
+async fn sleep_until_opt(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sends DISCONNECT, giving the event loop a moment to write it.
@@ -406,6 +514,8 @@ async fn publish_loop(
 struct ReceiverSpec {
     group: Option<u32>,
     index: u32,
+    /// Churn: when this receiver drops out and returns.
+    outages: Vec<Outage>,
 }
 
 struct Topology {
@@ -413,7 +523,15 @@ struct Topology {
     receivers: Vec<ReceiverSpec>,
     /// Receivers each message should reach once: groups for shared, subscribers for fanout.
     copies: u64,
+    /// Receivers keep their session across outages.
+    persistent: bool,
 }
+
+/// Percentiles at which the latency CDF is reported: dense in the tail, where brokers differ.
+const CDF_POINTS: [f64; 22] = [
+    0.0, 1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 97.0, 98.0, 99.0,
+    99.5, 99.8, 99.9, 99.95, 99.99, 100.0,
+];
 
 fn percentile(sorted: &[u64], p: f64) -> Value {
     if sorted.is_empty() {
@@ -506,6 +624,7 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
     });
     let prefix = run.prefix();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (start_tx, start_rx) = watch::channel(None::<Instant>);
     let setup_timeout = Duration::from_secs(10);
 
     // Receivers first, each confirmed by its SUBACK.
@@ -529,6 +648,9 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
             filter,
             tx,
             stop_rx.clone(),
+            start_rx.clone(),
+            spec.outages.clone(),
+            topology.persistent,
         ));
         match tokio::time::timeout(setup_timeout, rx).await {
             Ok(Ok(Ok(()))) => {}
@@ -572,6 +694,7 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
         // Publish.
         start_ns = now_ns();
         let start = Instant::now();
+        let _ = start_tx.send(Some(start));
         let deadline =
             tokio::time::Instant::from_std(start + Duration::from_secs_f64(common.max_secs));
         let rate_per_publisher = common.rate as f64 / common.publishers as f64;
@@ -658,6 +781,7 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
     let mut units: Vec<Value> = Vec::new();
     let (mut unique_all, mut dup_all, mut bogus_all, mut lost_all) = (0, 0, 0, 0);
     let mut jains = Vec::new();
+    let mut churn_events: Vec<Value> = Vec::new();
     if topology.scenario == "shared" {
         let groups: std::collections::BTreeSet<u32> =
             results.iter().filter_map(|(s, _)| s.group).collect();
@@ -678,9 +802,11 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
                 bogus_all + bogus,
                 lost_all + lost,
             );
+            let outages = churn_report(&members, common.rate as f64);
+            churn_events.extend(outages.iter().cloned());
             units.push(json!({
                 "group": format!("g{g}"), "per_member": counts, "jain": round3(j),
-                "unique": unique, "lost": lost, "duplicates": dup,
+                "unique": unique, "lost": lost, "duplicates": dup, "outages": outages,
             }));
         }
     } else {
@@ -731,6 +857,11 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
             "delivered_rate": rate(delivered, delivered_secs),
             "jain_min": jains.iter().copied().reduce(f64::min).map(round3),
             "units": units,
+            "churn": churn_summary(&churn_events),
+            "latency_cdf_us": CDF_POINTS
+                .iter()
+                .map(|&p| json!([p, percentile(&latencies, p)]))
+                .collect::<Vec<_>>(),
             "latency_us": {
                 "samples": latencies.len(),
                 "p50": percentile(&latencies, 50.0),
@@ -743,6 +874,85 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
         }),
     );
     out
+}
+
+/// Length of the window over which "full rate" is judged after a member returns.
+const WINDOW_NS: u64 = 100_000_000;
+
+/// For each outage of a member of one group: when the member got its first message after its
+/// SUBACK, and when the group was back to full rate — the first 100 ms window (sliding in 10 ms
+/// steps) from the return on in which the group received ≥ 90 % of the publish rate and the
+/// returning member ≥ 50 % of its fair share. `rate` is the publish rate per group (0: the
+/// group's mean rate over the run stands in).
+fn churn_report(members: &[&Receipts], rate: f64) -> Vec<Value> {
+    let mut group: Vec<u64> = members
+        .iter()
+        .flat_map(|r| r.received_ns.iter().copied())
+        .collect();
+    group.sort_unstable();
+    let rate = if rate > 0.0 {
+        rate
+    } else {
+        match (group.first(), group.last()) {
+            (Some(&a), Some(&b)) if b > a => group.len() as f64 / secs(b - a),
+            _ => 0.0,
+        }
+    };
+    let in_window = |times: &[u64], t: u64| {
+        let a = times.partition_point(|&x| x < t);
+        let b = times.partition_point(|&x| x < t + WINDOW_NS);
+        (b - a) as f64
+    };
+    let window_secs = secs(WINDOW_NS);
+    let group_needed = 0.9 * rate * window_secs;
+    let member_needed = 0.5 * rate / members.len().max(1) as f64 * window_secs;
+    let last = group.last().copied().unwrap_or(0);
+    let mut out = Vec::new();
+    for (m, r) in members.iter().enumerate() {
+        let mut own = r.received_ns.clone();
+        own.sort_unstable();
+        for &(down, back) in &r.outages {
+            let first = own.iter().find(|&&t| t >= back).map(|&t| t - back);
+            let mut full = None;
+            let mut t = back;
+            while t + WINDOW_NS <= last {
+                if in_window(&group, t) >= group_needed && in_window(&own, t) >= member_needed {
+                    full = Some(t - back);
+                    break;
+                }
+                t += 10_000_000;
+            }
+            out.push(json!({
+                "member": m,
+                "down_ms": round3((back - down) as f64 / 1e6),
+                "first_delivery_ms": first.map(|f| round3(f as f64 / 1e6)),
+                "full_rate_ms": full.map(|f| round3(f as f64 / 1e6)),
+            }));
+        }
+    }
+    out
+}
+
+/// The worst recovery over all outages, or `null` when there were none.
+fn churn_summary(events: &[Value]) -> Value {
+    if events.is_empty() {
+        return Value::Null;
+    }
+    let worst = |key: &str| {
+        // An outage after which the group never got back to full rate counts as unrecovered.
+        let vals: Vec<Option<f64>> = events.iter().map(|e| e[key].as_f64()).collect();
+        if vals.iter().any(Option::is_none) {
+            Value::Null
+        } else {
+            json!(vals.into_iter().flatten().fold(0.0, f64::max))
+        }
+    };
+    json!({
+        "outages": events.len(),
+        "max_first_delivery_ms": worst("first_delivery_ms"),
+        "max_full_rate_ms": worst("full_rate_ms"),
+        "unrecovered": events.iter().filter(|e| e["full_rate_ms"].is_null()).count(),
+    })
 }
 
 fn round3(x: f64) -> f64 {
@@ -762,49 +972,61 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("cannot start the tokio runtime");
-    let (common, topology, extra) = match cli.scenario {
+    let out = match cli.scenario {
         Scenario::Shared {
             common,
             groups,
             members,
-        } => {
-            let receivers = (0..groups)
-                .flat_map(|g| {
-                    (0..members).map(move |m| ReceiverSpec {
-                        group: Some(g),
-                        index: m,
+            churn,
+        } => match churn_schedule(&common, &churn, members) {
+            Err(e) => json!({ "scenario": "shared", "label": common.label, "errors": [e] }),
+            Ok(schedule) => {
+                let receivers = (0..groups)
+                    .flat_map(|g| {
+                        let schedule = &schedule;
+                        (0..members).map(move |m| ReceiverSpec {
+                            group: Some(g),
+                            index: m,
+                            outages: schedule[m as usize].clone(),
+                        })
                     })
-                })
-                .collect();
-            (
-                common,
-                Topology {
+                    .collect();
+                let topology = Topology {
                     scenario: "shared",
                     receivers,
                     copies: groups as u64,
-                },
-                json!({ "groups": groups, "members": members }),
-            )
-        }
+                    persistent: churn.persistent_members,
+                };
+                let extra = json!({
+                    "groups": groups, "members": members, "churn_outages": churn.churn,
+                    "churn_down_secs": churn.churn_down_secs,
+                    "persistent_members": churn.persistent_members,
+                });
+                runtime.block_on(run_scenario(common, topology, extra))
+            }
+        },
         Scenario::Fanout {
             common,
             subscribers,
-        } => (
-            common,
-            Topology {
+        } => {
+            let topology = Topology {
                 scenario: "fanout",
                 receivers: (0..subscribers)
                     .map(|i| ReceiverSpec {
                         group: None,
                         index: i,
+                        outages: Vec::new(),
                     })
                     .collect(),
                 copies: subscribers as u64,
-            },
-            json!({ "subscribers": subscribers }),
-        ),
+                persistent: false,
+            };
+            let extra = json!({ "subscribers": subscribers });
+            runtime.block_on(run_scenario(common, topology, extra))
+        }
+        Scenario::Idle(args) => runtime.block_on(idle::run(args)),
+        Scenario::SubChurn(args) => runtime.block_on(subchurn::run(args)),
     };
-    let out = runtime.block_on(run_scenario(common, topology, extra));
     let failed = out["errors"].as_array().is_some_and(|e| !e.is_empty());
     println!("{out}");
     // Don't wait for stragglers (a client stuck on a broker that stopped answering).
@@ -814,4 +1036,32 @@ fn main() -> std::process::ExitCode {
     } else {
         std::process::ExitCode::SUCCESS
     }
+}
+
+/// Outages per member index: outage i hits member i mod N at (i + 1) / (churn + 1) of the
+/// publishing time, which a fixed rate makes known in advance.
+fn churn_schedule(
+    common: &Common,
+    churn: &ChurnArgs,
+    members: u32,
+) -> Result<Vec<Vec<Outage>>, String> {
+    let mut schedule = vec![Vec::new(); members as usize];
+    if churn.churn == 0 {
+        return Ok(schedule);
+    }
+    if common.rate == 0 || members < 2 {
+        return Err("--churn needs a fixed --rate and at least 2 members".into());
+    }
+    if !(churn.churn_down_secs.is_finite() && churn.churn_down_secs >= 0.0) {
+        return Err("--churn-down-secs must be a non-negative number".into());
+    }
+    let publish_secs = (common.messages as f64 / common.rate as f64).min(common.max_secs);
+    for i in 0..churn.churn {
+        let at = publish_secs * f64::from(i + 1) / f64::from(churn.churn + 1);
+        schedule[(i % members) as usize].push(Outage {
+            drop_at: Duration::from_secs_f64(at),
+            back_at: Duration::from_secs_f64(at + churn.churn_down_secs),
+        });
+    }
+    Ok(schedule)
 }
