@@ -33,6 +33,9 @@ const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most PUBLISH packets moved from the session queue into the write buffer per round, so one
 /// backlog cannot balloon the write buffer.
 const MAX_PUBLISHES_PER_ROUND: usize = 256;
+/// Write buffer capacity a connection may keep after a flush; a larger one (grown by a burst)
+/// is released so that a quiet connection does not pin it.
+const MAX_IDLE_WRITE_BUF: usize = 64 * 1024;
 
 /// The client behind a connection, once CONNECT was accepted.
 pub(super) struct Client {
@@ -85,8 +88,10 @@ pub async fn run(broker: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr) 
         broker,
         stream,
         peer,
-        read_buf: BytesMut::with_capacity(4096),
-        write_buf: BytesMut::with_capacity(4096),
+        // Both buffers start empty and get memory when there is something to hold: at 10k idle
+        // connections, two eager 4 KiB buffers each were most of the broker's memory.
+        read_buf: BytesMut::new(),
+        write_buf: BytesMut::new(),
         decoder: Decoder::new(max_packet_size),
         version: ProtocolVersion::V3_1_1,
         client: None,
@@ -148,6 +153,10 @@ impl Connection {
             if read == 0 {
                 return Ok(false);
             }
+            // The session keeps the CONNECT's strings (client id, will, username) for its whole
+            // life, and they are slices of this buffer: copy what was read into a block of its
+            // own size, so they pin tens of bytes rather than a 4 KiB read block.
+            self.read_buf = BytesMut::from(&self.read_buf[..]);
         }
     }
 
@@ -209,18 +218,27 @@ impl Connection {
                     .stats
                     .bytes_sent
                     .fetch_add(len as u64, Ordering::Relaxed);
+                if self.write_buf.capacity() > MAX_IDLE_WRITE_BUF {
+                    // A burst grew it; don't keep that much per connection once it is sent.
+                    self.write_buf = BytesMut::new();
+                }
                 continue;
             }
-            self.read_buf.reserve(4096);
             tokio::select! {
                 biased;
                 _ = self.broker.shutdown.cancelled() => return Ok(End::Shutdown),
                 reason = &mut kicked => return Ok(End::Kicked(reason.unwrap_or(ReasonCode::SESSION_TAKEN_OVER))),
-                read = self.stream.read_buf(&mut self.read_buf) => {
-                    let read = read?;
-                    if read == 0 {
-                        return Ok(End::Lost);
-                    }
+                // Wait for readiness without a buffer, and only then reserve one: an idle
+                // connection holds no read buffer at all.
+                ready = self.stream.readable() => {
+                    ready?;
+                    self.read_buf.reserve(4096);
+                    let read = match self.stream.try_read_buf(&mut self.read_buf) {
+                        Ok(0) => return Ok(End::Lost),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(e.into()),
+                    };
                     self.broker.stats.bytes_received.fetch_add(read as u64, Ordering::Relaxed);
                     if let Some(timeout) = keep_alive {
                         keep_alive_timer.as_mut().reset(tokio::time::Instant::now() + timeout);
@@ -228,6 +246,11 @@ impl Connection {
                     self.process_input()?;
                     if let Some(reason) = self.disconnect_received {
                         return Ok(End::Disconnected(reason));
+                    }
+                    if self.read_buf.is_empty() {
+                        // Every byte became a packet; the block's remaining capacity is shared
+                        // with their payloads and a new one is reserved on the next read anyway.
+                        self.read_buf = BytesMut::new();
                     }
                 }
                 _ = notify.notified() => {}
