@@ -120,6 +120,8 @@ def metrics_of(sid, runs):
             ("duplicates", pick(lambda r: r.get("duplicates")), False),
             ("worst time to full rate after return (ms)",
              pick(lambda r: (r.get("churn") or {}).get("max_full_rate_ms")), False),
+            ("longest group-wide delivery gap around an outage (ms)",
+             pick(lambda r: (r.get("churn") or {}).get("max_group_gap_ms")), False),
             ("worst first delivery after return (ms)",
              pick(lambda r: (r.get("churn") or {}).get("max_first_delivery_ms")), False),
             ("latency p99 (µs)", lat("p99"), False),

@@ -922,9 +922,19 @@ fn churn_report(members: &[&Receipts], rate: f64) -> Vec<Value> {
                 }
                 t += 10_000_000;
             }
+            // The longest the whole group went without a delivery from the drop until 1 s
+            // after the return: a broker that stalls the group on a member failure shows here.
+            let a = group.partition_point(|&x| x < down);
+            let b = group.partition_point(|&x| x < back + 1_000_000_000);
+            let gap = group[a..b]
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .max()
+                .unwrap_or(0);
             out.push(json!({
                 "member": m,
                 "down_ms": round3((back - down) as f64 / 1e6),
+                "max_group_gap_ms": round3(gap as f64 / 1e6),
                 "first_delivery_ms": first.map(|f| round3(f as f64 / 1e6)),
                 "full_rate_ms": full.map(|f| round3(f as f64 / 1e6)),
             }));
@@ -951,6 +961,7 @@ fn churn_summary(events: &[Value]) -> Value {
         "outages": events.len(),
         "max_first_delivery_ms": worst("first_delivery_ms"),
         "max_full_rate_ms": worst("full_rate_ms"),
+        "max_group_gap_ms": worst("max_group_gap_ms"),
         "unrecovered": events.iter().filter(|e| e["full_rate_ms"].is_null()).count(),
     })
 }

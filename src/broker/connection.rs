@@ -36,6 +36,9 @@ const MAX_PUBLISHES_PER_ROUND: usize = 256;
 /// Write buffer capacity a connection may keep after a flush; a larger one (grown by a burst)
 /// is released so that a quiet connection does not pin it.
 const MAX_IDLE_WRITE_BUF: usize = 64 * 1024;
+/// Bounds of the adaptive read size (see `main_loop`).
+const MIN_READ_SIZE: usize = 4096;
+const MAX_READ_SIZE: usize = 64 * 1024;
 
 /// The client behind a connection, once CONNECT was accepted.
 pub(super) struct Client {
@@ -80,6 +83,8 @@ pub(super) struct Connection {
     pub disconnect_received: Option<ReasonCode>,
     /// Scratch space for packets moved out of the session, reused across rounds.
     outgoing: Vec<Packet>,
+    /// Bytes to reserve for the next read, between MIN_READ_SIZE and MAX_READ_SIZE.
+    read_size: usize,
 }
 
 pub async fn run(broker: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr) {
@@ -100,6 +105,7 @@ pub async fn run(broker: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr) 
         request_problem_information: true,
         disconnect_received: None,
         outgoing: Vec::new(),
+        read_size: MIN_READ_SIZE,
     };
     let end = connection.serve().await;
     connection.finish(end).await;
@@ -232,10 +238,21 @@ impl Connection {
                 // connection holds no read buffer at all.
                 ready = self.stream.readable() => {
                     ready?;
-                    self.read_buf.reserve(4096);
+                    self.read_buf.reserve(self.read_size);
+                    let spare = self.read_buf.capacity() - self.read_buf.len();
                     let read = match self.stream.try_read_buf(&mut self.read_buf) {
                         Ok(0) => return Ok(End::Lost),
-                        Ok(n) => n,
+                        Ok(n) => {
+                            // A read that filled the space means more was waiting: read bigger
+                            // next time (large payloads, busy publishers); shrink back when
+                            // reads get small.
+                            if n == spare {
+                                self.read_size = (self.read_size * 2).min(MAX_READ_SIZE);
+                            } else if n < self.read_size / 4 {
+                                self.read_size = (self.read_size / 2).max(MIN_READ_SIZE);
+                            }
+                            n
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                         Err(e) => return Err(e.into()),
                     };
