@@ -233,12 +233,17 @@ done
 # --- 4. strategies ------------------------------------------------------------------------
 # 8 publishers (so hashing on client id or topic has 8 keys to spread), 1 group × 4 members,
 # QoS 1, unlimited rate.
+# Twice: at unlimited rate (throughput; every member's window fills, and a full member is
+# skipped whatever the strategy chose) and at a fixed 10k msg/s (each strategy's own choices).
 strategy_args=(shared --publishers 8 --groups 1 --members 4 --qos 1 --payload 64 --messages $((M / 2)) --max-secs 10)
+strategy_rate_args=(shared --publishers 8 --groups 1 --members 4 --qos 1 --payload 64 --rate 10000 --messages $((10000 * (N + 1))) --max-secs 12)
 for strategy in round_robin round_robin_per_publisher random sticky hash_clientid hash_topic \
     hash_topic_levels least_inflight weighted failover native_round_robin; do
     measure "strategy" sharq "$strategy" 1 -- "${strategy_args[@]}"
+    measure "strategy_10k" sharq "$strategy" 1 -- "${strategy_rate_args[@]}"
 done
 measure "strategy" mosquitto "(mosquitto)" 1 -- "${strategy_args[@]}"
+measure "strategy_10k" mosquitto "(mosquitto)" 1 -- "${strategy_rate_args[@]}"
 
 # --- 5. report ----------------------------------------------------------------------------
 cp "$results" bench/results.jsonl
