@@ -87,8 +87,9 @@ trap cleanup EXIT
 # Both brokers get the same limits where they have the same knob: 64 messages in flight per
 # client, 100,000 queued per client (both default to less — sharq 10,000, Mosquitto 1,000 — and
 # then drop QoS 1 messages when the load generator's subscribers fall behind its publishers,
-# which would measure the queue limit rather than the broker), TCP_NODELAY, no persistence, no
-# $SYS traffic.
+# which would measure the queue limit rather than the broker), queued bytes unlimited in
+# Mosquitto (its default) and 1 GiB in sharq (its default 64 MiB is 16k messages of 4 KiB),
+# TCP_NODELAY, no persistence, no $SYS traffic.
 write_sharq_config() { # strategy
     local default=$1 rule=
     if [[ $1 == hash_topic_levels ]]; then
@@ -106,6 +107,7 @@ sys_interval_secs = 0
 [limits]
 max_inflight = 64
 max_queued_messages = 100000
+max_queued_bytes = 1073741824
 max_connections = 100000
 
 [shared]
