@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # sharq against Mosquitto, and sharq's dispatch strategies against each other, in one run.
 #
-#   bench/compare.sh            # full run (about 10-15 minutes on 2 cores), rewrites bench/RESULTS.md
-#   bench/compare.sh --quick    # smoke run: one round, small counts (about 3 minutes)
+#   bench/compare.sh            # full run (about 10 minutes on 2 cores), rewrites bench/RESULTS.md
+#   bench/compare.sh --quick    # smoke run: one round, small counts (about 4 minutes)
 #
 # What it does, on a fresh Debian/Ubuntu machine with Rust installed:
 # 1. installs Mosquitto (apt) and matplotlib (pip, or apt's python3-matplotlib) if missing;
@@ -16,7 +16,7 @@
 # 5. writes the "sharq vs Mosquitto" section of bench/RESULTS.md (between the markers; the rest
 #    of the file is kept) and the PNG plots under bench/plots/.
 #
-# Environment: ROUNDS (default 2), PORT (default 18831), CARGO_TARGET_DIR, PYTHON.
+# Environment: ROUNDS (default 3; 1 with --quick), PORT (default 18831), CARGO_TARGET_DIR, PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +36,7 @@ for arg in "$@"; do
         ;;
     esac
 done
-ROUNDS=${ROUNDS:-$([[ $QUICK == 1 ]] && echo 1 || echo 2)}
+ROUNDS=${ROUNDS:-$([[ $QUICK == 1 ]] && echo 1 || echo 3)}
 PORT=${PORT:-18831}
 TARGET=${CARGO_TARGET_DIR:-target}
 PY=${PYTHON:-python3}
@@ -88,7 +88,8 @@ trap cleanup EXIT
 # client, 100,000 queued per client (both default to less — sharq 10,000, Mosquitto 1,000 — and
 # then drop QoS 1 messages when the load generator's subscribers fall behind its publishers,
 # which would measure the queue limit rather than the broker), queued bytes unlimited in
-# Mosquitto (its default) and 1 GiB in sharq (its default 64 MiB is 16k messages of 4 KiB),
+# Mosquitto (its default) and 1 GiB in sharq (its defaults, 64 MiB per session and 256 MiB per
+# shared group queue, hold only 16k and 64k messages of 4 KiB),
 # TCP_NODELAY, no persistence, no $SYS traffic.
 write_sharq_config() { # strategy
     local default=$1 rule=
@@ -111,6 +112,7 @@ max_queued_bytes = 1073741824
 max_connections = 100000
 
 [shared]
+group_queue_max_bytes = 1073741824
 default_strategy = "$default"$rule
 EOF
 }
