@@ -13,7 +13,7 @@ use tokio::sync::{watch, Semaphore};
 
 #[derive(Debug, Args, Clone)]
 pub struct IdleArgs {
-    /// Broker host; must be a loopback address.
+    /// Broker host; must resolve to loopback addresses only.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     #[arg(long, default_value_t = 1883)]
@@ -71,12 +71,9 @@ pub async fn run(args: IdleArgs) -> Value {
         "connections_target": args.connections,
     });
     let mut errors: Vec<String> = Vec::new();
-    match args.host.parse::<std::net::IpAddr>() {
-        Ok(ip) if ip.is_loopback() => {}
-        _ => {
-            out["errors"] = json!([format!("{} is not a loopback address", args.host)]);
-            return out;
-        }
+    if let Err(e) = crate::check_loopback(&args.host, args.port) {
+        out["errors"] = json!([e]);
+        return out;
     }
     match raise_nofile() {
         Ok(n) if n < u64::from(args.connections) + 64 => errors.push(format!(

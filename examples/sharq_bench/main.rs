@@ -594,16 +594,8 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
     });
     merge(&mut out, extra);
 
-    // Loopback only: this tool floods whatever it is pointed at.
-    let loopback = (common.host.as_str(), common.port)
-        .to_socket_addrs()
-        .map(|mut addrs| addrs.all(|a| a.ip().is_loopback()))
-        .unwrap_or(false);
-    if !loopback {
-        out["errors"] = json!([format!(
-            "{} does not resolve to loopback addresses only; refusing to run",
-            common.host
-        )]);
+    if let Err(e) = check_loopback(&common.host, common.port) {
+        out["errors"] = json!([e]);
         return out;
     }
     if common.publishers == 0 || topology.receivers.is_empty() {
@@ -964,6 +956,21 @@ fn churn_summary(events: &[Value]) -> Value {
         "max_group_gap_ms": worst("max_group_gap_ms"),
         "unrecovered": events.iter().filter(|e| e["full_rate_ms"].is_null()).count(),
     })
+}
+
+/// Loopback only: this tool floods whatever it is pointed at.
+fn check_loopback(host: &str, port: u16) -> Result<(), String> {
+    let loopback = (host, port)
+        .to_socket_addrs()
+        .map(|mut addrs| addrs.all(|a| a.ip().is_loopback()))
+        .unwrap_or(false);
+    if loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "{host} does not resolve to loopback addresses only; refusing to run"
+        ))
+    }
 }
 
 fn round3(x: f64) -> f64 {

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 #[derive(Debug, Args, Clone)]
 pub struct SubChurnArgs {
-    /// Broker host; must be a loopback address.
+    /// Broker host; must resolve to loopback addresses only.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     #[arg(long, default_value_t = 1883)]
@@ -72,12 +72,9 @@ pub async fn run(args: SubChurnArgs) -> Value {
         "new_groups": args.new_groups,
         "pairs_target": args.pairs,
     });
-    match args.host.parse::<std::net::IpAddr>() {
-        Ok(ip) if ip.is_loopback() => {}
-        _ => {
-            out["errors"] = json!([format!("{} is not a loopback address", args.host)]);
-            return out;
-        }
+    if let Err(e) = crate::check_loopback(&args.host, args.port) {
+        out["errors"] = json!([e]);
+        return out;
     }
     let run_id = rand::random::<u32>();
     let groups = args.groups.max(1);
