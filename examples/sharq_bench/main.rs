@@ -251,6 +251,7 @@ async fn receiver(
     let mut options = run.options(client_id.clone());
     options.set_clean_session(!persistent);
     let (mut client, mut events) = AsyncClient::new(options.clone(), 64);
+    no_delay(&mut events);
     let mut ready = Some(ready);
     if let Err(e) = client.subscribe(filter.clone(), run.qos).await {
         if let Some(tx) = ready.take() {
@@ -294,6 +295,7 @@ async fn receiver(
                     }
                 }
                 (client, events) = AsyncClient::new(options.clone(), 64);
+                no_delay(&mut events);
                 if let Err(e) = client.subscribe(filter.clone(), run.qos).await {
                     run.error(format!("{client_id}: resubscribe request: {e}"));
                     return r;
@@ -658,7 +660,8 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
     let mut publishers = Vec::new();
     for i in 0..common.publishers {
         let client_id = format!("sb-{:08x}-p{i}", run.id as u32);
-        let (client, events) = AsyncClient::new(run.options(client_id.clone()), 1024);
+        let (client, mut events) = AsyncClient::new(run.options(client_id.clone()), 1024);
+        no_delay(&mut events);
         let state = Arc::new(PubState::default());
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(publisher_events(
@@ -956,6 +959,15 @@ fn churn_summary(events: &[Value]) -> Value {
         "max_group_gap_ms": worst("max_group_gap_ms"),
         "unrecovered": events.iter().filter(|e| e["full_rate_ms"].is_null()).count(),
     })
+}
+
+/// Turns Nagle's algorithm off on a client's socket, as both brokers do on theirs. rumqttc
+/// leaves it on, which holds small QoS 0 publishes back for milliseconds (p50 ≈ 14 ms at
+/// 10k msg/s on both brokers alike) and would be reported as broker latency.
+fn no_delay(events: &mut EventLoop) {
+    let mut network = events.network_options();
+    network.set_tcp_nodelay(true);
+    events.set_network_options(network);
 }
 
 /// Loopback only: this tool floods whatever it is pointed at.

@@ -124,6 +124,7 @@ pub async fn run(args: SubChurnArgs) -> Value {
         let o = options(&args, format!("sc-{run_id:08x}-c{c}"));
         tasks.push(tokio::spawn(async move {
             let (client, mut events) = AsyncClient::new(o, 8);
+            crate::no_delay(&mut events);
             let mut latencies_ns: Vec<u64> = Vec::new();
             let mut error = None;
             let mut i = c;
