@@ -256,7 +256,7 @@ machine=$(
     echo "- CPU: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1), nproc = $(nproc)"
     echo "- memory: $(free -h | awk '/^Mem:/ {print $2}') total"
     echo "- kernel: $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
-    echo "- sharq: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)'), $(rustc --version)"
+    echo "- sharq: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- . ':(exclude)bench/results.jsonl' ':(exclude)bench/RESULTS.md' ':(exclude)bench/plots' 2>/dev/null || echo ' (with uncommitted changes)'), $(rustc --version)"
     echo "- Mosquitto: $("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/^mosquitto //')"
     echo "- load average at the start of the runs: $(head -1 "$results" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["load_before"])')"
     echo "- mode: $([[ $QUICK == 1 ]] && echo 'quick (--quick)' || echo full), $ROUNDS round(s)"
