@@ -11,8 +11,9 @@
 mod shared_support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use shared_support::*;
 use sharq::packet::QoS;
@@ -26,26 +27,39 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Builds the four components; returns the directory holding them.
-fn build_examples() -> PathBuf {
-    let out = repo().join("target").join("plugin-examples");
-    let mut command = Command::new(repo().join("examples/strategies/level_hash/build-all.sh"));
-    // The scripts put tools and outputs under the cargo target directory; without
-    // CARGO_TARGET_DIR they use the repo's `target/`, which is where `out` points.
-    let out = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => PathBuf::from(dir).join("plugin-examples"),
-        None => out,
-    };
-    command.env_remove("OUT_DIR");
-    let output = command.output().expect("run build-all.sh");
-    assert!(
-        output.status.success(),
-        "building the example strategies failed (are the toolchains installed? run \
-         .ci/install-test-tools):\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    out
+/// Builds the four components once per test binary; returns the directory holding them.
+fn examples() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let script = repo().join("examples/strategies/level_hash/build-all.sh");
+        // The scripts put tools and outputs under the cargo target directory (the repo's
+        // `target/` unless CARGO_TARGET_DIR says otherwise), as tools.sh computes it.
+        let out = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| repo().join("target"), PathBuf::from)
+            .join("plugin-examples");
+        let output = Command::new(script)
+            .env_remove("OUT_DIR")
+            .output()
+            .expect("run build-all.sh");
+        assert!(
+            output.status.success(),
+            "building the example strategies failed (are the toolchains installed? run \
+             .ci/install-test-tools):\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        out
+    })
+}
+
+fn component(language: &str) -> PathBuf {
+    let path = examples().join(format!("level_hash_{language}.wasm"));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+fn needs_runtime(language: &str) -> bool {
+    matches!(language, "python" | "js")
 }
 
 /// The algorithm of examples/strategies/level_hash/README.md, written once more here.
@@ -66,15 +80,14 @@ fn expected_member(topic: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_languages_distribute_identically() {
-    let dir = tokio::task::spawn_blocking(build_examples)
+    let dir = tokio::task::spawn_blocking(|| examples().to_path_buf())
         .await
         .expect("build task");
     let mut toml = String::from("[shared]\nplugin_cache_dir = ");
     toml.push_str(&format!("{:?}\n", dir.join("cache").display().to_string()));
     for language in LANGUAGES {
-        let path = dir.join(format!("level_hash_{language}.wasm"));
-        assert!(path.exists(), "{} was not built", path.display());
-        let runtime = matches!(language, "python" | "js");
+        let path = component(language);
+        let runtime = needs_runtime(language);
         toml.push_str(&format!(
             "[[shared.groups]]\nname = \"lang-{language}\"\nplugin = {:?}\nparams = {{ level = 1 }}\n\
              wasi = {runtime}\nmemory_mib = {}\n",
@@ -170,4 +183,67 @@ async fn four_languages_distribute_identically() {
     }
     // The stream must exercise every member, or equality would prove little.
     assert!(expected.iter().all(|n| *n > 0), "{expected:?}");
+}
+
+/// `sharq plugin check` accepts every one of the four (Python and JavaScript with `--wasi`),
+/// and refuses the Python one without it, naming the flag and the config key.
+#[test]
+fn plugin_check_accepts_every_language() {
+    for language in LANGUAGES {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sharq"));
+        command
+            .args(["plugin", "check"])
+            .arg(component(language))
+            .args(["--params", "level=1", "--members", "4", "--messages", "2000"]);
+        if needs_runtime(language) {
+            command.args(["--wasi", "--memory-mib", "96"]);
+        }
+        let output = command.output().expect("run sharq plugin check");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "plugin check {language}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("needs:   topic=true"), "{language}: {stdout}");
+        assert!(stdout.contains("\n0 declined"), "{language}: {stdout}");
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_sharq"))
+        .args(["plugin", "check"])
+        .arg(component("python"))
+        .args(["--memory-mib", "96"])
+        .output()
+        .expect("run sharq plugin check");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("`wasi = true`") && stderr.contains("--wasi"),
+        "{stderr}"
+    );
+}
+
+/// A config that points at a WASI-importing component without `wasi = true` is refused at
+/// load, naming the key; a bad `level` is refused by every language's `init`.
+#[test]
+fn config_load_names_the_wasi_key_and_init_refusals() {
+    let cache = examples().join("cache");
+    let load = |language: &str, extra: &str| {
+        let toml = format!(
+            "[shared]\nplugin_cache_dir = {:?}\n[[shared.groups]]\nname = \"g\"\nplugin = {:?}\nmemory_mib = 96\n{extra}",
+            cache.display().to_string(),
+            component(language).display().to_string(),
+        );
+        let config = sharq::Config::from_toml(&toml, "test").expect("test config");
+        sharq::strategy::StrategyRegistry::new(&config.shared, None)
+    };
+    let error = load("python", "").expect_err("python without wasi").to_string();
+    assert!(error.contains("`wasi = true`"), "{error}");
+    for language in LANGUAGES {
+        let wasi = if needs_runtime(language) { "wasi = true\n" } else { "" };
+        assert!(load(language, wasi).is_ok(), "{language} loads");
+        let error = load(language, &format!("{wasi}params = {{ level = \"x\" }}\n"))
+            .expect_err("a bad level is refused")
+            .to_string();
+        assert!(error.contains("level"), "{language}: {error}");
+    }
 }

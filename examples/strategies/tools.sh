@@ -34,7 +34,16 @@ sharq_install_plugin_tools() {
     mkdir -p "$SHARQ_PLUGIN_TOOLS"
     if [ ! -x "$SHARQ_VENV/bin/python" ]; then
         echo "plugin tools: creating $SHARQ_VENV" >&2
-        python3 -m venv "$SHARQ_VENV"
+        if ! python3 -m venv "$SHARQ_VENV"; then
+            # Debian's python3 ships venv separately.
+            echo "plugin tools: installing python3-venv" >&2
+            rm -rf "$SHARQ_VENV"
+            local sudo=
+            [ "$(id -u)" -eq 0 ] || sudo=sudo
+            $sudo apt-get update -qq >/dev/null
+            DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+            python3 -m venv "$SHARQ_VENV"
+        fi
     fi
     local want=()
     _sharq_pip_has ziglang "$ZIGLANG_VERSION" || want+=("ziglang==$ZIGLANG_VERSION")
