@@ -19,7 +19,6 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
-use wasmtime::component::types::ComponentItem;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Config as EngineConfig, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -240,10 +239,16 @@ impl WasmHost {
                 ),
             });
         }
-        // Whatever is left (all imports without WASI) traps if it is ever called.
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .map_err(fail("link"))?;
+        if !wasi {
+            // Without WASI every import traps if it is ever called. Not done with WASI: its
+            // check for "unknown" is by exact name, so it would shadow with traps the WASI
+            // functions a guest built against a newer 0.2.x patch release imports (the linker
+            // itself matches those semver-compatibly); anything else such a guest imports is
+            // a link error naming the import.
+            linker
+                .define_unknown_imports_as_traps(&component)
+                .map_err(fail("link"))?;
+        }
         let instance_pre = linker.instantiate_pre(&component).map_err(fail("link"))?;
         let pre = bindings::StrategyPre::new(instance_pre)
             .map_err(fail("link (does it implement the `strategy` world?)"))?;
@@ -267,7 +272,7 @@ impl WasmHost {
         component
             .component_type()
             .imports(engine)
-            .map(|(name, _): (&str, ComponentItem)| name)
+            .map(|(name, _)| name)
             .find(|name| {
                 name.starts_with("wasi:")
                     && !WASI_TOLERATED_PREFIXES
