@@ -39,7 +39,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let bytes = std::fs::read(&file)?;
         let cache = tempfile::tempdir()?;
         let started = Instant::now();
-        WasmHost::with_disk_cache(limits, Some(cache.path().to_path_buf()))?.load_with(&file, &bytes, wasi)?;
+        WasmHost::with_disk_cache(limits, Some(cache.path().to_path_buf()))?
+            .load_with(&file, &bytes, wasi)?;
         let cold = started.elapsed();
         // A fresh host: what a restart with an unchanged plugin pays.
         let host = WasmHost::with_disk_cache(limits, Some(cache.path().to_path_buf()))?;
@@ -56,7 +57,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 weight: 1,
                 subscribed_at_ms: id,
             })?;
-            instance.member_load(id, MemberLoad { inflight: 0, capacity: 64, online: true })?;
+            instance.member_load(
+                id,
+                MemberLoad {
+                    inflight: 0,
+                    capacity: 64,
+                    online: true,
+                },
+            )?;
         }
         let topics: Vec<String> = (0..1000).map(|k| format!("site/key-{k}/reading")).collect();
         let mut select = |n: usize| -> Result<Duration, Box<dyn std::error::Error>> {

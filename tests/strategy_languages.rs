@@ -96,13 +96,17 @@ async fn four_languages_distribute_identically() {
         ));
     }
     let parsed = sharq::Config::from_toml(&toml, "test").expect("test config");
-    // Loading compiles the Python and JavaScript components (seconds, or a cache hit).
-    let (broker, addr) = start_broker(move |config| {
-        config.shared = parsed.shared;
-        // Windows never fill here, so the choice is the hash alone.
-        config.limits.max_inflight = 1000;
-    })
-    .await;
+    // Loading compiles the Python and JavaScript components: seconds to a minute cold on a
+    // busy 2-core machine, milliseconds from the disk cache. Not `start_broker`, whose
+    // timeout is for brokers without large plugins.
+    let mut config = sharq::Config::default();
+    config.server.listeners = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))];
+    config.server.sys_interval_secs = 0;
+    config.shared = parsed.shared;
+    // Windows never fill here, so the choice is the hash alone.
+    config.limits.max_inflight = 1000;
+    let broker = sharq::Broker::start(config).await.expect("broker start");
+    let addr = broker.local_addrs()[0];
 
     let mut members: BTreeMap<&str, Vec<Member>> = BTreeMap::new();
     for language in LANGUAGES {
@@ -128,7 +132,9 @@ async fn four_languages_distribute_identically() {
             .group(&format!("lang-{language}"), "dist/#")
             .expect("group exists");
         assert!(
-            group.strategy_label().contains(&format!("level_hash_{language}")),
+            group
+                .strategy_label()
+                .contains(&format!("level_hash_{language}")),
             "group lang-{language} runs {}",
             group.strategy_label()
         );
@@ -142,9 +148,11 @@ async fn four_languages_distribute_identically() {
     }
     let total = |language: &str| -> usize { members[language].iter().map(|m| m.got().len()).sum() };
     for language in LANGUAGES {
-        wait_until(WAIT * 6, &format!("all messages reach lang-{language}"), || {
-            total(language) >= MESSAGES as usize
-        })
+        wait_until(
+            WAIT * 6,
+            &format!("all messages reach lang-{language}"),
+            || total(language) >= MESSAGES as usize,
+        )
         .await;
     }
 
@@ -173,10 +181,17 @@ async fn four_languages_distribute_identically() {
             .strategy_counters
             .fallbacks
             .load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(fallbacks, 0, "lang-{language}: the strategy failed or declined");
+        assert_eq!(
+            fallbacks, 0,
+            "lang-{language}: the strategy failed or declined"
+        );
     }
     let expected: Vec<usize> = (0..MEMBERS)
-        .map(|index| (0..MESSAGES).filter(|seq| expected_member(&topic(*seq)) == index).count())
+        .map(|index| {
+            (0..MESSAGES)
+                .filter(|seq| expected_member(&topic(*seq)) == index)
+                .count()
+        })
         .collect();
     for (language, got) in &counts {
         assert_eq!(got, &expected, "per-member counts of lang-{language}");
@@ -194,7 +209,14 @@ fn plugin_check_accepts_every_language() {
         command
             .args(["plugin", "check"])
             .arg(component(language))
-            .args(["--params", "level=1", "--members", "4", "--messages", "2000"]);
+            .args([
+                "--params",
+                "level=1",
+                "--members",
+                "4",
+                "--messages",
+                "2000",
+            ]);
         if needs_runtime(language) {
             command.args(["--wasi", "--memory-mib", "96"]);
         }
@@ -205,7 +227,10 @@ fn plugin_check_accepts_every_language() {
             "plugin check {language}: {stdout}\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        assert!(stdout.contains("needs:   topic=true"), "{language}: {stdout}");
+        assert!(
+            stdout.contains("needs:   topic=true"),
+            "{language}: {stdout}"
+        );
         assert!(stdout.contains("\n0 declined"), "{language}: {stdout}");
     }
     let output = Command::new(env!("CARGO_BIN_EXE_sharq"))
@@ -236,10 +261,16 @@ fn config_load_names_the_wasi_key_and_init_refusals() {
         let config = sharq::Config::from_toml(&toml, "test").expect("test config");
         sharq::strategy::StrategyRegistry::new(&config.shared, None)
     };
-    let error = load("python", "").expect_err("python without wasi").to_string();
+    let error = load("python", "")
+        .expect_err("python without wasi")
+        .to_string();
     assert!(error.contains("`wasi = true`"), "{error}");
     for language in LANGUAGES {
-        let wasi = if needs_runtime(language) { "wasi = true\n" } else { "" };
+        let wasi = if needs_runtime(language) {
+            "wasi = true\n"
+        } else {
+            ""
+        };
         assert!(load(language, wasi).is_ok(), "{language} loads");
         let error = load(language, &format!("{wasi}params = {{ level = \"x\" }}\n"))
             .expect_err("a bad level is refused")

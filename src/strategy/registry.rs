@@ -174,7 +174,9 @@ fn resolve_rule(
         memory_bytes: entry
             .memory_mib
             .map_or(defaults.memory_bytes, |mib| mib as usize * 1024 * 1024),
-        deadline_ticks: entry.deadline_ms.map_or(defaults.deadline_ticks, |ms| ms.max(1)),
+        deadline_ticks: entry
+            .deadline_ms
+            .map_or(defaults.deadline_ticks, |ms| ms.max(1)),
     };
     let strategy = match (&entry.strategy, &entry.plugin) {
         (Some(name), _) => resolve_named(host, name, &params, limits, max_failures)?,

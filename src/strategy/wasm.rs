@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
 use wasmtime::component::ResourceTable;
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config as EngineConfig, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -219,7 +219,12 @@ impl WasmHost {
                 let started = std::time::Instant::now();
                 let component =
                     Component::new(&self.inner.engine, bytes).map_err(fail("compile"))?;
-                tracing::info!(plugin = origin, bytes = bytes.len(), elapsed_ms = started.elapsed().as_millis() as u64, "compiled strategy plugin");
+                tracing::info!(
+                    plugin = origin,
+                    bytes = bytes.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "compiled strategy plugin"
+                );
                 self.store_cached(&digest, &component);
                 component
             }
