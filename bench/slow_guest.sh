@@ -29,7 +29,8 @@ else
 fi
 BROKER="$dir/sharq"
 BENCH="$dir/examples/sharq_bench"
-PLUGIN=$("examples/strategies/level_hash/$LANG_/build.sh" | tail -1)
+# PLUGIN=path skips rebuilding the component.
+PLUGIN=${PLUGIN:-$("examples/strategies/level_hash/$LANG_/build.sh" | tail -1)}
 
 work=$(mktemp -d)
 broker_pid=
@@ -56,7 +57,7 @@ plugin_cache_dir = "$TARGET/plugin-examples/cache"
 
 [[shared.groups]]
 name = "slow*"
-plugin = "$PWD/$PLUGIN"
+plugin = "$PLUGIN"
 params = { level = 1 }
 wasi = true
 memory_mib = 96
@@ -71,6 +72,7 @@ for round in $(seq 1 "$ROUNDS"); do
         broker_pid=$!
         for _ in $(seq 1 600); do
             port_open && break
+            kill -0 "$broker_pid" 2>/dev/null || { cat "$work/broker.log" >&2; exit 1; }
             sleep 0.1
         done
         common=(--port "$PORT" --qos 1 --payload 64 --messages 100000000 --max-secs "$SECS")
@@ -81,7 +83,7 @@ for round in $(seq 1 "$ROUNDS"); do
         fi
         "$BENCH" shared "${common[@]}" --members 2 --label fast >"$work/fast.json" &
         fast_pid=$!
-        "$BENCH" fanout "${common[@]}" --subscribers 1 --label plain >"$work/plain.json"
+        "$BENCH" fanout "${common[@]}" --subscribers 1 --label plain >"$work/plain.json" || true
         wait "$fast_pid" || true
         if [[ "$variant" == with_slow ]]; then
             wait "$slow_pid" || true
