@@ -302,21 +302,19 @@ async fn memory_bomb_traps_and_is_pinned() {
     );
 }
 
+/// A guest importing WASI clocks and files (beyond the `wasi:cli`/`wasi:io` that every Rust
+/// guest declares) without `wasi = true` is refused when the config loads, naming the key —
+/// before it could trap on a message. (Were it let in, every call would trap and pin the group.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forbidden_import_traps_and_is_pinned() {
-    let (_scene, counts) = always_failing("forbidden_import", 20).await;
-    assert_eq!(
-        counts,
-        Counts {
-            selections: 0,
-            fallbacks: MAX_FAILURES as u64,
-            traps: MAX_FAILURES as u64,
-            timeouts: 0,
-            invalid_answers: 0,
-            rebuilds: MAX_FAILURES as u64 - 1,
-            spills: 0,
-        }
-    );
+async fn forbidden_import_is_refused_at_start_naming_the_wasi_key() {
+    let plugin = fixture("forbidden_import");
+    let config = config_with_deadline(&plugin, "", MAX_FAILURES, 16, 20);
+    let error = Broker::start(config)
+        .await
+        .expect_err("a WASI-importing plugin without `wasi = true` must not load")
+        .to_string();
+    assert!(error.contains("`wasi = true`"), "{error}");
+    assert!(error.contains(&plugin.display().to_string()), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

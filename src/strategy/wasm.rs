@@ -102,6 +102,9 @@ fn null_wasi() -> WasiCtx {
     WasiCtxBuilder::new().build()
 }
 
+/// A loaded plugin's identity: the component's SHA-256, and whether WASI is linked.
+type PluginKey = ([u8; 32], bool);
+
 /// The shared engine. Cheap to clone.
 #[derive(Clone)]
 pub struct WasmHost {
@@ -111,7 +114,7 @@ pub struct WasmHost {
 struct HostInner {
     engine: Engine,
     limits: SandboxLimits,
-    compiled: Mutex<HashMap<([u8; 32], bool), Arc<Plugin>>>,
+    compiled: Mutex<HashMap<PluginKey, Arc<Plugin>>>,
     /// Where compiled components are kept across restarts, keyed by content hash and engine
     /// compatibility; `None` keeps the cache in memory only.
     disk_cache: Option<PathBuf>,
