@@ -1,10 +1,10 @@
 //! Hostile strategy plugins (sources in `tests/fixtures/hostile/`, built here once per test
 //! run): a plugin that loops forever, exhausts its memory, traps every nth call, answers
-//! non-members, calls WASI, or is too big. For each, the broker keeps serving every group, every
+//! non-members, or is too big. For each, the broker keeps serving every group, every
 //! message of the hostile group arrives exactly once through the native fallback, and the
 //! group's `strategy_counters` (and pinning after `plugin_max_failures`) say what happened. A
 //! plugin that cannot load fails `Broker::start` with the file named, and at reload leaves the
-//! old strategy in place.
+//! old strategy in place; so does one that imports WASI clocks or files without `wasi = true`.
 
 mod shared_support;
 
