@@ -130,6 +130,16 @@ pub struct GroupStrategyConfig {
     /// Handed to the strategy's `init`; values may be strings, numbers or booleans.
     #[serde(default)]
     pub params: BTreeMap<String, toml::Value>,
+    /// Serve the plugin's WASI imports from a context that grants nothing (no files, env,
+    /// network or stdio; clocks and random only). Python and JavaScript components need it;
+    /// without it, a component importing WASI clocks, random, files or sockets is refused.
+    #[serde(default)]
+    pub wasi: bool,
+    /// This plugin's memory limit, overriding `shared.plugin_memory_mib` (Python and
+    /// JavaScript runtimes need tens of MiB).
+    pub memory_mib: Option<u32>,
+    /// This plugin's per-call deadline, overriding `shared.plugin_deadline_ms`.
+    pub deadline_ms: Option<u64>,
 }
 
 impl GroupStrategyConfig {
@@ -335,6 +345,18 @@ impl Config {
                     ))
                 }
                 _ => {}
+            }
+            if group.memory_mib == Some(0) {
+                return Err(invalid(
+                    "shared.groups.memory_mib",
+                    &format!("group `{}`: must be at least 1", group.name),
+                ));
+            }
+            if group.deadline_ms == Some(0) {
+                return Err(invalid(
+                    "shared.groups.deadline_ms",
+                    &format!("group `{}`: must be at least 1", group.name),
+                ));
             }
             for (key, value) in &group.params {
                 if matches!(value, toml::Value::Array(_) | toml::Value::Table(_)) {

@@ -68,6 +68,10 @@ enum PluginCommand {
         /// Deadline per call, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         deadline_ms: u64,
+        /// Serve the plugin's WASI imports from an empty context, like `wasi = true` in a
+        /// `[[shared.groups]]` rule (Python and JavaScript components need it).
+        #[arg(long)]
+        wasi: bool,
     },
 }
 
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
                     group,
                     memory_mib,
                     deadline_ms,
+                    wasi,
                 },
         }) => plugin_check(
             &file,
@@ -95,6 +100,7 @@ fn main() -> ExitCode {
             group,
             memory_mib,
             deadline_ms,
+            wasi,
         ),
     }
 }
@@ -255,6 +261,7 @@ fn plugin_check(
     group: String,
     memory_mib: u32,
     deadline_ms: u64,
+    wasi: bool,
 ) -> ExitCode {
     let mut parsed = Vec::new();
     for param in params {
@@ -282,6 +289,7 @@ fn plugin_check(
             memory_bytes: memory_mib as usize * 1024 * 1024,
             deadline_ticks: deadline_ms.max(1),
         },
+        wasi,
     };
     match check::run(&file.display().to_string(), &bytes, &options) {
         Ok(report) => {

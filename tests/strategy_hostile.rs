@@ -1,10 +1,10 @@
 //! Hostile strategy plugins (sources in `tests/fixtures/hostile/`, built here once per test
 //! run): a plugin that loops forever, exhausts its memory, traps every nth call, answers
-//! non-members, calls WASI, or is too big. For each, the broker keeps serving every group, every
+//! non-members, or is too big. For each, the broker keeps serving every group, every
 //! message of the hostile group arrives exactly once through the native fallback, and the
 //! group's `strategy_counters` (and pinning after `plugin_max_failures`) say what happened. A
 //! plugin that cannot load fails `Broker::start` with the file named, and at reload leaves the
-//! old strategy in place.
+//! old strategy in place; so does one that imports WASI clocks or files without `wasi = true`.
 
 mod shared_support;
 
@@ -302,21 +302,19 @@ async fn memory_bomb_traps_and_is_pinned() {
     );
 }
 
+/// A guest importing WASI clocks and files (beyond the `wasi:cli`/`wasi:io` that every Rust
+/// guest declares) without `wasi = true` is refused when the config loads, naming the key —
+/// before it could trap on a message. (Were it let in, every call would trap and pin the group.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forbidden_import_traps_and_is_pinned() {
-    let (_scene, counts) = always_failing("forbidden_import", 20).await;
-    assert_eq!(
-        counts,
-        Counts {
-            selections: 0,
-            fallbacks: MAX_FAILURES as u64,
-            traps: MAX_FAILURES as u64,
-            timeouts: 0,
-            invalid_answers: 0,
-            rebuilds: MAX_FAILURES as u64 - 1,
-            spills: 0,
-        }
-    );
+async fn forbidden_import_is_refused_at_start_naming_the_wasi_key() {
+    let plugin = fixture("forbidden_import");
+    let config = config_with_deadline(&plugin, "", MAX_FAILURES, 16, 20);
+    let error = Broker::start(config)
+        .await
+        .expect_err("a WASI-importing plugin without `wasi = true` must not load")
+        .to_string();
+    assert!(error.contains("`wasi = true`"), "{error}");
+    assert!(error.contains(&plugin.display().to_string()), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

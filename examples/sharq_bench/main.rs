@@ -129,6 +129,12 @@ struct Common {
     label: String,
 }
 
+/// Share names are `g<k>`, or `<SHARQ_BENCH_GROUP_PREFIX><k>` when that is set, so that
+/// concurrent runs can target groups with different strategies (bench/slow_guest.sh).
+fn group_name_prefix() -> String {
+    std::env::var("SHARQ_BENCH_GROUP_PREFIX").unwrap_or_else(|_| "g".to_owned())
+}
+
 fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let (num, mult) = if let Some(n) = t.strip_suffix("KiB") {
@@ -628,7 +634,7 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
         let (client_id, filter) = match spec.group {
             Some(g) => (
                 format!("sb-{:08x}-g{g}-m{}", run.id as u32, spec.index),
-                format!("$share/g{g}/{prefix}/#"),
+                format!("$share/{}{g}/{prefix}/#", group_name_prefix()),
             ),
             None => (
                 format!("sb-{:08x}-s{}", run.id as u32, spec.index),

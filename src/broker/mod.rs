@@ -96,8 +96,18 @@ impl Broker {
         store: Box<dyn SessionStore>,
     ) -> io::Result<Broker> {
         let authenticator = Box::new(ConfigAuthenticator::new(&config.auth));
-        let strategies = StrategyRegistry::new(&config.shared, config.base_dir.as_deref())
-            .map_err(|e| io::Error::other(format!("shared-subscription strategies: {e}")))?;
+        // Compiling plugins takes seconds for Python and JavaScript components (milliseconds
+        // from the disk cache): keep it off the async workers, so a broker started inside a
+        // runtime that already serves other tasks does not stall them. Listeners open only
+        // once every configured strategy is ready, so the first message already meets it.
+        let shared = config.shared.clone();
+        let base_dir = config.base_dir.clone();
+        let strategies = tokio::task::spawn_blocking(move || {
+            StrategyRegistry::new(&shared, base_dir.as_deref())
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("strategy loading task failed: {e}")))?
+        .map_err(|e| io::Error::other(format!("shared-subscription strategies: {e}")))?;
         let state = Arc::new(BrokerState {
             strategies,
             router: Router::new(),

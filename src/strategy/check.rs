@@ -21,6 +21,8 @@ pub struct CheckOptions {
     pub params: Vec<(String, String)>,
     pub group: String,
     pub limits: SandboxLimits,
+    /// Serve WASI imports from an empty context, as `wasi = true` does in the config.
+    pub wasi: bool,
 }
 
 /// The findings; `render` prints them for a person.
@@ -47,7 +49,7 @@ const SAMPLE_KEYS: u32 = 1000;
 
 pub fn run(path: &str, bytes: &[u8], options: &CheckOptions) -> Result<CheckReport, StrategyError> {
     let host = WasmHost::new(options.limits)?;
-    let plugin = host.load(path, bytes)?;
+    let plugin = host.load_with(path, bytes, options.wasi)?;
     let mut instance = host.instantiate(&plugin, &options.group, &options.params)?;
     let needs = instance.needs;
     let mut report = CheckReport {

@@ -19,6 +19,8 @@ pub struct ResolvedStrategy {
     host: WasmHost,
     plugin: Arc<Plugin>,
     params: Vec<(String, String)>,
+    /// This strategy's own memory and deadline (a group rule may override the defaults).
+    limits: SandboxLimits,
     pub max_failures: u32,
 }
 
@@ -32,13 +34,26 @@ impl std::fmt::Debug for ResolvedStrategy {
 
 impl ResolvedStrategy {
     pub fn instantiate(&self, group: &str) -> Result<WasmInstance, StrategyError> {
-        self.host.instantiate(&self.plugin, group, &self.params)
+        self.host
+            .instantiate_limited(&self.plugin, group, &self.params, self.limits)
     }
 
-    /// Same component bytes and same params: a reload need not touch groups using it.
+    /// Same component bytes, params, WASI grant and limits: a reload need not touch groups
+    /// using it.
     pub fn same_as(&self, other: &ResolvedStrategy) -> bool {
-        self.plugin.digest == other.plugin.digest && self.params == other.params
+        self.plugin.digest == other.plugin.digest
+            && self.plugin.wasi == other.plugin.wasi
+            && self.params == other.params
+            && self.limits == other.limits
     }
+}
+
+/// How one group rule's plugin is sandboxed.
+#[derive(Debug, Clone, Copy)]
+struct PluginOptions {
+    wasi: bool,
+    limits: SandboxLimits,
+    max_failures: u32,
 }
 
 /// One `[[shared.groups]]` rule, resolved.
@@ -125,6 +140,7 @@ fn build_rules(
         host,
         &config.default_strategy,
         &[],
+        host.limits(),
         config.plugin_max_failures,
     )?;
     let mut groups = Vec::with_capacity(config.groups.len());
@@ -153,8 +169,17 @@ fn resolve_rule(
         })?
         .compile_matcher();
     let params = entry.params_as_strings();
+    let defaults = host.limits();
+    let limits = SandboxLimits {
+        memory_bytes: entry
+            .memory_mib
+            .map_or(defaults.memory_bytes, |mib| mib as usize * 1024 * 1024),
+        deadline_ticks: entry
+            .deadline_ms
+            .map_or(defaults.deadline_ticks, |ms| ms.max(1)),
+    };
     let strategy = match (&entry.strategy, &entry.plugin) {
-        (Some(name), _) => resolve_named(host, name, &params, max_failures)?,
+        (Some(name), _) => resolve_named(host, name, &params, limits, max_failures)?,
         (None, Some(path)) => {
             let path = resolve_path(path, base_dir);
             let bytes = std::fs::read(&path).map_err(|e| StrategyError::Read {
@@ -162,7 +187,12 @@ fn resolve_rule(
                 cause: e.to_string(),
             })?;
             let label = path.display().to_string();
-            Some(resolve_bytes(host, &label, &bytes, params, max_failures)?)
+            let options = PluginOptions {
+                wasi: entry.wasi,
+                limits,
+                max_failures,
+            };
+            Some(resolve_bytes(host, &label, &bytes, params, options)?)
         }
         (None, None) => None,
     };
@@ -177,6 +207,7 @@ fn resolve_named(
     host: &WasmHost,
     name: &str,
     params: &[(String, String)],
+    limits: SandboxLimits,
     max_failures: u32,
 ) -> Result<Option<Arc<ResolvedStrategy>>, StrategyError> {
     if name == builtin::NATIVE_ROUND_ROBIN {
@@ -184,12 +215,18 @@ fn resolve_named(
     }
     let bytes =
         builtin::component(name).ok_or_else(|| StrategyError::UnknownBuiltin(name.to_owned()))?;
+    // Built-ins are Rust guests: they never need WASI.
+    let options = PluginOptions {
+        wasi: false,
+        limits,
+        max_failures,
+    };
     Ok(Some(resolve_bytes(
         host,
         name,
         bytes,
         params.to_vec(),
-        max_failures,
+        options,
     )?))
 }
 
@@ -200,16 +237,17 @@ fn resolve_bytes(
     label: &str,
     bytes: &[u8],
     params: Vec<(String, String)>,
-    max_failures: u32,
+    options: PluginOptions,
 ) -> Result<Arc<ResolvedStrategy>, StrategyError> {
-    let plugin = host.load(label, bytes)?;
-    host.instantiate(&plugin, "$probe", &params)?;
+    let plugin = host.load_with(label, bytes, options.wasi)?;
+    host.instantiate_limited(&plugin, "$probe", &params, options.limits)?;
     Ok(Arc::new(ResolvedStrategy {
         label: label.to_owned(),
         host: host.clone(),
         plugin,
         params,
-        max_failures: max_failures.max(1),
+        limits: options.limits,
+        max_failures: options.max_failures.max(1),
     }))
 }
 

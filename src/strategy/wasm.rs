@@ -4,7 +4,10 @@
 //! Every call into a guest runs synchronously under the group's lock with an epoch deadline (a
 //! background thread ticks the engine's epoch every millisecond), in a store whose memory is
 //! capped. Guests get no capabilities: any import a component declares (a Rust `wasm32-wasip2`
-//! guest imports WASI it never calls) is linked to a function that traps.
+//! guest imports WASI it never calls) is linked to a function that traps. A plugin whose config
+//! opts in (`wasi = true`: Python and JavaScript runtimes call WASI clocks and random while they
+//! run) gets real WASI functions over a context that grants nothing else: no files, no
+//! environment, no arguments, no network, stdio closed.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -15,8 +18,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
+use wasmtime::component::ResourceTable;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config as EngineConfig, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::{MemberInfo, MemberLoad, MessageView, Needs, StrategyError};
 
@@ -32,8 +37,18 @@ use bindings::exports::sharq::dispatch::select_member as guest;
 /// How long one engine epoch lasts; deadlines are counted in these.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// The config key that lets a plugin import WASI; named in errors so an operator knows the fix.
+pub const WASI_KEY: &str = "wasi";
+
+/// WASI interfaces a guest may import without opting in: the `wasm32-wasip2` Rust and C
+/// standard libraries declare these (command-line environment, exit, stdio streams) even when
+/// the strategy never uses them. They are linked as traps. Any other WASI import (clocks,
+/// random, filesystem, sockets) is what a language runtime needs at run time, so it requires
+/// `wasi = true`.
+const WASI_TOLERATED_PREFIXES: &[&str] = &["wasi:cli/", "wasi:io/"];
+
 /// Limits applied to every guest instance.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SandboxLimits {
     /// Linear memory a guest may grow to, in bytes.
     pub memory_bytes: usize,
@@ -47,6 +62,10 @@ pub struct Plugin {
     pub origin: String,
     /// SHA-256 of the component bytes: the cache key, and how a reload tells "unchanged".
     pub digest: [u8; 32],
+    /// Whether WASI was linked (the group opted in); otherwise every import traps.
+    pub wasi: bool,
+    /// Kept to link the same compilation again with or without WASI.
+    component: Component,
     pre: bindings::StrategyPre<GuestState>,
 }
 
@@ -58,10 +77,33 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
-/// Per-instance host state: only the resource limiter, since guests import nothing.
+/// Per-instance host state: the resource limiter, and the WASI context for guests that opted
+/// in (empty and unused for the others).
 pub struct GuestState {
     limits: StoreLimits,
+    wasi: WasiCtx,
+    table: ResourceTable,
 }
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A WASI context that grants nothing: `WasiCtxBuilder` starts with no preopened directories,
+/// no environment, no arguments, stdin empty, stdout/stderr discarded, and every network
+/// address denied. Clocks and a random source remain, because language runtimes read them
+/// while initialising; the strategy rules forbid letting them change a choice.
+fn null_wasi() -> WasiCtx {
+    WasiCtxBuilder::new().build()
+}
+
+/// A loaded plugin's identity: the component's SHA-256, and whether WASI is linked.
+type PluginKey = ([u8; 32], bool);
 
 /// The shared engine. Cheap to clone.
 #[derive(Clone)]
@@ -72,7 +114,7 @@ pub struct WasmHost {
 struct HostInner {
     engine: Engine,
     limits: SandboxLimits,
-    compiled: Mutex<HashMap<[u8; 32], Arc<Plugin>>>,
+    compiled: Mutex<HashMap<PluginKey, Arc<Plugin>>>,
     /// Where compiled components are kept across restarts, keyed by content hash and engine
     /// compatibility; `None` keeps the cache in memory only.
     disk_cache: Option<PathBuf>,
@@ -140,11 +182,23 @@ impl WasmHost {
         self.inner.limits
     }
 
-    /// Compiles and links a component, or returns the cached compilation of identical bytes.
-    /// Slow (milliseconds to seconds): call it off the hot path.
+    /// Compiles and links a component without WASI, or returns the cached compilation of
+    /// identical bytes. Slow (milliseconds to seconds): call it off the hot path.
     pub fn load(&self, origin: &str, bytes: &[u8]) -> Result<Arc<Plugin>, StrategyError> {
+        self.load_with(origin, bytes, false)
+    }
+
+    /// Like [`WasmHost::load`]; with `wasi` the guest's WASI imports are served by an empty
+    /// context instead of traps. Without it, a component importing WASI beyond what standard
+    /// libraries declare is refused with an error naming the `wasi` key.
+    pub fn load_with(
+        &self,
+        origin: &str,
+        bytes: &[u8],
+        wasi: bool,
+    ) -> Result<Arc<Plugin>, StrategyError> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
-        if let Some(plugin) = self.inner.compiled.lock().get(&digest) {
+        if let Some(plugin) = self.inner.compiled.lock().get(&(digest, wasi)) {
             return Ok(plugin.clone());
         }
         let fail = |stage: &'static str| {
@@ -155,30 +209,85 @@ impl WasmHost {
                 cause: format!("{e:#}"),
             }
         };
-        let component = match self.load_cached(&digest) {
+        // The same bytes loaded once with and once without WASI compile once.
+        let known = self
+            .inner
+            .compiled
+            .lock()
+            .get(&(digest, !wasi))
+            .map(|plugin| plugin.component.clone());
+        let component = match known.or_else(|| self.load_cached(&digest)) {
             Some(component) => component,
             None => {
+                let started = std::time::Instant::now();
                 let component =
                     Component::new(&self.inner.engine, bytes).map_err(fail("compile"))?;
+                tracing::info!(
+                    plugin = origin,
+                    bytes = bytes.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "compiled strategy plugin"
+                );
                 self.store_cached(&digest, &component);
                 component
             }
         };
         let mut linker: Linker<GuestState> = Linker::new(&self.inner.engine);
-        // No capabilities: every import, WASI included, traps if it is ever called.
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .map_err(fail("link"))?;
+        if wasi {
+            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(fail("link WASI"))?;
+        } else if let Some(import) = self.runtime_wasi_import(&component) {
+            return Err(StrategyError::Load {
+                origin: origin.to_owned(),
+                stage: "link",
+                cause: format!(
+                    "it imports `{import}`, a WASI interface that language runtimes (Python, \
+                     JavaScript) call while running; allow an empty WASI context with \
+                     `{WASI_KEY} = true` in its [[shared.groups]] rule (`--wasi` for \
+                     `sharq plugin check`)"
+                ),
+            });
+        }
+        if !wasi {
+            // Without WASI every import traps if it is ever called. Not done with WASI: its
+            // check for "unknown" is by exact name, so it would shadow with traps the WASI
+            // functions a guest built against a newer 0.2.x patch release imports (the linker
+            // itself matches those semver-compatibly); anything else such a guest imports is
+            // a link error naming the import.
+            linker
+                .define_unknown_imports_as_traps(&component)
+                .map_err(fail("link"))?;
+        }
         let instance_pre = linker.instantiate_pre(&component).map_err(fail("link"))?;
         let pre = bindings::StrategyPre::new(instance_pre)
             .map_err(fail("link (does it implement the `strategy` world?)"))?;
         let plugin = Arc::new(Plugin {
             origin: origin.to_owned(),
             digest,
+            wasi,
+            component,
             pre,
         });
-        self.inner.compiled.lock().insert(digest, plugin.clone());
+        self.inner
+            .compiled
+            .lock()
+            .insert((digest, wasi), plugin.clone());
         Ok(plugin)
+    }
+
+    /// The first WASI import of `component` that only a `wasi = true` plugin may have.
+    fn runtime_wasi_import(&self, component: &Component) -> Option<String> {
+        let engine = &self.inner.engine;
+        component
+            .component_type()
+            .imports(engine)
+            .map(|(name, _)| name)
+            .find(|name| {
+                name.starts_with("wasi:")
+                    && !WASI_TOLERATED_PREFIXES
+                        .iter()
+                        .any(|prefix| name.starts_with(prefix))
+            })
+            .map(str::to_owned)
     }
 
     /// The cache file for a component: its content hash, and the engine's compatibility hash so
@@ -232,24 +341,39 @@ impl WasmHost {
         }
     }
 
-    /// Instantiates `plugin` for one group and calls its `init`.
+    /// Instantiates `plugin` for one group, with the host's default limits, and calls `init`.
     pub fn instantiate(
         &self,
         plugin: &Arc<Plugin>,
         group: &str,
         params: &[(String, String)],
     ) -> Result<WasmInstance, StrategyError> {
-        let limits = self.inner.limits;
+        self.instantiate_limited(plugin, group, params, self.inner.limits)
+    }
+
+    /// Like [`WasmHost::instantiate`], with limits of the plugin's own (Python and JavaScript
+    /// runtimes need tens of MiB where a Rust or C guest needs one or two).
+    pub fn instantiate_limited(
+        &self,
+        plugin: &Arc<Plugin>,
+        group: &str,
+        params: &[(String, String)],
+        limits: SandboxLimits,
+    ) -> Result<WasmInstance, StrategyError> {
         let mut store = Store::new(
             &self.inner.engine,
             GuestState {
+                // Counts are generous because componentize-py and componentize-js components
+                // are made of dozens of core instances and tables; memory is the real bound.
                 limits: StoreLimitsBuilder::new()
                     .memory_size(limits.memory_bytes)
                     .trap_on_grow_failure(true)
-                    .instances(16)
-                    .tables(16)
-                    .memories(4)
+                    .instances(256)
+                    .tables(256)
+                    .memories(32)
                     .build(),
+                wasi: null_wasi(),
+                table: ResourceTable::new(),
             },
         );
         store.limiter(|state| &mut state.limits);
@@ -303,6 +427,12 @@ impl WasmInstance {
                 origin: self.plugin.origin.clone(),
             }
         } else {
+            // A guest without WASI that calls it traps in a function named after the import.
+            let cause = if !self.plugin.wasi && cause.contains("wasi:") {
+                format!("{cause} (the plugin called WASI, which needs `{WASI_KEY} = true`)")
+            } else {
+                cause
+            };
             StrategyError::Trap {
                 origin: self.plugin.origin.clone(),
                 cause,
