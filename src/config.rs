@@ -110,8 +110,9 @@ pub struct SharedConfig {
     pub plugin_deadline_ms: u64,
     /// Failures in a row after which a group stays on the native round robin until a reload.
     pub plugin_max_failures: u32,
-    /// A directory (private to the broker) where compiled plugins are cached across restarts;
-    /// unset keeps the cache in memory only.
+    /// A directory (private to the broker) where compiled plugins are cached across restarts.
+    /// Unset: the user's cache directory (`$XDG_CACHE_HOME/sharq/plugins`, else
+    /// `~/.cache/sharq/plugins`); `""` keeps the cache in memory only.
     pub plugin_cache_dir: Option<PathBuf>,
     /// Per-group strategies; the first rule whose `name` (exact, or a glob such as `orders-*`)
     /// matches the share name wins.

@@ -25,6 +25,16 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::{MemberInfo, MemberLoad, MessageView, Needs, StrategyError};
 
+/// Creates `dir` (and its parents) readable only by the broker's user: a compiled component is
+/// native code the broker will run, so no one else may put files there.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 mod bindings {
     wasmtime::component::bindgen!({
         path: "wit",
@@ -329,10 +339,17 @@ impl WasmHost {
             .map_err(|e| format!("{e:#}"))
             .and_then(|bytes| {
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                    create_private_dir(dir).map_err(|e| e.to_string())?;
                 }
-                // Write then rename, so a concurrent reader never sees half a file.
-                let partial = path.with_extension("partial");
+                // Write then rename, so a concurrent reader never sees half a file. The partial
+                // file's name is unique to this writer: brokers (or hosts in one process) that
+                // compile the same component at once must not write into one file together.
+                static WRITER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let partial = path.with_extension(format!(
+                    "{}-{}.partial",
+                    std::process::id(),
+                    WRITER.fetch_add(1, Ordering::Relaxed)
+                ));
                 std::fs::write(&partial, bytes).map_err(|e| e.to_string())?;
                 std::fs::rename(&partial, &path).map_err(|e| e.to_string())
             });
