@@ -3,9 +3,11 @@
 # but itself? Each round runs, against one broker, at full speed and at the same time:
 #   - `fast`:  a shared group g0 with the built-in (Rust) `round_robin` strategy,
 #   - `plain`: a non-shared subscriber (fanout),
-# once alone (`baseline`) and once next to `slow`: a third load generator publishing at
-# SLOW_RATE msg/s to a group whose strategy is level_hash in Python (or LANG=js). The fast and
-# plain throughputs and latencies of both variants are compared in a table.
+# once alone (`baseline`), once next to `slow`: a third load generator publishing at
+# SLOW_RATE msg/s to a group whose strategy is level_hash in Python (or LANG=js), and once next
+# to the same third load generator publishing to a group with the built-in round_robin
+# (`with_control`), which tells the guest's cost apart from the extra load generator's. The
+# fast and plain throughputs and latencies of all variants are compared in a table.
 #
 # Usage: bench/slow_guest.sh   (ROUNDS=2 SECS=10 SLOW_RATE=2000 LANG_=python PROFILE=release)
 # Needs the plugin toolchains (.ci/install-test-tools) and python3 for the table.
@@ -67,7 +69,7 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 results="$work/results.jsonl"
 : >"$results"
 for round in $(seq 1 "$ROUNDS"); do
-    for variant in baseline with_slow; do
+    for variant in baseline with_control with_slow; do
         "$BROKER" --config "$work/sharq.toml" >"$work/broker.log" 2>&1 &
         broker_pid=$!
         for _ in $(seq 1 600); do
@@ -76,8 +78,11 @@ for round in $(seq 1 "$ROUNDS"); do
             sleep 0.1
         done
         common=(--port "$PORT" --qos 1 --payload 64 --messages 100000000 --max-secs "$SECS")
-        if [[ "$variant" == with_slow ]]; then
-            SHARQ_BENCH_GROUP_PREFIX=slow "$BENCH" shared "${common[@]}" --rate "$SLOW_RATE" \
+        if [[ "$variant" != baseline ]]; then
+            # Only share names starting with `slow` get the guest (see the config above).
+            prefix=slow
+            [[ "$variant" == with_control ]] && prefix=control
+            SHARQ_BENCH_GROUP_PREFIX=$prefix "$BENCH" shared "${common[@]}" --rate "$SLOW_RATE" \
                 --members 2 --label slow >"$work/slow.json" &
             slow_pid=$!
         fi
@@ -85,7 +90,7 @@ for round in $(seq 1 "$ROUNDS"); do
         fast_pid=$!
         "$BENCH" fanout "${common[@]}" --subscribers 1 --label plain >"$work/plain.json" || true
         wait "$fast_pid" || true
-        if [[ "$variant" == with_slow ]]; then
+        if [[ "$variant" != baseline ]]; then
             wait "$slow_pid" || true
         fi
         kill "$broker_pid"
@@ -111,10 +116,13 @@ for r in rows:
     lat = r["latency_us"]
     print(f"| {r['round']} | {r['variant']} | {r['label']} | {r['delivered_rate']:,.0f} | {lat['p50']} | {lat['p99']} | {r['lost']} |")
 print()
+def median(who, variant):
+    rates = [r["delivered_rate"] for r in rows if r["label"] == who and r["variant"] == variant]
+    return statistics.median(rates) if rates else None
 for who in ("fast", "plain"):
-    base = [r["delivered_rate"] for r in rows if r["label"] == who and r["variant"] == "baseline"]
-    slow = [r["delivered_rate"] for r in rows if r["label"] == who and r["variant"] == "with_slow"]
-    if base and slow:
-        b, s = statistics.median(base), statistics.median(slow)
-        print(f"{who}: median {b:,.0f} -> {s:,.0f} msg/s ({(s - b) / b * 100:+.1f}%)")
+    s = median(who, "with_slow")
+    for against in ("baseline", "with_control"):
+        b = median(who, against)
+        if b and s:
+            print(f"{who}: with_slow vs {against}: median {b:,.0f} -> {s:,.0f} msg/s ({(s - b) / b * 100:+.1f}%)")
 PY
