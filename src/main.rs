@@ -285,10 +285,7 @@ fn plugin_check(
         messages,
         params: parsed,
         group,
-        limits: SandboxLimits {
-            memory_bytes: memory_mib as usize * 1024 * 1024,
-            deadline_ticks: deadline_ms.max(1),
-        },
+        limits: SandboxLimits::from_mib_and_ms(memory_mib, deadline_ms),
         wasi,
     };
     match check::run(&file.display().to_string(), &bytes, &options) {

@@ -87,10 +87,8 @@ impl StrategyRegistry {
         config: &SharedConfig,
         base_dir: Option<&Path>,
     ) -> Result<StrategyRegistry, StrategyError> {
-        let limits = SandboxLimits {
-            memory_bytes: config.plugin_memory_mib as usize * 1024 * 1024,
-            deadline_ticks: config.plugin_deadline_ms.max(1),
-        };
+        let limits =
+            SandboxLimits::from_mib_and_ms(config.plugin_memory_mib, config.plugin_deadline_ms);
         let cache_dir = match config.plugin_cache_dir.as_deref() {
             None => default_cache_dir(),
             Some(dir) if dir.as_os_str().is_empty() => None,
@@ -137,21 +135,15 @@ fn build_rules(
     config: &SharedConfig,
     base_dir: Option<&Path>,
 ) -> Result<Rules, StrategyError> {
-    let default = resolve_named(
-        host,
-        &config.default_strategy,
-        &[],
-        host.limits(),
-        config.plugin_max_failures,
-    )?;
+    let defaults = PluginOptions {
+        wasi: false,
+        limits: host.limits(),
+        max_failures: config.plugin_max_failures,
+    };
+    let default = resolve_named(host, &config.default_strategy, &[], defaults)?;
     let mut groups = Vec::with_capacity(config.groups.len());
     for entry in &config.groups {
-        groups.push(resolve_rule(
-            host,
-            entry,
-            base_dir,
-            config.plugin_max_failures,
-        )?);
+        groups.push(resolve_rule(host, entry, base_dir, config)?);
     }
     Ok(Rules { default, groups })
 }
@@ -160,7 +152,7 @@ fn resolve_rule(
     host: &WasmHost,
     entry: &GroupStrategyConfig,
     base_dir: Option<&Path>,
-    max_failures: u32,
+    config: &SharedConfig,
 ) -> Result<Rule, StrategyError> {
     let matcher = Glob::new(&entry.name)
         .map_err(|e| StrategyError::Load {
@@ -170,17 +162,16 @@ fn resolve_rule(
         })?
         .compile_matcher();
     let params = entry.params_as_strings();
-    let defaults = host.limits();
-    let limits = SandboxLimits {
-        memory_bytes: entry
-            .memory_mib
-            .map_or(defaults.memory_bytes, |mib| mib as usize * 1024 * 1024),
-        deadline_ticks: entry
-            .deadline_ms
-            .map_or(defaults.deadline_ticks, |ms| ms.max(1)),
+    let options = PluginOptions {
+        wasi: entry.wasi,
+        limits: SandboxLimits::from_mib_and_ms(
+            entry.memory_mib.unwrap_or(config.plugin_memory_mib),
+            entry.deadline_ms.unwrap_or(config.plugin_deadline_ms),
+        ),
+        max_failures: config.plugin_max_failures,
     };
     let strategy = match (&entry.strategy, &entry.plugin) {
-        (Some(name), _) => resolve_named(host, name, &params, limits, max_failures)?,
+        (Some(name), _) => resolve_named(host, name, &params, options)?,
         (None, Some(path)) => {
             let path = resolve_path(path, base_dir);
             let bytes = std::fs::read(&path).map_err(|e| StrategyError::Read {
@@ -188,11 +179,6 @@ fn resolve_rule(
                 cause: e.to_string(),
             })?;
             let label = path.display().to_string();
-            let options = PluginOptions {
-                wasi: entry.wasi,
-                limits,
-                max_failures,
-            };
             Some(resolve_bytes(host, &label, &bytes, params, options)?)
         }
         (None, None) => None,
@@ -208,8 +194,7 @@ fn resolve_named(
     host: &WasmHost,
     name: &str,
     params: &[(String, String)],
-    limits: SandboxLimits,
-    max_failures: u32,
+    options: PluginOptions,
 ) -> Result<Option<Arc<ResolvedStrategy>>, StrategyError> {
     if name == builtin::NATIVE_ROUND_ROBIN {
         return Ok(None);
@@ -219,8 +204,7 @@ fn resolve_named(
     // Built-ins are Rust guests: they never need WASI.
     let options = PluginOptions {
         wasi: false,
-        limits,
-        max_failures,
+        ..options
     };
     Ok(Some(resolve_bytes(
         host,

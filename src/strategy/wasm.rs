@@ -66,6 +66,17 @@ pub struct SandboxLimits {
     pub deadline_ticks: u64,
 }
 
+impl SandboxLimits {
+    /// Limits as the config and `sharq plugin check` state them: memory in MiB, deadline in
+    /// milliseconds (at least one epoch tick).
+    pub fn from_mib_and_ms(memory_mib: u32, deadline_ms: u64) -> SandboxLimits {
+        SandboxLimits {
+            memory_bytes: memory_mib as usize * 1024 * 1024,
+            deadline_ticks: deadline_ms.max(1),
+        }
+    }
+}
+
 /// A compiled plugin, ready to instantiate cheaply for any number of groups.
 pub struct Plugin {
     /// Where it came from (a built-in's name or a file path), for logs.
