@@ -73,16 +73,8 @@ fi
 SHARQ="$TARGET/release/sharq"
 BENCH="$TARGET/release/examples/sharq_bench"
 
-work=$(mktemp -d)
-broker_pid=
-cleanup() {
-    if [[ -n "$broker_pid" ]] && kill -0 "$broker_pid" 2>/dev/null; then
-        kill "$broker_pid" 2>/dev/null || true
-        wait "$broker_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=broker_run.sh
+. bench/broker_run.sh
 
 # Both brokers get the same limits where they have the same knob: 64 messages in flight per
 # client, 100,000 queued per client (both default to less — sharq 10,000, Mosquitto 1,000 — and
@@ -129,13 +121,8 @@ log_type error
 log_type warning
 EOF
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
-
 start_broker() { # sharq|mosquitto [strategy]
-    if port_open; then
-        log "port $PORT is already in use; set PORT=..."
-        exit 1
-    fi
+    require_free_port
     # 10k idle connections need 10k descriptors in the broker (and in sharq_bench, which raises
     # its own soft limit to the hard one).
     local nofile
@@ -150,22 +137,9 @@ start_broker() { # sharq|mosquitto [strategy]
         ;;
     esac
     broker_pid=$!
-    for _ in $(seq 1 100); do
-        port_open && return 0
-        sleep 0.05
-    done
-    log "$1 did not open port $PORT; its log:"
-    tail -20 "$work/broker.log" >&2
-    exit 1
+    wait_for_broker "$work/broker.log" 5
 }
 
-stop_broker() {
-    kill "$broker_pid" 2>/dev/null || true
-    wait "$broker_pid" 2>/dev/null || true
-    broker_pid=
-}
-
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$broker_pid/stat"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$broker_pid/status"; }
 
 results="$work/results.jsonl"

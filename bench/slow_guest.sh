@@ -34,16 +34,8 @@ BENCH="$dir/examples/sharq_bench"
 # PLUGIN=path skips rebuilding the component.
 PLUGIN=${PLUGIN:-$("examples/strategies/level_hash/$LANG_/build.sh" | tail -1)}
 
-work=$(mktemp -d)
-broker_pid=
-cleanup() {
-    if [[ -n "$broker_pid" ]] && kill -0 "$broker_pid" 2>/dev/null; then
-        kill "$broker_pid" 2>/dev/null || true
-        wait "$broker_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=broker_run.sh
+. bench/broker_run.sh
 cat >"$work/sharq.toml" <<EOF
 [server]
 listeners = ["127.0.0.1:$PORT"]
@@ -65,18 +57,14 @@ wasi = true
 memory_mib = 96
 EOF
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 results="$work/results.jsonl"
 : >"$results"
 for round in $(seq 1 "$ROUNDS"); do
     for variant in baseline with_control with_slow; do
         "$BROKER" --config "$work/sharq.toml" >"$work/broker.log" 2>&1 &
         broker_pid=$!
-        for _ in $(seq 1 600); do
-            port_open && break
-            kill -0 "$broker_pid" 2>/dev/null || { cat "$work/broker.log" >&2; exit 1; }
-            sleep 0.1
-        done
+        # Up to a minute: a cold start compiles the Python or JavaScript component.
+        wait_for_broker "$work/broker.log" 60
         common=(--port "$PORT" --qos 1 --payload 64 --messages 100000000 --max-secs "$SECS")
         if [[ "$variant" != baseline ]]; then
             # Only share names starting with `slow` get the guest (see the config above).
@@ -93,9 +81,7 @@ for round in $(seq 1 "$ROUNDS"); do
         if [[ "$variant" != baseline ]]; then
             wait "$slow_pid" || true
         fi
-        kill "$broker_pid"
-        wait "$broker_pid" || true
-        broker_pid=
+        stop_broker
         for who in fast plain slow; do
             if [[ -s "$work/$who.json" ]]; then
                 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); d["variant"]=sys.argv[2]; d["round"]=sys.argv[3]; print(json.dumps(d))' \

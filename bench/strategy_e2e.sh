@@ -33,16 +33,8 @@ bench_cmd=("$BENCH")
 [[ -n "$BROKER_CPUS" ]] && broker_cmd=(taskset -c "$BROKER_CPUS" "$BROKER")
 [[ -n "$BENCH_CPUS" ]] && bench_cmd=(taskset -c "$BENCH_CPUS" "$BENCH")
 
-work=$(mktemp -d)
-broker_pid=
-cleanup() {
-    if [[ -n "$broker_pid" ]] && kill -0 "$broker_pid" 2>/dev/null; then
-        kill "$broker_pid" 2>/dev/null || true
-        wait "$broker_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=broker_run.sh
+. bench/broker_run.sh
 
 for strategy in round_robin native_round_robin; do
     cat >"$work/$strategy.toml" <<EOF
@@ -56,27 +48,17 @@ default_strategy = "$strategy"
 EOF
 done
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
-# The broker's user+system CPU time in clock ticks: CPU per message is far less sensitive to
-# other load on a shared machine than wall-clock throughput.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$broker_pid/stat"; }
 CLK_TCK=$(getconf CLK_TCK)
 
 results="$work/results.jsonl"
 : >"$results"
 for round in $(seq 1 "$ROUNDS"); do
     for strategy in round_robin native_round_robin; do
-        if port_open; then
-            echo "port $PORT is already in use; set PORT=..." >&2
-            exit 1
-        fi
+        require_free_port
         "${broker_cmd[@]}" --config "$work/$strategy.toml" >"$work/broker-$strategy-$round.log" 2>&1 &
         broker_pid=$!
-        for _ in $(seq 1 100); do
-            port_open && break
-            sleep 0.1
-        done
+        wait_for_broker "$work/broker-$strategy-$round.log" 10
         load_before=$(loadavg)
         ticks_before=$(cpu_ticks)
         line=$("${bench_cmd[@]}" shared --port "$PORT" --publishers "$PUBLISHERS" --groups "$GROUPS_" \
@@ -84,9 +66,7 @@ for round in $(seq 1 "$ROUNDS"); do
             --rate "$RATE" --max-secs "$MAX_SECS" --label "$strategy round $round" || true)
         ticks_after=$(cpu_ticks)
         load_after=$(loadavg)
-        kill "$broker_pid"
-        wait "$broker_pid" || true
-        broker_pid=
+        stop_broker
         if [[ -z "$line" ]]; then
             echo "round $round $strategy: sharq_bench printed nothing" >&2
             continue

@@ -1,0 +1,49 @@
+# Sourced by the bench scripts (not run on its own): a scratch directory `$work` removed on
+# exit, and one broker process at a time (`$broker_pid`) on 127.0.0.1:$PORT, stopped on exit
+# too, so an interrupted run never leaves a broker behind to be measured by the next one.
+
+work=$(mktemp -d)
+broker_pid=
+
+stop_broker() {
+    if [[ -n "$broker_pid" ]]; then
+        kill "$broker_pid" 2>/dev/null || true
+        wait "$broker_pid" 2>/dev/null || true
+    fi
+    broker_pid=
+}
+
+cleanup() {
+    stop_broker
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
+
+# Something already listening on $PORT would be measured instead of the broker under test.
+require_free_port() {
+    if port_open; then
+        echo "port $PORT is already in use; set PORT=..." >&2
+        exit 1
+    fi
+}
+
+# Call right after starting the broker in the background and setting broker_pid: waits up to
+# SECS seconds for $PORT to accept connections; if the broker exits or never listens, prints
+# the end of its LOG and exits.
+wait_for_broker() { # LOG SECS
+    local deadline=$((SECONDS + $2))
+    until port_open; do
+        if ! kill -0 "$broker_pid" 2>/dev/null || ((SECONDS >= deadline)); then
+            echo "the broker did not open port $PORT; its log:" >&2
+            tail -20 "$1" >&2
+            exit 1
+        fi
+        sleep 0.05
+    done
+}
+
+# The broker's user+system CPU time in clock ticks: CPU per message is far less sensitive to
+# other load on a shared machine than wall-clock throughput.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$broker_pid/stat"; }
