@@ -67,14 +67,26 @@ pub struct LimitsConfig {
     /// Messages queued for one session (offline, or online but behind) before the overflow
     /// policy applies.
     pub max_queued_messages: usize,
-    /// Payload bytes queued for one session before the overflow policy applies.
+    /// Bytes one session may hold, queued or in flight, before the overflow policy applies.
+    /// Counted over whole messages: topic, payload and every property.
     pub max_queued_bytes: usize,
     pub max_topic_levels: usize,
+    /// Open sockets, counted from accept() on (a client that never finishes CONNECT holds a
+    /// place too); above it a new socket is closed at once.
     pub max_connections: usize,
+    /// Open sockets from one source address; 0 means no per-address limit.
+    pub max_connections_per_ip: usize,
+    /// How long a new connection may take to send CONNECT.
+    pub connect_timeout_secs: u64,
     /// Topic aliases a client may use towards us (Topic Alias Maximum in CONNACK).
     pub topic_alias_maximum: u16,
+    /// Topic aliases we use towards a v5 client, within the Topic Alias Maximum it states;
+    /// 0 sends every topic in full.
+    pub outgoing_topic_alias_maximum: u16,
     /// Pending will messages and similar timers are per session; this bounds retained messages.
     pub max_retained_messages: usize,
+    /// Whole-message bytes (topic, payload, properties) over all retained messages.
+    pub max_retained_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -99,7 +111,8 @@ pub struct KeepAliveConfig {
 pub struct SharedConfig {
     /// Messages a shared group keeps while none of its members can take them.
     pub group_queue_max_messages: usize,
-    /// Payload bytes a shared group keeps while none of its members can take them.
+    /// Bytes a shared group keeps while none of its members can take them, counted over whole
+    /// messages: topic, payload and every property.
     pub group_queue_max_bytes: usize,
     /// The strategy of groups no `[[shared.groups]]` rule matches: a built-in name, or
     /// `native_round_robin` for the non-Wasm round robin.
@@ -189,8 +202,12 @@ impl Default for LimitsConfig {
             max_queued_bytes: 64 * 1024 * 1024,
             max_topic_levels: 64,
             max_connections: 100_000,
+            max_connections_per_ip: 0,
+            connect_timeout_secs: 10,
             topic_alias_maximum: 64,
+            outgoing_topic_alias_maximum: 64,
             max_retained_messages: 1_000_000,
+            max_retained_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -309,6 +326,9 @@ impl Config {
         }
         if self.limits.max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be at least 1"));
+        }
+        if self.limits.connect_timeout_secs == 0 {
+            return Err(invalid("limits.connect_timeout_secs", "must be at least 1"));
         }
         if self.shared.group_queue_max_messages == 0 {
             return Err(invalid(

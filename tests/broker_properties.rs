@@ -178,3 +178,68 @@ async fn subscriber_maximum_packet_size_respected() {
     );
     sub.expect_no_publish(QUIET).await;
 }
+
+fn with_alias_maximum(id: &str, maximum: Option<u16>) -> sharq::packet::Connect {
+    let mut connect = connect_packet(ProtocolVersion::V5, id);
+    connect.properties.topic_alias_maximum = maximum;
+    connect
+}
+
+/// (topic as sent, alias) of the next PUBLISH.
+async fn next_aliased(client: &mut RawClient) -> (String, Option<u16>) {
+    let publish = client.recv_and_ack().await;
+    (publish.topic.to_string(), publish.properties.topic_alias)
+}
+
+/// Within the client's Topic Alias Maximum, repeated topics go by alias alone; a full table
+/// gives the least recently used topic's alias to the new one; a reconnect starts afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_topic_aliases_within_the_client_maximum() {
+    let broker = TestBroker::start().await;
+    let (mut sub, _) =
+        RawClient::connect_with(broker.addr(), with_alias_maximum("alias-sub", Some(2))).await;
+    sub.subscribe("al/#", QoS::AtLeastOnce).await;
+    let mut publisher = RawClient::v5(broker.addr(), "alias-pub").await;
+    for topic in ["al/a", "al/a", "al/b", "al/a", "al/c", "al/c", "al/a"] {
+        publisher
+            .publish(topic, b"x", QoS::AtLeastOnce, false)
+            .await;
+    }
+    let expected = [
+        ("al/a", Some(1)),
+        ("", Some(1)),
+        ("al/b", Some(2)),
+        ("", Some(1)),
+        // The table is full: b was used least recently and gives up alias 2.
+        ("al/c", Some(2)),
+        ("", Some(2)),
+        ("", Some(1)),
+    ];
+    for (topic, alias) in expected {
+        assert_eq!(next_aliased(&mut sub).await, (topic.to_owned(), alias));
+    }
+    sub.disconnect().await;
+
+    let (mut again, _) =
+        RawClient::connect_with(broker.addr(), with_alias_maximum("alias-sub", Some(2))).await;
+    again.subscribe("al/#", QoS::AtLeastOnce).await;
+    publisher
+        .publish("al/a", b"x", QoS::AtLeastOnce, false)
+        .await;
+    assert_eq!(next_aliased(&mut again).await, ("al/a".to_owned(), Some(1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_server_topic_aliases_without_a_client_maximum() {
+    let broker = TestBroker::start().await;
+    let (mut sub, _) =
+        RawClient::connect_with(broker.addr(), with_alias_maximum("noalias-sub", None)).await;
+    sub.subscribe("na/#", QoS::AtLeastOnce).await;
+    let mut publisher = RawClient::v5(broker.addr(), "noalias-pub").await;
+    for _ in 0..3 {
+        publisher
+            .publish("na/a", b"x", QoS::AtLeastOnce, false)
+            .await;
+        assert_eq!(next_aliased(&mut sub).await, ("na/a".to_owned(), None));
+    }
+}

@@ -281,3 +281,29 @@ fn paho_python_v311_and_v5() {
         broker.output.lock().unwrap()
     );
 }
+
+/// Server-to-client topic aliases with paho-mqtt as the receiving client.
+#[test]
+fn paho_python_receives_server_topic_aliases() {
+    if !tools_ready(true) {
+        return;
+    }
+    let broker = SpawnedBroker::start();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/paho_topic_alias.py"
+    );
+    let mut command = Command::new("python3");
+    command
+        .arg(script)
+        .arg("127.0.0.1")
+        .arg(broker.addr.port().to_string());
+    let output = run_bounded(command, Duration::from_secs(60));
+    assert!(
+        output.status.success(),
+        "paho topic alias check failed:\nstdout {}\nstderr {}\nbroker output:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        broker.output.lock().unwrap()
+    );
+}

@@ -3,7 +3,13 @@
 //!
 //! A single task owns both directions of the socket. Output is batched: everything the
 //! handlers and the session produce in one round is encoded into one buffer and written with
-//! one call.
+//! one call. Input is handled as soon as it is whole: packets a client pipelines behind CONNECT
+//! are processed right after the CONNACK, whatever TCP did to the stream.
+//!
+//! A connection we end says goodbye so the client can read why: our last packets (a refusing
+//! CONNACK, a DISCONNECT with its reason code) are written, the write side is half-closed, and
+//! input is drained and discarded for a bounded time before the socket closes. Closing with
+//! unread input would make the kernel send a reset, and the client would lose the reason code.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use bytestring::ByteString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,14 +28,16 @@ use crate::packet::{
     ConnAck, Disconnect, DisconnectProperties, Packet, ProtocolVersion, ReasonCode,
 };
 
+use super::admission::Admitted;
 use super::error::ConnectionError;
 use super::session::Session;
+use super::topic_alias::{Aliased, OutgoingAliases};
 use super::{will, BrokerState};
 
-/// How long a new connection may take to send CONNECT.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a goodbye (DISCONNECT, refusing CONNACK) may take to write before we just close.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long input is drained after our goodbye, so the client reads it instead of a reset.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most PUBLISH packets moved from the session queue into the write buffer per round, so one
 /// backlog cannot balloon the write buffer.
 const MAX_PUBLISHES_PER_ROUND: usize = 256;
@@ -81,13 +89,22 @@ pub(super) struct Connection {
     pub request_problem_information: bool,
     /// Set by the DISCONNECT handler; the loop ends after the current read.
     pub disconnect_received: Option<ReasonCode>,
+    /// Topic aliases we use towards a v5 client that allows them; none otherwise.
+    pub outgoing_aliases: Option<OutgoingAliases>,
     /// Scratch space for packets moved out of the session, reused across rounds.
     outgoing: Vec<Packet>,
     /// Bytes to reserve for the next read, between MIN_READ_SIZE and MAX_READ_SIZE.
     read_size: usize,
+    /// This socket's place under the connection limits, given back when the task ends.
+    _admitted: Admitted,
 }
 
-pub async fn run(broker: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr) {
+pub async fn run(
+    broker: Arc<BrokerState>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    admitted: Admitted,
+) {
     let max_packet_size = broker.config.limits.max_packet_size;
     let mut connection = Connection {
         broker,
@@ -104,8 +121,10 @@ pub async fn run(broker: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr) 
         keep_alive: None,
         request_problem_information: true,
         disconnect_received: None,
+        outgoing_aliases: None,
         outgoing: Vec::new(),
         read_size: MIN_READ_SIZE,
+        _admitted: admitted,
     };
     let end = connection.serve().await;
     connection.finish(end).await;
@@ -129,21 +148,38 @@ impl Connection {
     }
 
     /// Reads CONNECT and answers it. `Ok(false)` when the client was refused or went away.
+    /// Whatever the client sent after CONNECT stays in `read_buf` for the main loop.
     async fn connect_phase(&mut self) -> Result<bool, ConnectionError> {
-        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        let timeout = Duration::from_secs(self.broker.config.limits.connect_timeout_secs);
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            match self.decoder.decode(&mut self.read_buf) {
-                Ok(Some(Packet::Connect(connect))) => {
-                    self.version = connect.protocol;
-                    self.decoder.set_version(connect.protocol);
-                    let accepted = self.handle_connect(*connect)?;
-                    self.flush().await?;
-                    return Ok(accepted);
+            match self.decoder.frame_len(&self.read_buf) {
+                Ok(Some(size)) => {
+                    // The session keeps the CONNECT's strings (client id, will, username) for
+                    // its whole life, and they are slices of the buffer they are decoded from:
+                    // decode CONNECT from a copy of its own size, so they pin tens of bytes
+                    // rather than a read block. One copy, however the bytes arrived.
+                    let mut frame = BytesMut::from(&self.read_buf[..size]);
+                    self.read_buf.advance(size);
+                    return match self.decoder.decode(&mut frame) {
+                        Ok(Some(Packet::Connect(connect))) => {
+                            self.version = connect.protocol;
+                            self.decoder.set_version(connect.protocol);
+                            let accepted = self.handle_connect(*connect)?;
+                            self.flush().await?;
+                            Ok(accepted)
+                        }
+                        Ok(_) => Err(DecodeError::NotConnect.into()),
+                        Err(e) => {
+                            self.refuse_bad_connect(&e, &frame).await;
+                            Err(e.into())
+                        }
+                    };
                 }
-                Ok(Some(_)) => return Err(DecodeError::NotConnect.into()),
                 Ok(None) => {}
                 Err(e) => {
-                    self.refuse_bad_connect(&e).await;
+                    let received = std::mem::take(&mut self.read_buf);
+                    self.refuse_bad_connect(&e, &received).await;
                     return Err(e.into());
                 }
             }
@@ -159,24 +195,20 @@ impl Connection {
             if read == 0 {
                 return Ok(false);
             }
-            // The session keeps the CONNECT's strings (client id, will, username) for its whole
-            // life, and they are slices of this buffer: copy what was read into a block of its
-            // own size, so they pin tens of bytes rather than a 4 KiB read block.
-            self.read_buf = BytesMut::from(&self.read_buf[..]);
         }
     }
 
     /// Answers an unreadable CONNECT with a CONNACK where the spec allows one: 0x84 for an
     /// unknown protocol (in the 3.1.1 format every client reads), the decode error's code for a
-    /// v5 CONNECT whose level byte we could read.
-    async fn refuse_bad_connect(&mut self, error: &DecodeError) {
+    /// v5 CONNECT whose level byte we could read. `received` holds the CONNECT's bytes.
+    async fn refuse_bad_connect(&mut self, error: &DecodeError, received: &[u8]) {
         let (version, code) = match error {
             DecodeError::UnsupportedProtocol(_) => (
                 ProtocolVersion::V3_1_1,
                 ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
             ),
             DecodeError::NotConnect => return,
-            other if peek_connect_level(&self.read_buf) == Some(5) => {
+            other if peek_connect_level(received) == Some(5) => {
                 (ProtocolVersion::V5, other.reason_code())
             }
             _ => return,
@@ -186,13 +218,10 @@ impl Connection {
             reason_code: code,
             ..ConnAck::default()
         });
-        if codec::encode(&connack, version, &mut self.write_buf).is_ok() {
-            let _ = tokio::time::timeout(
-                GOODBYE_TIMEOUT,
-                self.stream.write_all_buf(&mut self.write_buf),
-            )
-            .await;
+        if codec::encode(&connack, version, &mut self.write_buf).is_err() {
+            self.write_buf.clear();
         }
+        // Written by `finish`, with the goodbye every refused connection gets.
     }
 
     async fn main_loop(&mut self) -> Result<End, ConnectionError> {
@@ -210,6 +239,12 @@ impl Connection {
         let far_future = Duration::from_secs(100 * 365 * 24 * 3600);
         let keep_alive_timer = tokio::time::sleep(keep_alive.unwrap_or(far_future));
         tokio::pin!(keep_alive_timer);
+        // Packets that came in the same reads as CONNECT: handle them now, not when more
+        // bytes happen to arrive (a client may send nothing more until it gets its SUBACK).
+        self.process_input()?;
+        if let Some(reason) = self.disconnect_received {
+            return Ok(End::Disconnected(reason));
+        }
         loop {
             self.pump_outgoing();
             if !self.write_buf.is_empty() {
@@ -338,6 +373,29 @@ impl Connection {
         }
     }
 
+    /// Encodes a packet from the session's queue or in-flight set: a PUBLISH goes with a topic
+    /// alias where the client allows them.
+    pub fn send_delivery(&mut self, packet: Packet) {
+        let Packet::Publish(mut publish) = packet else {
+            self.send(&packet);
+            return;
+        };
+        let Some(aliases) = self.outgoing_aliases.as_mut() else {
+            self.send(&Packet::Publish(publish));
+            return;
+        };
+        let topic = publish.topic.clone();
+        let aliased = aliases.apply(&mut publish);
+        let packet = Packet::Publish(publish);
+        tracing::trace!(peer = %self.peer, packet = packet.name(), "sending");
+        if let Err(e) = codec::encode(&packet, self.version, &mut self.write_buf) {
+            if aliased == Aliased::Assigned {
+                aliases.forget(&topic);
+            }
+            tracing::warn!(peer = %self.peer, packet = packet.name(), error = %e, "cannot encode packet");
+        }
+    }
+
     /// Moves what the session has queued into the write buffer, as far as flow control allows.
     fn pump_outgoing(&mut self) {
         let Some(client) = &self.client else { return };
@@ -353,7 +411,7 @@ impl Connection {
         let session = client.session.clone();
         let sent = outgoing.len();
         for packet in outgoing.drain(..) {
-            self.send(&packet);
+            self.send_delivery(packet);
         }
         self.outgoing = outgoing;
         if sent > 0 {
@@ -382,7 +440,10 @@ impl Connection {
     /// Says goodbye where the protocol has a way to, and settles the session: will message,
     /// redispatch of shared copies, expiry.
     async fn finish(&mut self, end: End) {
-        let goodbye = match &end {
+        // A broken socket has nobody to say anything to; every other end is told, in order,
+        // what was already answered (acks in the write buffer) and then why it ends.
+        let socket_usable = !matches!(end, End::Lost | End::Error(ConnectionError::Io(_)));
+        let disconnect = match &end {
             End::Shutdown => Some((ReasonCode::SERVER_SHUTTING_DOWN, None)),
             End::Kicked(code) => Some((*code, None)),
             End::KeepAliveTimeout => Some((ReasonCode::KEEP_ALIVE_TIMEOUT, None)),
@@ -392,12 +453,11 @@ impl Connection {
             _ => None,
         };
         if let (Some((code, reason)), true) =
-            (goodbye, self.version.is_v5() && self.client.is_some())
+            (disconnect, self.version.is_v5() && self.client.is_some())
         {
             let reason_string = reason
                 .filter(|_| self.request_problem_information)
                 .map(ByteString::from);
-            self.write_buf.clear();
             self.send(&Packet::Disconnect(Disconnect {
                 reason_code: code,
                 properties: DisconnectProperties {
@@ -405,12 +465,35 @@ impl Connection {
                     ..DisconnectProperties::default()
                 },
             }));
+        }
+        if socket_usable {
             let _ = tokio::time::timeout(GOODBYE_TIMEOUT, self.flush()).await;
         }
+        // Half-close: the client sees end of stream after our last packet.
         let _ = tokio::time::timeout(GOODBYE_TIMEOUT, self.stream.shutdown()).await;
+        self.settle(&end);
+        if socket_usable {
+            self.drain_input().await;
+        }
+    }
 
+    /// Reads and discards what the client still sends, until it closes or DRAIN_TIMEOUT passes,
+    /// so that closing does not turn unread input into a reset that hides our goodbye.
+    async fn drain_input(&mut self) {
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        let mut scratch = [0u8; 4096];
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut scratch)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Hands the session back: redispatch of unfinished shared copies, will, expiry.
+    fn settle(&mut self, end: &End) {
         let Some(client) = self.client.take() else {
-            if let End::Error(e) = &end {
+            if let End::Error(e) = end {
                 tracing::info!(peer = %self.peer, error = %e, "connection closed before CONNECT completed");
             }
             return;
@@ -420,7 +503,7 @@ impl Connection {
             .stats
             .clients_connected
             .fetch_sub(1, Ordering::Relaxed);
-        match &end {
+        match end {
             End::Error(e) => {
                 tracing::info!(client_id = %session.client_id, peer = %self.peer, error = %e, code = %e.reason_code(), "client disconnected: protocol violation")
             }

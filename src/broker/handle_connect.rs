@@ -12,6 +12,7 @@ use crate::topic::validate_topic_name;
 use super::auth::Credentials;
 use super::connection::{Client, Connection};
 use super::error::ConnectionError;
+use super::topic_alias::OutgoingAliases;
 use super::will;
 
 /// Largest packet the spec allows; the default for a client that states no Maximum Packet Size.
@@ -145,8 +146,17 @@ impl Connection {
             reason_code: ReasonCode::SUCCESS,
             properties,
         }));
-        for packet in &attached.resend {
-            self.send(packet);
+        // Aliases are per connection: the resent PUBLISHes establish them afresh.
+        self.outgoing_aliases = if v5 {
+            OutgoingAliases::new(
+                connect.properties.topic_alias_maximum.unwrap_or(0),
+                self.broker.config.limits.outgoing_topic_alias_maximum,
+            )
+        } else {
+            None
+        };
+        for packet in attached.resend {
+            self.send_delivery(packet);
         }
         self.broker
             .stats

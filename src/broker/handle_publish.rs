@@ -2,13 +2,22 @@
 
 use std::sync::atomic::Ordering;
 
+use bytestring::ByteString;
+
 use crate::packet::{Ack, Packet, Publish, QoS, ReasonCode};
 use crate::topic::validate_topic_name;
 
 use super::connection::Connection;
 use super::error::ConnectionError;
-use super::message::Message;
+use super::message::{Message, Quota};
 use super::router::Routed;
+
+/// What became of one published message, for its acknowledgement.
+struct Outcome {
+    routed: Routed,
+    /// The bound that kept a retained message out of the retained store.
+    not_retained: Option<Quota>,
+}
 
 impl Connection {
     pub(super) fn handle_publish(&mut self, publish: Publish) -> Result<(), ConnectionError> {
@@ -64,9 +73,9 @@ impl Connection {
                 self.route(publish, topic, &session);
             }
             (QoS::AtLeastOnce, Some(packet_id)) => {
-                let routed = self.route(publish, topic, &session);
-                let reason = self.ack_reason(routed);
-                self.send(&Packet::PubAck(Ack::with_reason(packet_id, reason)));
+                let outcome = self.route(publish, topic, &session);
+                let ack = self.ack_for(packet_id, &outcome);
+                self.send(&Packet::PubAck(ack));
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 if session.is_incoming_qos2_pending(packet_id) {
@@ -80,10 +89,13 @@ impl Connection {
                         message: "more unacknowledged QoS 2 messages than Receive Maximum",
                     });
                 }
-                let routed = self.route(publish, topic, &session);
-                session.begin_incoming_qos2(packet_id);
-                let reason = self.ack_reason(routed);
-                self.send(&Packet::PubRec(Ack::with_reason(packet_id, reason)));
+                let outcome = self.route(publish, topic, &session);
+                let ack = self.ack_for(packet_id, &outcome);
+                // A PUBREC with a failure code ends the exchange: no PUBREL will follow.
+                if !ack.reason_code.is_error() {
+                    session.begin_incoming_qos2(packet_id);
+                }
+                self.send(&Packet::PubRec(ack));
             }
             (_, None) => {
                 return Err(ConnectionError::Protocol(
@@ -94,39 +106,59 @@ impl Connection {
         Ok(())
     }
 
-    /// 0x10 (No matching subscribers) tells a v5 publisher nobody got it; still a success.
-    fn ack_reason(&self, routed: Routed) -> ReasonCode {
-        if self.version.is_v5() && !routed.matched() {
-            ReasonCode::NO_MATCHING_SUBSCRIBERS
-        } else {
-            ReasonCode::SUCCESS
+    /// The PUBACK/PUBREC for a routed message. A v5 publisher hears 0x97 (Quota exceeded),
+    /// with the bound's config key as reason string, when quotas kept the message out of every
+    /// queue it matched or out of the retained store; 0x10 (No matching subscribers) when
+    /// nobody subscribed, which is still a success. A 3.1.1 publisher has no way to hear either.
+    fn ack_for(&self, packet_id: u16, outcome: &Outcome) -> Ack {
+        if !self.version.is_v5() {
+            return Ack::new(packet_id);
+        }
+        let refusal = match (outcome.routed.refused_entirely(), outcome.not_retained) {
+            (Some(quota), _) => Some(format!("quota exceeded: {}", quota.key())),
+            (None, Some(quota)) => Some(format!(
+                "quota exceeded: {}; delivered to current subscribers but not retained",
+                quota.key()
+            )),
+            (None, None) => None,
+        };
+        match refusal {
+            Some(reason) => {
+                let mut ack = Ack::with_reason(packet_id, ReasonCode::QUOTA_EXCEEDED);
+                if self.request_problem_information {
+                    ack.properties.reason_string = Some(ByteString::from(reason));
+                }
+                ack
+            }
+            None if !outcome.routed.matched() => {
+                Ack::with_reason(packet_id, ReasonCode::NO_MATCHING_SUBSCRIBERS)
+            }
+            None => Ack::new(packet_id),
         }
     }
 
     fn route(
         &self,
         publish: Publish,
-        topic: bytestring::ByteString,
+        topic: ByteString,
         publisher: &super::session::Session,
-    ) -> Routed {
+    ) -> Outcome {
         let message = Message::from_publish(
             publish,
             topic,
             Some(publisher.id),
             Some(publisher.client_id.clone()),
         );
-        if message.retain {
-            let _ = self
-                .broker
-                .retained
-                .set(&message, self.broker.config.limits.max_retained_messages);
-        }
+        let not_retained = self.broker.retain(&message);
         let routed = self.broker.router.route(
             &message,
             self.broker.queue_limits(),
             self.broker.group_limits(),
         );
-        self.broker.stats.record_dropped(routed.dropped);
-        routed
+        self.broker.stats.record_routed(&routed);
+        Outcome {
+            routed,
+            not_retained,
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! Accepting TCP connections.
+//! Accepting TCP connections, within `limits.max_connections` and
+//! `limits.max_connections_per_ip`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,16 +25,26 @@ pub async fn accept_loop(broker: Arc<BrokerState>, listener: TcpListener) {
                 continue;
             }
         };
-        let connected = broker.stats.clients_connected.load(Ordering::Relaxed);
-        if connected as usize >= broker.config.limits.max_connections {
-            tracing::warn!(%peer, limit = broker.config.limits.max_connections, "connection refused: limits.max_connections reached");
-            drop(stream);
-            continue;
-        }
+        let admitted = match broker.admission.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                broker
+                    .stats
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                // Closed at once: a flood of refused sockets must cost as little as possible,
+                // and must not flood the log either.
+                drop(stream);
+                if let Some(suppressed) = broker.refusal_log.allow() {
+                    tracing::warn!(%peer, limit = refusal.key(), suppressed, "connection refused: limit reached");
+                }
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         broker
             .tasks
-            .spawn(connection::run(broker.clone(), stream, peer));
+            .spawn(connection::run(broker.clone(), stream, peer, admitted));
     }
     tracing::debug!("listener stopped");
 }

@@ -30,6 +30,9 @@ pub struct Message {
     pub publisher_client_id: Option<ByteString>,
     /// When the Message Expiry Interval runs out; none means never.
     pub expires_at: Option<Instant>,
+    /// What the message costs every bound it is held under: topic, payload and every property.
+    /// Fixed at construction, so a queue's byte count always adds and subtracts the same value.
+    weight: usize,
 }
 
 impl Message {
@@ -47,6 +50,7 @@ impl Message {
             .message_expiry_interval
             .take()
             .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
+        let weight = whole_weight(&topic, &publish.payload, &properties);
         Arc::new(Message {
             topic,
             payload: publish.payload,
@@ -56,6 +60,24 @@ impl Message {
             publisher,
             publisher_client_id,
             expires_at,
+            weight,
+        })
+    }
+
+    /// A message the broker publishes itself (`$SYS`), with no properties and no publisher.
+    pub fn internal(topic: ByteString, payload: Bytes, qos: QoS, retain: bool) -> Arc<Message> {
+        let properties = PublishProperties::default();
+        let weight = whole_weight(&topic, &payload, &properties);
+        Arc::new(Message {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+            publisher: None,
+            publisher_client_id: None,
+            expires_at: None,
+            weight,
         })
     }
 
@@ -77,9 +99,65 @@ impl Message {
         self.remaining_expiry(now).is_err()
     }
 
-    /// Bytes counted against queue limits: payload and topic, the parts that scale.
+    /// Bytes counted against every queue, window and store bound: topic, payload and every
+    /// property (user properties can outweigh the payload by far).
     pub fn weight(&self) -> usize {
-        self.payload.len() + self.topic.len()
+        self.weight
+    }
+}
+
+fn whole_weight(topic: &str, payload: &[u8], properties: &PublishProperties) -> usize {
+    topic.len() + payload.len() + crate::codec::publish_properties_len(properties)
+}
+
+/// A configured bound that made the broker refuse a message. Its config key is what a v5
+/// publisher reads in the reason string of PUBACK/PUBREC 0x97 (Quota exceeded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quota {
+    SessionMessages,
+    SessionBytes,
+    GroupMessages,
+    GroupBytes,
+    RetainedMessages,
+    RetainedBytes,
+}
+
+impl Quota {
+    pub const ALL: [Quota; 6] = [
+        Quota::SessionMessages,
+        Quota::SessionBytes,
+        Quota::GroupMessages,
+        Quota::GroupBytes,
+        Quota::RetainedMessages,
+        Quota::RetainedBytes,
+    ];
+
+    /// The config key that sets this bound.
+    pub fn key(self) -> &'static str {
+        match self {
+            Quota::SessionMessages => "limits.max_queued_messages",
+            Quota::SessionBytes => "limits.max_queued_bytes",
+            Quota::GroupMessages => "shared.group_queue_max_messages",
+            Quota::GroupBytes => "shared.group_queue_max_bytes",
+            Quota::RetainedMessages => "limits.max_retained_messages",
+            Quota::RetainedBytes => "limits.max_retained_bytes",
+        }
+    }
+
+    /// A short name for statistics (`$SYS/broker/messages/refused/<label>`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Quota::SessionMessages => "session_queue_messages",
+            Quota::SessionBytes => "session_queue_bytes",
+            Quota::GroupMessages => "group_queue_messages",
+            Quota::GroupBytes => "group_queue_bytes",
+            Quota::RetainedMessages => "retained_messages",
+            Quota::RetainedBytes => "retained_bytes",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 

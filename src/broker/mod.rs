@@ -5,6 +5,7 @@
 //! the per-connection task, `session.rs` what survives a connection, `router.rs` the topic tree,
 //! `shared.rs` shared-subscription groups, `retain.rs`, `will.rs`, `sys.rs`.
 
+mod admission;
 mod auth;
 mod connection;
 mod error;
@@ -13,6 +14,7 @@ mod handle_connect;
 mod handle_publish;
 mod handle_subscribe;
 mod listener;
+mod log_limit;
 pub mod message;
 pub mod retain;
 pub mod router;
@@ -21,6 +23,7 @@ pub mod shared;
 mod stats;
 pub mod store;
 mod sys;
+mod topic_alias;
 mod will;
 
 use std::collections::HashMap;
@@ -42,8 +45,10 @@ pub use stats::Stats;
 use crate::config::Config;
 use crate::strategy::{Dispatcher, StrategyRegistry};
 use crate::topic::{parse_subscription, SubscriptionFilter};
+use admission::Admission;
+use log_limit::LogLimit;
 use message::Message;
-use retain::RetainStore;
+use retain::{RetainLimits, RetainStore, Retained};
 use router::Router;
 use session::{Delivery, QueueLimits, Session};
 use shared::GroupLimits;
@@ -67,6 +72,10 @@ pub struct BrokerState {
     /// Every connection task, so shutdown can wait for them to say goodbye.
     pub tasks: TaskTracker,
     pub started_at: Instant,
+    /// Places for open sockets under the connection limits.
+    admission: Admission,
+    /// Keeps a flood of refused sockets from flooding the log as well.
+    refusal_log: LogLimit,
 }
 
 impl std::fmt::Debug for BrokerState {
@@ -120,6 +129,11 @@ impl Broker {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started_at: Instant::now(),
+            admission: Admission::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_ip,
+            ),
+            refusal_log: LogLimit::new(Duration::from_secs(1)),
             config,
         });
         state.restore_sessions();
@@ -166,6 +180,13 @@ impl BrokerState {
         QueueLimits {
             max_messages: self.config.limits.max_queued_messages,
             max_bytes: self.config.limits.max_queued_bytes,
+        }
+    }
+
+    pub fn retain_limits(&self) -> RetainLimits {
+        RetainLimits {
+            max_messages: self.config.limits.max_retained_messages,
+            max_bytes: self.config.limits.max_retained_bytes,
         }
     }
 
@@ -229,6 +250,11 @@ impl BrokerState {
 
     pub fn session(&self, client_id: &str) -> Option<Arc<Session>> {
         self.sessions.lock().get(client_id).cloned()
+    }
+
+    /// Sockets open now, CONNECT finished or not.
+    pub fn open_sockets(&self) -> usize {
+        self.admission.open()
     }
 
     pub fn session_count(&self) -> usize {
@@ -418,14 +444,27 @@ impl BrokerState {
     /// Publishes a message from inside the broker (wills, `$SYS`): retains it if asked, then
     /// routes it.
     pub fn publish_internal(&self, message: Arc<Message>) {
-        if message.retain {
-            self.retained
-                .set(&message, self.config.limits.max_retained_messages);
-        }
+        self.retain(&message);
         let routed = self
             .router
             .route(&message, self.queue_limits(), self.group_limits());
-        self.stats.record_dropped(routed.dropped);
+        self.stats.record_routed(&routed);
+    }
+
+    /// Stores a message that has the RETAIN flag in the retained store. Returns the bound that
+    /// kept it out, counted; the message is routed either way.
+    pub fn retain(&self, message: &Arc<Message>) -> Option<message::Quota> {
+        if !message.retain {
+            return None;
+        }
+        match self.retained.set(message, self.retain_limits()) {
+            Retained::Full(quota) => {
+                self.stats.record_refused(quota, 1);
+                tracing::debug!(topic = %message.topic, quota = quota.key(), "retained store full: message not retained");
+                Some(quota)
+            }
+            Retained::Stored | Retained::Cleared => None,
+        }
     }
 }
 

@@ -7,11 +7,35 @@ use std::time::Instant;
 use bytestring::ByteString;
 use parking_lot::RwLock;
 
-use super::message::Message;
+use super::message::{Message, Quota};
 
 #[derive(Debug, Default)]
 pub struct RetainStore {
-    messages: RwLock<HashMap<ByteString, Arc<Message>>>,
+    /// The messages and their byte total, under one lock so the total never drifts.
+    inner: RwLock<Retaining>,
+}
+
+#[derive(Debug, Default)]
+struct Retaining {
+    messages: HashMap<ByteString, Arc<Message>>,
+    /// Sum of the stored messages' whole-message weights.
+    bytes: usize,
+}
+
+impl Retaining {
+    fn remove(&mut self, topic: &str) {
+        if let Some(old) = self.messages.remove(topic) {
+            self.bytes -= old.weight();
+        }
+    }
+}
+
+/// Bounds on the retained store.
+#[derive(Debug, Clone, Copy)]
+pub struct RetainLimits {
+    pub max_messages: usize,
+    /// Whole-message bytes (topic, payload, properties) over all retained messages.
+    pub max_bytes: usize,
 }
 
 /// Whether a stored message replaced, was added, or could not be stored.
@@ -19,8 +43,8 @@ pub struct RetainStore {
 pub enum Retained {
     Stored,
     Cleared,
-    /// The store is at its configured maximum and the topic is new.
-    Full,
+    /// Storing it would break this bound; the previous retained message of the topic stays.
+    Full(Quota),
 }
 
 impl RetainStore {
@@ -30,21 +54,33 @@ impl RetainStore {
 
     /// Stores `message` as the topic's retained message; an empty payload clears it
     /// [MQTT-3.3.1-6].
-    pub fn set(&self, message: &Arc<Message>, max_messages: usize) -> Retained {
-        let mut messages = self.messages.write();
+    pub fn set(&self, message: &Arc<Message>, limits: RetainLimits) -> Retained {
+        let mut inner = self.inner.write();
         if message.payload.is_empty() {
-            messages.remove(&message.topic);
+            inner.remove(&message.topic);
             return Retained::Cleared;
         }
-        if messages.len() >= max_messages && !messages.contains_key(&message.topic) {
-            return Retained::Full;
+        let replaced = inner.messages.get(&message.topic).map_or(0, |m| m.weight());
+        if replaced == 0 && inner.messages.len() >= limits.max_messages {
+            return Retained::Full(Quota::RetainedMessages);
         }
-        messages.insert(message.topic.clone(), message.clone());
+        if inner.bytes - replaced + message.weight() > limits.max_bytes {
+            return Retained::Full(Quota::RetainedBytes);
+        }
+        inner.bytes = inner.bytes - replaced + message.weight();
+        inner
+            .messages
+            .insert(message.topic.clone(), message.clone());
         Retained::Stored
     }
 
     pub fn len(&self) -> usize {
-        self.messages.read().len()
+        self.inner.read().messages.len()
+    }
+
+    /// Whole-message bytes held, counted as `limits.max_retained_bytes` counts them.
+    pub fn bytes(&self) -> usize {
+        self.inner.read().bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -57,7 +93,8 @@ impl RetainStore {
         let mut found = Vec::new();
         let mut expired = Vec::new();
         {
-            let messages = self.messages.read();
+            let inner = self.inner.read();
+            let messages = &inner.messages;
             if !filter.contains(['+', '#']) {
                 if let Some(message) = messages.get(filter) {
                     if message.is_expired(now) {
@@ -80,10 +117,14 @@ impl RetainStore {
             }
         }
         if !expired.is_empty() {
-            let mut messages = self.messages.write();
+            let mut inner = self.inner.write();
             for topic in expired {
-                if messages.get(&topic).is_some_and(|m| m.is_expired(now)) {
-                    messages.remove(&topic);
+                if inner
+                    .messages
+                    .get(&topic)
+                    .is_some_and(|m| m.is_expired(now))
+                {
+                    inner.remove(&topic);
                 }
             }
         }

@@ -19,9 +19,9 @@ use crate::packet::{QoS, SubscriptionOptions};
 use crate::strategy::Dispatcher;
 use crate::topic::TopicTree;
 
-use super::message::{Message, SessionId};
+use super::message::{Message, Quota, SessionId};
 use super::session::{Delivery, Enqueued, QueueLimits, Session};
-use super::shared::{GroupLimits, SharedGroup};
+use super::shared::{Dispatched, GroupLimits, SharedGroup};
 
 #[derive(Debug, Default)]
 pub struct FilterEntry {
@@ -51,18 +51,35 @@ pub struct Membership {
     pub weight: u32,
 }
 
-/// What routing one message did, for statistics.
+/// What routing one message did: for the publisher's acknowledgement and for statistics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Routed {
-    /// Copies queued to sessions (each shared group counts once).
+    /// Copies accepted: queued to a session, or handed to (or queued in) a shared group, which
+    /// counts once.
     pub delivered: usize,
-    /// Copies refused because a session's queue was full.
+    /// Copies lost to a full queue: refused ones, and the oldest QoS 0 message a full session
+    /// queue gave up to take this one.
     pub dropped: usize,
+    /// Refusals by the bound behind them, indexed by [`Quota::index`].
+    pub refused: [u32; Quota::ALL.len()],
 }
 
 impl Routed {
     pub fn matched(&self) -> bool {
         self.delivered + self.dropped > 0
+    }
+
+    /// The bound to name when the message reached no queue at all because of quotas.
+    pub fn refused_entirely(&self) -> Option<Quota> {
+        if self.delivered > 0 {
+            return None;
+        }
+        Quota::ALL.into_iter().find(|q| self.refused[q.index()] > 0)
+    }
+
+    pub fn record_refusal(&mut self, quota: Quota) {
+        self.dropped += 1;
+        self.refused[quota.index()] += 1;
     }
 }
 
@@ -257,17 +274,22 @@ impl Router {
                 group: None,
             };
             match target.session.enqueue(delivery, queue_limits) {
-                Enqueued::Refused => routed.dropped += 1,
+                Enqueued::Refused(quota) => routed.record_refusal(quota),
                 Enqueued::QueuedDroppingOldestQos0 => {
                     routed.delivered += 1;
                     routed.dropped += 1;
                 }
                 Enqueued::Queued => routed.delivered += 1,
+                // Ended between matching and delivery: as if it had unsubscribed first.
+                Enqueued::Ended => {}
             }
         }
         for group in groups {
-            group.dispatch(message.clone(), group_limits);
-            routed.delivered += 1;
+            match group.dispatch(message.clone(), group_limits) {
+                Dispatched::Accepted => routed.delivered += 1,
+                Dispatched::Refused(quota) => routed.record_refusal(quota),
+                Dispatched::Ended => {}
+            }
         }
         routed
     }

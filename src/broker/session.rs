@@ -20,7 +20,7 @@ use crate::packet::{
     Ack, LastWill, Packet, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionOptions,
 };
 
-use super::message::{Message, SessionId};
+use super::message::{Message, Quota, SessionId};
 use super::shared::SharedGroup;
 
 /// One copy of a message on its way to one session.
@@ -106,8 +106,10 @@ pub struct QueueLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
     Queued,
-    /// The queue was full: the new message was refused.
-    Refused,
+    /// The queue was full: the new message was refused, because of this bound.
+    Refused(Quota),
+    /// The session has ended; nobody will read its queue.
+    Ended,
     /// The queue was full of QoS 0 messages; the oldest was dropped to make room.
     QueuedDroppingOldestQos0,
 }
@@ -181,6 +183,9 @@ struct SessionState {
     queue: VecDeque<Delivery>,
     queued_bytes: usize,
     inflight: HashMap<u16, Inflight, ahash::RandomState>,
+    /// Whole-message bytes of `inflight`: the session's byte bound covers what it holds in
+    /// flight as well as what is queued, or a window of large messages would escape it.
+    inflight_bytes: usize,
     next_sequence: u64,
     next_packet_id: u16,
     /// QoS 2 PUBLISHes received and acknowledged with PUBREC, waiting for PUBREL.
@@ -315,12 +320,12 @@ impl Session {
     pub fn enqueue(&self, delivery: Delivery, limits: QueueLimits) -> Enqueued {
         let mut state = self.lock();
         if state.ended {
-            return Enqueued::Refused;
+            return Enqueued::Ended;
         }
         let weight = delivery.message.weight();
         let mut outcome = Enqueued::Queued;
         if state.queue.len() >= limits.max_messages
-            || state.queued_bytes + weight > limits.max_bytes
+            || state.held_bytes() + weight > limits.max_bytes
         {
             // Overflow policy: QoS 0 is the cheapest to lose, so the oldest QoS 0 message makes
             // room; if there is none, the newest message is refused.
@@ -334,10 +339,13 @@ impl Session {
                     }
                     outcome = Enqueued::QueuedDroppingOldestQos0;
                 }
-                _ => return Enqueued::Refused,
+                _ if state.queue.len() >= limits.max_messages => {
+                    return Enqueued::Refused(Quota::SessionMessages)
+                }
+                _ => return Enqueued::Refused(Quota::SessionBytes),
             }
-            if state.queued_bytes + weight > limits.max_bytes {
-                return Enqueued::Refused;
+            if state.held_bytes() + weight > limits.max_bytes {
+                return Enqueued::Refused(Quota::SessionBytes);
             }
         }
         state.queued_bytes += weight;
@@ -401,6 +409,7 @@ impl Session {
             if let Some(id) = packet_id {
                 let sequence = state.next_sequence;
                 state.next_sequence += 1;
+                state.inflight_bytes += delivery.message.weight();
                 state.inflight.insert(
                     id,
                     Inflight {
@@ -439,7 +448,7 @@ impl Session {
         }
         // PUBACK, or PUBREC with a failure code: the exchange is over; a failed message is
         // discarded, never sent elsewhere [MQTT-4.8.2-6].
-        state.inflight.remove(&packet_id);
+        state.remove_inflight(packet_id);
         AckOutcome::Done
     }
 
@@ -447,7 +456,7 @@ impl Session {
         let mut state = self.lock();
         match state.inflight.get(&packet_id) {
             Some(entry) if entry.stage == OutboundStage::Released => {
-                state.inflight.remove(&packet_id);
+                state.remove_inflight(packet_id);
                 AckOutcome::Done
             }
             _ => AckOutcome::UnknownPacketId,
@@ -538,6 +547,7 @@ impl Session {
         state.queue.clear();
         state.queued_bytes = 0;
         state.inflight.clear();
+        state.inflight_bytes = 0;
         state.incoming_qos2.clear();
         EndedSession {
             subscriptions: std::mem::take(&mut state.subscriptions),
@@ -591,6 +601,17 @@ pub struct EndedSession {
 }
 
 impl SessionState {
+    /// Whole-message bytes the session holds: queued and in flight.
+    fn held_bytes(&self) -> usize {
+        self.queued_bytes + self.inflight_bytes
+    }
+
+    fn remove_inflight(&mut self, packet_id: u16) -> Option<Inflight> {
+        let entry = self.inflight.remove(&packet_id)?;
+        self.inflight_bytes -= entry.delivery.message.weight();
+        Some(entry)
+    }
+
     fn allocate_packet_id(&mut self) -> Option<u16> {
         for _ in 0..=u16::MAX as usize {
             let id = self.next_packet_id;
@@ -615,7 +636,7 @@ impl SessionState {
             .collect();
         in_flight.sort_unstable();
         for (_, id) in in_flight {
-            if let Some(entry) = self.inflight.remove(&id) {
+            if let Some(entry) = self.remove_inflight(id) {
                 out.push(entry.delivery);
             }
         }
@@ -694,16 +715,12 @@ mod tests {
     use bytes::Bytes;
 
     fn message(topic: &str, payload: &'static [u8], qos: QoS) -> Arc<Message> {
-        Arc::new(Message {
-            topic: ByteString::from(topic),
-            payload: Bytes::from_static(payload),
+        Message::internal(
+            ByteString::from(topic),
+            Bytes::from_static(payload),
             qos,
-            retain: false,
-            properties: Default::default(),
-            publisher: None,
-            publisher_client_id: None,
-            expires_at: None,
-        })
+            false,
+        )
     }
 
     fn delivery(payload: &'static [u8], qos: QoS, group: Option<Arc<SharedGroup>>) -> Delivery {
@@ -756,7 +773,7 @@ mod tests {
         );
         assert_eq!(
             session.enqueue(delivery(b"e", QoS::AtLeastOnce, None), LIMITS),
-            Enqueued::Refused
+            Enqueued::Refused(Quota::SessionMessages)
         );
         let attached = online(&session, 10);
         let mut out = Vec::new();

@@ -18,7 +18,7 @@ use crate::strategy::{
     key_hash, Choice, Dispatcher, MemberInfo, MemberLoad, MessageView, StrategyCounters,
 };
 
-use super::message::{Message, SessionId};
+use super::message::{Message, Quota, SessionId};
 use super::session::{Delivery, Enqueued, QueueLimits, Session};
 
 /// Bounds on a group's own queue.
@@ -28,6 +28,17 @@ pub struct GroupLimits {
     pub max_bytes: usize,
     /// The per-session queue limits applied when a member is handed a message.
     pub member_queue: QueueLimits,
+}
+
+/// What became of a message offered to a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatched {
+    /// Handed to a member, or waiting in the group's queue for one.
+    Accepted,
+    /// The group's queue is full: the message was dropped, because of this bound.
+    Refused(Quota),
+    /// The group ended (its last member left) while the message was being routed.
+    Ended,
 }
 
 #[derive(Debug)]
@@ -223,18 +234,21 @@ impl SharedGroup {
     }
 
     /// Hands a newly published message to one member, or queues it in the group.
-    pub fn dispatch(self: &Arc<Self>, message: Arc<Message>, limits: GroupLimits) {
+    pub fn dispatch(self: &Arc<Self>, message: Arc<Message>, limits: GroupLimits) -> Dispatched {
         let mut state = self.state.lock();
         if state.ended {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return Dispatched::Ended;
         }
         // Anything already waiting is older and goes first.
         if state.queue.is_empty() && self.try_hand_out(&mut state, &message, limits) {
-            return;
+            return Dispatched::Accepted;
         }
-        self.push_back(&mut state, message, limits);
+        if let Err(quota) = self.push_back(&mut state, message, limits) {
+            return Dispatched::Refused(quota);
+        }
         self.drain_locked(&mut state, limits);
+        Dispatched::Accepted
     }
 
     /// Takes back copies a member could not finish and hands them to other members, oldest first.
@@ -279,18 +293,29 @@ impl SharedGroup {
         self.queued.store(state.queue.len(), Ordering::Relaxed);
     }
 
-    fn push_back(&self, state: &mut GroupState, message: Arc<Message>, limits: GroupLimits) {
+    fn push_back(
+        &self,
+        state: &mut GroupState,
+        message: Arc<Message>,
+        limits: GroupLimits,
+    ) -> Result<(), Quota> {
         let weight = message.weight();
-        if state.queue.len() >= limits.max_messages
-            || state.queued_bytes + weight > limits.max_bytes
-        {
+        let refused = if state.queue.len() >= limits.max_messages {
+            Some(Quota::GroupMessages)
+        } else if state.queued_bytes + weight > limits.max_bytes {
+            Some(Quota::GroupBytes)
+        } else {
+            None
+        };
+        if let Some(quota) = refused {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(group = %self.name, filter = %self.filter, "shared group queue full, message dropped");
-            return;
+            tracing::debug!(group = %self.name, filter = %self.filter, quota = quota.key(), "shared group queue full, message dropped");
+            return Err(quota);
         }
         state.queued_bytes += weight;
         state.queue.push_back(message);
         self.queued.store(state.queue.len(), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Picks a member and queues the message to it; false if no member can take it now.
@@ -411,7 +436,7 @@ impl SharedGroup {
             group: Some(self.clone()),
         };
         match member.session.enqueue(delivery, limits.member_queue) {
-            Enqueued::Refused => false,
+            Enqueued::Refused(_) | Enqueued::Ended => false,
             Enqueued::Queued | Enqueued::QueuedDroppingOldestQos0 => {
                 member.dispatched += 1;
                 self.counters.dispatched.fetch_add(1, Ordering::Relaxed);

@@ -8,9 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use crate::packet::{PublishProperties, QoS};
+use crate::packet::QoS;
 
-use super::message::Message;
+use super::message::{Message, Quota};
 use super::shared::SharedGroup;
 use super::stats::Stats;
 use super::BrokerState;
@@ -79,6 +79,28 @@ pub fn publish_all(broker: &BrokerState) {
         "$SYS/broker/bytes/sent",
         Stats::get(&stats.bytes_sent).to_string(),
     );
+    publish_one(
+        broker,
+        "$SYS/broker/retained messages/bytes",
+        broker.retained.bytes().to_string(),
+    );
+    publish_one(
+        broker,
+        "$SYS/broker/connections/open",
+        broker.open_sockets().to_string(),
+    );
+    publish_one(
+        broker,
+        "$SYS/broker/connections/refused",
+        Stats::get(&stats.connections_refused).to_string(),
+    );
+    for quota in Quota::ALL {
+        publish_one(
+            broker,
+            &format!("$SYS/broker/messages/refused/{}", quota.label()),
+            Stats::get(&stats.refused_by_quota[quota.index()]).to_string(),
+        );
+    }
     publish_shared_groups(broker);
 }
 
@@ -136,15 +158,11 @@ fn strategy_json(group: &SharedGroup) -> serde_json::Value {
 }
 
 fn publish_one(broker: &BrokerState, topic: &str, value: String) {
-    let message = Arc::new(Message {
-        topic: ByteString::from(topic),
-        payload: Bytes::from(value),
-        qos: QoS::AtMostOnce,
-        retain: true,
-        properties: PublishProperties::default(),
-        publisher: None,
-        publisher_client_id: None,
-        expires_at: None,
-    });
+    let message = Message::internal(
+        ByteString::from(topic),
+        Bytes::from(value),
+        QoS::AtMostOnce,
+        true,
+    );
     broker.publish_internal(message);
 }

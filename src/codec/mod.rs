@@ -74,28 +74,12 @@ impl Decoder {
     ///
     /// After an error the buffer is left as it was: the connection is to be closed, not resumed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
-        let Some(&first) = buf.first() else {
+        let Some((header, size)) = self.whole_frame(buf)? else {
             return Ok(None);
         };
-        let v5 = self.version.map(ProtocolVersion::is_v5);
-        fh::check_first_byte(first, v5)?;
-        let Some(header) = fh::parse(buf)? else {
-            return Ok(None);
-        };
-        let size = header.header_len + header.remaining_len;
-        if size as u64 > u64::from(self.max_packet_size) {
-            return Err(DecodeError::PacketTooLarge {
-                size: size as u64,
-                max: self.max_packet_size,
-            });
-        }
-        // No reserve() here: the claimed length is only a claim until the bytes arrive.
-        if buf.len() < size {
-            return Ok(None);
-        }
         let mut body = buf.split_to(size).freeze();
         body.advance(header.header_len);
-        let v5 = v5.unwrap_or(false);
+        let v5 = self.version.is_some_and(ProtocolVersion::is_v5);
         let packet = match header.packet_type {
             fh::CONNECT => {
                 let connect = connect::decode(body)?;
@@ -124,6 +108,45 @@ impl Decoder {
             _ => Packet::Auth(auth::decode(body)?),
         };
         Ok(Some(packet))
+    }
+}
+
+/// Bytes a PUBLISH's properties take on the wire (v5), length prefix excluded: the part of a
+/// message that whole-message accounting adds to its topic and payload.
+pub fn publish_properties_len(properties: &crate::packet::PublishProperties) -> usize {
+    use properties::Props;
+    let mut counter = Counter::default();
+    properties.emit(&mut counter);
+    counter.len
+}
+
+impl Decoder {
+    /// The size of the packet at the start of `buf` if all of it is there, checking its fixed
+    /// header as `decode` does; `Ok(None)` asks for more input. Consumes nothing.
+    pub fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>, DecodeError> {
+        Ok(self.whole_frame(buf)?.map(|(_, size)| size))
+    }
+
+    fn whole_frame(&self, buf: &[u8]) -> Result<Option<(fh::FixedHeader, usize)>, DecodeError> {
+        let Some(&first) = buf.first() else {
+            return Ok(None);
+        };
+        fh::check_first_byte(first, self.version.map(ProtocolVersion::is_v5))?;
+        let Some(header) = fh::parse(buf)? else {
+            return Ok(None);
+        };
+        let size = header.header_len + header.remaining_len;
+        if size as u64 > u64::from(self.max_packet_size) {
+            return Err(DecodeError::PacketTooLarge {
+                size: size as u64,
+                max: self.max_packet_size,
+            });
+        }
+        // No reserve() here: the claimed length is only a claim until the bytes arrive.
+        if buf.len() < size {
+            return Ok(None);
+        }
+        Ok(Some((header, size)))
     }
 }
 

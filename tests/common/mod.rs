@@ -366,6 +366,8 @@ pub struct RawClient {
     stash: VecDeque<Packet>,
     next_packet_id: u16,
     closed: bool,
+    /// The connection ended in a reset (ECONNRESET) rather than an orderly close.
+    reset: bool,
 }
 
 impl RawClient {
@@ -384,6 +386,7 @@ impl RawClient {
             stash: VecDeque::new(),
             next_packet_id: 1,
             closed: false,
+            reset: false,
         }
     }
 
@@ -417,6 +420,11 @@ impl RawClient {
         RawClient::connect(addr, ProtocolVersion::V3_1_1, client_id).await
     }
 
+    /// True once the connection ended in a reset instead of an orderly close (FIN).
+    pub fn was_reset(&self) -> bool {
+        self.reset
+    }
+
     pub fn packet_id(&mut self) -> u16 {
         let id = self.next_packet_id;
         self.next_packet_id = self.next_packet_id.wrapping_add(1).max(1);
@@ -426,6 +434,15 @@ impl RawClient {
     pub async fn send_bytes(&mut self, bytes: &[u8]) {
         // A broker that already closed may reset the socket: tests check what it sent instead.
         let _ = tokio::time::timeout(TIMEOUT, self.stream.write_all(bytes)).await;
+    }
+
+    /// Writes `bytes` and reports the write's own result: a write after the broker reset the
+    /// connection fails.
+    pub async fn try_send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match tokio::time::timeout(TIMEOUT, self.stream.write_all(bytes)).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::other("write timed out")),
+        }
     }
 
     pub async fn send(&mut self, packet: &Packet) {
@@ -454,7 +471,11 @@ impl RawClient {
             self.buf.reserve(4096);
             match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
                 Err(_) => return Event::Timeout,
-                Ok(Ok(0)) | Ok(Err(_)) => self.closed = true,
+                Ok(Ok(0)) => self.closed = true,
+                Ok(Err(e)) => {
+                    self.closed = true;
+                    self.reset = e.kind() == std::io::ErrorKind::ConnectionReset;
+                }
                 Ok(Ok(_)) => {}
             }
         }
@@ -851,4 +872,129 @@ pub async fn wait_event<E: std::fmt::Debug>(
             Ok(Some(Ok(_))) => {}
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Re-chunking proxy
+// ---------------------------------------------------------------------------------------------
+
+/// How [`ChunkingProxy`] cuts the client's bytes on their way to the broker.
+#[derive(Debug, Clone, Copy)]
+pub enum Chunking {
+    /// Every byte in a write of its own.
+    OneByte,
+    /// Writes of pseudo-random sizes from 1 to `max` bytes, fixed by `seed`.
+    Random { seed: u64, max: usize },
+    /// Everything the client sends within `window` of its first byte goes in one write.
+    Coalesce { window: Duration },
+}
+
+/// A TCP relay between test clients and a broker that re-chunks the client-to-broker stream,
+/// so that a scenario proves the broker reads packets whatever TCP does to them. Broker-to-
+/// client bytes pass unchanged. Each direction's close is passed on as a half-close.
+pub struct ChunkingProxy {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ChunkingProxy {
+    pub async fn start(upstream: SocketAddr, chunking: Chunking) -> ChunkingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut connection = 0u64;
+            while let Ok((client, _)) = listener.accept().await {
+                connection += 1;
+                let chunking = match chunking {
+                    // Each connection gets its own cut pattern, still fixed by the seed.
+                    Chunking::Random { seed, max } => Chunking::Random {
+                        seed: seed ^ connection.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                        max,
+                    },
+                    other => other,
+                };
+                tokio::spawn(relay(client, upstream, chunking));
+            }
+        });
+        ChunkingProxy { addr, task }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for ChunkingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn relay(client: TcpStream, upstream: SocketAddr, chunking: Chunking) {
+    let Ok(broker) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = broker.set_nodelay(true);
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut broker_read, mut broker_write) = broker.into_split();
+    let downstream = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut broker_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    });
+    let mut rng = match chunking {
+        Chunking::Random { seed, .. } => seed | 1,
+        _ => 1,
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match client_read.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut pending = buf[..n].to_vec();
+        if let Chunking::Coalesce { window } = chunking {
+            let deadline = tokio::time::Instant::now() + window;
+            let mut closed = false;
+            while let Ok(read) = tokio::time::timeout_at(deadline, client_read.read(&mut buf)).await
+            {
+                match read {
+                    Ok(0) | Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(more) => pending.extend_from_slice(&buf[..more]),
+                }
+            }
+            if broker_write.write_all(&pending).await.is_err() || closed {
+                break;
+            }
+            continue;
+        }
+        let mut rest = &pending[..];
+        while !rest.is_empty() {
+            let size = match chunking {
+                Chunking::OneByte => 1,
+                Chunking::Random { max, .. } => {
+                    // xorshift64: deterministic for a seed, good enough to vary the cuts.
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    1 + (rng % max.max(1) as u64) as usize
+                }
+                Chunking::Coalesce { .. } => rest.len(),
+            }
+            .min(rest.len());
+            if broker_write.write_all(&rest[..size]).await.is_err() {
+                return;
+            }
+            rest = &rest[size..];
+            if matches!(chunking, Chunking::OneByte) {
+                // Let each byte leave as a segment of its own rather than merge in the socket.
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    let _ = broker_write.shutdown().await;
+    let _ = downstream.await;
 }
