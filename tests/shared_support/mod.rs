@@ -347,8 +347,8 @@ impl RawClient {
         assert_eq!(codes, vec![ReasonCode(qos as u8)]);
     }
 
-    /// UNSUBSCRIBE; waits for the UNSUBACK.
-    pub async fn unsubscribe_many(&mut self, filters: &[&str]) {
+    /// UNSUBSCRIBE; waits for the UNSUBACK and returns its reason codes (none for 3.1.1).
+    pub async fn unsubscribe_many(&mut self, filters: &[&str]) -> Vec<ReasonCode> {
         let packet_id = self.next_id();
         self.send(&Packet::Unsubscribe(Unsubscribe {
             packet_id,
@@ -357,7 +357,7 @@ impl RawClient {
         }))
         .await;
         self.wait_for("UNSUBACK", |p| match p {
-            Packet::UnsubAck(ack) if ack.packet_id == packet_id => Some(()),
+            Packet::UnsubAck(ack) if ack.packet_id == packet_id => Some(ack.reason_codes.clone()),
             _ => None,
         })
         .await
