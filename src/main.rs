@@ -68,6 +68,9 @@ enum PluginCommand {
         /// Deadline per call, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         deadline_ms: u64,
+        /// Deadline for instantiation and `init` together, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        init_deadline_ms: u64,
         /// Serve the plugin's WASI imports from an empty context, like `wasi = true` in a
         /// `[[shared.groups]]` rule (Python and JavaScript components need it).
         #[arg(long)]
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
                     group,
                     memory_mib,
                     deadline_ms,
+                    init_deadline_ms,
                     wasi,
                 },
         }) => plugin_check(
@@ -98,8 +102,7 @@ fn main() -> ExitCode {
             messages,
             &params,
             group,
-            memory_mib,
-            deadline_ms,
+            SandboxLimits::from_mib_and_ms(memory_mib, deadline_ms, init_deadline_ms),
             wasi,
         ),
     }
@@ -252,15 +255,13 @@ fn send_reload(config_path: Option<&Path>, pid: Option<u32>) -> ExitCode {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn plugin_check(
     file: &Path,
     members: u32,
     messages: u32,
     params: &[String],
     group: String,
-    memory_mib: u32,
-    deadline_ms: u64,
+    limits: SandboxLimits,
     wasi: bool,
 ) -> ExitCode {
     let mut parsed = Vec::new();
@@ -285,7 +286,7 @@ fn plugin_check(
         messages,
         params: parsed,
         group,
-        limits: SandboxLimits::from_mib_and_ms(memory_mib, deadline_ms),
+        limits,
         wasi,
     };
     match check::run(&file.display().to_string(), &bytes, &options) {
