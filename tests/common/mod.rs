@@ -269,10 +269,19 @@ impl Drop for SpawnedBroker {
     }
 }
 
-/// Finds `listening for MQTT connections ... address=HOST:PORT` in a log line.
+/// Finds the bound address in the `listening for MQTT connections` log line, as text
+/// (`... address=HOST:PORT`) or as JSON (`server.log_format = "json"`).
 pub fn parse_listening(line: &str) -> Option<SocketAddr> {
     if !line.contains("listening for MQTT connections") {
         return None;
+    }
+    if line.trim_start().starts_with('{') {
+        let event: serde_json::Value = serde_json::from_str(line).ok()?;
+        let fields = event.get("fields")?;
+        if fields.get("message")?.as_str()? != "listening for MQTT connections" {
+            return None;
+        }
+        return fields.get("address")?.as_str()?.parse().ok();
     }
     let rest = &line[line.find("address=")? + "address=".len()..];
     let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
