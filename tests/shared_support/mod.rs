@@ -33,11 +33,19 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// How long "nothing more arrives" is observed.
 pub const QUIET: Duration = Duration::from_millis(300);
 
+/// A per-call strategy deadline no healthy call reaches, however busy the machine: the default
+/// 20 ms of wall-clock time can pass while the test process is descheduled, and a timed-out
+/// call hands its message to the fallback round robin, which would falsify any test of a
+/// distribution. Tests about deadlines set their own.
+pub const TEST_PLUGIN_DEADLINE_MS: u64 = 5000;
+
 /// Starts a broker on 127.0.0.1 with an ephemeral port; `$SYS` is off unless `tweak` turns it on.
+/// Strategy calls get [`TEST_PLUGIN_DEADLINE_MS`] unless `tweak` says otherwise.
 pub async fn start_broker(tweak: impl FnOnce(&mut Config)) -> (Broker, SocketAddr) {
     let mut config = Config::default();
     config.server.listeners = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
     config.server.sys_interval_secs = 0;
+    config.shared.plugin_deadline_ms = TEST_PLUGIN_DEADLINE_MS;
     tweak(&mut config);
     let broker = tokio::time::timeout(WAIT, Broker::start(config))
         .await
@@ -582,6 +590,10 @@ impl RawClient {
 pub enum AckMode {
     /// PUBACK / PUBREC → PUBCOMP, at once.
     Ack,
+    /// Like `Ack`, then a PINGREQ round trip: once [`Member::acked`] counts a message, the
+    /// broker has processed its acknowledgement, so a test can control each member's in-flight
+    /// count instead of racing the members' tasks.
+    AckConfirmed,
     /// Never acknowledge anything.
     Never,
     /// PUBACK / PUBREC with this (failure) reason code.
@@ -599,6 +611,8 @@ pub struct Got {
 /// A member reading in its own task, recording everything it receives.
 pub struct Member {
     pub received: Arc<Mutex<Vec<Got>>>,
+    /// Messages acknowledged (PUBACK or PUBREC sent; with `AckConfirmed`, also processed).
+    acked: Arc<std::sync::atomic::AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<RawClient>,
 }
@@ -608,6 +622,8 @@ impl Member {
         let received: Arc<Mutex<Vec<Got>>> = Arc::default();
         let (stop, mut stopped) = oneshot::channel();
         let log = received.clone();
+        let acked: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let acks = acked.clone();
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -618,7 +634,15 @@ impl Member {
                             log.lock().push(Got { first_byte: first, publish: publish.clone(), seq });
                             if let Some(id) = publish.packet_id {
                                 match (mode, publish.qos) {
-                                    (AckMode::Ack, _) => client.ack(&publish).await,
+                                    (AckMode::Ack, _) => {
+                                        client.ack(&publish).await;
+                                        acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    }
+                                    (AckMode::AckConfirmed, _) => {
+                                        client.ack(&publish).await;
+                                        client.ping().await;
+                                        acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    }
                                     (AckMode::Never, _) => {}
                                     (AckMode::Reject(code), QoS::AtLeastOnce) => client.puback(id, ReasonCode(code)).await,
                                     (AckMode::Reject(code), _) => client.pubrec(id, ReasonCode(code)).await,
@@ -626,7 +650,7 @@ impl Member {
                             }
                         }
                         Read::Packet(_, Packet::PubRel(rel)) => {
-                            if mode == AckMode::Ack {
+                            if matches!(mode, AckMode::Ack | AckMode::AckConfirmed) {
                                 client.pubcomp(rel.packet_id).await;
                             }
                         }
@@ -643,6 +667,7 @@ impl Member {
         });
         Member {
             received,
+            acked,
             stop: Some(stop),
             task,
         }
@@ -650,6 +675,11 @@ impl Member {
 
     pub fn count(&self) -> usize {
         self.received.lock().len()
+    }
+
+    /// Messages this member has acknowledged (see [`AckMode::AckConfirmed`]).
+    pub fn acked(&self) -> usize {
+        self.acked.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn seqs(&self) -> Vec<u32> {
