@@ -758,6 +758,30 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+impl TestBroker {
+    /// Waits until the broker has settled the end of `client_id`'s connection: its session is
+    /// offline or gone. The broker closes a socket before it detaches the session, so a client
+    /// seeing the close (or having sent DISCONNECT) is not enough.
+    pub async fn wait_session_offline(&self, client_id: &str) {
+        let state = self.broker.state();
+        wait_until(&format!("session {client_id} offline"), || {
+            state
+                .session(client_id)
+                .is_none_or(|session| !session.is_online())
+        })
+        .await
+    }
+
+    /// Waits until `client_id`'s session has ended.
+    pub async fn wait_session_ended(&self, client_id: &str) {
+        let state = self.broker.state();
+        wait_until(&format!("session {client_id} ended"), || {
+            state.session(client_id).is_none()
+        })
+        .await
+    }
+}
+
 /// Unique-enough client ids for tests sharing a broker.
 pub fn client_id(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

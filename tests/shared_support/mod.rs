@@ -69,6 +69,27 @@ pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut()
     }
 }
 
+/// Waits until the broker has settled the end of `client_id`'s connection: its session is
+/// offline (kept for a later connection) or gone. A client seeing its socket closed is not
+/// enough: the broker closes the socket before it detaches the session.
+pub async fn wait_session_offline(broker: &Broker, client_id: &str) {
+    wait_until(WAIT, &format!("session {client_id} offline"), || {
+        broker
+            .state()
+            .session(client_id)
+            .is_none_or(|session| !session.is_online())
+    })
+    .await
+}
+
+/// Waits until the broker has ended `client_id`'s session.
+pub async fn wait_session_ended(broker: &Broker, client_id: &str) {
+    wait_until(WAIT, &format!("session {client_id} ended"), || {
+        broker.state().session(client_id).is_none()
+    })
+    .await
+}
+
 /// Polls `condition` every 10 ms until it holds (true) or `limit` passes (false).
 pub async fn poll_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
