@@ -217,9 +217,12 @@ async fn sticky_keeps_one_member_until_it_leaves() {
         panic!("sticky: one member should have all 50, got {counts:?}");
     });
 
-    // The chosen member leaves: another is chosen and kept.
-    let leaving = members.remove(first);
-    leaving.stop().await.disconnect(ReasonCode(0)).await;
+    // The chosen member leaves: another is chosen and kept. Once its session has ended, it
+    // is no longer a member the strategy could choose.
+    let leaving = members.remove(first).stop().await;
+    let leaving_id = leaving.client_id.clone();
+    leaving.disconnect(ReasonCode(0)).await;
+    wait_session_ended(&broker, &leaving_id).await;
     let before: Vec<usize> = members.iter().map(Member::count).collect();
     assert_eq!(before, vec![0, 0]);
     publish_each(&mut p, (50..100).map(|s| ("s".to_owned(), s))).await;
@@ -533,6 +536,7 @@ async fn failover_earliest_member_takes_everything_until_it_is_gone() {
     );
 
     active.stop().await.disconnect(ReasonCode(0)).await;
+    wait_session_ended(&broker, "fo-active").await;
     publish_each(&mut p, (40..80).map(|s| ("f".to_owned(), s))).await;
     wait_total(&[&standby1, &standby2], 40).await;
     assert_eq!((standby1.count(), standby2.count()), (40, 0));

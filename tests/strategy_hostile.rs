@@ -273,9 +273,9 @@ async fn always_failing_with(name: &str, plugin: &Path, config: Config) -> (Scen
         0
     );
     // Every message went through the native round robin: the failed ones counted as
-    // fallbacks, the ones after pinning not asked of the strategy at all.
+    // fallbacks (each caller checks how many), the ones after pinning not asked of the
+    // strategy at all.
     assert_eq!(counts.selections, 0, "{name}: {counts:?}");
-    assert_eq!(counts.fallbacks, MAX_FAILURES as u64, "{name}: {counts:?}");
     assert!(
         scene.hostile.iter().all(|m| m.count() == 20),
         "native round robin splits evenly"
@@ -285,7 +285,10 @@ async fn always_failing_with(name: &str, plugin: &Path, config: Config) -> (Scen
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loop_times_out_and_is_pinned() {
-    let (_scene, counts) = always_failing("infinite_loop", 20).await;
+    // Any deadline stops the loop; one this long is never reached by the group's other calls
+    // (microseconds of work each) however the process is scheduled, so every timeout counted
+    // is a select's.
+    let (_scene, counts) = always_failing("infinite_loop", 200).await;
     assert_eq!(
         counts,
         Counts {
@@ -482,7 +485,8 @@ fn slow_init_config(params: &str, shared_extra: &str, rule_extra: &str) -> Confi
 
 /// With the default deadlines, an `init` that takes 200 ms (ten per-call deadlines) loads, at
 /// start and at every rebuild, while a `select` that never returns is still cut off by the
-/// 20 ms per-call deadline: the failures counted are exactly the selects', none from setup.
+/// 20 ms per-call deadline: every failure is a timeout and every rebuild succeeds (a failed
+/// setup would count a failure that is not a timeout, or no rebuild).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_init_loads_under_the_init_deadline_and_select_keeps_the_call_deadline() {
     let defaults = Config::default().shared;
@@ -495,11 +499,17 @@ async fn slow_init_loads_under_the_init_deadline_and_select_keeps_the_call_deadl
     );
     let config = slow_init_config("init_ms = \"200\", select = \"spin\"", "", "");
     let (_scene, counts) = always_failing_with("slow_init", &fixture("slow_init"), config).await;
+    // The group's membership calls get the same 20 ms; one descheduled that long on a busy
+    // machine times out too (rightly a failure), leaving one select fewer to fail.
+    assert!(
+        (1..=MAX_FAILURES as u64).contains(&counts.fallbacks),
+        "{counts:?}"
+    );
     assert_eq!(
         counts,
         Counts {
             selections: 0,
-            fallbacks: MAX_FAILURES as u64,
+            fallbacks: counts.fallbacks,
             traps: 0,
             timeouts: MAX_FAILURES as u64,
             invalid_answers: 0,
