@@ -4,11 +4,12 @@
 //! Every call into a guest runs synchronously under the group's lock with an epoch deadline (a
 //! background thread ticks the engine's epoch every millisecond), in a store whose memory is
 //! capped. Setting an instance up (instantiation and `init`, and replaying membership into it)
-//! gets a longer deadline of its own than a call on the message path. Guests get no capabilities: any import a component declares (a Rust `wasm32-wasip2`
-//! guest imports WASI it never calls) is linked to a function that traps. A plugin whose config
-//! opts in (`wasi = true`: Python and JavaScript runtimes call WASI clocks and random while they
-//! run) gets real WASI functions over a context that grants nothing else: no files, no
-//! environment, no arguments, no network, stdio closed.
+//! gets a longer deadline of its own than a call on the message path. Guests get no
+//! capabilities: any import a component declares (a Rust `wasm32-wasip2` guest imports WASI it
+//! never calls) is linked to a function that traps. A plugin whose config opts in (`wasi =
+//! true`: Python and JavaScript runtimes call WASI clocks and random while they run) gets real
+//! WASI functions over a context that grants nothing else: no files, no environment, no
+//! arguments, no network, stdio closed.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
