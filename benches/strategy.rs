@@ -208,6 +208,7 @@ fn benches(c: &mut Criterion) {
     let host = WasmHost::new(SandboxLimits {
         memory_bytes: 16 << 20,
         deadline_ticks: 100,
+        init_deadline_ticks: 1000,
     })
     .unwrap();
     selection(c, &host);

@@ -32,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let limits = SandboxLimits {
         memory_bytes: memory_mib << 20,
         deadline_ticks: 1000,
+        init_deadline_ticks: 1000,
     };
     println!("| component | size | compile (cold) | load from disk cache | instantiate + init | select |");
     println!("|---|---|---|---|---|---|");

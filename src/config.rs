@@ -52,6 +52,32 @@ pub struct ServerConfig {
     pub sys_interval_secs: u64,
     /// Where the running broker writes its process id, for `sharq reload`.
     pub pid_file: Option<PathBuf>,
+    /// How log lines are written to stderr.
+    pub log_format: LogFormat,
+}
+
+/// `server.log_format`: human-readable lines, or one JSON object per line for log collectors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<LogFormat, String> {
+        match value.as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            // toml shows the offending line; the message names the key as `validate` does.
+            other => Err(format!(
+                "key `server.log_format`: must be \"text\" or \"json\", got {other:?}"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -121,6 +147,9 @@ pub struct SharedConfig {
     pub plugin_memory_mib: u32,
     /// How long one call into a strategy may run before it is interrupted.
     pub plugin_deadline_ms: u64,
+    /// How long instantiating a strategy and its `init` (and replaying membership into a new
+    /// instance) may run: off the message path, and slower than a call on a loaded host.
+    pub plugin_init_deadline_ms: u64,
     /// Failures in a row after which a group stays on the native round robin until a reload.
     pub plugin_max_failures: u32,
     /// A directory (private to the broker) where compiled plugins are cached across restarts.
@@ -130,6 +159,9 @@ pub struct SharedConfig {
     /// Per-group strategies; the first rule whose `name` (exact, or a glob such as `orders-*`)
     /// matches the share name wins.
     pub groups: Vec<GroupStrategyConfig>,
+    /// Also read HiveMQ 3's `$share:{group}:{filter}` as `$share/{group}/{filter}`. Off, it is
+    /// an ordinary filter, as standard MQTT says.
+    pub legacy_colon_syntax: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -154,6 +186,8 @@ pub struct GroupStrategyConfig {
     pub memory_mib: Option<u32>,
     /// This plugin's per-call deadline, overriding `shared.plugin_deadline_ms`.
     pub deadline_ms: Option<u64>,
+    /// This plugin's instantiate + `init` deadline, overriding `shared.plugin_init_deadline_ms`.
+    pub init_deadline_ms: Option<u64>,
 }
 
 impl GroupStrategyConfig {
@@ -188,6 +222,7 @@ impl Default for ServerConfig {
             log: "info".to_owned(),
             sys_interval_secs: 10,
             pid_file: None,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -237,9 +272,11 @@ impl Default for SharedConfig {
             default_strategy: "round_robin".to_owned(),
             plugin_memory_mib: 16,
             plugin_deadline_ms: 20,
+            plugin_init_deadline_ms: 1000,
             plugin_max_failures: 5,
             plugin_cache_dir: None,
             groups: Vec::new(),
+            legacy_colon_syntax: false,
         }
     }
 }
@@ -348,6 +385,12 @@ impl Config {
         if self.shared.plugin_deadline_ms == 0 {
             return Err(invalid("shared.plugin_deadline_ms", "must be at least 1"));
         }
+        if self.shared.plugin_init_deadline_ms == 0 {
+            return Err(invalid(
+                "shared.plugin_init_deadline_ms",
+                "must be at least 1",
+            ));
+        }
         for group in &self.shared.groups {
             match (&group.strategy, &group.plugin) {
                 (Some(_), Some(_)) => {
@@ -376,6 +419,12 @@ impl Config {
             if group.deadline_ms == Some(0) {
                 return Err(invalid(
                     "shared.groups.deadline_ms",
+                    &format!("group `{}`: must be at least 1", group.name),
+                ));
+            }
+            if group.init_deadline_ms == Some(0) {
+                return Err(invalid(
+                    "shared.groups.init_deadline_ms",
                     &format!("group `{}`: must be at least 1", group.name),
                 ));
             }
@@ -447,5 +496,29 @@ mod tests {
         assert!(err.to_string().contains("limits.receive_maximum"), "{err}");
         let err = Config::from_toml("[server]\nlisteners = []\n", "t").unwrap_err();
         assert!(err.to_string().contains("server.listeners"), "{err}");
+        let err = Config::from_toml("[shared]\nplugin_init_deadline_ms = 0\n", "t").unwrap_err();
+        assert!(
+            err.to_string().contains("shared.plugin_init_deadline_ms"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn log_format_is_text_or_json_and_a_bad_one_names_the_key() {
+        let parse = |value: &str| {
+            Config::from_toml(&format!("[server]\nlog_format = {value}\n"), "t")
+                .map(|c| c.server.log_format)
+        };
+        assert_eq!(parse("\"text\"").unwrap(), LogFormat::Text);
+        assert_eq!(parse("\"json\"").unwrap(), LogFormat::Json);
+        for bad in ["\"xml\"", "\"JSON\"", "1"] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains("log_format"), "{bad}: {err}");
+        }
+        let err = parse("\"xml\"").unwrap_err().to_string();
+        assert!(
+            err.contains("server.log_format") && err.contains("\"json\""),
+            "{err}"
+        );
     }
 }

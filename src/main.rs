@@ -1,5 +1,6 @@
 //! The `sharq` binary: serve (the default), `sharq reload`, and `sharq plugin check`.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use clap::{Parser, Subcommand};
 use tokio::sync::mpsc;
 use tracing_subscriber::EnvFilter;
 
+use sharq::config::LogFormat;
 use sharq::reload::{self, Trigger};
 use sharq::strategy::{check, SandboxLimits};
 use sharq::{Broker, Config};
@@ -68,6 +70,9 @@ enum PluginCommand {
         /// Deadline per call, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         deadline_ms: u64,
+        /// Deadline for instantiation and `init` together, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        init_deadline_ms: u64,
         /// Serve the plugin's WASI imports from an empty context, like `wasi = true` in a
         /// `[[shared.groups]]` rule (Python and JavaScript components need it).
         #[arg(long)]
@@ -90,6 +95,7 @@ fn main() -> ExitCode {
                     group,
                     memory_mib,
                     deadline_ms,
+                    init_deadline_ms,
                     wasi,
                 },
         }) => plugin_check(
@@ -98,8 +104,7 @@ fn main() -> ExitCode {
             messages,
             &params,
             group,
-            memory_mib,
-            deadline_ms,
+            SandboxLimits::from_mib_and_ms(memory_mib, deadline_ms, init_deadline_ms),
             wasi,
         ),
     }
@@ -121,12 +126,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.server.log));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+    init_logging(&config);
     match &config_path {
         None => {
             tracing::info!(listeners = ?config.server.listeners, "no --config given: using the embedded default configuration")
@@ -177,6 +177,27 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Logs to stderr (stdout is for what a command prints) in `server.log_format`. Colours only
+/// when stderr is a terminal, and not when `NO_COLOR` asks for none: escape codes in a file or
+/// a journal are noise.
+fn init_logging(config: &Config) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.server.log));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match config.server.log_format {
+        LogFormat::Text => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            builder
+                .with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .init()
+        }
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 /// Waits for SIGTERM or SIGINT; SIGHUP asks for a reload meanwhile.
@@ -252,15 +273,13 @@ fn send_reload(config_path: Option<&Path>, pid: Option<u32>) -> ExitCode {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn plugin_check(
     file: &Path,
     members: u32,
     messages: u32,
     params: &[String],
     group: String,
-    memory_mib: u32,
-    deadline_ms: u64,
+    limits: SandboxLimits,
     wasi: bool,
 ) -> ExitCode {
     let mut parsed = Vec::new();
@@ -285,7 +304,7 @@ fn plugin_check(
         messages,
         params: parsed,
         group,
-        limits: SandboxLimits::from_mib_and_ms(memory_mib, deadline_ms),
+        limits,
         wasi,
     };
     match check::run(&file.display().to_string(), &bytes, &options) {

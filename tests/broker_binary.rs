@@ -1,9 +1,13 @@
 //! The `sharq` binary as a process: serves with a config file, refuses an unknown config key
-//! by name, and on SIGTERM tells v5 clients DISCONNECT 0x8B and exits 0.
+//! by name, on SIGTERM tells v5 clients DISCONNECT 0x8B and exits 0, and logs to stderr
+//! without colour codes when it is not a terminal, or as one JSON object per line.
 
 mod common;
 
-use std::time::Duration;
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use common::*;
 use sharq::packet::QoS;
@@ -24,7 +28,7 @@ async fn binary_starts_with_config_file_and_serves() {
 #[test]
 fn binary_refuses_unknown_config_key_and_names_it() {
     let toml = format!("{EPHEMERAL_CONFIG}\n[limits]\nmax_pakcet_size = 1000\n");
-    let (mut child, output, _lines, _dir) = spawn_sharq_raw(&toml);
+    let (mut child, output, lines, _dir) = spawn_sharq_raw(&toml);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -41,8 +45,8 @@ fn binary_refuses_unknown_config_key_and_names_it() {
         !status.success(),
         "exit status must be non-zero: {status:?}"
     );
-    // Give the reader threads a moment to collect the last lines.
-    std::thread::sleep(Duration::from_millis(100));
+    // The readers have collected everything once both pipes are closed and they hang up.
+    while lines.recv_timeout(TIMEOUT).is_ok() {}
     let output = output.lock().unwrap().clone();
     assert!(
         output.contains("max_pakcet_size"),
@@ -78,4 +82,171 @@ async fn sigterm_sends_v5_disconnect_0x8b_and_exits_0() {
         "exit status after SIGTERM; output:\n{}",
         broker.output.lock().unwrap()
     );
+}
+
+/// Runs the binary with `toml`, stdout and stderr piped, `NO_COLOR` unset; each stream's raw
+/// lines (bytes, escape codes kept) arrive on its own channel, which hangs up at end of stream.
+fn spawn_piped(
+    toml: &str,
+) -> (
+    Child,
+    mpsc::Receiver<Vec<u8>>,
+    mpsc::Receiver<Vec<u8>>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sharq.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut child = Command::new(sharq_binary())
+        .arg("--config")
+        .arg(&path)
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run the sharq binary");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let read_lines = |reader: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(reader).split(b'\n') {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    let out = read_lines(Box::new(stdout));
+    let err = read_lines(Box::new(stderr));
+    (child, out, err, dir)
+}
+
+/// Reads `lines` until one gives a listening address (by `parse_listening`), keeping every line.
+fn wait_listening(
+    child: &mut Child,
+    lines: &mpsc::Receiver<Vec<u8>>,
+    seen: &mut Vec<Vec<u8>>,
+) -> std::net::SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                let addr = parse_listening(&String::from_utf8_lossy(&line));
+                seen.push(line);
+                if let Some(addr) = addr {
+                    return addr;
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "no listening address logged; stderr so far:\n{}",
+                    seen.iter()
+                        .map(|l| String::from_utf8_lossy(l))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+        }
+    }
+}
+
+/// Stops the broker with SIGTERM and returns the rest of each stream once it has exited.
+fn terminate_and_drain(
+    child: &mut Child,
+    out: &mpsc::Receiver<Vec<u8>>,
+    err: &mpsc::Receiver<Vec<u8>>,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("cannot run kill");
+    assert!(status.success(), "kill -TERM failed");
+    let drain = |rx: &mpsc::Receiver<Vec<u8>>| {
+        let mut lines = Vec::new();
+        // Ends when the stream's writer is gone (the channel hangs up), or fails the wait.
+        loop {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(line) => lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return lines,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("sharq still writing 10 s after SIGTERM")
+                }
+            }
+        }
+    };
+    let rest = (drain(out), drain(err));
+    let exit = child.wait().expect("wait for sharq");
+    assert_eq!(exit.code(), Some(0), "exit status after SIGTERM");
+    rest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_format_writes_one_json_object_per_stderr_line() {
+    let toml = format!("{EPHEMERAL_CONFIG}log_format = \"json\"\n");
+    let (mut child, out, err, _dir) = spawn_piped(&toml);
+    let mut stderr = Vec::new();
+    let addr = wait_listening(&mut child, &err, &mut stderr);
+    // The logged address is the real one.
+    let mut client = RawClient::v5(addr, "json-log").await;
+    client.ping().await;
+    client.disconnect().await;
+    let (stdout, rest) =
+        tokio::task::block_in_place(|| terminate_and_drain(&mut child, &out, &err));
+    stderr.extend(rest);
+    assert!(
+        stdout.is_empty(),
+        "logs go to stderr, stdout got {stdout:?}"
+    );
+    let mut messages = Vec::new();
+    for line in &stderr {
+        let event: serde_json::Value = serde_json::from_slice(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(line)));
+        assert!(event.is_object(), "not a JSON object: {event}");
+        assert!(event.get("level").is_some_and(|l| l.is_string()), "{event}");
+        let message = event["fields"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no message: {event}"));
+        messages.push(message.to_owned());
+    }
+    let listening = stderr
+        .iter()
+        .map(|line| serde_json::from_slice::<serde_json::Value>(line).unwrap())
+        .find(|event| event["fields"]["message"] == "listening for MQTT connections")
+        .expect("a listening event");
+    assert_eq!(listening["level"], "INFO");
+    assert_eq!(listening["fields"]["address"], addr.to_string());
+    assert!(messages.iter().any(|m| m == "stopped"), "{messages:?}");
+}
+
+#[test]
+fn text_logs_to_a_pipe_carry_no_colour_codes() {
+    let (mut child, out, err, _dir) = spawn_piped(EPHEMERAL_CONFIG);
+    let mut stderr = Vec::new();
+    wait_listening(&mut child, &err, &mut stderr);
+    let (stdout, rest) = terminate_and_drain(&mut child, &out, &err);
+    stderr.extend(rest);
+    assert!(
+        stdout.is_empty(),
+        "logs go to stderr, stdout got {stdout:?}"
+    );
+    assert!(
+        stderr.len() >= 3,
+        "expected start, listening and stop lines: {stderr:?}"
+    );
+    for line in &stderr {
+        assert!(
+            !line.windows(2).any(|w| w == b"\x1b["),
+            "ANSI escape in a piped log line: {:?}",
+            String::from_utf8_lossy(line)
+        );
+    }
 }

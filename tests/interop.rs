@@ -177,11 +177,19 @@ fn finish(mut child: Child) -> Vec<String> {
         let index = l.iter().position(|(id, _)| *id == child.id()).unwrap();
         l.remove(index).1
     });
-    std::thread::sleep(Duration::from_millis(50));
-    let lines: Vec<String> = rx
-        .try_iter()
-        .filter(|l| !l.starts_with("Client ") && !l.starts_with("Subscribed"))
-        .collect();
+    // It has exited: its stdout reaches end of stream, and the reader hangs up once it has
+    // forwarded the last line.
+    let mut lines = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => lines.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("mosquitto_sub exited but its output did not end within 10 s")
+            }
+        }
+    }
+    lines.retain(|l| !l.starts_with("Client ") && !l.starts_with("Subscribed"));
     assert!(
         status.success(),
         "mosquitto_sub failed: {status:?}, output {lines:?}"

@@ -16,6 +16,8 @@ async fn check_backlog(version: ProtocolVersion) {
         let (mut c, _) = RawClient::connect(addr, opts.clone()).await;
         c.subscribe("$share/g/backlog", QoS::AtLeastOnce).await;
         c.disconnect(ReasonCode::NORMAL_DISCONNECTION).await;
+        // A member the broker has not yet let go of would still be handed messages.
+        wait_session_offline(&broker, &opts.client_id).await;
     }
     let group = broker.state().router.group("g", "backlog").unwrap();
     assert_eq!(group.member_count(), 2);
@@ -86,6 +88,7 @@ async fn shared_group_queue_is_bounded() {
     let (mut a, _) = RawClient::connect(addr, opts.clone()).await;
     a.subscribe("$share/g/bounded", QoS::AtLeastOnce).await;
     a.disconnect(ReasonCode::NORMAL_DISCONNECTION).await;
+    wait_session_offline(&broker, "a").await;
     let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
     publisher
         .publish_seqs("bounded", 0..15, QoS::AtLeastOnce)
@@ -132,6 +135,7 @@ async fn shared_group_ends_with_last_member() {
 
     // p is offline with its session: still a member, messages wait for it.
     p.disconnect(ReasonCode::NORMAL_DISCONNECTION).await;
+    wait_session_offline(&broker, "p").await;
     let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
     publisher.publish_seqs("end", 0..3, QoS::AtLeastOnce).await;
     let group = router

@@ -206,7 +206,7 @@ async fn shared_redispatch_on_keep_alive_timeout_v311() {
 /// reconnect it gets the PUBREL (after its PUBREC) or the PUBLISH again (before it), and no
 /// other member ever gets them [MQTT-4.8.2-4].
 async fn check_qos2_stays_with_member(version: ProtocolVersion) {
-    let (_broker, addr) = start_broker(|_| {}).await;
+    let (broker, addr) = start_broker(|_| {}).await;
     let a_opts = ConnectOpts::new(version, "a").persistent();
     let (mut a, _) = RawClient::connect(addr, a_opts.clone()).await;
     a.subscribe("$share/g/q2", QoS::ExactlyOnce).await;
@@ -235,6 +235,8 @@ async fn check_qos2_stays_with_member(version: ProtocolVersion) {
     b.subscribe("$share/g/q2", QoS::ExactlyOnce).await;
     let b = Member::spawn(b, AckMode::Ack);
     a.drop_socket();
+    // Anything a's departure hands to b is on its way once the broker has settled it.
+    wait_session_offline(&broker, "a").await;
     tokio::time::sleep(QUIET).await;
     assert_eq!(b.seqs(), Vec::<u32>::new(), "QoS 2 copies must not go to b");
 
@@ -298,7 +300,7 @@ async fn shared_qos2_completes_with_same_member_v311() {
 /// If the member's session ends before a QoS 2 delivery completes, the message is dropped,
 /// never sent to another member [MQTT-4.8.2-5].
 async fn check_qos2_dropped_on_session_end(version: ProtocolVersion, how: Failure) {
-    let (_broker, addr) = start_broker(|_| {}).await;
+    let (broker, addr) = start_broker(|_| {}).await;
     // Clean Start/Clean Session with no expiry: the session ends with the connection.
     let (mut a, _) = RawClient::connect(addr, ConnectOpts::new(version, "a")).await;
     a.subscribe("$share/g/q2", QoS::ExactlyOnce).await;
@@ -319,6 +321,9 @@ async fn check_qos2_dropped_on_session_end(version: ProtocolVersion, how: Failur
         Failure::Disconnect => a.disconnect(ReasonCode::NORMAL_DISCONNECTION).await,
         _ => a.drop_socket(),
     }
+    // Until the broker has ended a's session, a is still a member and could be handed the
+    // next messages (and drop them with its session, as QoS 2 requires).
+    wait_session_ended(&broker, "a").await;
     tokio::time::sleep(QUIET).await;
     assert_eq!(
         b.seqs(),

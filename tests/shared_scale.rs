@@ -48,18 +48,25 @@ async fn shared_scale_100k_subscriptions_10k_groups() {
     publisher
         .publish("scale/70/x", seq_payload(1), QoS::AtLeastOnce, false)
         .await;
-    let dispatched: u64 = router
-        .groups()
-        .iter()
-        .map(|g| {
-            g.counters
-                .dispatched
-                .load(std::sync::atomic::Ordering::Relaxed)
-        })
-        .sum();
+    let dispatched = || -> u64 {
+        router
+            .groups()
+            .iter()
+            .map(|g| {
+                g.counters
+                    .dispatched
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .sum()
+    };
     // Groups whose filter is scale/70/+ : i % 97 == 70.
     let matching = (0..GROUPS).filter(|i| i % 97 == 70).count() as u64;
-    assert_eq!(dispatched, matching);
+    // The PUBACK does not promise the dispatch is complete, only that it will be.
+    wait_until(WAIT, "every matching group dispatched", || {
+        dispatched() >= matching
+    })
+    .await;
+    assert_eq!(dispatched(), matching);
 
     let mut tasks = Vec::new();
     for mut client in clients {

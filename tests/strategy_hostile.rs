@@ -5,6 +5,7 @@
 //! group's `strategy_counters` (and pinning after `plugin_max_failures`) say what happened. A
 //! plugin that cannot load fails `Broker::start` with the file named, and at reload leaves the
 //! old strategy in place; so does one that imports WASI clocks or files without `wasi = true`.
+//! Setting an instance up (instantiate + `init`) has its own, longer deadline than a call.
 
 mod shared_support;
 
@@ -13,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use shared_support::*;
 use sharq::packet::QoS;
-use sharq::strategy::StrategyCounters;
+use sharq::strategy::{MessageView, SandboxLimits, StrategyCounters, StrategyError, WasmHost};
 use sharq::{Broker, Config};
 
 /// The outer build's target dir: the test binary runs from `<target>/debug/deps/`.
@@ -90,10 +92,20 @@ fn fixture(name: &str) -> PathBuf {
     path
 }
 
+/// A per-call deadline no healthy call reaches however busy the machine: tests that are not
+/// about timeouts must not see one because the test process was descheduled.
+const GENEROUS_DEADLINE_MS: u64 = 5000;
+
 /// `[shared]` with group `hostile` on `plugin` (with `params`, a TOML inline table body) and
 /// group `healthy` on round_robin.
 fn config_for(plugin: &Path, params: &str, max_failures: u32, memory_mib: u32) -> Config {
-    config_with_deadline(plugin, params, max_failures, memory_mib, 20)
+    config_with_deadline(
+        plugin,
+        params,
+        max_failures,
+        memory_mib,
+        GENEROUS_DEADLINE_MS,
+    )
 }
 
 fn config_with_deadline(
@@ -103,9 +115,10 @@ fn config_with_deadline(
     memory_mib: u32,
     deadline_ms: u64,
 ) -> Config {
+    // The deadline is the hostile group's own: the healthy group must never time out by chance.
     let text = format!(
-        "[shared]\nplugin_max_failures = {max_failures}\nplugin_deadline_ms = {deadline_ms}\nplugin_memory_mib = {memory_mib}\n\
-         [[shared.groups]]\nname = \"hostile\"\nplugin = {plugin:?}\nparams = {{ {params} }}\n\
+        "[shared]\nplugin_max_failures = {max_failures}\nplugin_deadline_ms = {GENEROUS_DEADLINE_MS}\nplugin_memory_mib = {memory_mib}\n\
+         [[shared.groups]]\nname = \"hostile\"\nplugin = {plugin:?}\nparams = {{ {params} }}\ndeadline_ms = {deadline_ms}\n\
          [[shared.groups]]\nname = \"healthy\"\nstrategy = \"round_robin\"\n",
         plugin = plugin.display().to_string()
     );
@@ -233,6 +246,10 @@ const MAX_FAILURES: u32 = 3;
 async fn always_failing(name: &str, deadline_ms: u64) -> (Scene, Counts) {
     let plugin = fixture(name);
     let config = config_with_deadline(&plugin, "", MAX_FAILURES, 16, deadline_ms);
+    always_failing_with(name, &plugin, config).await
+}
+
+async fn always_failing_with(name: &str, plugin: &Path, config: Config) -> (Scene, Counts) {
     let mut scene = Scene::start(config).await;
     let group = scene.group("hostile");
     assert_eq!(group.strategy_label(), plugin.display().to_string());
@@ -256,9 +273,9 @@ async fn always_failing(name: &str, deadline_ms: u64) -> (Scene, Counts) {
         0
     );
     // Every message went through the native round robin: the failed ones counted as
-    // fallbacks, the ones after pinning not asked of the strategy at all.
+    // fallbacks (each caller checks how many), the ones after pinning not asked of the
+    // strategy at all.
     assert_eq!(counts.selections, 0, "{name}: {counts:?}");
-    assert_eq!(counts.fallbacks, MAX_FAILURES as u64, "{name}: {counts:?}");
     assert!(
         scene.hostile.iter().all(|m| m.count() == 20),
         "native round robin splits evenly"
@@ -268,7 +285,10 @@ async fn always_failing(name: &str, deadline_ms: u64) -> (Scene, Counts) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loop_times_out_and_is_pinned() {
-    let (_scene, counts) = always_failing("infinite_loop", 20).await;
+    // Any deadline stops the loop; one this long is never reached by the group's other calls
+    // (microseconds of work each) however the process is scheduled, so every timeout counted
+    // is a select's.
+    let (_scene, counts) = always_failing("infinite_loop", 200).await;
     assert_eq!(
         counts,
         Counts {
@@ -319,7 +339,7 @@ async fn forbidden_import_is_refused_at_start_naming_the_wasi_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_member_is_pinned_until_the_next_reload() {
-    let (mut scene, counts) = always_failing("wrong_member", 20).await;
+    let (mut scene, counts) = always_failing("wrong_member", GENEROUS_DEADLINE_MS).await;
     assert_eq!(
         counts,
         Counts {
@@ -443,4 +463,119 @@ async fn garbage_plugin_fails_start_naming_the_file() {
         err.to_string().contains(&missing.display().to_string()),
         "{err}"
     );
+}
+
+/// `[shared]` with group `hostile` on `slow_init` (WASI granted: it reads the clock) with
+/// `params`, its deadlines the defaults unless `shared_extra` (lines of `[shared]`) or
+/// `rule_extra` (lines of its rule) set one; group `healthy` on round_robin with a deadline it
+/// never reaches by chance.
+fn slow_init_config(params: &str, shared_extra: &str, rule_extra: &str) -> Config {
+    let text = format!(
+        "[shared]\nplugin_max_failures = {MAX_FAILURES}\n{shared_extra}\n\
+         [[shared.groups]]\nname = \"hostile\"\nplugin = {plugin:?}\nwasi = true\nparams = {{ {params} }}\n{rule_extra}\n\
+         [[shared.groups]]\nname = \"healthy\"\nstrategy = \"round_robin\"\ndeadline_ms = {GENEROUS_DEADLINE_MS}\n",
+        plugin = fixture("slow_init").display().to_string()
+    );
+    let mut config = Config::from_toml(&text, "test").expect("test config");
+    config.server.listeners = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
+    config.server.sys_interval_secs = 0;
+    config.limits.max_inflight = 1000;
+    config
+}
+
+/// With the default deadlines, an `init` that takes 200 ms (ten per-call deadlines) loads, at
+/// start and at every rebuild, while a `select` that never returns is still cut off by the
+/// 20 ms per-call deadline: every failure is a timeout and every rebuild succeeds (a failed
+/// setup would count a failure that is not a timeout, or no rebuild).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_init_loads_under_the_init_deadline_and_select_keeps_the_call_deadline() {
+    let defaults = Config::default().shared;
+    assert_eq!(
+        (
+            defaults.plugin_deadline_ms,
+            defaults.plugin_init_deadline_ms
+        ),
+        (20, 1000)
+    );
+    let config = slow_init_config("init_ms = \"200\", select = \"spin\"", "", "");
+    let (_scene, counts) = always_failing_with("slow_init", &fixture("slow_init"), config).await;
+    // The group's membership calls get the same 20 ms; one descheduled that long on a busy
+    // machine times out too (rightly a failure), leaving one select fewer to fail.
+    assert!(
+        (1..=MAX_FAILURES as u64).contains(&counts.fallbacks),
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts,
+        Counts {
+            selections: 0,
+            fallbacks: counts.fallbacks,
+            traps: 0,
+            timeouts: MAX_FAILURES as u64,
+            invalid_answers: 0,
+            rebuilds: MAX_FAILURES as u64 - 1,
+            spills: 0,
+        }
+    );
+}
+
+/// The init deadline is a deadline: an `init` that never returns fails the start, with an
+/// error naming the plugin and the keys that grant more time, whether the deadline comes from
+/// `[shared]` or from the group's rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_that_never_returns_fails_the_start_naming_the_init_deadline() {
+    for (shared_extra, rule_extra) in [
+        ("plugin_init_deadline_ms = 50", ""),
+        ("", "init_deadline_ms = 50"),
+    ] {
+        let config = slow_init_config("init_ms = \"forever\"", shared_extra, rule_extra);
+        let error = tokio::time::timeout(WAIT, Broker::start(config))
+            .await
+            .expect("the init deadline must stop a looping init")
+            .expect_err("an init that never returns must not load")
+            .to_string();
+        assert!(
+            error.contains(&fixture("slow_init").display().to_string()),
+            "{error}"
+        );
+        assert!(
+            error.contains("init deadline of 50 ms") && error.contains("plugin_init_deadline_ms"),
+            "{error}"
+        );
+    }
+}
+
+/// A deadline of N ms never interrupts a call before N ms have passed, even when the epoch
+/// ticker advances just after the deadline was armed.
+#[test]
+fn a_call_deadline_is_never_cut_short() {
+    const DEADLINE_MS: u64 = 30;
+    let host = WasmHost::new(SandboxLimits::from_mib_and_ms(16, DEADLINE_MS, 1000)).unwrap();
+    let bytes = std::fs::read(fixture("infinite_loop")).unwrap();
+    let plugin = host.load("infinite_loop", &bytes).unwrap();
+    let view = MessageView {
+        topic: "t",
+        publisher: "p",
+        payload: b"",
+        topic_hash: 1,
+        publisher_hash: 2,
+        qos: 1,
+        retain: false,
+    };
+    // Several calls, so that some are armed just before a tick.
+    for _ in 0..5 {
+        // An interrupted instance is poisoned: a fresh one each round.
+        let mut instance = host.instantiate(&plugin, "g", &[]).unwrap();
+        let started = Instant::now();
+        let result = instance.select(&view);
+        let took = started.elapsed();
+        assert!(
+            matches!(result, Err(StrategyError::Timeout { .. })),
+            "{result:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(DEADLINE_MS),
+            "interrupted after {took:?}, before its {DEADLINE_MS} ms deadline"
+        );
+    }
 }

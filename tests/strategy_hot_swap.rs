@@ -105,7 +105,8 @@ fn config_text(strategy_line: &str) -> String {
     format!(
         "[server]\nlisteners = [\"127.0.0.1:0\"]\nlog = \"info\"\nsys_interval_secs = 0\n\
          [limits]\nmax_inflight = 1000\n\
-         [shared]\n[[shared.groups]]\nname = \"work\"\n{strategy_line}\n"
+         [shared]\nplugin_deadline_ms = {TEST_PLUGIN_DEADLINE_MS}\n\
+         [[shared.groups]]\nname = \"work\"\n{strategy_line}\n"
     )
 }
 

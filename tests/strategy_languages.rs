@@ -83,7 +83,12 @@ async fn four_languages_distribute_identically() {
     let dir = tokio::task::spawn_blocking(|| examples().to_path_buf())
         .await
         .expect("build task");
-    let mut toml = String::from("[shared]\nplugin_cache_dir = ");
+    // Deadlines no healthy interpreter reaches on a busy machine: a timed-out call would be
+    // delivered by the fallback round robin and spoil the comparison.
+    let mut toml = format!(
+        "[shared]\nplugin_deadline_ms = {TEST_PLUGIN_DEADLINE_MS}\nplugin_init_deadline_ms = 60000\n\
+         plugin_cache_dir = "
+    );
     toml.push_str(&format!("{:?}\n", dir.join("cache").display().to_string()));
     for language in LANGUAGES {
         let path = component(language);
@@ -216,6 +221,11 @@ fn plugin_check_accepts_every_language() {
                 "4",
                 "--messages",
                 "2000",
+                // Acceptance, not speed, is under test: no deadline a busy machine can reach.
+                "--deadline-ms",
+                "60000",
+                "--init-deadline-ms",
+                "60000",
             ]);
         if needs_runtime(language) {
             command.args(["--wasi", "--memory-mib", "96"]);
@@ -254,7 +264,8 @@ fn config_load_names_the_wasi_key_and_init_refusals() {
     let cache = examples().join("cache");
     let load = |language: &str, extra: &str| {
         let toml = format!(
-            "[shared]\nplugin_cache_dir = {:?}\n[[shared.groups]]\nname = \"g\"\nplugin = {:?}\nmemory_mib = 96\n{extra}",
+            "[shared]\nplugin_init_deadline_ms = 60000\nplugin_cache_dir = {:?}\n\
+             [[shared.groups]]\nname = \"g\"\nplugin = {:?}\nmemory_mib = 96\n{extra}",
             cache.display().to_string(),
             component(language).display().to_string(),
         );

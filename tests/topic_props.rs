@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use proptest::prelude::*;
 use sharq::topic::{
-    parse_subscription, validate_filter, validate_topic_name, SubscriptionFilter, TopicTree,
+    parse_subscription, parse_subscription_with, session_key, validate_filter, validate_topic_name,
+    ShareSyntax, SubscriptionFilter, TopicTree,
 };
 
 /// Level-by-level matching, written for obviousness rather than speed.
@@ -117,6 +118,50 @@ proptest! {
     ) {
         check_validators(&s, max)?;
     }
+
+    #[test]
+    fn legacy_colon_syntax_agrees_with_the_standard_one(
+        s in "(\\$share:|\\$share/|:|/|\\+|#|a|\\$)*",
+        max in 0usize..8,
+    ) {
+        check_legacy(&s, max)?;
+    }
+}
+
+/// With the legacy colon syntax on, a filter parses as the standard syntax would, except that
+/// `$share:G:F` is the share `$share/G/F` (valid exactly when that spelling is), and the
+/// session key of either spelling parses back to the same share under either setting.
+fn check_legacy(s: &str, max: usize) -> Result<(), TestCaseError> {
+    let legacy = ShareSyntax { legacy_colon: true };
+    let with = parse_subscription_with(s, max, legacy);
+    match s.strip_prefix("$share:") {
+        None => prop_assert_eq!(&with, &parse_subscription(s, max)),
+        Some(rest) => {
+            let standard = rest
+                .split_once(':')
+                .filter(|(group, _)| !group.contains('/'))
+                .map(|(group, filter)| format!("$share/{group}/{filter}"));
+            match standard {
+                None => prop_assert!(with.is_err(), "{:?} -> {:?}", s, with),
+                Some(standard) => {
+                    let expected = parse_subscription(&standard, max);
+                    prop_assert_eq!(with.is_ok(), expected.is_ok(), "{:?} vs {:?}", s, standard);
+                    if let (Ok(parsed), Ok(expected)) = (&with, &expected) {
+                        prop_assert_eq!(parsed, expected);
+                        let key = session_key(s, parsed);
+                        prop_assert_eq!(key.as_ref(), standard.as_str());
+                        for syntax in [legacy, ShareSyntax::default()] {
+                            prop_assert_eq!(
+                                &parse_subscription_with(&key, max, syntax),
+                                &Ok(expected.clone())
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs every validator and checks that their answers are consistent with each other.

@@ -1,10 +1,14 @@
 //! SUBSCRIBE → SUBACK and UNSUBSCRIBE → UNSUBACK, plain and shared.
 
+use std::borrow::Cow;
+
+use bytestring::ByteString;
+
 use crate::packet::{
     AckProperties, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck,
     Unsubscribe,
 };
-use crate::topic::{parse_subscription, SubscriptionFilter};
+use crate::topic::{parse_subscription_with, session_key, SubscriptionFilter};
 
 use super::connection::Connection;
 use super::error::ConnectionError;
@@ -15,6 +19,7 @@ impl Connection {
     pub(super) fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), ConnectionError> {
         let session = self.session()?;
         let max_levels = self.broker.config.limits.max_topic_levels;
+        let syntax = self.broker.share_syntax();
         let identifier = subscribe.properties.subscription_identifier;
         // A member may state its relative weight for weighted strategies.
         let weight = subscribe
@@ -29,7 +34,7 @@ impl Connection {
         let mut joined_group = false;
         for requested in subscribe.filters {
             let options = requested.options;
-            let parsed = match parse_subscription(&requested.filter, max_levels) {
+            let parsed = match parse_subscription_with(&requested.filter, max_levels, syntax) {
                 Ok(parsed) => parsed,
                 Err(e) => {
                     tracing::debug!(client_id = %session.client_id, filter = %requested.filter, error = %e, "subscription refused");
@@ -37,6 +42,7 @@ impl Connection {
                     continue;
                 }
             };
+            let key = stored_name(&requested.filter, &parsed);
             let stored = StoredSubscription {
                 options,
                 identifier,
@@ -49,7 +55,7 @@ impl Connection {
                             "No Local set on a shared subscription",
                         ));
                     }
-                    session.add_subscription(requested.filter.clone(), stored);
+                    session.add_subscription(key, stored);
                     let membership = Membership {
                         options,
                         identifier,
@@ -65,9 +71,7 @@ impl Connection {
                     // Shared subscriptions never receive retained messages at subscribe time.
                 }
                 SubscriptionFilter::Plain(filter) => {
-                    let existed = session
-                        .add_subscription(requested.filter.clone(), stored)
-                        .is_some();
+                    let existed = session.add_subscription(key, stored).is_some();
                     self.broker
                         .router
                         .subscribe(filter, &session, options, identifier);
@@ -113,15 +117,19 @@ impl Connection {
         unsubscribe: Unsubscribe,
     ) -> Result<(), ConnectionError> {
         let session = self.session()?;
+        let syntax = self.broker.share_syntax();
         let mut reason_codes = Vec::with_capacity(unsubscribe.filters.len());
         for filter in &unsubscribe.filters {
-            if parse_subscription(filter, usize::MAX).is_err() {
-                reason_codes.push(ReasonCode::TOPIC_FILTER_INVALID);
-                continue;
-            }
-            let existed = session.remove_subscription(filter).is_some();
+            let key = match parse_subscription_with(filter, usize::MAX, syntax) {
+                Ok(parsed) => stored_name(filter, &parsed),
+                Err(_) => {
+                    reason_codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+                    continue;
+                }
+            };
+            let existed = session.remove_subscription(&key).is_some();
             if existed {
-                self.broker.remove_from_router(filter, &session);
+                self.broker.remove_from_router(&key, &session);
                 reason_codes.push(ReasonCode::SUCCESS);
             } else {
                 reason_codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
@@ -140,6 +148,15 @@ impl Connection {
         if let Err(e) = self.broker.store.save(&session.record()) {
             tracing::warn!(client_id = %session.client_id, error = %e, "session store: save failed");
         }
+    }
+}
+
+/// The name the session keeps `requested` under (see [`session_key`]), without copying it
+/// when it is already that name.
+fn stored_name(requested: &ByteString, parsed: &SubscriptionFilter<'_>) -> ByteString {
+    match session_key(requested, parsed) {
+        Cow::Borrowed(_) => requested.clone(),
+        Cow::Owned(name) => ByteString::from(name),
     }
 }
 

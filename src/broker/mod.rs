@@ -44,7 +44,9 @@ pub use stats::Stats;
 
 use crate::config::Config;
 use crate::strategy::{Dispatcher, StrategyRegistry};
-use crate::topic::{parse_subscription, SubscriptionFilter};
+use crate::topic::{
+    parse_subscription, parse_subscription_with, session_key, ShareSyntax, SubscriptionFilter,
+};
 use admission::Admission;
 use log_limit::LogLimit;
 use message::Message;
@@ -187,6 +189,13 @@ impl BrokerState {
         RetainLimits {
             max_messages: self.config.limits.max_retained_messages,
             max_bytes: self.config.limits.max_retained_bytes,
+        }
+    }
+
+    /// The shared-subscription spellings SUBSCRIBE and UNSUBSCRIBE accept.
+    pub fn share_syntax(&self) -> ShareSyntax {
+        ShareSyntax {
+            legacy_colon: self.config.shared.legacy_colon_syntax,
         }
     }
 
@@ -335,14 +344,26 @@ impl BrokerState {
                 .session;
             for (filter, options, identifier) in record.subscriptions {
                 let filter = ByteString::from(filter);
-                match parse_subscription(&filter, self.config.limits.max_topic_levels) {
-                    Ok(SubscriptionFilter::Plain(plain)) => {
+                let parsed = match parse_subscription_with(
+                    &filter,
+                    self.config.limits.max_topic_levels,
+                    self.share_syntax(),
+                ) {
+                    Ok(parsed) => parsed,
+                    Err(e) => {
+                        tracing::warn!(client_id = %client_id, filter = %filter, error = %e, "session store: skipping an invalid subscription");
+                        continue;
+                    }
+                };
+                let key = ByteString::from(session_key(&filter, &parsed).as_ref());
+                match parsed {
+                    SubscriptionFilter::Plain(plain) => {
                         self.router.subscribe(plain, &session, options, identifier);
                     }
-                    Ok(SubscriptionFilter::Shared {
+                    SubscriptionFilter::Shared {
                         group,
                         filter: shared,
-                    }) => {
+                    } => {
                         let membership = router::Membership {
                             options,
                             identifier,
@@ -353,13 +374,9 @@ impl BrokerState {
                                 self.make_dispatcher(name)
                             });
                     }
-                    Err(e) => {
-                        tracing::warn!(client_id = %client_id, filter = %filter, error = %e, "session store: skipping an invalid subscription");
-                        continue;
-                    }
                 }
                 session.add_subscription(
-                    filter,
+                    key,
                     session::StoredSubscription {
                         options,
                         identifier,

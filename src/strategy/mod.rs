@@ -228,9 +228,16 @@ impl Dispatcher {
     /// Tells the strategy about every member and its state; used on a new or rebuilt instance.
     pub fn replay(&mut self, members: &[(MemberInfo, MemberLoad)], counters: &StrategyCounters) {
         self.pushed.clear();
+        if let Some(instance) = self.instance.as_mut() {
+            instance.begin_setup();
+        }
         for (info, load) in members {
             self.member_joined(info, counters);
             self.update_load(info.id, *load, counters);
+        }
+        // A failed call has dropped the instance; a rebuilt one starts on the per-call deadline.
+        if let Some(instance) = self.instance.as_mut() {
+            instance.end_setup();
         }
     }
 

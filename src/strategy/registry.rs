@@ -87,8 +87,11 @@ impl StrategyRegistry {
         config: &SharedConfig,
         base_dir: Option<&Path>,
     ) -> Result<StrategyRegistry, StrategyError> {
-        let limits =
-            SandboxLimits::from_mib_and_ms(config.plugin_memory_mib, config.plugin_deadline_ms);
+        let limits = SandboxLimits::from_mib_and_ms(
+            config.plugin_memory_mib,
+            config.plugin_deadline_ms,
+            config.plugin_init_deadline_ms,
+        );
         let cache_dir = match config.plugin_cache_dir.as_deref() {
             None => default_cache_dir(),
             Some(dir) if dir.as_os_str().is_empty() => None,
@@ -167,6 +170,9 @@ fn resolve_rule(
         limits: SandboxLimits::from_mib_and_ms(
             entry.memory_mib.unwrap_or(config.plugin_memory_mib),
             entry.deadline_ms.unwrap_or(config.plugin_deadline_ms),
+            entry
+                .init_deadline_ms
+                .unwrap_or(config.plugin_init_deadline_ms),
         ),
         max_failures: config.plugin_max_failures,
     };

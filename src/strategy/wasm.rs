@@ -3,11 +3,13 @@
 //!
 //! Every call into a guest runs synchronously under the group's lock with an epoch deadline (a
 //! background thread ticks the engine's epoch every millisecond), in a store whose memory is
-//! capped. Guests get no capabilities: any import a component declares (a Rust `wasm32-wasip2`
-//! guest imports WASI it never calls) is linked to a function that traps. A plugin whose config
-//! opts in (`wasi = true`: Python and JavaScript runtimes call WASI clocks and random while they
-//! run) gets real WASI functions over a context that grants nothing else: no files, no
-//! environment, no arguments, no network, stdio closed.
+//! capped. Setting an instance up (instantiation and `init`, and replaying membership into it)
+//! gets a longer deadline of its own than a call on the message path. Guests get no
+//! capabilities: any import a component declares (a Rust `wasm32-wasip2` guest imports WASI it
+//! never calls) is linked to a function that traps. A plugin whose config opts in (`wasi =
+//! true`: Python and JavaScript runtimes call WASI clocks and random while they run) gets real
+//! WASI functions over a context that grants nothing else: no files, no environment, no
+//! arguments, no network, stdio closed.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -64,17 +66,32 @@ pub struct SandboxLimits {
     pub memory_bytes: usize,
     /// Epoch ticks (milliseconds) one call may run before it is interrupted.
     pub deadline_ticks: u64,
+    /// Epoch ticks that instantiation and `init` together may run, and again a replay of the
+    /// group's membership into a new instance.
+    pub init_deadline_ticks: u64,
 }
 
 impl SandboxLimits {
-    /// Limits as the config and `sharq plugin check` state them: memory in MiB, deadline in
-    /// milliseconds (at least one epoch tick).
-    pub fn from_mib_and_ms(memory_mib: u32, deadline_ms: u64) -> SandboxLimits {
+    /// Limits as the config and `sharq plugin check` state them: memory in MiB, deadlines in
+    /// milliseconds (at least one epoch tick each).
+    pub fn from_mib_and_ms(
+        memory_mib: u32,
+        deadline_ms: u64,
+        init_deadline_ms: u64,
+    ) -> SandboxLimits {
         SandboxLimits {
             memory_bytes: memory_mib as usize * 1024 * 1024,
             deadline_ticks: deadline_ms.max(1),
+            init_deadline_ticks: init_deadline_ms.max(1),
         }
     }
+}
+
+/// Arms `store` to trap once `ticks` full epoch ticks have passed. The ticker may advance the
+/// epoch right after this, so a deadline of N ticks could end after N-1 full ones: one more tick
+/// makes the configured time a lower bound.
+fn arm_store(store: &mut Store<GuestState>, ticks: u64) {
+    store.set_epoch_deadline(ticks.saturating_add(1));
 }
 
 /// A compiled plugin, ready to instantiate cheaply for any number of groups.
@@ -406,25 +423,56 @@ impl WasmHost {
         );
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(limits.deadline_ticks);
+        // One budget for instantiation and `init` together.
+        arm_store(&mut store, limits.init_deadline_ticks);
         let bindings = plugin
             .pre
             .instantiate(&mut store)
             .map_err(|e| StrategyError::Load {
                 origin: plugin.origin.clone(),
                 stage: "instantiate",
-                cause: format!("{e:#}"),
+                cause: if is_interrupt(&e) {
+                    init_timeout_cause(limits)
+                } else {
+                    format!("{e:#}")
+                },
             })?;
         let mut instance = WasmInstance {
             store,
             bindings,
             plugin: plugin.clone(),
             needs: Needs::default(),
-            deadline_ticks: limits.deadline_ticks,
+            limits,
+            in_setup: true,
         };
-        instance.needs = instance.init(group, params)?;
+        instance.needs = instance.init(group, params).map_err(|e| match e {
+            StrategyError::Timeout { origin } => StrategyError::Load {
+                origin,
+                stage: "init",
+                cause: init_timeout_cause(limits),
+            },
+            other => other,
+        })?;
+        instance.in_setup = false;
         Ok(instance)
     }
+}
+
+fn is_interrupt(e: &wasmtime::Error) -> bool {
+    matches!(
+        e.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::Interrupt)
+    )
+}
+
+/// Names the keys that grant more time, for the operator reading the error.
+fn init_timeout_cause(limits: SandboxLimits) -> String {
+    format!(
+        "ran past its init deadline of {} ms (`shared.plugin_init_deadline_ms`, or \
+         `init_deadline_ms` in its `[[shared.groups]]` rule; `sharq plugin check \
+         --init-deadline-ms`)",
+        limits.init_deadline_ticks
+    )
 }
 
 /// One group's live guest instance.
@@ -433,7 +481,10 @@ pub struct WasmInstance {
     bindings: bindings::Strategy,
     pub plugin: Arc<Plugin>,
     pub needs: Needs,
-    deadline_ticks: u64,
+    limits: SandboxLimits,
+    /// Between `begin_setup` and `end_setup` the calls share the setup deadline armed at the
+    /// start instead of each getting the per-call one.
+    in_setup: bool,
 }
 
 impl std::fmt::Debug for WasmInstance {
@@ -447,10 +498,7 @@ impl std::fmt::Debug for WasmInstance {
 impl WasmInstance {
     fn guest_error(&self, e: wasmtime::Error) -> StrategyError {
         let cause = format!("{e:#}");
-        if matches!(
-            e.downcast_ref::<wasmtime::Trap>(),
-            Some(wasmtime::Trap::Interrupt)
-        ) {
+        if is_interrupt(&e) {
             StrategyError::Timeout {
                 origin: self.plugin.origin.clone(),
             }
@@ -470,7 +518,22 @@ impl WasmInstance {
 
     /// Arms the deadline for the next call.
     fn arm(&mut self) {
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        if !self.in_setup {
+            arm_store(&mut self.store, self.limits.deadline_ticks);
+        }
+    }
+
+    /// Starts setting up this instance (replaying membership into it): the calls until
+    /// [`WasmInstance::end_setup`] share one init deadline, because a group with many members
+    /// replays many calls, and this is not the message path the per-call deadline protects.
+    pub fn begin_setup(&mut self) {
+        self.in_setup = true;
+        arm_store(&mut self.store, self.limits.init_deadline_ticks);
+    }
+
+    /// Back to the per-call deadline.
+    pub fn end_setup(&mut self) {
+        self.in_setup = false;
     }
 
     fn init(&mut self, group: &str, params: &[(String, String)]) -> Result<Needs, StrategyError> {
@@ -564,6 +627,7 @@ mod tests {
     const LIMITS: SandboxLimits = SandboxLimits {
         memory_bytes: 16 << 20,
         deadline_ticks: 1000,
+        init_deadline_ticks: 1000,
     };
 
     #[test]

@@ -1,12 +1,16 @@
 //! Topic names, topic filters, shared-subscription syntax and the subscription tree.
 //!
-//! `filter` validates names and plain filters, `share` recognises `$share/` and `$queue/`,
-//! `tree` maps stored filters to the broker's per-filter state and answers "who matches".
+//! `filter` validates names and plain filters, `share` recognises `$share/` and `$queue/` (and,
+//! when configured, `$share:`), `tree` maps stored filters to the broker's per-filter state
+//! and answers "who matches".
 
 mod filter;
 mod share;
 mod tree;
 
 pub use filter::{validate_filter, validate_topic_name, TopicError};
-pub use share::{parse_subscription, SubscriptionFilter, QUEUE_GROUP};
+pub use share::{
+    parse_subscription, parse_subscription_with, session_key, ShareSyntax, SubscriptionFilter,
+    QUEUE_GROUP,
+};
 pub use tree::TopicTree;

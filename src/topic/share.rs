@@ -1,10 +1,22 @@
 //! Shared-subscription syntax: `$share/{group}/{filter}` (MQTT 5.0 §4.8.2, accepted over 3.1.1
-//! too) and EMQX's group-less `$queue/{filter}`.
+//! too), EMQX's group-less `$queue/{filter}`, and, when configured, HiveMQ 3's
+//! `$share:{group}:{filter}`.
+
+use std::borrow::Cow;
 
 use super::filter::{validate_filter, TopicError};
 
 const SHARE_PREFIX: &str = "$share/";
 const QUEUE_PREFIX: &str = "$queue/";
+const LEGACY_SHARE_PREFIX: &str = "$share:";
+
+/// Spellings of a shared subscription recognised beyond the standard ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShareSyntax {
+    /// HiveMQ 3's `$share:{group}:{filter}`, read as `$share/{group}/{filter}`. Off by
+    /// default because standard MQTT makes it an ordinary filter.
+    pub legacy_colon: bool,
+}
 
 /// The group name given to `$queue/{filter}` subscriptions. EMQX defines `$queue/t` as
 /// `$share/$queue/t`, so both spellings deliberately land in the same group.
@@ -50,27 +62,33 @@ pub fn parse_subscription(
     filter: &str,
     max_levels: usize,
 ) -> Result<SubscriptionFilter<'_>, TopicError> {
+    parse_subscription_with(filter, max_levels, ShareSyntax::default())
+}
+
+/// [`parse_subscription`], also recognising the spellings `syntax` enables.
+pub fn parse_subscription_with(
+    filter: &str,
+    max_levels: usize,
+    syntax: ShareSyntax,
+) -> Result<SubscriptionFilter<'_>, TopicError> {
     if let Some(rest) = filter.strip_prefix(SHARE_PREFIX) {
         let Some((group, inner)) = rest.split_once('/') else {
             return Err(TopicError::InvalidShare("expected $share/{group}/{filter}"));
         };
-        // [MQTT-4.8.2-1]: ShareName is at least one character, without `/`, `+` or `#`
-        // (`/` is excluded by construction: the group ends at the first one).
-        if group.is_empty() {
-            return Err(TopicError::InvalidShare("empty share name"));
+        return validate_share(group, inner, max_levels);
+    }
+    if syntax.legacy_colon {
+        if let Some(rest) = filter.strip_prefix(LEGACY_SHARE_PREFIX) {
+            // The group ends at the first `:`; the filter may contain more of them.
+            let Some((group, inner)) = rest.split_once(':') else {
+                return Err(TopicError::InvalidShare("expected $share:{group}:{filter}"));
+            };
+            // Its standard spelling would split a `/` in the group differently.
+            if group.contains('/') {
+                return Err(TopicError::InvalidShare("'/' in share name"));
+            }
+            return validate_share(group, inner, max_levels);
         }
-        if group.contains(['+', '#']) {
-            return Err(TopicError::InvalidShare("wildcard in share name"));
-        }
-        // [MQTT-4.8.2-2]: ShareName is followed by `/` and a topic filter.
-        if inner.is_empty() {
-            return Err(TopicError::InvalidShare("empty filter after share name"));
-        }
-        validate_filter(inner, max_levels)?;
-        return Ok(SubscriptionFilter::Shared {
-            group,
-            filter: inner,
-        });
     }
     if let Some(inner) = filter.strip_prefix(QUEUE_PREFIX) {
         if inner.is_empty() {
@@ -89,6 +107,46 @@ pub fn parse_subscription(
     }
     validate_filter(filter, max_levels)?;
     Ok(SubscriptionFilter::Plain(filter))
+}
+
+/// Validates a share name and the filter that follows it.
+fn validate_share<'a>(
+    group: &'a str,
+    inner: &'a str,
+    max_levels: usize,
+) -> Result<SubscriptionFilter<'a>, TopicError> {
+    // [MQTT-4.8.2-1]: ShareName is at least one character, without `/`, `+` or `#` (the
+    // callers split the group off at a separator it cannot contain).
+    if group.is_empty() {
+        return Err(TopicError::InvalidShare("empty share name"));
+    }
+    if group.contains(['+', '#']) {
+        return Err(TopicError::InvalidShare("wildcard in share name"));
+    }
+    // [MQTT-4.8.2-2]: ShareName is followed by `/` and a topic filter.
+    if inner.is_empty() {
+        return Err(TopicError::InvalidShare("empty filter after share name"));
+    }
+    validate_filter(inner, max_levels)?;
+    Ok(SubscriptionFilter::Shared {
+        group,
+        filter: inner,
+    })
+}
+
+/// The name a session keeps the subscription `requested` (parsed as `parsed`) under: the
+/// legacy colon spelling becomes `$share/{group}/{filter}`, so that both spellings are one
+/// subscription (either UNSUBSCRIBE removes it, either SUBSCRIBE replaces it) and a stored
+/// session restores as the same group whatever the setting at the next start.
+pub fn session_key<'a>(requested: &'a str, parsed: &SubscriptionFilter<'_>) -> Cow<'a, str> {
+    match parsed {
+        SubscriptionFilter::Shared { group, filter }
+            if requested.starts_with(LEGACY_SHARE_PREFIX) =>
+        {
+            Cow::Owned(format!("{SHARE_PREFIX}{group}/{filter}"))
+        }
+        _ => Cow::Borrowed(requested),
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +262,93 @@ mod tests {
                     Err(TopicError::InvalidFilter(_))
                 ),
                 "{bad:?}"
+            );
+        }
+    }
+
+    const LEGACY: ShareSyntax = ShareSyntax { legacy_colon: true };
+
+    #[test]
+    fn legacy_colon_form_is_a_share_when_enabled() {
+        let parse = |f| parse_subscription_with(f, MAX, LEGACY);
+        assert_eq!(
+            parse("$share:my-group:myhome/groundfloor/+/temperature"),
+            Ok(shared("my-group", "myhome/groundfloor/+/temperature"))
+        );
+        assert_eq!(parse("$share:g:#"), Ok(shared("g", "#")));
+        // Only the first `:` after the group ends it; topics may contain colons.
+        assert_eq!(parse("$share:g:a:b/c"), Ok(shared("g", "a:b/c")));
+        // The standard spellings are unaffected.
+        assert_eq!(parse("$share/g/a"), Ok(shared("g", "a")));
+        assert_eq!(parse("$queue/a"), Ok(shared(QUEUE_GROUP, "a")));
+        assert_eq!(parse("a/b"), Ok(SubscriptionFilter::Plain("a/b")));
+    }
+
+    #[test]
+    fn legacy_colon_form_is_validated_like_the_standard_one() {
+        for bad in [
+            "$share:",
+            "$share:g",
+            "$share::x",
+            "$share:g:",
+            "$share:a+b:x",
+            "$share:#:x",
+            "$share:a/b:x",
+        ] {
+            assert!(
+                matches!(
+                    parse_subscription_with(bad, MAX, LEGACY),
+                    Err(TopicError::InvalidShare(_))
+                ),
+                "{bad:?} -> {:?}",
+                parse_subscription_with(bad, MAX, LEGACY)
+            );
+        }
+        assert!(matches!(
+            parse_subscription_with("$share:g:a/#/b", MAX, LEGACY),
+            Err(TopicError::InvalidFilter(_))
+        ));
+        assert_eq!(
+            parse_subscription_with("$share:g:a/b/c", 2, LEGACY),
+            Err(TopicError::TooManyLevels { levels: 3, max: 2 })
+        );
+    }
+
+    #[test]
+    fn legacy_colon_form_is_a_plain_filter_by_default() {
+        for f in [
+            "$share:my-group:myhome/groundfloor/+/temperature",
+            "$share:g",
+            "$share:",
+        ] {
+            assert_eq!(parse_subscription(f, MAX), Ok(SubscriptionFilter::Plain(f)));
+            assert_eq!(
+                parse_subscription_with(f, MAX, ShareSyntax::default()),
+                Ok(SubscriptionFilter::Plain(f))
+            );
+        }
+        assert!(matches!(
+            parse_subscription("$share:g:a+", MAX),
+            Err(TopicError::InvalidFilter(_))
+        ));
+    }
+
+    #[test]
+    fn session_key_respells_only_the_legacy_form() {
+        let key = |f: &'static str, syntax| {
+            let parsed = parse_subscription_with(f, MAX, syntax).unwrap();
+            session_key(f, &parsed).into_owned()
+        };
+        assert_eq!(key("$share:g:a/+", LEGACY), "$share/g/a/+");
+        assert_eq!(key("$share/g/a/+", LEGACY), "$share/g/a/+");
+        assert_eq!(key("$queue/a", LEGACY), "$queue/a");
+        assert_eq!(key("a/b", LEGACY), "a/b");
+        assert_eq!(key("$share:g:a", ShareSyntax::default()), "$share:g:a");
+        // The respelled key parses back to the same share under either setting.
+        for syntax in [LEGACY, ShareSyntax::default()] {
+            assert_eq!(
+                parse_subscription_with(&key("$share:g:a:b", LEGACY), MAX, syntax),
+                Ok(shared("g", "a:b"))
             );
         }
     }

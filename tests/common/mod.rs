@@ -269,10 +269,19 @@ impl Drop for SpawnedBroker {
     }
 }
 
-/// Finds `listening for MQTT connections ... address=HOST:PORT` in a log line.
+/// Finds the bound address in the `listening for MQTT connections` log line, as text
+/// (`... address=HOST:PORT`) or as JSON (`server.log_format = "json"`).
 pub fn parse_listening(line: &str) -> Option<SocketAddr> {
     if !line.contains("listening for MQTT connections") {
         return None;
+    }
+    if line.trim_start().starts_with('{') {
+        let event: serde_json::Value = serde_json::from_str(line).ok()?;
+        let fields = event.get("fields")?;
+        if fields.get("message")?.as_str()? != "listening for MQTT connections" {
+            return None;
+        }
+        return fields.get("address")?.as_str()?.parse().ok();
     }
     let rest = &line[line.find("address=")? + "address=".len()..];
     let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
@@ -767,6 +776,30 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl TestBroker {
+    /// Waits until the broker has settled the end of `client_id`'s connection: its session is
+    /// offline or gone. The broker closes a socket before it detaches the session, so a client
+    /// seeing the close (or having sent DISCONNECT) is not enough.
+    pub async fn wait_session_offline(&self, client_id: &str) {
+        let state = self.broker.state();
+        wait_until(&format!("session {client_id} offline"), || {
+            state
+                .session(client_id)
+                .is_none_or(|session| !session.is_online())
+        })
+        .await
+    }
+
+    /// Waits until `client_id`'s session has ended.
+    pub async fn wait_session_ended(&self, client_id: &str) {
+        let state = self.broker.state();
+        wait_until(&format!("session {client_id} ended"), || {
+            state.session(client_id).is_none()
+        })
+        .await
     }
 }
 

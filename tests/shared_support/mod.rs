@@ -33,11 +33,19 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// How long "nothing more arrives" is observed.
 pub const QUIET: Duration = Duration::from_millis(300);
 
+/// A per-call strategy deadline no healthy call reaches, however busy the machine: the default
+/// 20 ms of wall-clock time can pass while the test process is descheduled, and a timed-out
+/// call hands its message to the fallback round robin, which would falsify any test of a
+/// distribution. Tests about deadlines set their own.
+pub const TEST_PLUGIN_DEADLINE_MS: u64 = 5000;
+
 /// Starts a broker on 127.0.0.1 with an ephemeral port; `$SYS` is off unless `tweak` turns it on.
+/// Strategy calls get [`TEST_PLUGIN_DEADLINE_MS`] unless `tweak` says otherwise.
 pub async fn start_broker(tweak: impl FnOnce(&mut Config)) -> (Broker, SocketAddr) {
     let mut config = Config::default();
     config.server.listeners = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
     config.server.sys_interval_secs = 0;
+    config.shared.plugin_deadline_ms = TEST_PLUGIN_DEADLINE_MS;
     tweak(&mut config);
     let broker = tokio::time::timeout(WAIT, Broker::start(config))
         .await
@@ -59,6 +67,27 @@ pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut()
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Waits until the broker has settled the end of `client_id`'s connection: its session is
+/// offline (kept for a later connection) or gone. A client seeing its socket closed is not
+/// enough: the broker closes the socket before it detaches the session.
+pub async fn wait_session_offline(broker: &Broker, client_id: &str) {
+    wait_until(WAIT, &format!("session {client_id} offline"), || {
+        broker
+            .state()
+            .session(client_id)
+            .is_none_or(|session| !session.is_online())
+    })
+    .await
+}
+
+/// Waits until the broker has ended `client_id`'s session.
+pub async fn wait_session_ended(broker: &Broker, client_id: &str) {
+    wait_until(WAIT, &format!("session {client_id} ended"), || {
+        broker.state().session(client_id).is_none()
+    })
+    .await
 }
 
 /// Polls `condition` every 10 ms until it holds (true) or `limit` passes (false).
@@ -347,8 +376,8 @@ impl RawClient {
         assert_eq!(codes, vec![ReasonCode(qos as u8)]);
     }
 
-    /// UNSUBSCRIBE; waits for the UNSUBACK.
-    pub async fn unsubscribe_many(&mut self, filters: &[&str]) {
+    /// UNSUBSCRIBE; waits for the UNSUBACK and returns its reason codes (none for 3.1.1).
+    pub async fn unsubscribe_many(&mut self, filters: &[&str]) -> Vec<ReasonCode> {
         let packet_id = self.next_id();
         self.send(&Packet::Unsubscribe(Unsubscribe {
             packet_id,
@@ -357,7 +386,7 @@ impl RawClient {
         }))
         .await;
         self.wait_for("UNSUBACK", |p| match p {
-            Packet::UnsubAck(ack) if ack.packet_id == packet_id => Some(()),
+            Packet::UnsubAck(ack) if ack.packet_id == packet_id => Some(ack.reason_codes.clone()),
             _ => None,
         })
         .await
@@ -582,6 +611,10 @@ impl RawClient {
 pub enum AckMode {
     /// PUBACK / PUBREC → PUBCOMP, at once.
     Ack,
+    /// Like `Ack`, then a PINGREQ round trip: once [`Member::acked`] counts a message, the
+    /// broker has processed its acknowledgement, so a test can control each member's in-flight
+    /// count instead of racing the members' tasks.
+    AckConfirmed,
     /// Never acknowledge anything.
     Never,
     /// PUBACK / PUBREC with this (failure) reason code.
@@ -599,6 +632,8 @@ pub struct Got {
 /// A member reading in its own task, recording everything it receives.
 pub struct Member {
     pub received: Arc<Mutex<Vec<Got>>>,
+    /// Messages acknowledged (PUBACK or PUBREC sent; with `AckConfirmed`, also processed).
+    acked: Arc<std::sync::atomic::AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<RawClient>,
 }
@@ -608,6 +643,8 @@ impl Member {
         let received: Arc<Mutex<Vec<Got>>> = Arc::default();
         let (stop, mut stopped) = oneshot::channel();
         let log = received.clone();
+        let acked: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let acks = acked.clone();
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -618,7 +655,15 @@ impl Member {
                             log.lock().push(Got { first_byte: first, publish: publish.clone(), seq });
                             if let Some(id) = publish.packet_id {
                                 match (mode, publish.qos) {
-                                    (AckMode::Ack, _) => client.ack(&publish).await,
+                                    (AckMode::Ack, _) => {
+                                        client.ack(&publish).await;
+                                        acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    }
+                                    (AckMode::AckConfirmed, _) => {
+                                        client.ack(&publish).await;
+                                        client.ping().await;
+                                        acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    }
                                     (AckMode::Never, _) => {}
                                     (AckMode::Reject(code), QoS::AtLeastOnce) => client.puback(id, ReasonCode(code)).await,
                                     (AckMode::Reject(code), _) => client.pubrec(id, ReasonCode(code)).await,
@@ -626,7 +671,7 @@ impl Member {
                             }
                         }
                         Read::Packet(_, Packet::PubRel(rel)) => {
-                            if mode == AckMode::Ack {
+                            if matches!(mode, AckMode::Ack | AckMode::AckConfirmed) {
                                 client.pubcomp(rel.packet_id).await;
                             }
                         }
@@ -643,6 +688,7 @@ impl Member {
         });
         Member {
             received,
+            acked,
             stop: Some(stop),
             task,
         }
@@ -650,6 +696,11 @@ impl Member {
 
     pub fn count(&self) -> usize {
         self.received.lock().len()
+    }
+
+    /// Messages this member has acknowledged (see [`AckMode::AckConfirmed`]).
+    pub fn acked(&self) -> usize {
+        self.acked.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn seqs(&self) -> Vec<u32> {
