@@ -268,50 +268,36 @@ fn mosquitto_clients_will() {
     }
 }
 
-#[test]
-fn paho_python_v311_and_v5() {
+/// Runs `tests/interop/SCRIPT HOST PORT` against a freshly started broker; the script exits 0
+/// when every check passed.
+fn run_paho_script(script: &str) {
     if !tools_ready(true) {
         return;
     }
     let broker = SpawnedBroker::start();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/paho_check.py");
+    let path = format!("{}/tests/interop/{script}", env!("CARGO_MANIFEST_DIR"));
     let mut command = Command::new("python3");
     command
-        .arg(script)
+        .arg(path)
         .arg("127.0.0.1")
         .arg(broker.addr.port().to_string());
     let output = run_bounded(command, Duration::from_secs(60));
     assert!(
         output.status.success(),
-        "paho check failed:\nstdout {}\nstderr {}\nbroker output:\n{}",
+        "{script} failed:\nstdout {}\nstderr {}\nbroker output:\n{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
         broker.output.lock().unwrap()
     );
 }
 
+#[test]
+fn paho_python_v311_and_v5() {
+    run_paho_script("paho_check.py");
+}
+
 /// Server-to-client topic aliases with paho-mqtt as the receiving client.
 #[test]
 fn paho_python_receives_server_topic_aliases() {
-    if !tools_ready(true) {
-        return;
-    }
-    let broker = SpawnedBroker::start();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/paho_topic_alias.py"
-    );
-    let mut command = Command::new("python3");
-    command
-        .arg(script)
-        .arg("127.0.0.1")
-        .arg(broker.addr.port().to_string());
-    let output = run_bounded(command, Duration::from_secs(60));
-    assert!(
-        output.status.success(),
-        "paho topic alias check failed:\nstdout {}\nstderr {}\nbroker output:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-        broker.output.lock().unwrap()
-    );
+    run_paho_script("paho_topic_alias.py");
 }
