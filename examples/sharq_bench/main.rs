@@ -32,6 +32,7 @@ use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+mod churn_loop;
 mod idle;
 mod subchurn;
 
@@ -74,6 +75,9 @@ enum Scenario {
     Idle(idle::IdleArgs),
     /// Shared subscribes and unsubscribes per second.
     SubChurn(subchurn::SubChurnArgs),
+    /// Issue #9's stress, looped: a shared group of clean-session QoS 1 members, one leaving
+    /// every 500 ms; every message id must arrive, in every run.
+    ChurnLoop(churn_loop::ChurnLoopArgs),
 }
 
 /// Member churn in the `shared` scenario.
@@ -290,6 +294,12 @@ async fn receiver(
             Step::Drop(outage) => {
                 next = schedule.next();
                 let down = now_ns();
+                // rumqttc acknowledged what its event loop already read, in a batch, before
+                // handing it out one poll at a time: that counts as received, or a broker that
+                // did its job would be charged with losing it.
+                for payload in take_buffered_publishes(&mut events) {
+                    record(&run, &mut r, &payload);
+                }
                 // Dropping the event loop closes the socket with no DISCONNECT.
                 drop(events);
                 drop(client);
@@ -312,19 +322,7 @@ async fn receiver(
             Step::Event(e) => e,
         };
         match event {
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                let now = now_ns();
-                match parse(&p.payload, run.id) {
-                    Some((publisher, seq, sent)) => {
-                        r.seen.push((publisher, seq));
-                        r.latencies_ns.push(now.saturating_sub(sent));
-                        r.received_ns.push(now);
-                        run.received.fetch_add(1, Ordering::Relaxed);
-                        run.last_receipt_ns.fetch_max(now, Ordering::Relaxed);
-                    }
-                    None => r.foreign += 1,
-                }
-            }
+            Ok(Event::Incoming(Packet::Publish(p))) => record(&run, &mut r, &p.payload),
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 let refused = ack
                     .return_codes
@@ -357,8 +355,41 @@ async fn receiver(
             }
         }
     }
-    goodbye(&client, &mut events).await;
+    for payload in take_buffered_publishes(&mut events) {
+        record(&run, &mut r, &payload);
+    }
+    for payload in goodbye(&client, &mut events).await {
+        record(&run, &mut r, &payload);
+    }
     r
+}
+
+/// Records one delivery to a receiver.
+fn record(run: &Run, r: &mut Receipts, payload: &[u8]) {
+    let now = now_ns();
+    match parse(payload, run.id) {
+        Some((publisher, seq, sent)) => {
+            r.seen.push((publisher, seq));
+            r.latencies_ns.push(now.saturating_sub(sent));
+            r.received_ns.push(now);
+            run.received.fetch_add(1, Ordering::Relaxed);
+            run.last_receipt_ns.fetch_max(now, Ordering::Relaxed);
+        }
+        None => r.foreign += 1,
+    }
+}
+
+/// PUBLISH payloads the event loop has read (and acknowledged) but `poll` not yet handed out.
+fn take_buffered_publishes(events: &mut EventLoop) -> Vec<Bytes> {
+    events
+        .state
+        .events
+        .drain(..)
+        .filter_map(|e| match e {
+            Event::Incoming(Packet::Publish(p)) => Some(p.payload),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Sleeps until `due`, or forever when there is nothing due.
@@ -369,18 +400,24 @@ async fn sleep_until_opt(due: Option<tokio::time::Instant>) {
     }
 }
 
-/// Sends DISCONNECT, giving the event loop a moment to write it.
-async fn goodbye(client: &AsyncClient, events: &mut EventLoop) {
+/// Sends DISCONNECT, giving the event loop a moment to write it. Returns the payloads of the
+/// PUBLISHes read meanwhile (rumqttc acknowledged them, so they count as received).
+async fn goodbye(client: &AsyncClient, events: &mut EventLoop) -> Vec<Bytes> {
+    let mut read = Vec::new();
     if client.try_disconnect().is_ok() {
         let _ = tokio::time::timeout(Duration::from_millis(200), async {
             while let Ok(e) = events.poll().await {
-                if matches!(e, Event::Outgoing(Outgoing::Disconnect)) {
-                    break;
+                match e {
+                    Event::Outgoing(Outgoing::Disconnect) => break,
+                    Event::Incoming(Packet::Publish(p)) => read.push(p.payload),
+                    _ => {}
                 }
             }
         })
         .await;
     }
+    read.extend(take_buffered_publishes(events));
+    read
 }
 
 fn parse(payload: &[u8], run_id: u64) -> Option<(u32, u64, u64)> {
@@ -462,7 +499,7 @@ async fn publisher_events(
     }
     state.dead.store(true, Ordering::Relaxed);
     if *stop.borrow() {
-        goodbye(&client, &mut events).await;
+        let _ = goodbye(&client, &mut events).await;
     }
 }
 
@@ -1062,6 +1099,7 @@ fn main() -> std::process::ExitCode {
         }
         Scenario::Idle(args) => runtime.block_on(idle::run(args)),
         Scenario::SubChurn(args) => runtime.block_on(subchurn::run(args)),
+        Scenario::ChurnLoop(args) => runtime.block_on(churn_loop::run(args)),
     };
     let failed = out["errors"].as_array().is_some_and(|e| !e.is_empty());
     println!("{out}");

@@ -8,8 +8,10 @@ use super::session::AckOutcome;
 
 impl Connection {
     pub(super) fn handle_puback(&mut self, ack: Ack) -> Result<(), ConnectionError> {
-        let session = self.session()?;
-        if session.acknowledge_publish(ack.packet_id, ack.reason_code, false) == AckOutcome::Done {
+        let (session, generation) = self.session_generation()?;
+        if session.acknowledge_publish(generation, ack.packet_id, ack.reason_code, false)
+            == AckOutcome::Done
+        {
             self.broker.drain_groups_of(&session);
         } else {
             tracing::debug!(client_id = %session.client_id, packet_id = ack.packet_id, "PUBACK for a packet id not in flight");
@@ -18,8 +20,8 @@ impl Connection {
     }
 
     pub(super) fn handle_pubrec(&mut self, ack: Ack) -> Result<(), ConnectionError> {
-        let session = self.session()?;
-        match session.acknowledge_publish(ack.packet_id, ack.reason_code, true) {
+        let (session, generation) = self.session_generation()?;
+        match session.acknowledge_publish(generation, ack.packet_id, ack.reason_code, true) {
             AckOutcome::SendPubRel => self.send(&Packet::PubRel(Ack::new(ack.packet_id))),
             AckOutcome::Done => self.broker.drain_groups_of(&session),
             AckOutcome::UnknownPacketId => {
@@ -44,11 +46,22 @@ impl Connection {
     }
 
     pub(super) fn handle_pubcomp(&mut self, ack: Ack) -> Result<(), ConnectionError> {
-        let session = self.session()?;
-        if session.complete_publish(ack.packet_id) == AckOutcome::Done {
+        let (session, generation) = self.session_generation()?;
+        if session.complete_publish(generation, ack.packet_id) == AckOutcome::Done {
             self.broker.drain_groups_of(&session);
         }
         Ok(())
+    }
+
+    /// The session and this connection's generation on it: acknowledgements only count from
+    /// the connection attached to the session now.
+    fn session_generation(
+        &self,
+    ) -> Result<(std::sync::Arc<super::session::Session>, u64), ConnectionError> {
+        self.client
+            .as_ref()
+            .map(|c| (c.session.clone(), c.generation))
+            .ok_or(ConnectionError::Protocol("packet before CONNECT"))
     }
 
     pub(super) fn session(

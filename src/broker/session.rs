@@ -423,14 +423,19 @@ impl Session {
         }
     }
 
-    /// Handles PUBACK (`qos2 == false`) or PUBREC (`qos2 == true`) for `packet_id`.
+    /// Handles PUBACK (`qos2 == false`) or PUBREC (`qos2 == true`) for `packet_id`, received on
+    /// connection `generation`.
     pub fn acknowledge_publish(
         &self,
+        generation: u64,
         packet_id: u16,
         reason: ReasonCode,
         pubrec: bool,
     ) -> AckOutcome {
         let mut state = self.lock();
+        if !state.is_attached(generation) {
+            return AckOutcome::UnknownPacketId;
+        }
         let Some(entry) = state.inflight.get_mut(&packet_id) else {
             return AckOutcome::UnknownPacketId;
         };
@@ -452,8 +457,12 @@ impl Session {
         AckOutcome::Done
     }
 
-    pub fn complete_publish(&self, packet_id: u16) -> AckOutcome {
+    /// Handles PUBCOMP for `packet_id`, received on connection `generation`.
+    pub fn complete_publish(&self, generation: u64, packet_id: u16) -> AckOutcome {
         let mut state = self.lock();
+        if !state.is_attached(generation) {
+            return AckOutcome::UnknownPacketId;
+        }
         match state.inflight.get(&packet_id) {
             Some(entry) if entry.stage == OutboundStage::Released => {
                 state.remove_inflight(packet_id);
@@ -610,6 +619,18 @@ impl SessionState {
         let entry = self.inflight.remove(&packet_id)?;
         self.inflight_bytes -= entry.delivery.message.weight();
         Some(entry)
+    }
+
+    /// True while connection `generation` is the attached one. Only it may acknowledge: a
+    /// connection that was taken over can still be reading its socket, and its PUBACK names a
+    /// packet id of its own exchange, which the new connection may have reused for another
+    /// message (its shared copies went back to the group at the takeover). Completing that
+    /// other message would take it out of flight unacknowledged, so a later failure of the new
+    /// connection would not hand it back to the group: lost.
+    fn is_attached(&self, generation: u64) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|link| link.generation == generation)
     }
 
     fn allocate_packet_id(&mut self) -> Option<u16> {
@@ -818,11 +839,11 @@ mod tests {
         };
         let id = first.packet_id.unwrap();
         assert_eq!(
-            session.acknowledge_publish(id, ReasonCode::SUCCESS, false),
+            session.acknowledge_publish(attached.generation, id, ReasonCode::SUCCESS, false),
             AckOutcome::Done
         );
         assert_eq!(
-            session.acknowledge_publish(id, ReasonCode::SUCCESS, false),
+            session.acknowledge_publish(attached.generation, id, ReasonCode::SUCCESS, false),
             AckOutcome::UnknownPacketId
         );
         out.clear();
@@ -855,7 +876,12 @@ mod tests {
             panic!("not a publish")
         };
         assert_eq!(
-            session.acknowledge_publish(second.packet_id.unwrap(), ReasonCode::SUCCESS, true),
+            session.acknowledge_publish(
+                attached.generation,
+                second.packet_id.unwrap(),
+                ReasonCode::SUCCESS,
+                true
+            ),
             AckOutcome::SendPubRel
         );
         assert_eq!(
@@ -917,6 +943,61 @@ mod tests {
             1,
             "the QoS 2 copy stays with its member"
         );
+    }
+
+    /// A connection that was taken over may still be reading its socket. The PUBACK its
+    /// client sent for a shared copy names a packet id the new connection can have reused
+    /// (ids wrap; the copy itself went back to the group at the takeover). It must not complete
+    /// the new connection's message: that one would leave flight unacknowledged, and when the
+    /// new connection failed too it would not go back to the group — lost.
+    #[test]
+    fn stale_connection_ack_cannot_complete_the_new_connections_message() {
+        let group = Arc::new(SharedGroup::new(
+            ByteString::from("g"),
+            ByteString::from("t"),
+            crate::strategy::Dispatcher::native(ByteString::from("g")),
+        ));
+        let session = Session::new(1, ByteString::from("c"), 60);
+        let old = online(&session, 10);
+        session.enqueue(
+            delivery(b"first", QoS::AtLeastOnce, Some(group.clone())),
+            LIMITS,
+        );
+        let mut out = Vec::new();
+        let mut dropped = 0;
+        session.take_sendable(old.generation, Instant::now(), &mut out, &mut dropped, 100);
+        let Some(Packet::Publish(first)) = out.first() else {
+            panic!("nothing sent")
+        };
+        let reused = first.packet_id.unwrap();
+
+        // Takeover: the old connection's copy goes back to the group.
+        let new = online(&session, 10);
+        assert_eq!(new.redispatch.len(), 1);
+        // The packet id counter comes round to the freed id for the new connection's message.
+        session.state.lock().next_packet_id = reused;
+        session.enqueue(
+            delivery(b"second", QoS::AtLeastOnce, Some(group.clone())),
+            LIMITS,
+        );
+        out.clear();
+        session.take_sendable(new.generation, Instant::now(), &mut out, &mut dropped, 100);
+        assert!(matches!(out.first(), Some(Packet::Publish(p)) if p.packet_id == Some(reused)));
+
+        // The old connection reads its client's PUBACK for "first".
+        assert_eq!(
+            session.acknowledge_publish(old.generation, reused, ReasonCode::SUCCESS, false),
+            AckOutcome::UnknownPacketId
+        );
+        assert_eq!(session.inflight(), 1, "\"second\" is still in flight");
+        // The new connection fails before its client acknowledged: "second" goes back.
+        let back: Vec<Bytes> = session
+            .detach(new.generation)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.message.payload.clone())
+            .collect();
+        assert_eq!(back, vec![Bytes::from_static(b"second")]);
     }
 
     #[test]
