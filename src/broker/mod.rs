@@ -282,6 +282,9 @@ impl BrokerState {
         let mut sessions = self.sessions.lock();
         if let Some(existing) = sessions.get(client_id) {
             if !clean_start && !existing.is_ended() {
+                // Under the registry's lock, like the expiry's check-and-end: either the
+                // expiry ended it first (and it reads as ended here) or it sees this claim.
+                existing.claim();
                 return OpenedSession {
                     session: existing.clone(),
                     present: true,
@@ -292,6 +295,10 @@ impl BrokerState {
         let id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
         let session = Arc::new(Session::new(id, client_id.clone(), expiry));
         let discarded = sessions.insert(client_id.clone(), session.clone());
+        if discarded.is_some() {
+            // The stored record is the discarded session's; the new one saves its own.
+            self.forget_stored(client_id);
+        }
         OpenedSession {
             session,
             present: false,
@@ -302,16 +309,57 @@ impl BrokerState {
     /// Ends a session: removes it from the registry (if it is still the registered one), its
     /// subscriptions from the router, and hands its unfinished shared copies to other members.
     pub fn end_session(&self, session: &Arc<Session>) {
-        {
+        let registered = {
             let mut sessions = self.sessions.lock();
-            if sessions
-                .get(&session.client_id)
-                .is_some_and(|s| Arc::ptr_eq(s, session))
-            {
-                sessions.remove(&session.client_id);
-            }
-        }
+            Self::unregister(&mut sessions, session)
+        };
         let ended = session.end();
+        self.clean_up_ended(session, ended, registered);
+    }
+
+    /// Ends `session` because its expiry ran out after connection `generation` left, unless a
+    /// connection resumed or claimed it meanwhile.
+    fn expire_session(&self, session: &Arc<Session>, generation: u64) {
+        let (ended, registered) = {
+            let mut sessions = self.sessions.lock();
+            let Some(ended) = session.end_if_idle_since(generation) else {
+                return;
+            };
+            (ended, Self::unregister(&mut sessions, session))
+        };
+        tracing::debug!(client_id = %session.client_id, "session expired");
+        self.clean_up_ended(session, ended, registered);
+    }
+
+    /// Removes `session` from the registry if it is the registered one; true if it was.
+    fn unregister(
+        sessions: &mut HashMap<ByteString, Arc<Session>>,
+        session: &Arc<Session>,
+    ) -> bool {
+        let registered = sessions
+            .get(&session.client_id)
+            .is_some_and(|s| Arc::ptr_eq(s, session));
+        if registered {
+            sessions.remove(&session.client_id);
+        }
+        registered
+    }
+
+    fn forget_stored(&self, client_id: &str) {
+        if let Err(e) = self.store.remove(client_id) {
+            tracing::warn!(client_id, error = %e, "session store: remove failed");
+        }
+    }
+
+    /// What ending a session leaves to the broker: its subscriptions leave the router, its
+    /// unfinished shared copies go to other members, and its stored record goes, unless a newer
+    /// session of the same client id owns that record now.
+    fn clean_up_ended(
+        &self,
+        session: &Arc<Session>,
+        ended: session::EndedSession,
+        registered: bool,
+    ) {
         for filter in ended.subscriptions.keys() {
             self.remove_from_router(filter, session);
         }
@@ -321,8 +369,8 @@ impl BrokerState {
             self.router.leave_group(&group.name, &group.filter, session);
         }
         self.redispatch(ended.redispatch);
-        if let Err(e) = self.store.remove(&session.client_id) {
-            tracing::warn!(client_id = %session.client_id, error = %e, "session store: remove failed");
+        if registered {
+            self.forget_stored(&session.client_id);
         }
         tracing::debug!(client_id = %session.client_id, "session ended");
     }
@@ -405,10 +453,7 @@ impl BrokerState {
                 _ = tokio::time::sleep(Duration::from_secs(u64::from(expiry))) => {}
                 _ = broker.shutdown.cancelled() => return,
             }
-            if session.generation() == generation && !session.is_online() {
-                tracing::debug!(client_id = %session.client_id, "session expired");
-                broker.end_session(&session);
-            }
+            broker.expire_session(&session, generation);
         });
     }
 
@@ -448,6 +493,11 @@ impl BrokerState {
 
     /// Lets every group `session` belongs to hand it waiting messages.
     pub fn drain_groups_of(&self, session: &Session) {
+        // The session's freed room was stored (lock-free load mirror) before this; a publisher
+        // stores a group's queue length and then reads the members' room. A full fence on both
+        // sides means at least one of the two sees the other: never a message left queued
+        // while its member has room and nobody looks.
+        std::sync::atomic::fence(Ordering::SeqCst);
         let groups = session.groups_with_backlog();
         if groups.is_empty() {
             return;

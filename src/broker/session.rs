@@ -548,21 +548,25 @@ impl Session {
     /// from the router) and the shared copies still queued or in flight at QoS 1 (QoS 2 copies
     /// are dropped: they must never go to another member [MQTT-4.8.2-5]).
     pub fn end(&self) -> EndedSession {
+        self.lock().end_now()
+    }
+
+    /// Ends the session only if connection `generation` was the last to hold it and nobody has
+    /// attached or claimed it since (an expiry running out). The check and the end are one
+    /// step under the session's lock, so a reconnect cannot slip between them and attach to a
+    /// session that is being ended.
+    pub fn end_if_idle_since(&self, generation: u64) -> Option<EndedSession> {
         let mut state = self.lock();
-        state.ended = true;
-        state.link = None;
-        let mut redispatch = Vec::new();
-        state.take_shared_unfinished(&mut redispatch);
-        state.queue.clear();
-        state.queued_bytes = 0;
-        state.inflight.clear();
-        state.inflight_bytes = 0;
-        state.incoming_qos2.clear();
-        EndedSession {
-            subscriptions: std::mem::take(&mut state.subscriptions),
-            groups: std::mem::take(&mut state.groups).into_values().collect(),
-            redispatch,
+        if state.ended || state.link.is_some() || state.generation != generation {
+            return None;
         }
+        Some(state.end_now())
+    }
+
+    /// Marks a resumption under way, before its connection attaches: an expiry or a delayed
+    /// will armed for an earlier connection sees a newer generation and stands down.
+    pub fn claim(&self) {
+        self.lock().generation += 1;
     }
 
     /// Tells the attached connection, if any, to close with `reason`.
@@ -610,6 +614,23 @@ pub struct EndedSession {
 }
 
 impl SessionState {
+    fn end_now(&mut self) -> EndedSession {
+        self.ended = true;
+        self.link = None;
+        let mut redispatch = Vec::new();
+        self.take_shared_unfinished(&mut redispatch);
+        self.queue.clear();
+        self.queued_bytes = 0;
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+        self.incoming_qos2.clear();
+        EndedSession {
+            subscriptions: std::mem::take(&mut self.subscriptions),
+            groups: std::mem::take(&mut self.groups).into_values().collect(),
+            redispatch,
+        }
+    }
+
     /// Whole-message bytes the session holds: queued and in flight.
     fn held_bytes(&self) -> usize {
         self.queued_bytes + self.inflight_bytes
@@ -998,6 +1019,25 @@ mod tests {
             .map(|d| d.message.payload.clone())
             .collect();
         assert_eq!(back, vec![Bytes::from_static(b"second")]);
+    }
+
+    #[test]
+    fn expiry_stands_down_for_a_claimed_or_attached_session() {
+        let session = Session::new(1, ByteString::from("c"), 60);
+        let first = online(&session, 10);
+        assert!(session.detach(first.generation).is_some());
+        // A reconnect claimed it (under the registry's lock) but has not attached yet.
+        session.claim();
+        assert!(session.end_if_idle_since(first.generation).is_none());
+        assert!(!session.is_ended());
+        let second = online(&session, 10);
+        assert!(
+            session.end_if_idle_since(second.generation).is_none(),
+            "attached"
+        );
+        assert!(session.detach(second.generation).is_some());
+        assert!(session.end_if_idle_since(second.generation).is_some());
+        assert!(session.is_ended());
     }
 
     #[test]

@@ -283,6 +283,9 @@ impl SharedGroup {
     }
 
     fn drain_locked(self: &Arc<Self>, state: &mut GroupState, limits: GroupLimits) {
+        // Pairs with the fence in `BrokerState::drain_groups_of`: the queue length stored
+        // before this is seen by a member freeing room, or this sees the room it freed.
+        std::sync::atomic::fence(Ordering::SeqCst);
         while let Some(message) = state.queue.front().cloned() {
             if !self.try_hand_out(state, &message, limits) {
                 break;
