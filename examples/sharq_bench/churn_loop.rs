@@ -64,49 +64,49 @@ pub enum Leave {
 pub struct ChurnLoopArgs {
     /// Broker host; must resolve to loopback addresses only.
     #[arg(long, default_value = "127.0.0.1")]
-    host: String,
+    pub host: String,
     #[arg(long, default_value_t = 1883)]
-    port: u16,
+    pub port: u16,
     /// Runs, each with a fresh group, fresh client ids and a fresh id space.
     #[arg(long, default_value_t = 100)]
-    runs: u32,
+    pub runs: u32,
     #[arg(long, value_enum, default_value = "3.1.1")]
-    protocol: Protocol,
+    pub protocol: Protocol,
     /// How a churning member leaves.
     #[arg(long, value_enum, default_value = "abrupt")]
-    disconnect: Leave,
+    pub disconnect: Leave,
     /// Members of the group (clean sessions, QoS 1).
     #[arg(long, default_value_t = 4)]
-    members: u32,
+    pub members: u32,
     /// Publish rate, messages/s.
     #[arg(long, default_value_t = 5000)]
-    rate: u64,
+    pub rate: u64,
     /// Messages per run (their count over the rate is the run's publishing time).
     #[arg(long, default_value_t = 15_000)]
-    messages: u64,
+    pub messages: u64,
     /// A member leaves every this many milliseconds while publishing (members take turns).
     #[arg(long, default_value_t = 500)]
-    churn_ms: u64,
+    pub churn_ms: u64,
     /// How long a member stays away before reconnecting, in milliseconds.
     #[arg(long, default_value_t = 0)]
-    down_ms: u64,
+    pub down_ms: u64,
     /// Payload bytes (at least 24).
     #[arg(long, default_value_t = 64)]
-    payload: usize,
+    pub payload: usize,
     /// After publishing, wait this long without progress for acknowledgements and deliveries.
     #[arg(long, default_value_t = 3.0)]
-    drain_secs: f64,
+    pub drain_secs: f64,
     /// Work each member does per message it polls, in microseconds (a busy wait, as an
     /// application's processing would be): a slower consumer lets rumqttc read, and
     /// acknowledge, several messages ahead of what it has handed out.
     #[arg(long, default_value_t = 0)]
-    work_us: u64,
+    pub work_us: u64,
     /// Stop after the first run that lost a message.
     #[arg(long)]
-    stop_on_loss: bool,
+    pub stop_on_loss: bool,
     /// Free text copied into every JSON line.
     #[arg(long, default_value = "")]
-    label: String,
+    pub label: String,
 }
 
 // ---------------------------------------------------------------------------------------------

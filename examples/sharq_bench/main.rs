@@ -94,6 +94,45 @@ struct ChurnArgs {
     /// that returns resumes its session.
     #[arg(long)]
     persistent_members: bool,
+    /// Stress mode: repeat the churn scenario this many times, each run with a fresh group and
+    /// unique message ids, and report every id no member received with the members' last
+    /// events (one clean-session group, outages evenly spread; see `churn-loop`).
+    #[arg(long, default_value_t = 1)]
+    runs: u32,
+    /// Protocol of the stress mode's clients.
+    #[arg(long, value_enum, default_value = "3.1.1")]
+    churn_protocol: churn_loop::Protocol,
+    /// How a member leaves in the stress mode.
+    #[arg(long, value_enum, default_value = "abrupt")]
+    churn_leave: churn_loop::Leave,
+}
+
+impl ChurnArgs {
+    /// `shared --churn N --runs R` as the looped stress (`churn-loop`): N outages spread over
+    /// the publishing time become one leave every publishing-time / (N + 1).
+    fn as_loop(&self, common: &Common, members: u32) -> Option<churn_loop::ChurnLoopArgs> {
+        if self.runs <= 1 || self.churn == 0 || common.rate == 0 {
+            return None;
+        }
+        let publish_ms = common.messages * 1000 / common.rate;
+        Some(churn_loop::ChurnLoopArgs {
+            host: common.host.clone(),
+            port: common.port,
+            runs: self.runs,
+            protocol: self.churn_protocol,
+            disconnect: self.churn_leave,
+            members,
+            rate: common.rate,
+            messages: common.messages,
+            churn_ms: (publish_ms / u64::from(self.churn + 1)).max(1),
+            down_ms: (self.churn_down_secs * 1000.0) as u64,
+            payload: common.payload,
+            drain_secs: common.drain_secs,
+            work_us: 0,
+            stop_on_loss: false,
+            label: common.label.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -1051,9 +1090,15 @@ fn main() -> std::process::ExitCode {
             groups,
             members,
             churn,
-        } => match churn_schedule(&common, &churn, members) {
-            Err(e) => json!({ "scenario": "shared", "label": common.label, "errors": [e] }),
-            Ok(schedule) => {
+        } => match (
+            churn.as_loop(&common, members),
+            churn_schedule(&common, &churn, members),
+        ) {
+            (Some(stress), _) => runtime.block_on(churn_loop::run(stress)),
+            (None, Err(e)) => {
+                json!({ "scenario": "shared", "label": common.label, "errors": [e] })
+            }
+            (None, Ok(schedule)) => {
                 let receivers = (0..groups)
                     .flat_map(|g| {
                         let schedule = &schedule;

@@ -367,32 +367,37 @@ impl Connection {
 
     /// Encodes one packet into the write buffer.
     pub fn send(&mut self, packet: &Packet) {
+        self.encode_out(packet);
+    }
+
+    /// Encodes one packet into the write buffer; false if it could not be encoded (logged).
+    fn encode_out(&mut self, packet: &Packet) -> bool {
         tracing::trace!(peer = %self.peer, packet = packet.name(), "sending");
-        if let Err(e) = codec::encode(packet, self.version, &mut self.write_buf) {
-            tracing::warn!(peer = %self.peer, packet = packet.name(), error = %e, "cannot encode packet");
+        match codec::encode(packet, self.version, &mut self.write_buf) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, packet = packet.name(), error = %e, "cannot encode packet");
+                false
+            }
         }
     }
 
     /// Encodes a packet from the session's queue or in-flight set: a PUBLISH goes with a topic
     /// alias where the client allows them.
     pub fn send_delivery(&mut self, packet: Packet) {
-        let Packet::Publish(mut publish) = packet else {
-            self.send(&packet);
-            return;
+        let (packet, assigned) = match (packet, self.outgoing_aliases.as_mut()) {
+            (Packet::Publish(mut publish), Some(aliases)) => {
+                let topic = publish.topic.clone();
+                let assigned = aliases.apply(&mut publish) == Aliased::Assigned;
+                (Packet::Publish(publish), assigned.then_some(topic))
+            }
+            (packet, _) => (packet, None),
         };
-        let Some(aliases) = self.outgoing_aliases.as_mut() else {
-            self.send(&Packet::Publish(publish));
-            return;
-        };
-        let topic = publish.topic.clone();
-        let aliased = aliases.apply(&mut publish);
-        let packet = Packet::Publish(publish);
-        tracing::trace!(peer = %self.peer, packet = packet.name(), "sending");
-        if let Err(e) = codec::encode(&packet, self.version, &mut self.write_buf) {
-            if aliased == Aliased::Assigned {
+        if !self.encode_out(&packet) {
+            // The client never saw this PUBLISH, so it must not be sent the alias alone later.
+            if let (Some(topic), Some(aliases)) = (assigned, self.outgoing_aliases.as_mut()) {
                 aliases.forget(&topic);
             }
-            tracing::warn!(peer = %self.peer, packet = packet.name(), error = %e, "cannot encode packet");
         }
     }
 
