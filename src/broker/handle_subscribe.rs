@@ -11,9 +11,10 @@ use crate::packet::{
 use crate::topic::{parse_subscription_with, session_key, SubscriptionFilter};
 
 use super::connection::Connection;
+use super::delivery::{Delivery, Occasion};
 use super::error::ConnectionError;
 use super::router::Membership;
-use super::session::{Delivery, StoredSubscription};
+use super::session::StoredSubscription;
 
 impl Connection {
     pub(super) fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), ConnectionError> {
@@ -82,13 +83,13 @@ impl Connection {
                     };
                     if send_retained {
                         for message in self.broker.retained.matching(filter) {
-                            retained.push(Delivery {
-                                qos: message.qos.min(options.qos),
-                                retain: true,
-                                subscription_ids: identifier.into_iter().collect(),
+                            retained.push(Delivery::new(
                                 message,
-                                group: None,
-                            });
+                                &options,
+                                identifier.into_iter().collect(),
+                                Occasion::RetainedOnSubscribe,
+                                None,
+                            ));
                         }
                     }
                 }

@@ -8,6 +8,7 @@
 mod admission;
 mod auth;
 mod connection;
+pub mod delivery;
 mod error;
 mod handle_ack;
 mod handle_connect;
@@ -48,11 +49,12 @@ use crate::topic::{
     parse_subscription, parse_subscription_with, session_key, ShareSyntax, SubscriptionFilter,
 };
 use admission::Admission;
+use delivery::{Delivery, QueueLimits};
 use log_limit::LogLimit;
 use message::Message;
 use retain::{RetainLimits, RetainStore, Retained};
 use router::Router;
-use session::{Delivery, QueueLimits, Session};
+use session::Session;
 use shared::GroupLimits;
 use store::{MemoryStore, SessionStore};
 
@@ -365,9 +367,7 @@ impl BrokerState {
         }
         // Leave any group the subscription map did not mention (defensive: both are kept
         // together, but a group must never keep a dead member).
-        for group in &ended.groups {
-            self.router.leave_group(&group.name, &group.filter, session);
-        }
+        self.router.leave_all_groups(session.id);
         self.redispatch(ended.redispatch);
         if registered {
             self.forget_stored(&session.client_id);
@@ -461,7 +461,7 @@ impl BrokerState {
     pub fn remove_from_router(&self, filter: &str, session: &Arc<Session>) -> bool {
         match parse_subscription(filter, usize::MAX) {
             Ok(SubscriptionFilter::Shared { group, filter }) => {
-                self.router.leave_group(group, filter, session)
+                self.router.leave_group(group, filter, session.id)
             }
             Ok(SubscriptionFilter::Plain(filter)) => self.router.unsubscribe(filter, session.id),
             Err(_) => false,
@@ -475,17 +475,26 @@ impl BrokerState {
         }
         let limits = self.group_limits();
         // Keep each group's copies together and in order.
-        let mut per_group: Vec<(Arc<shared::SharedGroup>, Vec<Arc<Message>>)> = Vec::new();
+        let mut per_group: Vec<(delivery::GroupId, Vec<Arc<Message>>)> = Vec::new();
         for delivery in deliveries {
             let Some(group) = delivery.group else {
                 continue;
             };
-            match per_group.iter_mut().find(|(g, _)| Arc::ptr_eq(g, &group)) {
+            match per_group.iter_mut().find(|(g, _)| *g == group) {
                 Some((_, messages)) => messages.push(delivery.message),
                 None => per_group.push((group, vec![delivery.message])),
             }
         }
-        for (group, messages) in per_group {
+        for (id, messages) in per_group {
+            let Some(group) = self.router.group_by_id(id) else {
+                // The group ended (its last member left) while these were out: nobody to take
+                // them, as for any message reaching an ended group.
+                tracing::debug!(
+                    count = messages.len(),
+                    "shared copies returned to a group that has ended"
+                );
+                continue;
+            };
             tracing::debug!(group = %group.name, filter = %group.filter, count = messages.len(), "redispatching shared messages");
             group.redispatch(messages, limits);
         }
@@ -498,7 +507,7 @@ impl BrokerState {
         // sides means at least one of the two sees the other: never a message left queued
         // while its member has room and nobody looks.
         std::sync::atomic::fence(Ordering::SeqCst);
-        let groups = session.groups_with_backlog();
+        let groups = self.router.groups_with_backlog(session.id);
         if groups.is_empty() {
             return;
         }

@@ -9,18 +9,19 @@
 //! deliveries happen after it is released, so one slow session never holds up the tree.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytestring::ByteString;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
-use crate::packet::{QoS, SubscriptionOptions};
+use crate::packet::SubscriptionOptions;
 use crate::strategy::Dispatcher;
 use crate::topic::TopicTree;
 
+use super::delivery::{Delivery, Enqueued, GroupId, Mailbox, Occasion, QueueLimits};
 use super::message::{Message, Quota, SessionId};
-use super::session::{Delivery, Enqueued, QueueLimits, Session};
+use super::session::Session;
 use super::shared::{Dispatched, GroupLimits, SharedGroup};
 
 #[derive(Debug, Default)]
@@ -83,19 +84,37 @@ impl Routed {
     }
 }
 
+/// The topic tree and the groups registry.
+///
+/// Lock order: `tree` before `groups`; a group's own lock and a session's lock are taken only
+/// after both are released, except that joining and leaving touch the group's member list under
+/// the tree's write lock, so that a group cannot end while a member joins it. No strategy is
+/// instantiated or initialised under either lock.
 #[derive(Debug, Default)]
 pub struct Router {
+    /// Plain subscriptions and the groups by filter: what a PUBLISH is matched against.
     tree: RwLock<TopicTree<FilterEntry>>,
-    /// Every live group by (name, filter), for statistics without walking the tree.
-    groups: Mutex<HashMap<(ByteString, ByteString), Arc<SharedGroup>>>,
+    /// The groups registry: the one owner of "which groups exist" and "which session is in
+    /// which group". A leaf lock: nothing else is locked or called while it is held.
+    groups: RwLock<Groups>,
     subscriptions: AtomicUsize,
+    next_group_id: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Groups {
+    by_key: HashMap<(ByteString, ByteString), Arc<SharedGroup>>,
+    by_id: HashMap<GroupId, Arc<SharedGroup>, ahash::RandomState>,
+    /// Which groups each session is a member of, so its freed room can pull from their queues
+    /// and its end can leave them; sessions themselves hold no group.
+    of_session: HashMap<SessionId, Vec<GroupId>, ahash::RandomState>,
 }
 
 /// One session's merged share of a message.
 struct Target {
     session: Arc<Session>,
-    qos: QoS,
-    retain: bool,
+    /// The matching subscriptions folded into one: highest QoS, Retain As Published if any.
+    options: SubscriptionOptions,
     identifiers: Vec<u32>,
 }
 
@@ -153,50 +172,77 @@ impl Router {
     }
 
     /// Makes `session` a member of group (`group`, `filter`), creating the group if needed.
-    /// Returns the group and whether the session was already a member.
+    /// A new group's strategy is made by `make_dispatcher` (a Wasm instance and its `init`)
+    /// with no lock held; if another member created the group meanwhile, the spare is dropped.
     pub fn join_group(
         &self,
         group: &str,
         filter: &str,
         session: &Arc<Session>,
         membership: Membership,
-        make_dispatcher: impl FnOnce(&str) -> Dispatcher,
+        mut make_dispatcher: impl FnMut(&str) -> Dispatcher,
     ) -> Arc<SharedGroup> {
-        let mut tree = self.tree.write();
-        let entry = tree.get_or_insert_with(filter, FilterEntry::default);
-        let shared = entry
-            .groups
-            .entry(ByteString::from(group))
-            .or_insert_with(|| {
-                let created = Arc::new(SharedGroup::new(
-                    ByteString::from(group),
-                    ByteString::from(filter),
-                    make_dispatcher(group),
-                ));
-                self.groups.lock().insert(
-                    (ByteString::from(group), ByteString::from(filter)),
-                    created.clone(),
-                );
-                created
-            })
-            .clone();
-        let before = shared.member_count();
-        shared.add_member(
-            session.clone(),
-            membership.options,
-            membership.identifier,
-            membership.weight,
-        );
-        if shared.member_count() > before {
-            self.subscriptions.fetch_add(1, Ordering::Relaxed);
-        }
-        session.join_group(shared.clone());
+        let key = (ByteString::from(group), ByteString::from(filter));
+        let mut prepared: Option<Dispatcher> = None;
+        let shared = loop {
+            let mut tree = self.tree.write();
+            let entry = tree.get_or_insert_with(filter, FilterEntry::default);
+            let shared = match (entry.groups.get(group), prepared.take()) {
+                (Some(shared), spare) => {
+                    // Another member created it first; ours is dropped below, under no lock.
+                    prepared = spare;
+                    shared.clone()
+                }
+                (None, Some(dispatcher)) => {
+                    let id = self.next_group_id.fetch_add(1, Ordering::Relaxed) + 1;
+                    let created = Arc::new(SharedGroup::new(
+                        id,
+                        key.0.clone(),
+                        key.1.clone(),
+                        dispatcher,
+                    ));
+                    entry.groups.insert(key.0.clone(), created.clone());
+                    let mut groups = self.groups.write();
+                    groups.by_key.insert(key.clone(), created.clone());
+                    groups.by_id.insert(id, created.clone());
+                    created
+                }
+                (None, None) => {
+                    if entry.is_empty() {
+                        tree.remove(filter);
+                    }
+                    drop(tree);
+                    prepared = Some(make_dispatcher(group));
+                    continue;
+                }
+            };
+            // Under the tree's write lock, so the group cannot end between lookup and join.
+            let before = shared.member_count();
+            let mailbox: Arc<dyn Mailbox> = session.clone();
+            shared.add_member(
+                mailbox,
+                membership.options,
+                membership.identifier,
+                membership.weight,
+            );
+            if shared.member_count() > before {
+                self.subscriptions.fetch_add(1, Ordering::Relaxed);
+                self.groups
+                    .write()
+                    .of_session
+                    .entry(session.id)
+                    .or_default()
+                    .push(shared.id);
+            }
+            break shared;
+        };
+        drop(prepared);
         shared
     }
 
-    /// Removes `session` from group (`group`, `filter`); the group ends with its last member.
-    /// Returns true if the session was a member.
-    pub fn leave_group(&self, group: &str, filter: &str, session: &Session) -> bool {
+    /// Removes session `session_id` from group (`group`, `filter`); the group ends with its
+    /// last member. Returns true if the session was a member.
+    pub fn leave_group(&self, group: &str, filter: &str, session_id: SessionId) -> bool {
         let mut tree = self.tree.write();
         let Some(entry) = tree.get_mut(filter) else {
             return false;
@@ -205,18 +251,36 @@ impl Router {
             return false;
         };
         let before = shared.member_count();
-        let ended = shared.remove_member(session.id);
+        let ended = shared.remove_member(session_id);
         let was_member = shared.member_count() < before;
-        session.leave_group(&shared);
         if ended {
             entry.groups.remove(group);
-            self.groups
-                .lock()
-                .remove(&(ByteString::from(group), ByteString::from(filter)));
-            tracing::debug!(group, filter, "shared group ended with its last member");
         }
         if entry.is_empty() {
             tree.remove(filter);
+        }
+        {
+            let mut groups = self.groups.write();
+            if was_member {
+                if let Some(ids) = groups.of_session.get_mut(&session_id) {
+                    ids.retain(|id| *id != shared.id);
+                    if ids.is_empty() {
+                        groups.of_session.remove(&session_id);
+                    }
+                }
+            }
+            if ended {
+                groups
+                    .by_key
+                    .remove(&(ByteString::from(group), ByteString::from(filter)));
+                groups.by_id.remove(&shared.id);
+            }
+        }
+        drop(tree);
+        if ended {
+            // The strategy instance goes with the group: dropped here, under no lock.
+            drop(shared.end_strategy());
+            tracing::debug!(group, filter, "shared group ended with its last member");
         }
         if was_member {
             self.subscriptions.fetch_sub(1, Ordering::Relaxed);
@@ -224,15 +288,54 @@ impl Router {
         was_member
     }
 
+    /// Leaves every group session `session_id` is still a member of (its session ended).
+    pub fn leave_all_groups(&self, session_id: SessionId) {
+        let memberships: Vec<(ByteString, ByteString)> = {
+            let groups = self.groups.read();
+            groups
+                .of_session
+                .get(&session_id)
+                .map(|ids| {
+                    ids.iter()
+                        .filter_map(|id| groups.by_id.get(id))
+                        .map(|g| (g.name.clone(), g.filter.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for (name, filter) in memberships {
+            self.leave_group(&name, &filter, session_id);
+        }
+    }
+
     pub fn group(&self, group: &str, filter: &str) -> Option<Arc<SharedGroup>> {
         self.groups
-            .lock()
+            .read()
+            .by_key
             .get(&(ByteString::from(group), ByteString::from(filter)))
             .cloned()
     }
 
+    pub fn group_by_id(&self, id: GroupId) -> Option<Arc<SharedGroup>> {
+        self.groups.read().by_id.get(&id).cloned()
+    }
+
     pub fn groups(&self) -> Vec<Arc<SharedGroup>> {
-        self.groups.lock().values().cloned().collect()
+        self.groups.read().by_key.values().cloned().collect()
+    }
+
+    /// The groups session `session_id` is in that have messages waiting; empty (and
+    /// allocation free) in the common case.
+    pub fn groups_with_backlog(&self, session_id: SessionId) -> Vec<Arc<SharedGroup>> {
+        let groups = self.groups.read();
+        let Some(ids) = groups.of_session.get(&session_id) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter_map(|id| groups.by_id.get(id))
+            .filter(|g| g.queued() > 0)
+            .cloned()
+            .collect()
     }
 
     /// Delivers `message` to every matching subscription.
@@ -255,8 +358,7 @@ impl Router {
                     }
                     targets.push(Target {
                         session: subscriber.session.clone(),
-                        qos: message.qos.min(subscriber.options.qos),
-                        retain: subscriber.options.retain_as_published && message.retain,
+                        options: subscriber.options,
                         identifiers: subscriber.identifier.into_iter().collect(),
                     });
                 }
@@ -266,13 +368,13 @@ impl Router {
         merge_per_session(&mut targets);
         let mut routed = Routed::default();
         for target in targets {
-            let delivery = Delivery {
-                message: message.clone(),
-                qos: target.qos,
-                retain: target.retain,
-                subscription_ids: target.identifiers,
-                group: None,
-            };
+            let delivery = Delivery::new(
+                message.clone(),
+                &target.options,
+                target.identifiers,
+                Occasion::Publish,
+                None,
+            );
             match target.session.enqueue(delivery, queue_limits) {
                 Enqueued::Refused(quota) => routed.record_refusal(quota),
                 Enqueued::QueuedDroppingOldestQos0 => {
@@ -305,8 +407,8 @@ fn merge_per_session(targets: &mut Vec<Target>) {
     for target in targets.drain(..) {
         match merged.last_mut() {
             Some(last) if last.session.id == target.session.id => {
-                last.qos = last.qos.max(target.qos);
-                last.retain |= target.retain;
+                last.options.qos = last.options.qos.max(target.options.qos);
+                last.options.retain_as_published |= target.options.retain_as_published;
                 last.identifiers.extend(target.identifiers);
             }
             _ => merged.push(target),

@@ -20,23 +20,8 @@ use crate::packet::{
     Ack, LastWill, Packet, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionOptions,
 };
 
-use super::message::{Message, Quota, SessionId};
-use super::shared::SharedGroup;
-
-/// One copy of a message on its way to one session.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub message: Arc<Message>,
-    /// The QoS it is sent with: the lower of the published QoS and the subscription's.
-    pub qos: QoS,
-    /// The RETAIN flag as it is sent (Retain As Published, or set for retained-on-subscribe).
-    pub retain: bool,
-    /// Identifiers of the receiver's own matching subscriptions only.
-    pub subscription_ids: Vec<u32>,
-    /// Set when the copy came through a shared subscription: where it goes back to if this
-    /// member cannot finish it.
-    pub group: Option<Arc<SharedGroup>>,
-}
+use super::delivery::{Delivery, Enqueued, Mailbox, QueueLimits};
+use super::message::{Quota, SessionId};
 
 /// A subscription as the session remembers it, keyed by the filter string the client sent.
 #[derive(Debug, Clone)]
@@ -94,24 +79,6 @@ pub struct Attached {
 pub struct TakenOver {
     pub redispatch: Vec<Delivery>,
     pub previous_will: Option<LastWill>,
-}
-
-/// Limits applied to one session's queue.
-#[derive(Debug, Clone, Copy)]
-pub struct QueueLimits {
-    pub max_messages: usize,
-    pub max_bytes: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Enqueued {
-    Queued,
-    /// The queue was full: the new message was refused, because of this bound.
-    Refused(Quota),
-    /// The session has ended; nobody will read its queue.
-    Ended,
-    /// The queue was full of QoS 0 messages; the oldest was dropped to make room.
-    QueuedDroppingOldestQos0,
 }
 
 /// Outcome of an acknowledgement from the client.
@@ -177,9 +144,6 @@ struct SessionState {
     /// True once the session has ended; late deliveries to it are dropped.
     ended: bool,
     subscriptions: HashMap<ByteString, StoredSubscription>,
-    /// Groups this session is a member of, so freed capacity can pull from their queues.
-    /// Keyed by the group's address: a session may be in thousands of groups.
-    groups: HashMap<usize, Arc<SharedGroup>, ahash::RandomState>,
     queue: VecDeque<Delivery>,
     queued_bytes: usize,
     inflight: HashMap<u16, Inflight, ahash::RandomState>,
@@ -508,28 +472,6 @@ impl Session {
         self.lock().subscriptions.len()
     }
 
-    pub fn join_group(&self, group: Arc<SharedGroup>) {
-        let key = Arc::as_ptr(&group) as usize;
-        self.lock().groups.insert(key, group);
-    }
-
-    pub fn leave_group(&self, group: &Arc<SharedGroup>) {
-        let key = Arc::as_ptr(group) as usize;
-        self.lock().groups.remove(&key);
-    }
-
-    /// The groups this session belongs to that have messages waiting; empty (and allocation
-    /// free) in the common case.
-    pub fn groups_with_backlog(&self) -> Vec<Arc<SharedGroup>> {
-        let state = self.lock();
-        state
-            .groups
-            .values()
-            .filter(|g| g.queued() > 0)
-            .cloned()
-            .collect()
-    }
-
     pub fn expiry_interval(&self) -> u32 {
         self.lock().expiry_interval
     }
@@ -605,11 +547,28 @@ impl Session {
     }
 }
 
+impl Mailbox for Session {
+    fn session_id(&self) -> SessionId {
+        self.id
+    }
+
+    fn client_id(&self) -> &ByteString {
+        &self.client_id
+    }
+
+    fn enqueue(&self, delivery: Delivery, limits: QueueLimits) -> Enqueued {
+        Session::enqueue(self, delivery, limits)
+    }
+
+    fn load(&self) -> crate::strategy::MemberLoad {
+        self.member_load()
+    }
+}
+
 /// What an ended session leaves behind for the router to clean up.
 #[derive(Debug)]
 pub struct EndedSession {
     pub subscriptions: HashMap<ByteString, StoredSubscription>,
-    pub groups: Vec<Arc<SharedGroup>>,
     pub redispatch: Vec<Delivery>,
 }
 
@@ -626,7 +585,6 @@ impl SessionState {
         self.incoming_qos2.clear();
         EndedSession {
             subscriptions: std::mem::take(&mut self.subscriptions),
-            groups: std::mem::take(&mut self.groups).into_values().collect(),
             redispatch,
         }
     }
@@ -754,6 +712,8 @@ fn fits(packet: &Packet, version: ProtocolVersion, max_packet_size: u32) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::delivery::GroupId;
+    use crate::broker::message::Message;
     use bytes::Bytes;
 
     fn message(topic: &str, payload: &'static [u8], qos: QoS) -> Arc<Message> {
@@ -765,7 +725,7 @@ mod tests {
         )
     }
 
-    fn delivery(payload: &'static [u8], qos: QoS, group: Option<Arc<SharedGroup>>) -> Delivery {
+    fn delivery(payload: &'static [u8], qos: QoS, group: Option<GroupId>) -> Delivery {
         Delivery {
             message: message("t", payload, qos),
             qos,
@@ -917,23 +877,19 @@ mod tests {
 
     #[test]
     fn detach_returns_shared_qos1_inflight_then_queued_and_keeps_qos2() {
-        let group = Arc::new(SharedGroup::new(
-            ByteString::from("g"),
-            ByteString::from("t"),
-            crate::strategy::Dispatcher::native(ByteString::from("g")),
-        ));
+        let group: GroupId = 7;
         let session = Session::new(1, ByteString::from("c"), 60);
         let attached = online(&session, 2);
         session.enqueue(
-            delivery(b"q1-inflight", QoS::AtLeastOnce, Some(group.clone())),
+            delivery(b"q1-inflight", QoS::AtLeastOnce, Some(group)),
             LIMITS,
         );
         session.enqueue(
-            delivery(b"q2-inflight", QoS::ExactlyOnce, Some(group.clone())),
+            delivery(b"q2-inflight", QoS::ExactlyOnce, Some(group)),
             LIMITS,
         );
         session.enqueue(
-            delivery(b"q1-queued", QoS::AtLeastOnce, Some(group.clone())),
+            delivery(b"q1-queued", QoS::AtLeastOnce, Some(group)),
             LIMITS,
         );
         let mut out = Vec::new();
@@ -973,17 +929,10 @@ mod tests {
     /// new connection failed too it would not go back to the group — lost.
     #[test]
     fn stale_connection_ack_cannot_complete_the_new_connections_message() {
-        let group = Arc::new(SharedGroup::new(
-            ByteString::from("g"),
-            ByteString::from("t"),
-            crate::strategy::Dispatcher::native(ByteString::from("g")),
-        ));
+        let group: GroupId = 7;
         let session = Session::new(1, ByteString::from("c"), 60);
         let old = online(&session, 10);
-        session.enqueue(
-            delivery(b"first", QoS::AtLeastOnce, Some(group.clone())),
-            LIMITS,
-        );
+        session.enqueue(delivery(b"first", QoS::AtLeastOnce, Some(group)), LIMITS);
         let mut out = Vec::new();
         let mut dropped = 0;
         session.take_sendable(old.generation, Instant::now(), &mut out, &mut dropped, 100);
@@ -997,10 +946,7 @@ mod tests {
         assert_eq!(new.redispatch.len(), 1);
         // The packet id counter comes round to the freed id for the new connection's message.
         session.state.lock().next_packet_id = reused;
-        session.enqueue(
-            delivery(b"second", QoS::AtLeastOnce, Some(group.clone())),
-            LIMITS,
-        );
+        session.enqueue(delivery(b"second", QoS::AtLeastOnce, Some(group)), LIMITS);
         out.clear();
         session.take_sendable(new.generation, Instant::now(), &mut out, &mut dropped, 100);
         assert!(matches!(out.first(), Some(Packet::Publish(p)) if p.packet_id == Some(reused)));

@@ -18,8 +18,8 @@ use crate::strategy::{
     key_hash, Choice, Dispatcher, MemberInfo, MemberLoad, MessageView, StrategyCounters,
 };
 
+use super::delivery::{Delivery, Enqueued, GroupId, Mailbox, Occasion, QueueLimits};
 use super::message::{Message, Quota, SessionId};
-use super::session::{Delivery, Enqueued, QueueLimits, Session};
 
 /// Bounds on a group's own queue.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +43,8 @@ pub enum Dispatched {
 
 #[derive(Debug)]
 pub struct SharedGroup {
+    /// What deliveries name the group by, so that members never hold it.
+    pub id: GroupId,
     pub name: ByteString,
     pub filter: ByteString,
     state: Mutex<GroupState>,
@@ -63,7 +65,9 @@ pub struct GroupCounters {
 
 #[derive(Debug)]
 struct Member {
-    session: Arc<Session>,
+    /// The member's session, by the one face a group needs of it; the member's id is
+    /// `info.id` (its `SessionId`).
+    session: Arc<dyn Mailbox>,
     info: MemberInfo,
     options: SubscriptionOptions,
     identifier: Option<u32>,
@@ -89,7 +93,7 @@ impl GroupState {
     fn members_with_load(&self) -> Vec<(MemberInfo, MemberLoad)> {
         self.members
             .iter()
-            .map(|m| (m.info.clone(), m.session.member_load()))
+            .map(|m| (m.info.clone(), m.session.load()))
             .collect()
     }
 }
@@ -103,8 +107,14 @@ pub struct MemberStats {
 }
 
 impl SharedGroup {
-    pub fn new(name: ByteString, filter: ByteString, dispatcher: Dispatcher) -> SharedGroup {
+    pub fn new(
+        id: GroupId,
+        name: ByteString,
+        filter: ByteString,
+        dispatcher: Dispatcher,
+    ) -> SharedGroup {
         SharedGroup {
+            id,
             name,
             filter,
             state: Mutex::new(GroupState {
@@ -124,29 +134,26 @@ impl SharedGroup {
     /// Adds `session` as a member, or updates its options if it already is one.
     pub fn add_member(
         &self,
-        session: Arc<Session>,
+        session: Arc<dyn Mailbox>,
         options: SubscriptionOptions,
         identifier: Option<u32>,
         weight: u32,
     ) {
         let mut state = self.state.lock();
         state.ended = false;
-        if let Some(member) = state
-            .members
-            .iter_mut()
-            .find(|m| m.session.id == session.id)
-        {
+        let id = session.session_id();
+        if let Some(member) = state.members.iter_mut().find(|m| m.info.id == id) {
             member.options = options;
             member.identifier = identifier;
             return;
         }
         let info = MemberInfo {
-            id: session.id,
-            client_id: session.client_id.clone(),
+            id,
+            client_id: session.client_id().clone(),
             weight,
             subscribed_at_ms: unix_millis(),
         };
-        let load = session.member_load();
+        let load = session.load();
         state
             .dispatcher
             .member_joined(&info, &self.strategy_counters);
@@ -172,6 +179,14 @@ impl SharedGroup {
         tracing::info!(group = %self.name, filter = %self.filter, from = %old.label(), to = %state.dispatcher.label(), "shared group strategy swapped");
     }
 
+    /// Takes the group's strategy out (the group has ended), so the caller can drop the
+    /// instance outside the broker-wide locks.
+    pub fn end_strategy(&self) -> Dispatcher {
+        let mut state = self.state.lock();
+        let native = Dispatcher::native(self.name.clone());
+        std::mem::replace(&mut state.dispatcher, native)
+    }
+
     /// The strategy currently choosing for this group.
     pub fn strategy_label(&self) -> String {
         self.state.lock().dispatcher.label()
@@ -191,7 +206,7 @@ impl SharedGroup {
     pub fn remove_member(&self, session_id: SessionId) -> bool {
         let mut state = self.state.lock();
         let before = state.members.len();
-        state.members.retain(|m| m.session.id != session_id);
+        state.members.retain(|m| m.info.id != session_id);
         if state.members.len() < before {
             state
                 .dispatcher
@@ -226,15 +241,15 @@ impl SharedGroup {
             .members
             .iter()
             .map(|m| MemberStats {
-                client_id: m.session.client_id.clone(),
+                client_id: m.info.client_id.clone(),
                 dispatched: m.dispatched,
-                online: m.session.is_online(),
+                online: m.session.load().online,
             })
             .collect()
     }
 
     /// Hands a newly published message to one member, or queues it in the group.
-    pub fn dispatch(self: &Arc<Self>, message: Arc<Message>, limits: GroupLimits) -> Dispatched {
+    pub fn dispatch(&self, message: Arc<Message>, limits: GroupLimits) -> Dispatched {
         let mut state = self.state.lock();
         if state.ended {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -252,7 +267,7 @@ impl SharedGroup {
     }
 
     /// Takes back copies a member could not finish and hands them to other members, oldest first.
-    pub fn redispatch(self: &Arc<Self>, messages: Vec<Arc<Message>>, limits: GroupLimits) {
+    pub fn redispatch(&self, messages: Vec<Arc<Message>>, limits: GroupLimits) {
         let mut state = self.state.lock();
         if state.ended {
             self.counters
@@ -274,7 +289,7 @@ impl SharedGroup {
 
     /// Hands waiting messages to members that have room; called when a member comes online,
     /// joins, or acknowledges a message.
-    pub fn drain(self: &Arc<Self>, limits: GroupLimits) {
+    pub fn drain(&self, limits: GroupLimits) {
         if self.queued() == 0 {
             return;
         }
@@ -282,7 +297,7 @@ impl SharedGroup {
         self.drain_locked(&mut state, limits);
     }
 
-    fn drain_locked(self: &Arc<Self>, state: &mut GroupState, limits: GroupLimits) {
+    fn drain_locked(&self, state: &mut GroupState, limits: GroupLimits) {
         // Pairs with the fence in `BrokerState::drain_groups_of`: the queue length stored
         // before this is seen by a member freeing room, or this sees the room it freed.
         std::sync::atomic::fence(Ordering::SeqCst);
@@ -323,7 +338,7 @@ impl SharedGroup {
 
     /// Picks a member and queues the message to it; false if no member can take it now.
     fn try_hand_out(
-        self: &Arc<Self>,
+        &self,
         state: &mut GroupState,
         message: &Arc<Message>,
         limits: GroupLimits,
@@ -343,14 +358,14 @@ impl SharedGroup {
     /// Lets the group's Wasm strategy choose. `None` asks the round robin to place the message
     /// (the strategy declined, failed, or its member could not take it).
     fn hand_out_by_strategy(
-        self: &Arc<Self>,
+        &self,
         state: &mut GroupState,
         message: &Arc<Message>,
         limits: GroupLimits,
     ) -> Option<bool> {
         let mut anyone_has_room = false;
         for member in &state.members {
-            let load = member.session.member_load();
+            let load = member.session.load();
             anyone_has_room |= load.has_room();
             state
                 .dispatcher
@@ -381,12 +396,12 @@ impl SharedGroup {
                 members
                     .iter()
                     .position(|m| m.info.id == id)
-                    .map(|index| (index, members[index].session.member_load().online))
+                    .map(|index| (index, members[index].session.load().online))
             });
         let Choice::Member(index) = choice else {
             return None;
         };
-        if !state.members[index].session.has_capacity() {
+        if !state.members[index].session.load().has_room() {
             // The chosen member is online but its window is full: honouring the choice would
             // let one slow member stall its keys, so the message spills to a member with room.
             self.strategy_counters
@@ -403,7 +418,7 @@ impl SharedGroup {
 
     /// The native fair round robin over members with room.
     fn hand_out_round_robin(
-        self: &Arc<Self>,
+        &self,
         state: &mut GroupState,
         message: &Arc<Message>,
         limits: GroupLimits,
@@ -411,7 +426,7 @@ impl SharedGroup {
         let count = state.members.len();
         for step in 0..count {
             let index = (state.cursor + step) % count;
-            if !state.members[index].session.has_capacity() {
+            if !state.members[index].session.load().has_room() {
                 continue;
             }
             if self.deliver_to(state, index, message, limits) {
@@ -424,20 +439,20 @@ impl SharedGroup {
 
     /// Queues the message to member `index`; false if its session refused it (queue full).
     fn deliver_to(
-        self: &Arc<Self>,
+        &self,
         state: &mut GroupState,
         index: usize,
         message: &Arc<Message>,
         limits: GroupLimits,
     ) -> bool {
         let member = &mut state.members[index];
-        let delivery = Delivery {
-            message: message.clone(),
-            qos: message.qos.min(member.options.qos),
-            retain: member.options.retain_as_published && message.retain,
-            subscription_ids: member.identifier.into_iter().collect(),
-            group: Some(self.clone()),
-        };
+        let delivery = Delivery::new(
+            message.clone(),
+            &member.options,
+            member.identifier.into_iter().collect(),
+            Occasion::Publish,
+            Some(self.id),
+        );
         match member.session.enqueue(delivery, limits.member_queue) {
             Enqueued::Refused(_) | Enqueued::Ended => false,
             Enqueued::Queued | Enqueued::QueuedDroppingOldestQos0 => {

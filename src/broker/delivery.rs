@@ -1,0 +1,98 @@
+//! One copy of a message on its way to one session, and the queue vocabulary that sessions,
+//! shared groups and the router share without knowing each other.
+//!
+//! A delivery is built in one place, [`Delivery::new`], for plain subscribers, shared-group
+//! members and retained messages sent at subscribe time alike (as Mosquitto sends every
+//! subscriber kind through one `subs__send`). A session receives deliveries through the
+//! [`Mailbox`] trait, so a shared group can hand messages to its members without holding, or
+//! even naming, the session type.
+
+use std::sync::Arc;
+
+use bytestring::ByteString;
+
+use crate::packet::{QoS, SubscriptionOptions};
+use crate::strategy::MemberLoad;
+
+use super::message::{Message, Quota, SessionId};
+
+/// Identifies a shared group for the lifetime of the broker process; never reused. A delivery
+/// names its group by id, so a session never holds a group.
+pub type GroupId = u64;
+
+/// One copy of a message on its way to one session.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    /// The QoS it is sent with: the lower of the published QoS and the subscription's.
+    pub qos: QoS,
+    /// The RETAIN flag as it is sent (Retain As Published, or set for retained-on-subscribe).
+    pub retain: bool,
+    /// Identifiers of the receiver's own matching subscriptions only.
+    pub subscription_ids: Vec<u32>,
+    /// Set when the copy came through a shared subscription: the group it goes back to if
+    /// this member cannot finish it.
+    pub group: Option<GroupId>,
+}
+
+/// Why a copy is being made: a live publish, or a retained message answering a SUBSCRIBE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Occasion {
+    Publish,
+    RetainedOnSubscribe,
+}
+
+impl Delivery {
+    /// The copy of `message` for a subscription with `options` and `identifiers`: QoS
+    /// downgraded to the granted one [MQTT-3.8.4-8], RETAIN as published only where Retain As
+    /// Published asks for it [MQTT-3.3.1-12], and always set for a retained message sent at
+    /// subscribe time [MQTT-3.3.1-8].
+    pub fn new(
+        message: Arc<Message>,
+        options: &SubscriptionOptions,
+        identifiers: Vec<u32>,
+        occasion: Occasion,
+        group: Option<GroupId>,
+    ) -> Delivery {
+        let retain = match occasion {
+            Occasion::Publish => options.retain_as_published && message.retain,
+            Occasion::RetainedOnSubscribe => true,
+        };
+        Delivery {
+            qos: message.qos.min(options.qos),
+            retain,
+            subscription_ids: identifiers,
+            group,
+            message,
+        }
+    }
+}
+
+/// Limits applied to one session's queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Queued,
+    /// The queue was full: the new message was refused, because of this bound.
+    Refused(Quota),
+    /// The session has ended; nobody will read its queue.
+    Ended,
+    /// The queue was full of QoS 0 messages; the oldest was dropped to make room.
+    QueuedDroppingOldestQos0,
+}
+
+/// What a shared group needs of a member: somewhere to put a message, and how busy it is.
+/// Implemented by the session; the group keeps members by [`SessionId`] with this handle.
+pub trait Mailbox: Send + Sync + std::fmt::Debug {
+    fn session_id(&self) -> SessionId;
+    fn client_id(&self) -> &ByteString;
+    /// Queues a delivery and wakes the attached connection, if any.
+    fn enqueue(&self, delivery: Delivery, limits: QueueLimits) -> Enqueued;
+    /// Connection state and load, lock-free.
+    fn load(&self) -> MemberLoad;
+}
