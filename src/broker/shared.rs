@@ -87,6 +87,9 @@ struct GroupState {
     queued_bytes: usize,
     /// Set when the last member left: late messages are dropped instead of stranded.
     ended: bool,
+    /// A rebuild of the failed strategy instance is under way off the message path; the
+    /// native round robin serves until it is installed.
+    rebuilding: bool,
 }
 
 impl GroupState {
@@ -124,6 +127,7 @@ impl SharedGroup {
                 queue: VecDeque::new(),
                 queued_bytes: 0,
                 ended: false,
+                rebuilding: false,
             }),
             queued: AtomicUsize::new(0),
             counters: GroupCounters::default(),
@@ -192,6 +196,11 @@ impl SharedGroup {
         self.state.lock().dispatcher.label()
     }
 
+    /// True while a failed strategy instance is being rebuilt (the native round robin serves).
+    pub fn strategy_rebuilding(&self) -> bool {
+        self.state.lock().rebuilding
+    }
+
     /// True once the group gave up on its strategy after repeated failures.
     pub fn strategy_is_pinned(&self) -> bool {
         self.state.lock().dispatcher.is_pinned()
@@ -249,7 +258,7 @@ impl SharedGroup {
     }
 
     /// Hands a newly published message to one member, or queues it in the group.
-    pub fn dispatch(&self, message: Arc<Message>, limits: GroupLimits) -> Dispatched {
+    pub fn dispatch(self: &Arc<Self>, message: Arc<Message>, limits: GroupLimits) -> Dispatched {
         let mut state = self.state.lock();
         if state.ended {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -267,7 +276,7 @@ impl SharedGroup {
     }
 
     /// Takes back copies a member could not finish and hands them to other members, oldest first.
-    pub fn redispatch(&self, messages: Vec<Arc<Message>>, limits: GroupLimits) {
+    pub fn redispatch(self: &Arc<Self>, messages: Vec<Arc<Message>>, limits: GroupLimits) {
         let mut state = self.state.lock();
         if state.ended {
             self.counters
@@ -289,7 +298,7 @@ impl SharedGroup {
 
     /// Hands waiting messages to members that have room; called when a member comes online,
     /// joins, or acknowledges a message.
-    pub fn drain(&self, limits: GroupLimits) {
+    pub fn drain(self: &Arc<Self>, limits: GroupLimits) {
         if self.queued() == 0 {
             return;
         }
@@ -297,7 +306,7 @@ impl SharedGroup {
         self.drain_locked(&mut state, limits);
     }
 
-    fn drain_locked(&self, state: &mut GroupState, limits: GroupLimits) {
+    fn drain_locked(self: &Arc<Self>, state: &mut GroupState, limits: GroupLimits) {
         // Pairs with the fence in `BrokerState::drain_groups_of`: the queue length stored
         // before this is seen by a member freeing room, or this sees the room it freed.
         std::sync::atomic::fence(Ordering::SeqCst);
@@ -336,21 +345,58 @@ impl SharedGroup {
         Ok(())
     }
 
+    /// Starts rebuilding the failed strategy instance on a blocking thread: instantiation and
+    /// `init` take milliseconds (seconds for Python and JavaScript guests), which must not be
+    /// spent under this group's lock on a publisher's path.
+    fn rebuild_in_background(self: &Arc<Self>, state: &mut GroupState) {
+        if state.rebuilding {
+            return;
+        }
+        let Some(source) = state.dispatcher.rebuild_source() else {
+            return;
+        };
+        state.rebuilding = true;
+        let group = self.clone();
+        let rebuild = move || {
+            let built = source.instantiate(&group.name);
+            let mut state = group.state.lock();
+            state.rebuilding = false;
+            let members = state.members_with_load();
+            state
+                .dispatcher
+                .install_rebuilt(&source, built, &members, &group.strategy_counters);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(rebuild);
+            }
+            Err(_) => {
+                // Outside a runtime (unit tests); inline would re-enter this group's lock.
+                std::thread::spawn(rebuild);
+            }
+        }
+    }
+
     /// Picks a member and queues the message to it; false if no member can take it now.
     fn try_hand_out(
-        &self,
+        self: &Arc<Self>,
         state: &mut GroupState,
         message: &Arc<Message>,
         limits: GroupLimits,
     ) -> bool {
-        if state.dispatcher.needs_rebuild() && state.dispatcher.rebuild(&self.strategy_counters) {
-            let members = state.members_with_load();
-            state.dispatcher.replay(&members, &self.strategy_counters);
-        }
         if state.dispatcher.is_wasm() {
-            if let Some(delivered) = self.hand_out_by_strategy(state, message, limits) {
+            let chosen = self.hand_out_by_strategy(state, message, limits);
+            // A failed call drops the instance: start its rebuild now, so it is likely back
+            // for the next message.
+            if state.dispatcher.needs_rebuild() {
+                self.rebuild_in_background(state);
+            }
+            if let Some(delivered) = chosen {
                 return delivered;
             }
+        } else if state.dispatcher.needs_rebuild() {
+            // It failed outside a selection (a membership call), or its rebuild failed.
+            self.rebuild_in_background(state);
         }
         self.hand_out_round_robin(state, message, limits)
     }

@@ -342,22 +342,39 @@ impl Dispatcher {
         self.instance.is_none() && self.resolved.is_some() && !self.pinned
     }
 
-    /// Rebuilds the instance from the compiled plugin; the caller replays members after.
-    pub fn rebuild(&mut self, counters: &StrategyCounters) -> bool {
-        let Some(resolved) = self.resolved.clone() else {
-            return false;
-        };
+    /// What a rebuild needs: the strategy to instantiate again, when the instance was
+    /// dropped after a failure and the group is not pinned.
+    pub fn rebuild_source(&self) -> Option<Arc<ResolvedStrategy>> {
+        if self.needs_rebuild() {
+            self.resolved.clone()
+        } else {
+            None
+        }
+    }
+
+    /// Installs an instance rebuilt (off the message path) from `from`, replaying `members`
+    /// into it. Ignored when the dispatcher no longer needs it (a reload swapped it, or it was
+    /// pinned meanwhile); a failed rebuild counts as a failure.
+    pub fn install_rebuilt(
+        &mut self,
+        from: &Arc<ResolvedStrategy>,
+        built: Result<WasmInstance, StrategyError>,
+        members: &[(MemberInfo, MemberLoad)],
+        counters: &StrategyCounters,
+    ) {
+        let current = self.resolved.as_ref().is_some_and(|r| Arc::ptr_eq(r, from));
+        if !current || !self.needs_rebuild() {
+            return;
+        }
         counters.rebuilds.fetch_add(1, Ordering::Relaxed);
-        match resolved.instantiate(&self.group) {
+        match built {
             Ok(instance) => {
                 self.instance = Some(instance);
-                self.pushed.clear();
-                true
+                self.replay(members, counters);
             }
             Err(e) => {
                 tracing::warn!(group = %self.group, error = %e, "cannot rebuild strategy instance");
                 self.count_failure();
-                false
             }
         }
     }

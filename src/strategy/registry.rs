@@ -2,10 +2,11 @@
 //! the reload that swaps them while messages flow.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use globset::{Glob, GlobMatcher};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::config::{GroupStrategyConfig, SharedConfig};
 
@@ -22,7 +23,17 @@ pub struct ResolvedStrategy {
     /// This strategy's own memory and deadline (a group rule may override the defaults).
     limits: SandboxLimits,
     pub max_failures: u32,
+    /// Instances made ahead of need (instantiated, `init` not yet called), so that a new group
+    /// costs a pop and its `init` rather than an instantiation. A leaf lock, held for a push or
+    /// a pop; instantiation itself happens outside it, on a blocking thread.
+    spares: Mutex<Vec<WasmInstance>>,
+    /// Set while a refill of `spares` is under way, so there is at most one.
+    refilling: AtomicBool,
 }
+
+/// Spare instances kept per strategy: enough for a burst of new groups while the refill runs,
+/// few enough that Python and JavaScript guests (tens of MiB each) stay affordable.
+const SPARE_INSTANCES: usize = 2;
 
 impl std::fmt::Debug for ResolvedStrategy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -33,9 +44,63 @@ impl std::fmt::Debug for ResolvedStrategy {
 }
 
 impl ResolvedStrategy {
-    pub fn instantiate(&self, group: &str) -> Result<WasmInstance, StrategyError> {
-        self.host
-            .instantiate_limited(&self.plugin, group, &self.params, self.limits)
+    fn new(
+        label: String,
+        host: WasmHost,
+        plugin: Arc<Plugin>,
+        params: Vec<(String, String)>,
+        options: PluginOptions,
+    ) -> ResolvedStrategy {
+        ResolvedStrategy {
+            label,
+            host,
+            plugin,
+            params,
+            limits: options.limits,
+            max_failures: options.max_failures,
+            spares: Mutex::new(Vec::new()),
+            refilling: AtomicBool::new(false),
+        }
+    }
+
+    /// An `init`-ed instance for `group`: a spare when there is one, and the spares are
+    /// topped up in the background.
+    pub fn instantiate(self: &Arc<Self>, group: &str) -> Result<WasmInstance, StrategyError> {
+        let spare = self.spares.lock().pop();
+        let mut instance = match spare {
+            Some(instance) => instance,
+            None => self.host.prepare(&self.plugin, self.limits)?,
+        };
+        instance.initialize(group, &self.params)?;
+        self.refill_spares();
+        Ok(instance)
+    }
+
+    /// Tops the spares up on a blocking thread of the current runtime (none outside one:
+    /// `plugin check` and unit tests instantiate as they go).
+    fn refill_spares(self: &Arc<Self>) {
+        if self.spares.lock().len() >= SPARE_INSTANCES
+            || self.refilling.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.refilling.store(false, Ordering::Release);
+            return;
+        };
+        let strategy = self.clone();
+        runtime.spawn_blocking(move || {
+            while strategy.spares.lock().len() < SPARE_INSTANCES {
+                match strategy.host.prepare(&strategy.plugin, strategy.limits) {
+                    Ok(instance) => strategy.spares.lock().push(instance),
+                    Err(e) => {
+                        tracing::warn!(strategy = %strategy.label, error = %e, "cannot prepare a spare strategy instance");
+                        break;
+                    }
+                }
+            }
+            strategy.refilling.store(false, Ordering::Release);
+        });
     }
 
     /// Same component bytes, params, WASI grant and limits: a reload need not touch groups
@@ -232,14 +297,17 @@ fn resolve_bytes(
 ) -> Result<Arc<ResolvedStrategy>, StrategyError> {
     let plugin = host.load_with(label, bytes, options.wasi)?;
     host.instantiate_limited(&plugin, "$probe", &params, options.limits)?;
-    Ok(Arc::new(ResolvedStrategy {
-        label: label.to_owned(),
-        host: host.clone(),
+    let options = PluginOptions {
+        max_failures: options.max_failures.max(1),
+        ..options
+    };
+    Ok(Arc::new(ResolvedStrategy::new(
+        label.to_owned(),
+        host.clone(),
         plugin,
         params,
-        limits: options.limits,
-        max_failures: options.max_failures.max(1),
-    }))
+        options,
+    )))
 }
 
 /// Where compiled plugins are cached when the config does not say: the user's cache directory

@@ -405,6 +405,18 @@ impl WasmHost {
         params: &[(String, String)],
         limits: SandboxLimits,
     ) -> Result<WasmInstance, StrategyError> {
+        let mut instance = self.prepare(plugin, limits)?;
+        instance.initialize(group, params)?;
+        Ok(instance)
+    }
+
+    /// Instantiates `plugin` without calling `init`: the expensive half of making a group's
+    /// instance, which can be done ahead of need (see `ResolvedStrategy`'s spares).
+    pub fn prepare(
+        &self,
+        plugin: &Arc<Plugin>,
+        limits: SandboxLimits,
+    ) -> Result<WasmInstance, StrategyError> {
         let mut store = Store::new(
             &self.inner.engine,
             GuestState {
@@ -423,7 +435,8 @@ impl WasmHost {
         );
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
-        // One budget for instantiation and `init` together.
+        // Instantiation is setup, not the message path: the init deadline (`initialize` arms
+        // it afresh for `init`).
         arm_store(&mut store, limits.init_deadline_ticks);
         let bindings = plugin
             .pre
@@ -437,24 +450,14 @@ impl WasmHost {
                     format!("{e:#}")
                 },
             })?;
-        let mut instance = WasmInstance {
+        Ok(WasmInstance {
             store,
             bindings,
             plugin: plugin.clone(),
             needs: Needs::default(),
             limits,
             in_setup: true,
-        };
-        instance.needs = instance.init(group, params).map_err(|e| match e {
-            StrategyError::Timeout { origin } => StrategyError::Load {
-                origin,
-                stage: "init",
-                cause: init_timeout_cause(limits),
-            },
-            other => other,
-        })?;
-        instance.in_setup = false;
-        Ok(instance)
+        })
     }
 }
 
@@ -534,6 +537,27 @@ impl WasmInstance {
     /// Back to the per-call deadline.
     pub fn end_setup(&mut self) {
         self.in_setup = false;
+    }
+
+    /// Calls `init` for `group` on a prepared instance, under the init deadline (armed afresh:
+    /// a spare may have waited since it was instantiated).
+    pub fn initialize(
+        &mut self,
+        group: &str,
+        params: &[(String, String)],
+    ) -> Result<(), StrategyError> {
+        self.begin_setup();
+        let limits = self.limits;
+        self.needs = self.init(group, params).map_err(|e| match e {
+            StrategyError::Timeout { origin } => StrategyError::Load {
+                origin,
+                stage: "init",
+                cause: init_timeout_cause(limits),
+            },
+            other => other,
+        })?;
+        self.end_setup();
+        Ok(())
     }
 
     fn init(&mut self, group: &str, params: &[(String, String)]) -> Result<Needs, StrategyError> {
