@@ -4,6 +4,10 @@
 //! members joining and leaving existing groups (what autoscaled workers do); with
 //! `--new-groups` there is no holder and every subscribe creates its group and every
 //! unsubscribe ends it.
+//!
+//! With `--probe-rate N` a probe publisher sends N QoS 1 messages a second to a shared group of
+//! its own, untouched by the churn, and the run reports that traffic's latency: what creating
+//! and ending groups costs everybody else.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,6 +39,10 @@ pub struct SubChurnArgs {
     /// No holder: each subscribe creates its group and each unsubscribe ends it.
     #[arg(long)]
     new_groups: bool,
+    /// Messages per second a probe publisher sends to a group of its own during the churn;
+    /// 0: no probe.
+    #[arg(long, default_value_t = 0)]
+    probe_rate: u64,
     #[arg(long, default_value = "")]
     label: String,
 }
@@ -115,6 +123,18 @@ pub async fn run(args: SubChurnArgs) -> Value {
         ));
     }
 
+    let probe = if args.probe_rate > 0 {
+        match Probe::start(&args, run_id).await {
+            Ok(probe) => Some(probe),
+            Err(e) => {
+                out["errors"] = json!([format!("probe: {e}")]);
+                return out;
+            }
+        }
+    } else {
+        None
+    };
+
     let remaining = Arc::new(AtomicU64::new(args.pairs));
     let start = Instant::now();
     let deadline = tokio::time::Instant::from_std(start + Duration::from_secs_f64(args.max_secs));
@@ -169,6 +189,25 @@ pub async fn run(args: SubChurnArgs) -> Value {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    if let Some(probe) = probe {
+        let (mut probe_latencies, sent) = probe.stop().await;
+        probe_latencies.sort_unstable();
+        crate::merge(
+            &mut out,
+            json!({
+                "probe": {
+                    "rate": args.probe_rate,
+                    "sent": sent,
+                    "received": probe_latencies.len(),
+                    "latency_us": {
+                        "p50": crate::percentile(&probe_latencies, 50.0),
+                        "p99": crate::percentile(&probe_latencies, 99.0),
+                        "max": crate::percentile(&probe_latencies, 100.0),
+                    },
+                }
+            }),
+        );
+    }
     if let Some((client, task)) = holder {
         let _ = client.try_disconnect();
         task.abort();
@@ -181,6 +220,8 @@ pub async fn run(args: SubChurnArgs) -> Value {
             "pairs": pairs,
             "secs": crate::round3(elapsed),
             "pairs_per_sec": if elapsed > 0.0 { (pairs as f64 / elapsed).round() } else { 0.0 },
+            // With --new-groups every pair creates a group and ends it.
+            "groups_created_per_sec": if args.new_groups && elapsed > 0.0 { (pairs as f64 / elapsed).round() } else { 0.0 },
             "ops_per_sec": if elapsed > 0.0 { (2.0 * pairs as f64 / elapsed).round() } else { 0.0 },
             "pair_latency_us": {
                 "p50": crate::percentile(&latencies, 50.0),
@@ -191,4 +232,102 @@ pub async fn run(args: SubChurnArgs) -> Value {
         }),
     );
     out
+}
+
+/// A publisher at a fixed rate into a shared group of its own, and that group's one member,
+/// timing every message from publish to delivery.
+struct Probe {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    publisher: tokio::task::JoinHandle<u64>,
+    member: tokio::task::JoinHandle<Vec<u64>>,
+}
+
+impl Probe {
+    async fn start(args: &SubChurnArgs, run_id: u32) -> Result<Probe, String> {
+        let topic = format!("sharq-bench/{run_id:08x}/probe");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let (member_client, mut member_events) =
+            AsyncClient::new(options(args, format!("sc-{run_id:08x}-probe-m")), 1024);
+        crate::no_delay(&mut member_events);
+        member_client
+            .subscribe(
+                format!("$share/probe{run_id:08x}/{topic}"),
+                QoS::AtLeastOnce,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        until(&mut member_events, deadline, |p| {
+            matches!(p, Packet::SubAck(_))
+        })
+        .await?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let member = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let poll =
+                        tokio::time::timeout(Duration::from_millis(500), member_events.poll());
+                    match poll.await {
+                        Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                            if let Ok(sent) =
+                                <[u8; 8]>::try_from(&p.payload[..8.min(p.payload.len())])
+                            {
+                                latencies
+                                    .push(crate::now_ns().saturating_sub(u64::from_be_bytes(sent)));
+                            }
+                        }
+                        Ok(Ok(_)) => {}
+                        Ok(Err(_)) => break,
+                        Err(_) if stop.load(Ordering::Relaxed) => break,
+                        Err(_) => {}
+                    }
+                }
+                let _ = member_client.try_disconnect();
+                latencies
+            }
+        });
+        let (pub_client, mut pub_events) =
+            AsyncClient::new(options(args, format!("sc-{run_id:08x}-probe-p")), 1024);
+        crate::no_delay(&mut pub_events);
+        tokio::spawn(async move { while pub_events.poll().await.is_ok() {} });
+        let interval = Duration::from_secs_f64(1.0 / args.probe_rate as f64);
+        let publisher = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut sent = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    ticker.tick().await;
+                    let mut payload = crate::now_ns().to_be_bytes().to_vec();
+                    payload.resize(64, 0);
+                    if pub_client
+                        .publish(topic.clone(), QoS::AtLeastOnce, false, payload)
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    sent += 1;
+                }
+                let _ = pub_client.try_disconnect();
+                sent
+            }
+        });
+        Ok(Probe {
+            stop,
+            publisher,
+            member,
+        })
+    }
+
+    /// Stops publishing, lets the last messages arrive, and returns the latencies (ns) and how
+    /// many were sent.
+    async fn stop(self) -> (Vec<u64>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self.publisher.await.unwrap_or(0);
+        let latencies = self.member.await.unwrap_or_default();
+        (latencies, sent)
+    }
 }
