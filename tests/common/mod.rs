@@ -502,9 +502,10 @@ pub enum Event {
 /// broker fails the test).
 ///
 /// Writes: [`RawClient::send`] tolerates a broker that already closed (tests of a close check
-/// what was received instead); the helpers that only write and wait for nothing
+/// what was received instead); the helpers that write without waiting for an answer
 /// ([`RawClient::send_checked`], `publish_nowait`, `ack_nowait`, `puback`, `pubrec`, `pubcomp`)
-/// fail the test when the write fails, since no later read would reveal it.
+/// fail the test when the write fails, since no later read would reveal it, and so does
+/// `disconnect_and_wait`.
 #[derive(Debug)]
 pub struct RawClient {
     stream: TcpStream,
@@ -513,7 +514,6 @@ pub struct RawClient {
     pub client_id: String,
     decoder: Decoder,
     buf: BytesMut,
-    /// Packets read while waiting for another kind, returned first by later reads.
     /// Packets read while waiting for another kind, returned first by later reads, each with
     /// the raw first byte of its fixed header.
     stash: VecDeque<(u8, Packet)>,
