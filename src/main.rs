@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tokio::sync::mpsc;
 use tracing_subscriber::EnvFilter;
 
@@ -49,35 +49,39 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
     /// Validate a strategy component and run it on a simulated group.
-    Check {
-        /// The component (.wasm) to check.
-        file: PathBuf,
-        /// Members in the simulated group.
-        #[arg(long, default_value_t = 8)]
-        members: u32,
-        /// Messages to dispatch.
-        #[arg(long, default_value_t = 100_000)]
-        messages: u32,
-        /// Params handed to `init`, as key=value (repeatable).
-        #[arg(long = "params", value_name = "KEY=VALUE")]
-        params: Vec<String>,
-        /// The share name handed to `init`.
-        #[arg(long, default_value = "check")]
-        group: String,
-        /// Memory limit for the instance, in MiB.
-        #[arg(long, default_value_t = 64)]
-        memory_mib: u32,
-        /// Deadline per call, in milliseconds.
-        #[arg(long, default_value_t = 1000)]
-        deadline_ms: u64,
-        /// Deadline for instantiation and `init` together, in milliseconds.
-        #[arg(long, default_value_t = 1000)]
-        init_deadline_ms: u64,
-        /// Serve the plugin's WASI imports from an empty context, like `wasi = true` in a
-        /// `[[shared.groups]]` rule (Python and JavaScript components need it).
-        #[arg(long)]
-        wasi: bool,
-    },
+    Check(CheckArgs),
+}
+
+// No doc comment: clap would take it for the subcommand's help, which the variant gives.
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The component (.wasm) to check.
+    file: PathBuf,
+    /// Members in the simulated group.
+    #[arg(long, default_value_t = 8)]
+    members: u32,
+    /// Messages to dispatch.
+    #[arg(long, default_value_t = 100_000)]
+    messages: u32,
+    /// Params handed to `init`, as key=value (repeatable).
+    #[arg(long = "params", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// The share name handed to `init`.
+    #[arg(long, default_value = "check")]
+    group: String,
+    /// Memory limit for the instance, in MiB.
+    #[arg(long, default_value_t = 64)]
+    memory_mib: u32,
+    /// Deadline per call, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    deadline_ms: u64,
+    /// Deadline for instantiation and `init` together, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    init_deadline_ms: u64,
+    /// Serve the plugin's WASI imports from an empty context, like `wasi = true` in a
+    /// `[[shared.groups]]` rule (Python and JavaScript components need it).
+    #[arg(long)]
+    wasi: bool,
 }
 
 fn main() -> ExitCode {
@@ -86,27 +90,8 @@ fn main() -> ExitCode {
         None => serve(cli.config),
         Some(Command::Reload { pid }) => send_reload(cli.config.as_deref(), pid),
         Some(Command::Plugin {
-            command:
-                PluginCommand::Check {
-                    file,
-                    members,
-                    messages,
-                    params,
-                    group,
-                    memory_mib,
-                    deadline_ms,
-                    init_deadline_ms,
-                    wasi,
-                },
-        }) => plugin_check(
-            &file,
-            members,
-            messages,
-            &params,
-            group,
-            SandboxLimits::from_mib_and_ms(memory_mib, deadline_ms, init_deadline_ms),
-            wasi,
-        ),
+            command: PluginCommand::Check(args),
+        }) => plugin_check(args),
     }
 }
 
@@ -273,17 +258,9 @@ fn send_reload(config_path: Option<&Path>, pid: Option<u32>) -> ExitCode {
     }
 }
 
-fn plugin_check(
-    file: &Path,
-    members: u32,
-    messages: u32,
-    params: &[String],
-    group: String,
-    limits: SandboxLimits,
-    wasi: bool,
-) -> ExitCode {
+fn plugin_check(args: CheckArgs) -> ExitCode {
     let mut parsed = Vec::new();
-    for param in params {
+    for param in &args.params {
         match param.split_once('=') {
             Some((key, value)) => parsed.push((key.to_owned(), value.to_owned())),
             None => {
@@ -292,22 +269,29 @@ fn plugin_check(
             }
         }
     }
-    let bytes = match std::fs::read(file) {
+    let bytes = match std::fs::read(&args.file) {
         Ok(bytes) => bytes,
         Err(e) => {
-            eprintln!("sharq plugin check: cannot read {}: {e}", file.display());
+            eprintln!(
+                "sharq plugin check: cannot read {}: {e}",
+                args.file.display()
+            );
             return ExitCode::from(2);
         }
     };
     let options = check::CheckOptions {
-        members,
-        messages,
+        members: args.members,
+        messages: args.messages,
         params: parsed,
-        group,
-        limits,
-        wasi,
+        group: args.group,
+        limits: SandboxLimits::from_mib_and_ms(
+            args.memory_mib,
+            args.deadline_ms,
+            args.init_deadline_ms,
+        ),
+        wasi: args.wasi,
     };
-    match check::run(&file.display().to_string(), &bytes, &options) {
+    match check::run(&args.file.display().to_string(), &bytes, &options) {
         Ok(report) => {
             print!("{}", report.render());
             ExitCode::SUCCESS

@@ -254,7 +254,10 @@ async fn max_connections_bounds_sockets_that_never_connect() {
     assert!(closed_within(&mut late, TIMEOUT).await);
     // ...and once the half-open sockets go, it gets in.
     drop(open);
-    wait_until("the places to free up", || state.open_sockets() == 0).await;
+    wait_until(TIMEOUT, "the places to free up", || {
+        state.open_sockets() == 0
+    })
+    .await;
     assert_broker_alive(broker.addr()).await;
 }
 

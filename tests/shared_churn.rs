@@ -4,7 +4,7 @@
 //! Afterwards no message is lost, and a message has an extra copy only where a member that
 //! failed had received it without acknowledging it, at most one extra copy per such failure.
 
-mod shared_support;
+mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::*;
 use parking_lot::Mutex;
-use shared_support::*;
 use sharq::packet::{Packet, ProtocolVersion, QoS, ReasonCode};
 use tokio::sync::Semaphore;
 
@@ -46,7 +46,7 @@ impl Lcg {
 }
 
 async fn join(addr: SocketAddr, version: ProtocolVersion, id: &str) -> RawClient {
-    let (mut client, _) = RawClient::connect(addr, ConnectOpts::new(version, id)).await;
+    let (mut client, _) = RawClient::connect_opts(addr, ConnectOpts::new(version, id)).await;
     client.subscribe(FILTER, QoS::AtLeastOnce).await;
     client
 }
@@ -68,18 +68,18 @@ async fn read_for(client: &mut RawClient, log: &Log, idx: usize, period: Duratio
         if left.is_zero() {
             return;
         }
-        match client.read(left).await {
-            Read::Packet(_, Packet::Publish(p)) => {
+        match client.next_event(left).await {
+            Event::Packet(Packet::Publish(p)) => {
                 let seq = payload_seq(&p.payload);
                 log.lock()[idx].received.push(seq);
                 if ack {
-                    client.ack(&p).await;
+                    client.ack_nowait(&p).await;
                     log.lock()[idx].acked.insert(seq);
                 }
             }
-            Read::Packet(..) => {}
-            Read::Timeout => return,
-            Read::Closed => panic!("{}: broker closed a healthy member", client.client_id),
+            Event::Packet(_) => {}
+            Event::Timeout => return,
+            Event::Closed => panic!("{}: broker closed a healthy member", client.client_id),
         }
     }
 }
@@ -129,7 +129,9 @@ async fn run_member(
                 join(addr, version, &id).await
             }
             "disconnect" => {
-                client.disconnect(ReasonCode::NORMAL_DISCONNECTION).await;
+                client
+                    .disconnect_and_wait(ReasonCode::NORMAL_DISCONNECTION)
+                    .await;
                 join(addr, version, &id).await
             }
             _ => {
@@ -151,7 +153,8 @@ async fn run_member(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_churn_no_loss_bounded_duplicates() {
-    let (broker, addr) = start_broker(|_| {}).await;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
     let log: Log = Arc::default();
     let publishing_done = Arc::new(AtomicBool::new(false));
     let finish = Arc::new(AtomicBool::new(false));
@@ -167,7 +170,7 @@ async fn shared_churn_no_loss_bounded_duplicates() {
             down.clone(),
         )));
     }
-    wait_until(WAIT, "all members joined", || {
+    wait_until(TIMEOUT, "all members joined", || {
         broker
             .state()
             .router
@@ -185,7 +188,7 @@ async fn shared_churn_no_loss_bounded_duplicates() {
             .iter()
             .all(|mode| log.iter().any(|i| i.failure == Some(*mode)))
     };
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "pub")).await;
     let churn_limit = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut seq = 0;
     while seq < MESSAGES || (!modes_seen(&log) && tokio::time::Instant::now() < churn_limit) {
@@ -213,7 +216,7 @@ async fn shared_churn_no_loss_bounded_duplicates() {
     // Members caught mid-failure when publishing ended are still rejoining: wait (bounded) for
     // the group to settle rather than sampling it at a fixed moment.
     let group = broker.state().router.group("churn", "c/#").unwrap();
-    poll_until(WAIT, || {
+    poll_until(TIMEOUT, || {
         group.member_count() == MEMBERS && group.queued() == 0
     })
     .await;

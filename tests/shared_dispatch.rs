@@ -2,11 +2,11 @@
 //! groups are independent of each other and of plain subscribers; a slow member does not stall
 //! its group; per-group counters under `$SYS/broker/shared/<group>`.
 
-mod shared_support;
+mod common;
 
 use std::time::Duration;
 
-use shared_support::*;
+use common::*;
 use sharq::packet::{Packet, ProtocolVersion, QoS};
 
 const N: u32 = 300;
@@ -30,24 +30,26 @@ async fn publish_batched(
 async fn check_exactly_once_per_group(version: ProtocolVersion, qos: QoS) {
     // Windows larger than the stream: however far a member's acks lag behind, it never fills
     // its window and gets skipped, so the rotation is exact.
-    let (broker, addr) = start_broker(|c| c.limits.max_inflight = 1000).await;
+    let broker = TestBroker::with(|c| c.limits.max_inflight = 1000).await;
+    let addr = broker.addr();
     let mut groups: Vec<Vec<Member>> = Vec::new();
     for group in ["ga", "gb"] {
         let mut members = Vec::new();
         for i in 0..3 {
             let (mut c, _) =
-                RawClient::connect(addr, ConnectOpts::new(version, &format!("{group}-{i}"))).await;
+                RawClient::connect_opts(addr, ConnectOpts::new(version, &format!("{group}-{i}")))
+                    .await;
             c.subscribe(&format!("$share/{group}/jobs/#"), QoS::AtLeastOnce)
                 .await;
             members.push(Member::spawn(c, AckMode::Ack));
         }
         groups.push(members);
     }
-    let (mut plain, _) = RawClient::connect(addr, ConnectOpts::new(version, "plain")).await;
+    let (mut plain, _) = RawClient::connect_opts(addr, ConnectOpts::new(version, "plain")).await;
     plain.subscribe("jobs/#", QoS::AtLeastOnce).await;
     let plain = Member::spawn(plain, AckMode::Ack);
 
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(version, "pub")).await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(version, "pub")).await;
     publish_batched(&mut publisher, "jobs/resize", 0..N, qos).await;
 
     let mut all: Vec<&Member> = groups.iter().flatten().collect();
@@ -103,12 +105,13 @@ async fn shared_exactly_once_per_group_v311_qos1() {
 /// group plus its plain copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_session_in_two_groups_gets_one_copy_per_group() {
-    let (_broker, addr) = start_broker(|_| {}).await;
-    let (mut x, _) = RawClient::connect(addr, ConnectOpts::new(V5, "x")).await;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
+    let (mut x, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "x")).await;
     x.subscribe("$share/g1/two", QoS::AtLeastOnce).await;
     x.subscribe("$share/g2/two", QoS::AtLeastOnce).await;
     let x = Member::spawn(x, AckMode::Ack);
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "pub")).await;
     publisher.publish_seqs("two", 0..20, QoS::AtLeastOnce).await;
     wait_total(&[&x], 40).await;
     let counts = histogram(x.seqs());
@@ -138,16 +141,17 @@ async fn shared_session_in_two_groups_gets_one_copy_per_group() {
 /// `$share/g/a/#` and `$share/g/b/#` are two groups; overlapping groups each deliver a copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_group_is_name_and_filter_and_overlaps_are_independent() {
-    let (broker, addr) = start_broker(|_| {}).await;
-    let (mut ma, _) = RawClient::connect(addr, ConnectOpts::new(V5, "ma")).await;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
+    let (mut ma, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "ma")).await;
     ma.subscribe("$share/g/a/#", QoS::AtLeastOnce).await;
-    let (mut mb, _) = RawClient::connect(addr, ConnectOpts::new(V5, "mb")).await;
+    let (mut mb, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "mb")).await;
     mb.subscribe("$share/g/b/#", QoS::AtLeastOnce).await;
     // Overlapping with $share/g/a/#: same name, another filter matching a/x.
-    let (mut mo, _) = RawClient::connect(addr, ConnectOpts::new(V5, "mo")).await;
+    let (mut mo, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "mo")).await;
     mo.subscribe("$share/g/+/x", QoS::AtLeastOnce).await;
     // Another name, same filter as ma.
-    let (mut mh, _) = RawClient::connect(addr, ConnectOpts::new(V3_1_1, "mh")).await;
+    let (mut mh, _) = RawClient::connect_opts(addr, ConnectOpts::new(V3_1_1, "mh")).await;
     mh.subscribe("$share/h/a/#", QoS::AtLeastOnce).await;
 
     let router = &broker.state().router;
@@ -161,7 +165,7 @@ async fn shared_group_is_name_and_filter_and_overlaps_are_independent() {
     let mb = Member::spawn(mb, AckMode::Ack);
     let mo = Member::spawn(mo, AckMode::Ack);
     let mh = Member::spawn(mh, AckMode::Ack);
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "pub")).await;
     publisher.publish_seqs("a/x", 0..10, QoS::AtLeastOnce).await;
     publisher
         .publish_seqs("b/y", 10..20, QoS::AtLeastOnce)
@@ -198,17 +202,19 @@ async fn shared_group_is_name_and_filter_and_overlaps_are_independent() {
 /// others get everything else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_slow_member_does_not_stall_group() {
-    let (_broker, addr) = start_broker(|c| c.limits.max_inflight = 2).await;
-    let (mut slow, _) = RawClient::connect(addr, ConnectOpts::new(V5, "slow")).await;
+    let broker = TestBroker::with(|c| c.limits.max_inflight = 2).await;
+    let addr = broker.addr();
+    let (mut slow, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "slow")).await;
     slow.subscribe("$share/g/work", QoS::AtLeastOnce).await;
     let slow = Member::spawn(slow, AckMode::Never);
     let mut fast = Vec::new();
     for i in 0..2 {
-        let (mut c, _) = RawClient::connect(addr, ConnectOpts::new(V5, &format!("fast{i}"))).await;
+        let (mut c, _) =
+            RawClient::connect_opts(addr, ConnectOpts::new(V5, &format!("fast{i}"))).await;
         c.subscribe("$share/g/work", QoS::AtLeastOnce).await;
         fast.push(Member::spawn(c, AckMode::Ack));
     }
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "pub")).await;
     publisher
         .publish_seqs("work", 0..60, QoS::AtLeastOnce)
         .await;
@@ -226,27 +232,29 @@ async fn shared_slow_member_does_not_stall_group() {
 /// `$SYS/broker/shared/<group>` carries the per-member dispatch counts as JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_sys_counters_per_group() {
-    let (_broker, addr) = start_broker(|c| c.server.sys_interval_secs = 1).await;
+    let broker = TestBroker::with(|c| c.server.sys_interval_secs = 1).await;
+    let addr = broker.addr();
     let mut members = Vec::new();
     for i in 0..3 {
-        let (mut c, _) = RawClient::connect(addr, ConnectOpts::new(V5, &format!("w{i}"))).await;
+        let (mut c, _) =
+            RawClient::connect_opts(addr, ConnectOpts::new(V5, &format!("w{i}"))).await;
         c.subscribe("$share/stats/s/#", QoS::AtLeastOnce).await;
         members.push(Member::spawn(c, AckMode::Ack));
     }
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "pub")).await;
     publisher.publish_seqs("s/1", 0..30, QoS::AtLeastOnce).await;
     let refs: Vec<&Member> = members.iter().collect();
     wait_total(&refs, 30).await;
 
-    let (mut sys, _) = RawClient::connect(addr, ConnectOpts::new(V5, "sys")).await;
+    let (mut sys, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "sys")).await;
     sys.subscribe("$SYS/broker/shared/#", QoS::AtMostOnce).await;
     // Retained documents may predate the publishes: read until one shows all 30 (bounded; a
     // bound on waiting for the 1 s publisher, not a claim about its punctuality).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let document = loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match sys.read(left).await {
-            Read::Packet(_, Packet::Publish(p)) => {
+        match sys.next_event(left).await {
+            Event::Packet(Packet::Publish(p)) => {
                 assert_eq!(&*p.topic, "$SYS/broker/shared/stats");
                 let json: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
                 let filter = &json["filters"][0];
@@ -254,7 +262,7 @@ async fn shared_sys_counters_per_group() {
                     break json;
                 }
             }
-            Read::Packet(..) => {}
+            Event::Packet(_) => {}
             other => panic!("no $SYS/broker/shared/stats document with 30 dispatched: {other:?}"),
         }
     };

@@ -1,28 +1,30 @@
 //! Shared subscriptions: the group queue while every member is offline (backlog to the first
 //! member back, bounded with a `dropped` counter) and the end of a group with its last member.
 
-mod shared_support;
+mod common;
 
 use std::sync::atomic::Ordering;
 
-use shared_support::*;
+use common::*;
 use sharq::packet::{ProtocolVersion, QoS, ReasonCode};
 
 async fn check_backlog(version: ProtocolVersion) {
-    let (broker, addr) = start_broker(|_| {}).await;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
     let a_opts = ConnectOpts::new(version, "a").persistent();
     let b_opts = ConnectOpts::new(version, "b").persistent();
     for opts in [&a_opts, &b_opts] {
-        let (mut c, _) = RawClient::connect(addr, opts.clone()).await;
+        let (mut c, _) = RawClient::connect_opts(addr, opts.clone()).await;
         c.subscribe("$share/g/backlog", QoS::AtLeastOnce).await;
-        c.disconnect(ReasonCode::NORMAL_DISCONNECTION).await;
+        c.disconnect_and_wait(ReasonCode::NORMAL_DISCONNECTION)
+            .await;
         // A member the broker has not yet let go of would still be handed messages.
-        wait_session_offline(&broker, &opts.client_id).await;
+        broker.wait_session_offline(&opts.client_id).await;
     }
     let group = broker.state().router.group("g", "backlog").unwrap();
     assert_eq!(group.member_count(), 2);
 
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(version, "pub")).await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(version, "pub")).await;
     publisher
         .publish_seqs("backlog", 0..20, QoS::AtLeastOnce)
         .await;
@@ -33,7 +35,7 @@ async fn check_backlog(version: ProtocolVersion) {
     );
 
     // The first member back gets the whole backlog, in order.
-    let (a, connack) = RawClient::connect(addr, a_opts).await;
+    let (a, connack) = RawClient::connect_opts(addr, a_opts).await;
     assert!(connack.session_present);
     let a = Member::spawn(a, AckMode::Ack);
     wait_total(&[&a], 20).await;
@@ -41,13 +43,13 @@ async fn check_backlog(version: ProtocolVersion) {
     assert_eq!(group.queued(), 0);
 
     // A second member returns: new messages are shared between both.
-    let (b, connack) = RawClient::connect(addr, b_opts).await;
+    let (b, connack) = RawClient::connect_opts(addr, b_opts).await;
     assert!(connack.session_present);
     let b = Member::spawn(b, AckMode::Ack);
     b_seen_nothing_old(&b).await;
     for seq in 100..120 {
         publisher
-            .publish("backlog", seq_payload(seq), QoS::AtLeastOnce, false)
+            .publish("backlog", &seq_payload(seq), QoS::AtLeastOnce, false)
             .await;
     }
     wait_total(&[&a, &b], 40).await;
@@ -83,13 +85,15 @@ async fn shared_group_queue_backlog_to_first_member_back_v311() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_group_queue_is_bounded() {
-    let (broker, addr) = start_broker(|c| c.shared.group_queue_max_messages = 10).await;
+    let broker = TestBroker::with(|c| c.shared.group_queue_max_messages = 10).await;
+    let addr = broker.addr();
     let opts = ConnectOpts::new(V5, "a").persistent();
-    let (mut a, _) = RawClient::connect(addr, opts.clone()).await;
+    let (mut a, _) = RawClient::connect_opts(addr, opts.clone()).await;
     a.subscribe("$share/g/bounded", QoS::AtLeastOnce).await;
-    a.disconnect(ReasonCode::NORMAL_DISCONNECTION).await;
-    wait_session_offline(&broker, "a").await;
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
+    a.disconnect_and_wait(ReasonCode::NORMAL_DISCONNECTION)
+        .await;
+    broker.wait_session_offline("a").await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "pub")).await;
     publisher
         .publish_seqs("bounded", 0..15, QoS::AtLeastOnce)
         .await;
@@ -97,7 +101,7 @@ async fn shared_group_queue_is_bounded() {
     assert_eq!(group.queued(), 10);
     assert_eq!(group.counters.dropped.load(Ordering::Relaxed), 5);
 
-    let (a, _) = RawClient::connect(addr, opts).await;
+    let (a, _) = RawClient::connect_opts(addr, opts).await;
     let a = Member::spawn(a, AckMode::Ack);
     wait_total(&[&a], 10).await;
     assert_eq!(
@@ -111,32 +115,35 @@ async fn shared_group_queue_is_bounded() {
 /// The group ends when its last member leaves, by UNSUBSCRIBE or by the end of its session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_group_ends_with_last_member() {
-    let (broker, addr) = start_broker(|_| {}).await;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
     let router = &broker.state().router;
-    let (mut a, _) = RawClient::connect(addr, ConnectOpts::new(V5, "a")).await;
+    let (mut a, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "a")).await;
     a.subscribe("$share/g/end", QoS::AtLeastOnce).await;
-    let (mut b, _) = RawClient::connect(addr, ConnectOpts::new(V3_1_1, "b")).await;
+    let (mut b, _) = RawClient::connect_opts(addr, ConnectOpts::new(V3_1_1, "b")).await;
     b.subscribe("$share/g/end", QoS::AtLeastOnce).await;
-    let (mut p, _) = RawClient::connect(addr, ConnectOpts::new(V5, "p").persistent()).await;
+    let (mut p, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "p").persistent()).await;
     p.subscribe("$share/g/end", QoS::AtLeastOnce).await;
     assert_eq!(router.group("g", "end").unwrap().member_count(), 3);
     let before = router.subscription_count();
 
-    a.unsubscribe_many(&["$share/g/end"]).await;
+    a.unsubscribe(&["$share/g/end"]).await;
     assert_eq!(router.group("g", "end").unwrap().member_count(), 2);
     assert_eq!(router.subscription_count(), before - 1);
 
     // b's clean session ends with its connection.
-    b.disconnect(ReasonCode::NORMAL_DISCONNECTION).await;
-    wait_until(WAIT, "b leaves the group", || {
+    b.disconnect_and_wait(ReasonCode::NORMAL_DISCONNECTION)
+        .await;
+    wait_until(TIMEOUT, "b leaves the group", || {
         router.group("g", "end").map(|g| g.member_count()) == Some(1)
     })
     .await;
 
     // p is offline with its session: still a member, messages wait for it.
-    p.disconnect(ReasonCode::NORMAL_DISCONNECTION).await;
-    wait_session_offline(&broker, "p").await;
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
+    p.disconnect_and_wait(ReasonCode::NORMAL_DISCONNECTION)
+        .await;
+    broker.wait_session_offline("p").await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "pub")).await;
     publisher.publish_seqs("end", 0..3, QoS::AtLeastOnce).await;
     let group = router
         .group("g", "end")
@@ -145,9 +152,9 @@ async fn shared_group_ends_with_last_member() {
 
     // p comes back with a clean start: its old session ends, and with it the group and its
     // queue.
-    let (mut p, connack) = RawClient::connect(addr, ConnectOpts::new(V5, "p")).await;
+    let (mut p, connack) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "p")).await;
     assert!(!connack.session_present);
-    wait_until(WAIT, "group ends with its last member", || {
+    wait_until(TIMEOUT, "group ends with its last member", || {
         router.group("g", "end").is_none()
     })
     .await;
@@ -162,6 +169,6 @@ async fn shared_group_ends_with_last_member() {
     assert_eq!(fresh.queued(), 0);
 
     // Last member unsubscribes: the group ends too.
-    p.unsubscribe_many(&["$share/g/end"]).await;
+    p.unsubscribe(&["$share/g/end"]).await;
     assert!(router.group("g", "end").is_none());
 }

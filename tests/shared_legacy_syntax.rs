@@ -4,9 +4,9 @@
 //! UNSUBSCRIBE with either spelling removes it; a stored session restores it into its group.
 //! Off (the default), it is an ordinary filter, matching only topics literally named so.
 
-mod shared_support;
+mod common;
 
-use shared_support::*;
+use common::*;
 use sharq::broker::store::{MemoryStore, SessionRecord, SessionStore};
 use sharq::packet::{ProtocolVersion, QoS, ReasonCode};
 use sharq::{Broker, Config};
@@ -14,8 +14,8 @@ use sharq::{Broker, Config};
 const COLON: &str = "$share:g:legacy/+/t";
 const SLASH: &str = "$share/g/legacy/+/t";
 
-async fn broker(legacy: bool) -> (Broker, std::net::SocketAddr) {
-    start_broker(|config| config.shared.legacy_colon_syntax = legacy).await
+async fn broker(legacy: bool) -> TestBroker {
+    TestBroker::with(|config| config.shared.legacy_colon_syntax = legacy).await
 }
 
 async fn member(
@@ -24,14 +24,15 @@ async fn member(
     id: &str,
     filter: &str,
 ) -> Member {
-    let (mut client, _) = RawClient::connect(addr, ConnectOpts::new(version, id)).await;
+    let (mut client, _) = RawClient::connect_opts(addr, ConnectOpts::new(version, id)).await;
     client.subscribe(filter, QoS::AtLeastOnce).await;
     Member::spawn(client, AckMode::Ack)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_colon_members_share_one_group_with_slash_members() {
-    let (broker, addr) = broker(true).await;
+    let broker = broker(true).await;
+    let addr = broker.addr();
     let a = member(addr, V5, "colon-v5", COLON).await;
     let b = member(addr, V5, "slash-v5", SLASH).await;
     let c = member(addr, V3_1_1, "colon-v311", COLON).await;
@@ -44,7 +45,7 @@ async fn on_colon_members_share_one_group_with_slash_members() {
     // Memberships and plain subscriptions together: the colon form is not also a plain one.
     assert_eq!(router.subscription_count(), 3);
 
-    let (mut p, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
+    let (mut p, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "pub")).await;
     p.publish_seqs("legacy/x/t", 0..30, QoS::AtLeastOnce).await;
     wait_total(&[&a, &b, &c], 30).await;
     assert_exactly_once("group g", [&a, &b, &c].iter().flat_map(|m| m.seqs()), 0..30);
@@ -54,20 +55,21 @@ async fn on_colon_members_share_one_group_with_slash_members() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_unsubscribe_with_the_colon_form_leaves_the_group() {
-    let (broker, addr) = broker(true).await;
-    let (mut a, _) = RawClient::connect(addr, ConnectOpts::new(V5, "colon")).await;
+    let broker = broker(true).await;
+    let addr = broker.addr();
+    let (mut a, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "colon")).await;
     a.subscribe(COLON, QoS::AtLeastOnce).await;
     let b = member(addr, V5, "slash", SLASH).await;
     let group = broker.state().router.group("g", "legacy/+/t").unwrap();
     assert_eq!(group.member_count(), 2);
 
     assert_eq!(
-        a.unsubscribe_many(&[COLON]).await,
+        a.unsubscribe(&[COLON]).await.reason_codes,
         vec![ReasonCode::SUCCESS]
     );
     assert_eq!(group.member_count(), 1);
     assert_eq!(
-        a.unsubscribe_many(&[COLON]).await,
+        a.unsubscribe(&[COLON]).await.reason_codes,
         vec![ReasonCode::NO_SUBSCRIPTION_EXISTED]
     );
     let record = broker.state().session("colon").unwrap().record();
@@ -81,21 +83,21 @@ async fn on_unsubscribe_with_the_colon_form_leaves_the_group() {
     assert_eq!(record.subscriptions.len(), 1, "{record:?}");
     assert_eq!(record.subscriptions[0].0, SLASH);
     assert_eq!(
-        a.unsubscribe_many(&[COLON]).await,
+        a.unsubscribe(&[COLON]).await.reason_codes,
         vec![ReasonCode::SUCCESS]
     );
     assert_eq!(group.member_count(), 1);
 
     // Everything now goes to the remaining member; `a` gets nothing (checked in order: the
     // marker sent after the batch is the first and only thing `a`, resubscribed plainly, sees).
-    let (mut p, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
+    let (mut p, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "pub")).await;
     p.publish_seqs("legacy/x/t", 0..10, QoS::AtLeastOnce).await;
     wait_total(&[&b], 10).await;
     assert_exactly_once("remaining member", b.seqs(), 0..10);
     a.subscribe("marker", QoS::AtLeastOnce).await;
-    p.publish("marker", seq_payload(99), QoS::AtLeastOnce, false)
+    p.publish("marker", &seq_payload(99), QoS::AtLeastOnce, false)
         .await;
-    let (_, first) = a.expect_publish().await;
+    let first = a.expect_publish().await;
     assert_eq!(
         &*first.topic, "marker",
         "the unsubscribed member got {first:?}"
@@ -103,8 +105,9 @@ async fn on_unsubscribe_with_the_colon_form_leaves_the_group() {
 }
 
 async fn check_invalid_colon_forms(version: ProtocolVersion, refused: ReasonCode) {
-    let (broker, addr) = broker(true).await;
-    let (mut c, _) = RawClient::connect(addr, ConnectOpts::new(version, "validator")).await;
+    let broker = broker(true).await;
+    let addr = broker.addr();
+    let (mut c, _) = RawClient::connect_opts(addr, ConnectOpts::new(version, "validator")).await;
     for filter in [
         "$share:",
         "$share:g",
@@ -135,8 +138,9 @@ async fn on_invalid_colon_forms_are_refused_v311() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn off_the_colon_form_is_a_plain_filter() {
-    let (broker, addr) = broker(false).await;
-    let (mut plain, _) = RawClient::connect(addr, ConnectOpts::new(V5, "colon")).await;
+    let broker = broker(false).await;
+    let addr = broker.addr();
+    let (mut plain, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "colon")).await;
     plain.subscribe(COLON, QoS::AtLeastOnce).await;
     let member = member(addr, V5, "slash", SLASH).await;
     let router = &broker.state().router;
@@ -146,29 +150,32 @@ async fn off_the_colon_form_is_a_plain_filter() {
     assert_eq!(router.subscription_count(), 2);
 
     // A topic the group matches: only the group gets it.
-    let (mut p, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
+    let (mut p, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "pub")).await;
     p.publish_seqs("legacy/x/t", 0..10, QoS::AtLeastOnce).await;
     // A topic literally named like the colon filter: only the plain subscriber gets it.
     p.publish(
         "$share:g:legacy/x/t",
-        seq_payload(10),
+        &seq_payload(10),
         QoS::AtLeastOnce,
         false,
     )
     .await;
     // A marker for the group, after the literal topic: the group's only member receives in
     // routing order, so once it has the marker it would have had the literal topic too.
-    p.publish("legacy/x/t", seq_payload(11), QoS::AtLeastOnce, false)
+    p.publish("legacy/x/t", &seq_payload(11), QoS::AtLeastOnce, false)
         .await;
 
     // The plain subscriber's first message is the literal topic: none of the group's came
     // before it.
-    let (_, first) = plain.expect_publish().await;
+    let first = plain.expect_publish().await;
     assert_eq!(&*first.topic, "$share:g:legacy/x/t");
     assert_eq!(payload_seq(&first.payload), 10);
-    plain.ack(&first).await;
+    plain.ack_nowait(&first).await;
 
-    wait_until(WAIT, "the group's marker", || member.seqs().contains(&11)).await;
+    wait_until(TIMEOUT, "the group's marker", || {
+        member.seqs().contains(&11)
+    })
+    .await;
     let mut seqs = member.seqs();
     seqs.retain(|s| *s != 11);
     assert_exactly_once("group g", seqs, 0..10);
@@ -176,7 +183,7 @@ async fn off_the_colon_form_is_a_plain_filter() {
 
     // The colon form unsubscribes as the plain filter it is.
     assert_eq!(
-        plain.unsubscribe_many(&[COLON]).await,
+        plain.unsubscribe(&[COLON]).await.reason_codes,
         vec![ReasonCode::SUCCESS]
     );
     assert_eq!(router.subscription_count(), 1);
@@ -193,7 +200,7 @@ async fn a_stored_colon_subscription_restores_by_the_setting_at_start() {
             .save(&SessionRecord {
                 client_id: "worker".into(),
                 expiry_interval: 3600,
-                subscriptions: vec![(COLON.into(), opts(QoS::AtLeastOnce), None)],
+                subscriptions: vec![(COLON.into(), sub_options(QoS::AtLeastOnce), None)],
             })
             .unwrap();
         let mut config = Config::default();

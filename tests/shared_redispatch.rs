@@ -2,14 +2,13 @@
 //! (socket loss, DISCONNECT, takeover, keep-alive timeout), QoS 2 staying with its member
 //! [MQTT-4.8.2-4, -5], and rejected messages never re-sent [MQTT-4.8.2-6].
 
-mod shared_support;
+mod common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use shared_support::*;
+use common::*;
 use sharq::packet::{Packet, ProtocolVersion, QoS, ReasonCode};
-use sharq::Broker;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
@@ -21,7 +20,7 @@ enum Failure {
 
 const N: u32 = 30;
 
-async fn member_offline(broker: &Broker, filter: &str, client_id: &str) -> bool {
+async fn member_offline(broker: &TestBroker, filter: &str, client_id: &str) -> bool {
     broker
         .state()
         .router
@@ -35,23 +34,24 @@ async fn member_offline(broker: &Broker, filter: &str, client_id: &str) -> bool 
 }
 
 async fn check_redispatch(version: ProtocolVersion, failure: Failure) {
-    let (broker, addr) = start_broker(|_| {}).await;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
     let keep_alive = if failure == Failure::KeepAlive { 2 } else { 0 };
     let a_opts = ConnectOpts::new(version, "a")
         .persistent()
         .keep_alive(keep_alive);
-    let (mut a, _) = RawClient::connect(addr, a_opts.clone()).await;
+    let (mut a, _) = RawClient::connect_opts(addr, a_opts.clone()).await;
     a.subscribe("$share/g/r", QoS::AtLeastOnce).await;
     let a = Member::spawn(a, AckMode::Never);
     let mut others = Vec::new();
     for id in ["b", "c"] {
-        let (mut c, _) = RawClient::connect(addr, ConnectOpts::new(version, id)).await;
+        let (mut c, _) = RawClient::connect_opts(addr, ConnectOpts::new(version, id)).await;
         c.subscribe("$share/g/r", QoS::AtLeastOnce).await;
         others.push(Member::spawn(c, AckMode::Ack));
     }
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(version, "pub")).await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(version, "pub")).await;
     publisher.publish_seqs("r", 0..N, QoS::AtLeastOnce).await;
-    wait_until(WAIT, "all messages handed out", || {
+    wait_until(TIMEOUT, "all messages handed out", || {
         a.count() + others[0].count() + others[1].count() == N as usize
     })
     .await;
@@ -63,12 +63,16 @@ async fn check_redispatch(version: ProtocolVersion, failure: Failure) {
     let mut reconnected = None;
     match failure {
         Failure::SocketDrop => a_client.drop_socket(),
-        Failure::Disconnect => a_client.disconnect(ReasonCode::NORMAL_DISCONNECTION).await,
+        Failure::Disconnect => {
+            a_client
+                .disconnect_and_wait(ReasonCode::NORMAL_DISCONNECTION)
+                .await
+        }
         Failure::Takeover => {
             let mut old = a_client;
-            let (new, connack) = RawClient::connect(addr, a_opts.clone()).await;
+            let (new, connack) = RawClient::connect_opts(addr, a_opts.clone()).await;
             assert!(connack.session_present, "takeover resumes the session");
-            let seen = old.expect_closed(WAIT).await;
+            let seen = old.expect_closed_within(TIMEOUT).await;
             if version == V5 {
                 assert!(
                     seen.iter().any(|p| matches!(p, Packet::Disconnect(d) if d.reason_code == ReasonCode::SESSION_TAKEN_OVER)),
@@ -88,7 +92,7 @@ async fn check_redispatch(version: ProtocolVersion, failure: Failure) {
                     .any(|m| &*m.client_id == "a" && !m.online)
             })
             .await;
-            silent.expect_closed(WAIT).await;
+            silent.expect_closed_within(TIMEOUT).await;
         }
     }
 
@@ -99,7 +103,7 @@ async fn check_redispatch(version: ProtocolVersion, failure: Failure) {
         // Say where the missing ones went: back to a itself?
         let mut back_to_a = Vec::new();
         if let Some(a) = reconnected.as_mut() {
-            while let Read::Packet(_, Packet::Publish(p)) = a.read(QUIET).await {
+            while let Event::Packet(Packet::Publish(p)) = a.next_event(QUIET).await {
                 back_to_a.push(payload_seq(&p.payload));
             }
         }
@@ -128,7 +132,7 @@ async fn check_redispatch(version: ProtocolVersion, failure: Failure) {
         Some(a) => a,
         None => {
             assert!(member_offline(&broker, "r", "a").await || failure == Failure::Takeover);
-            let (a, connack) = RawClient::connect(addr, a_opts.clone().keep_alive(0)).await;
+            let (a, connack) = RawClient::connect_opts(addr, a_opts.clone().keep_alive(0)).await;
             assert!(connack.session_present, "persistent session resumed");
             a
         }
@@ -140,7 +144,7 @@ async fn check_redispatch(version: ProtocolVersion, failure: Failure) {
         .publish_seqs("r", 100..130, QoS::AtLeastOnce)
         .await;
     let all = [&a, &others[0], &others[1]];
-    wait_until(WAIT, "second round delivered", || {
+    wait_until(TIMEOUT, "second round delivered", || {
         all.iter()
             .flat_map(|m| m.seqs())
             .filter(|&s| s >= 100)
@@ -206,16 +210,17 @@ async fn shared_redispatch_on_keep_alive_timeout_v311() {
 /// reconnect it gets the PUBREL (after its PUBREC) or the PUBLISH again (before it), and no
 /// other member ever gets them [MQTT-4.8.2-4].
 async fn check_qos2_stays_with_member(version: ProtocolVersion) {
-    let (broker, addr) = start_broker(|_| {}).await;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
     let a_opts = ConnectOpts::new(version, "a").persistent();
-    let (mut a, _) = RawClient::connect(addr, a_opts.clone()).await;
+    let (mut a, _) = RawClient::connect_opts(addr, a_opts.clone()).await;
     a.subscribe("$share/g/q2", QoS::ExactlyOnce).await;
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(version, "pub")).await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(version, "pub")).await;
     publisher.publish_seqs("q2", 0..4, QoS::ExactlyOnce).await;
 
     let mut ids = Vec::new();
     for seq in 0..4 {
-        let (_, p) = a.expect_publish().await;
+        let p = a.expect_publish().await;
         assert_eq!(payload_seq(&p.payload), seq);
         assert_eq!(p.qos, QoS::ExactlyOnce);
         ids.push(p.packet_id.unwrap());
@@ -225,27 +230,27 @@ async fn check_qos2_stays_with_member(version: ProtocolVersion) {
         a.pubrec(id, ReasonCode::SUCCESS).await;
     }
     for &id in &ids[..2] {
-        match a.expect_packet().await {
+        match a.recv().await {
             Packet::PubRel(rel) => assert_eq!(rel.packet_id, id),
             other => panic!("expected PUBREL {id}, got {other:?}"),
         }
     }
 
-    let (mut b, _) = RawClient::connect(addr, ConnectOpts::new(version, "b")).await;
+    let (mut b, _) = RawClient::connect_opts(addr, ConnectOpts::new(version, "b")).await;
     b.subscribe("$share/g/q2", QoS::ExactlyOnce).await;
     let b = Member::spawn(b, AckMode::Ack);
     a.drop_socket();
     // Anything a's departure hands to b is on its way once the broker has settled it.
-    wait_session_offline(&broker, "a").await;
+    broker.wait_session_offline("a").await;
     tokio::time::sleep(QUIET).await;
     assert_eq!(b.seqs(), Vec::<u32>::new(), "QoS 2 copies must not go to b");
 
-    let (mut a, connack) = RawClient::connect(addr, a_opts).await;
+    let (mut a, connack) = RawClient::connect_opts(addr, a_opts).await;
     assert!(connack.session_present);
     let mut rels = Vec::new();
     let mut republished = Vec::new();
     while rels.len() + republished.len() < 4 {
-        match a.expect_packet().await {
+        match a.recv().await {
             Packet::PubRel(rel) => rels.push(rel.packet_id),
             Packet::Publish(p) => {
                 assert!(p.dup, "a resent PUBLISH carries DUP");
@@ -271,7 +276,7 @@ async fn check_qos2_stays_with_member(version: ProtocolVersion) {
     }
     for (id, _) in republished {
         a.pubrec(id, ReasonCode::SUCCESS).await;
-        match a.expect_packet().await {
+        match a.recv().await {
             Packet::PubRel(rel) => assert_eq!(rel.packet_id, id),
             other => panic!("expected PUBREL {id}, got {other:?}"),
         }
@@ -300,30 +305,34 @@ async fn shared_qos2_completes_with_same_member_v311() {
 /// If the member's session ends before a QoS 2 delivery completes, the message is dropped,
 /// never sent to another member [MQTT-4.8.2-5].
 async fn check_qos2_dropped_on_session_end(version: ProtocolVersion, how: Failure) {
-    let (broker, addr) = start_broker(|_| {}).await;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
     // Clean Start/Clean Session with no expiry: the session ends with the connection.
-    let (mut a, _) = RawClient::connect(addr, ConnectOpts::new(version, "a")).await;
+    let (mut a, _) = RawClient::connect_opts(addr, ConnectOpts::new(version, "a")).await;
     a.subscribe("$share/g/q2", QoS::ExactlyOnce).await;
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(version, "pub")).await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(version, "pub")).await;
     publisher.publish_seqs("q2", 0..2, QoS::ExactlyOnce).await;
-    let (_, first) = a.expect_publish().await;
-    let (_, _second) = a.expect_publish().await;
+    let first = a.expect_publish().await;
+    let _second = a.expect_publish().await;
     a.pubrec(first.packet_id.unwrap(), ReasonCode::SUCCESS)
         .await;
-    match a.expect_packet().await {
+    match a.recv().await {
         Packet::PubRel(_) => {}
         other => panic!("expected PUBREL, got {other:?}"),
     }
-    let (mut b, _) = RawClient::connect(addr, ConnectOpts::new(version, "b")).await;
+    let (mut b, _) = RawClient::connect_opts(addr, ConnectOpts::new(version, "b")).await;
     b.subscribe("$share/g/q2", QoS::ExactlyOnce).await;
     let b = Member::spawn(b, AckMode::Ack);
     match how {
-        Failure::Disconnect => a.disconnect(ReasonCode::NORMAL_DISCONNECTION).await,
+        Failure::Disconnect => {
+            a.disconnect_and_wait(ReasonCode::NORMAL_DISCONNECTION)
+                .await
+        }
         _ => a.drop_socket(),
     }
     // Until the broker has ended a's session, a is still a member and could be handed the
     // next messages (and drop them with its session, as QoS 2 requires).
-    wait_session_ended(&broker, "a").await;
+    broker.wait_session_ended("a").await;
     tokio::time::sleep(QUIET).await;
     assert_eq!(
         b.seqs(),
@@ -354,17 +363,18 @@ async fn shared_qos2_dropped_when_session_ends_v311() {
 /// PUBACK / PUBREC with a reason code >= 0x80: the message is discarded, never re-sent to
 /// another member [MQTT-4.8.2-6], not even when the rejecting member later disconnects.
 async fn check_rejected_not_redispatched(qos: QoS) {
-    let (broker, addr) = start_broker(|_| {}).await;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
     let mut rejecting = Vec::new();
     for (id, code) in [("r80", 0x80u8), ("r87", 0x87)] {
-        let (mut c, _) = RawClient::connect(addr, ConnectOpts::new(V5, id)).await;
+        let (mut c, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, id)).await;
         c.subscribe("$share/g/rej", qos).await;
         rejecting.push(Member::spawn(c, AckMode::Reject(code)));
     }
-    let (mut ok, _) = RawClient::connect(addr, ConnectOpts::new(V5, "ok")).await;
+    let (mut ok, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "ok")).await;
     ok.subscribe("$share/g/rej", qos).await;
     let ok = Member::spawn(ok, AckMode::Ack);
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "pub")).await;
     publisher.publish_seqs("rej", 0..N, qos).await;
     let all = [&rejecting[0], &rejecting[1], &ok];
     wait_total(&all, N as usize).await;

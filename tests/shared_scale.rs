@@ -1,9 +1,9 @@
 //! Shared subscriptions at scale: 100k memberships across 10k groups, subscribed and
 //! unsubscribed in batches; asserts completion and bookkeeping, never timing.
 
-mod shared_support;
+mod common;
 
-use shared_support::*;
+use common::*;
 use sharq::packet::{QoS, ReasonCode};
 
 const CLIENTS: usize = 10;
@@ -18,12 +18,13 @@ fn filters() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_scale_100k_subscriptions_10k_groups() {
-    let (broker, addr) = start_broker(|_| {}).await;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
         tasks.push(tokio::spawn(async move {
             let (mut client, _) =
-                RawClient::connect(addr, ConnectOpts::new(V5, &format!("scale{c}"))).await;
+                RawClient::connect_opts(addr, ConnectOpts::new(V5, &format!("scale{c}"))).await;
             let all = filters();
             for batch in all.chunks(BATCH) {
                 let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
@@ -44,9 +45,9 @@ async fn shared_scale_100k_subscriptions_10k_groups() {
     assert_eq!(sample.member_count(), CLIENTS);
 
     // One message per group filter still goes to exactly one member.
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "pub")).await;
     publisher
-        .publish("scale/70/x", seq_payload(1), QoS::AtLeastOnce, false)
+        .publish("scale/70/x", &seq_payload(1), QoS::AtLeastOnce, false)
         .await;
     let dispatched = || -> u64 {
         router
@@ -62,7 +63,7 @@ async fn shared_scale_100k_subscriptions_10k_groups() {
     // Groups whose filter is scale/70/+ : i % 97 == 70.
     let matching = (0..GROUPS).filter(|i| i % 97 == 70).count() as u64;
     // The PUBACK does not promise the dispatch is complete, only that it will be.
-    wait_until(WAIT, "every matching group dispatched", || {
+    wait_until(TIMEOUT, "every matching group dispatched", || {
         dispatched() >= matching
     })
     .await;
@@ -74,7 +75,7 @@ async fn shared_scale_100k_subscriptions_10k_groups() {
             let all = filters();
             for batch in all.chunks(BATCH) {
                 let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
-                client.unsubscribe_many(&refs).await;
+                client.unsubscribe(&refs).await;
             }
             client
         }));

@@ -1,9 +1,9 @@
 //! Shared subscriptions: what is accepted or refused at SUBSCRIBE, what CONNACK advertises,
 //! no retained messages, per-member QoS and Subscription Identifiers (MQTT 5.0 §4.8.2).
 
-mod shared_support;
+mod common;
 
-use shared_support::*;
+use common::*;
 use sharq::packet::{ProtocolVersion, QoS, ReasonCode, SubscriptionOptions};
 
 const INVALID: [&str; 7] = [
@@ -18,8 +18,9 @@ const INVALID: [&str; 7] = [
 const VALID: [&str; 3] = ["$share/g/#", "$share/g/+/y", "$queue/x"];
 
 async fn check_validation(version: ProtocolVersion, refused: ReasonCode) {
-    let (broker, addr) = start_broker(|_| {}).await;
-    let (mut c, _) = RawClient::connect(addr, ConnectOpts::new(version, "validator")).await;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
+    let (mut c, _) = RawClient::connect_opts(addr, ConnectOpts::new(version, "validator")).await;
     // One filter per SUBSCRIBE, so a refusal cannot hide behind another filter's code.
     for filter in INVALID {
         let codes = c.subscribe_many(&[filter], QoS::AtLeastOnce).await;
@@ -63,8 +64,9 @@ async fn shared_filter_validation_v311() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_no_local_is_protocol_error_v5() {
-    let (_broker, addr) = start_broker(|_| {}).await;
-    let (mut c, _) = RawClient::connect(addr, ConnectOpts::new(V5, "no-local")).await;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
+    let (mut c, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "no-local")).await;
     // SUBSCRIBE, packet id 1, properties length 0, "$share/g/t", options: QoS 1 + No Local.
     let filter = b"$share/g/t";
     let mut body = vec![0x00, 0x01, 0x00, 0x00, filter.len() as u8];
@@ -72,8 +74,8 @@ async fn shared_no_local_is_protocol_error_v5() {
     body.push(0x01 | 0x04);
     let mut packet = vec![0x82, body.len() as u8];
     packet.extend(body);
-    c.send_raw(&packet).await;
-    let bytes = c.read_raw_until_closed(WAIT).await;
+    c.try_send_bytes(&packet).await.expect("write");
+    let bytes = c.read_raw_until_closed(TIMEOUT).await;
     assert!(
         bytes.len() >= 3 && bytes[0] == 0xE0 && bytes[2] == 0x82,
         "expected DISCONNECT 0x82 (e0 .. 82), got {bytes:02x?}"
@@ -82,8 +84,9 @@ async fn shared_no_local_is_protocol_error_v5() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_connack_advertises_shared_subscription_available() {
-    let (_broker, addr) = start_broker(|_| {}).await;
-    let (_c, connack) = RawClient::connect(addr, ConnectOpts::new(V5, "connack")).await;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
+    let (_c, connack) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "connack")).await;
     assert_eq!(
         connack.properties.shared_subscription_available,
         Some(true),
@@ -92,21 +95,22 @@ async fn shared_connack_advertises_shared_subscription_available() {
 }
 
 async fn check_no_retained(version: ProtocolVersion) {
-    let (_broker, addr) = start_broker(|_| {}).await;
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(version, "pub")).await;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(version, "pub")).await;
     publisher
-        .publish("r/t", seq_payload(7), QoS::AtLeastOnce, true)
+        .publish("r/t", &seq_payload(7), QoS::AtLeastOnce, true)
         .await;
 
-    let (mut shared, _) = RawClient::connect(addr, ConnectOpts::new(version, "shared")).await;
+    let (mut shared, _) = RawClient::connect_opts(addr, ConnectOpts::new(version, "shared")).await;
     shared.subscribe("$share/g/r/t", QoS::AtLeastOnce).await;
     shared.subscribe("$share/h/r/#", QoS::AtLeastOnce).await;
     shared.subscribe("$queue/r/t", QoS::AtLeastOnce).await;
     shared.expect_no_publish(QUIET).await;
 
-    let (mut plain, _) = RawClient::connect(addr, ConnectOpts::new(version, "plain")).await;
+    let (mut plain, _) = RawClient::connect_opts(addr, ConnectOpts::new(version, "plain")).await;
     plain.subscribe("r/t", QoS::AtLeastOnce).await;
-    let (_, retained) = plain.expect_publish().await;
+    let retained = plain.expect_publish().await;
     assert!(
         retained.retain,
         "retained message carries RETAIN to a plain subscriber"
@@ -128,17 +132,19 @@ async fn shared_subscribe_gets_no_retained_v311() {
 /// header), for messages published at QoS 2 and at QoS 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_member_granted_qos_respected() {
-    let (_broker, addr) = start_broker(|_| {}).await;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
     let mut members = Vec::new();
     for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
         .into_iter()
         .enumerate()
     {
-        let (mut c, _) = RawClient::connect(addr, ConnectOpts::new(V5, &format!("m{i}"))).await;
+        let (mut c, _) =
+            RawClient::connect_opts(addr, ConnectOpts::new(V5, &format!("m{i}"))).await;
         c.subscribe("$share/g/q", qos).await;
         members.push((qos, Member::spawn(c, AckMode::Ack)));
     }
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "pub")).await;
     publisher.publish_seqs("q", 0..30, QoS::ExactlyOnce).await;
     publisher.publish_seqs("q", 30..60, QoS::AtLeastOnce).await;
     let refs: Vec<&Member> = members.iter().map(|(_, m)| m).collect();
@@ -172,16 +178,26 @@ async fn shared_member_granted_qos_respected() {
 /// Each member receives only its own Subscription Identifier.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_member_gets_only_own_subscription_identifier() {
-    let (_broker, addr) = start_broker(|_| {}).await;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
     let ids = [11u32, 22, 33];
     let mut members = Vec::new();
     for id in ids {
-        let (mut c, _) = RawClient::connect(addr, ConnectOpts::new(V5, &format!("m{id}"))).await;
-        c.subscribe_with_id("$share/g/sid", QoS::AtLeastOnce, id)
+        let (mut c, _) =
+            RawClient::connect_opts(addr, ConnectOpts::new(V5, &format!("m{id}"))).await;
+        let suback = c
+            .subscribe_with(
+                vec![("$share/g/sid", sub_options(QoS::AtLeastOnce))],
+                Some(id),
+            )
             .await;
+        assert_eq!(
+            suback.reason_codes,
+            vec![ReasonCode(QoS::AtLeastOnce as u8)]
+        );
         members.push((id, Member::spawn(c, AckMode::Ack)));
     }
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "pub")).await;
     publisher.publish_seqs("sid", 0..30, QoS::AtLeastOnce).await;
     let refs: Vec<&Member> = members.iter().map(|(_, m)| m).collect();
     wait_total(&refs, 30).await;
@@ -204,25 +220,28 @@ async fn shared_member_gets_only_own_subscription_identifier() {
 /// retain flag of live messages follows each member's own option.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_member_gets_own_retain_as_published() {
-    let (_broker, addr) = start_broker(|_| {}).await;
-    let (mut rap, _) = RawClient::connect(addr, ConnectOpts::new(V5, "rap")).await;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
+    let (mut rap, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "rap")).await;
     let options = SubscriptionOptions {
         qos: QoS::AtLeastOnce,
         retain_as_published: true,
         ..SubscriptionOptions::default()
     };
     assert_eq!(
-        rap.subscribe_opts(&[("$share/g/ra", options)], None).await,
+        rap.subscribe_with(vec![("$share/g/ra", options)], None)
+            .await
+            .reason_codes,
         vec![ReasonCode::GRANTED_QOS_1]
     );
-    let (mut other, _) = RawClient::connect(addr, ConnectOpts::new(V5, "other")).await;
+    let (mut other, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "other")).await;
     other.subscribe("$share/g/ra", QoS::AtLeastOnce).await;
     let rap = Member::spawn(rap, AckMode::Ack);
     let other = Member::spawn(other, AckMode::Ack);
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "pub")).await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "pub")).await;
     for seq in 0..10 {
         publisher
-            .publish("ra", seq_payload(seq), QoS::AtLeastOnce, true)
+            .publish("ra", &seq_payload(seq), QoS::AtLeastOnce, true)
             .await;
     }
     wait_total(&[&rap, &other], 10).await;

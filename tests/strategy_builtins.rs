@@ -5,24 +5,24 @@
 //! by params and by SUBSCRIBE user property, failover active/standby, and
 //! round_robin_per_publisher rotating per publisher. Each also checks `strategy_label()`.
 
-mod shared_support;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use bytestring::ByteString;
-use shared_support::*;
+use common::*;
 use sharq::packet::{
     Packet, QoS, ReasonCode, Subscribe, SubscribeProperties, SubscriptionOptions, TopicSubscription,
 };
-use sharq::{Broker, Config};
+use sharq::Config;
 
 /// Starts a broker whose `[shared]` section is `shared_toml` (a TOML fragment starting with
 /// `[shared]`), with `max_inflight` per client.
-async fn broker_with(shared_toml: &str, max_inflight: u16) -> (Broker, SocketAddr) {
+async fn broker_with(shared_toml: &str, max_inflight: u16) -> TestBroker {
     let parsed = Config::from_toml(shared_toml, "test").expect("test config");
-    start_broker(|config| {
+    TestBroker::with(|config| {
         config.shared = parsed.shared;
         config.shared.plugin_deadline_ms = TEST_PLUGIN_DEADLINE_MS;
         config.limits.max_inflight = max_inflight;
@@ -32,17 +32,17 @@ async fn broker_with(shared_toml: &str, max_inflight: u16) -> (Broker, SocketAdd
 
 /// A v5 member that subscribes to `filter` at QoS 1 and acknowledges by `mode`.
 async fn member(addr: SocketAddr, client_id: &str, filter: &str, mode: AckMode) -> Member {
-    let (mut client, _) = RawClient::connect(addr, ConnectOpts::new(V5, client_id)).await;
+    let (mut client, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, client_id)).await;
     client.subscribe(filter, QoS::AtLeastOnce).await;
     Member::spawn(client, mode)
 }
 
 /// Like [`member`], stating its weight with the SUBSCRIBE user property `weight`.
 async fn weighted_member(addr: SocketAddr, client_id: &str, filter: &str, weight: u32) -> Member {
-    let (mut client, _) = RawClient::connect(addr, ConnectOpts::new(V5, client_id)).await;
-    let packet_id = client.next_id();
+    let (mut client, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, client_id)).await;
+    let packet_id = client.packet_id();
     client
-        .send(&Packet::Subscribe(Subscribe {
+        .send_checked(&Packet::Subscribe(Subscribe {
             packet_id,
             filters: vec![TopicSubscription {
                 filter: ByteString::from(filter),
@@ -60,7 +60,7 @@ async fn weighted_member(addr: SocketAddr, client_id: &str, filter: &str, weight
             },
         }))
         .await;
-    match client.expect_packet().await {
+    match client.recv().await {
         Packet::SubAck(ack) => {
             assert_eq!(ack.packet_id, packet_id);
             assert_eq!(ack.reason_codes, vec![ReasonCode(1)]);
@@ -71,7 +71,7 @@ async fn weighted_member(addr: SocketAddr, client_id: &str, filter: &str, weight
 }
 
 async fn publisher(addr: SocketAddr, client_id: &str) -> RawClient {
-    RawClient::connect(addr, ConnectOpts::new(V5, client_id))
+    RawClient::connect_opts(addr, ConnectOpts::new(V5, client_id))
         .await
         .0
 }
@@ -80,12 +80,12 @@ async fn publisher(addr: SocketAddr, client_id: &str) -> RawClient {
 async fn publish_each(client: &mut RawClient, messages: impl IntoIterator<Item = (String, u32)>) {
     for (topic, seq) in messages {
         client
-            .publish(&topic, seq_payload(seq), QoS::AtLeastOnce, false)
+            .publish(&topic, &seq_payload(seq), QoS::AtLeastOnce, false)
             .await;
     }
 }
 
-fn label(broker: &Broker, group: &str, filter: &str) -> String {
+fn label(broker: &TestBroker, group: &str, filter: &str) -> String {
     broker
         .state()
         .router
@@ -94,7 +94,7 @@ fn label(broker: &Broker, group: &str, filter: &str) -> String {
         .strategy_label()
 }
 
-fn spills(broker: &Broker, group: &str, filter: &str) -> u64 {
+fn spills(broker: &TestBroker, group: &str, filter: &str) -> u64 {
     let group = broker.state().router.group(group, filter).unwrap();
     group.strategy_counters.spills.load(Ordering::Relaxed)
 }
@@ -130,13 +130,14 @@ fn single_owner(what: &str, owners: &BTreeMap<String, BTreeSet<usize>>) -> BTree
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_is_exact() {
-    let (broker, addr) = broker_with(
+    let broker = broker_with(
         "[shared]\n[[shared.groups]]\nname = \"rr\"\nstrategy = \"round_robin\"\n",
         // Larger than the stream: a member whose acks lag can never fill its window and be
         // skipped, which would be correct but not an exact rotation.
         1000,
     )
     .await;
+    let addr = broker.addr();
     let a = member(addr, "rr-a", "$share/rr/jobs/#", AckMode::Ack).await;
     let b = member(addr, "rr-b", "$share/rr/jobs/#", AckMode::Ack).await;
     let c = member(addr, "rr-c", "$share/rr/jobs/#", AckMode::Ack).await;
@@ -160,11 +161,12 @@ async fn round_robin_is_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_is_within_statistical_bounds() {
-    let (broker, addr) = broker_with(
+    let broker = broker_with(
         "[shared]\n[[shared.groups]]\nname = \"rnd\"\nstrategy = \"random\"\nparams = { seed = 42 }\n",
         1000,
     )
     .await;
+    let addr = broker.addr();
     let members = [
         member(addr, "rnd-a", "$share/rnd/r", AckMode::Ack).await,
         member(addr, "rnd-b", "$share/rnd/r", AckMode::Ack).await,
@@ -195,11 +197,12 @@ async fn random_is_within_statistical_bounds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sticky_keeps_one_member_until_it_leaves() {
-    let (broker, addr) = broker_with(
+    let broker = broker_with(
         "[shared]\n[[shared.groups]]\nname = \"st\"\nstrategy = \"sticky\"\nparams = { seed = 7 }\n",
         1000,
     )
     .await;
+    let addr = broker.addr();
     let mut members = vec![
         member(addr, "st-a", "$share/st/s", AckMode::Ack).await,
         member(addr, "st-b", "$share/st/s", AckMode::Ack).await,
@@ -221,8 +224,8 @@ async fn sticky_keeps_one_member_until_it_leaves() {
     // is no longer a member the strategy could choose.
     let leaving = members.remove(first).stop().await;
     let leaving_id = leaving.client_id.clone();
-    leaving.disconnect(ReasonCode(0)).await;
-    wait_session_ended(&broker, &leaving_id).await;
+    leaving.disconnect_and_wait(ReasonCode(0)).await;
+    broker.wait_session_ended(&leaving_id).await;
     let before: Vec<usize> = members.iter().map(Member::count).collect();
     assert_eq!(before, vec![0, 0]);
     publish_each(&mut p, (50..100).map(|s| ("s".to_owned(), s))).await;
@@ -239,11 +242,12 @@ async fn sticky_keeps_one_member_until_it_leaves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_clientid_keeps_publisher_affinity_and_moves_few_on_join() {
     const PUBLISHERS: usize = 40;
-    let (broker, addr) = broker_with(
+    let broker = broker_with(
         "[shared]\n[[shared.groups]]\nname = \"hc\"\nstrategy = \"hash_clientid\"\n",
         1000,
     )
     .await;
+    let addr = broker.addr();
     let mut members = vec![
         member(addr, "hc-a", "$share/hc/h/#", AckMode::Ack).await,
         member(addr, "hc-b", "$share/hc/h/#", AckMode::Ack).await,
@@ -323,11 +327,12 @@ async fn hash_clientid_keeps_publisher_affinity_and_moves_few_on_join() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_topic_keeps_topic_affinity_and_moves_few_on_join() {
     const TOPICS: u32 = 200;
-    let (broker, addr) = broker_with(
+    let broker = broker_with(
         "[shared]\n[[shared.groups]]\nname = \"ht\"\nstrategy = \"hash_topic\"\n",
         1000,
     )
     .await;
+    let addr = broker.addr();
     let mut members = vec![
         member(addr, "ht-a", "$share/ht/t/#", AckMode::Ack).await,
         member(addr, "ht-b", "$share/ht/t/#", AckMode::Ack).await,
@@ -388,13 +393,14 @@ async fn hash_topic_keeps_topic_affinity_and_moves_few_on_join() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_topic_levels_pins_each_device() {
-    let (broker, addr) = broker_with(
+    let broker = broker_with(
         "[shared]\n\
          [[shared.groups]]\nname = \"byp\"\nstrategy = \"hash_topic_levels\"\nparams = { pattern = \"devices/{id}/#\" }\n\
          [[shared.groups]]\nname = \"byl\"\nstrategy = \"hash_topic_levels\"\nparams = { levels = \"1\" }\n",
         1000,
     )
     .await;
+    let addr = broker.addr();
     let mut groups = Vec::new();
     for g in ["byp", "byl"] {
         let mut ms = Vec::new();
@@ -451,11 +457,12 @@ async fn hash_topic_levels_pins_each_device() {
 async fn least_inflight_avoids_a_member_that_does_not_ack() {
     const WINDOW: u16 = 8;
     const MESSAGES: u32 = 150;
-    let (broker, addr) = broker_with(
+    let broker = broker_with(
         "[shared]\n[[shared.groups]]\nname = \"li\"\nstrategy = \"least_inflight\"\n",
         WINDOW,
     )
     .await;
+    let addr = broker.addr();
     let a = member(addr, "li-a", "$share/li/l", AckMode::AckConfirmed).await;
     let slow = member(addr, "li-slow", "$share/li/l", AckMode::Never).await;
     let c = member(addr, "li-c", "$share/li/l", AckMode::AckConfirmed).await;
@@ -464,7 +471,7 @@ async fn least_inflight_avoids_a_member_that_does_not_ack() {
     for seq in 0..MESSAGES {
         publish_each(&mut p, [("l".to_owned(), seq)]).await;
         let settled = seq as usize + 1;
-        wait_until(WAIT, &format!("message {seq} acked or held"), || {
+        wait_until(TIMEOUT, &format!("message {seq} acked or held"), || {
             a.acked() + c.acked() + slow.count() == settled
         })
         .await;
@@ -490,12 +497,13 @@ async fn least_inflight_avoids_a_member_that_does_not_ack() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_follows_param_and_subscribe_weights() {
-    let (broker, addr) = broker_with(
+    let broker = broker_with(
         "[shared]\n[[shared.groups]]\nname = \"wt\"\nstrategy = \"weighted\"\n\
          params = { \"weight.wt-a\" = 3, \"weight.wt-b\" = 1 }\n",
         1000,
     )
     .await;
+    let addr = broker.addr();
     let a = member(addr, "wt-a", "$share/wt/w", AckMode::Ack).await;
     let b = member(addr, "wt-b", "$share/wt/w", AckMode::Ack).await;
     // No param for wt-c: its SUBSCRIBE user property says 2.
@@ -518,11 +526,12 @@ async fn weighted_follows_param_and_subscribe_weights() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_earliest_member_takes_everything_until_it_is_gone() {
-    let (broker, addr) = broker_with(
+    let broker = broker_with(
         "[shared]\n[[shared.groups]]\nname = \"fo\"\nstrategy = \"failover\"\n",
         64,
     )
     .await;
+    let addr = broker.addr();
     let active = member(addr, "fo-active", "$share/fo/f", AckMode::Ack).await;
     let standby1 = member(addr, "fo-standby-1", "$share/fo/f", AckMode::Ack).await;
     let standby2 = member(addr, "fo-standby-2", "$share/fo/f", AckMode::Ack).await;
@@ -535,8 +544,8 @@ async fn failover_earliest_member_takes_everything_until_it_is_gone() {
         (40, 0, 0)
     );
 
-    active.stop().await.disconnect(ReasonCode(0)).await;
-    wait_session_ended(&broker, "fo-active").await;
+    active.stop().await.disconnect_and_wait(ReasonCode(0)).await;
+    broker.wait_session_ended("fo-active").await;
     publish_each(&mut p, (40..80).map(|s| ("f".to_owned(), s))).await;
     wait_total(&[&standby1, &standby2], 40).await;
     assert_eq!((standby1.count(), standby2.count()), (40, 0));
@@ -545,13 +554,14 @@ async fn failover_earliest_member_takes_everything_until_it_is_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_per_publisher_rotates_each_publisher() {
-    let (broker, addr) = broker_with(
+    let broker = broker_with(
         "[shared]\n\
          [[shared.groups]]\nname = \"pp\"\nstrategy = \"round_robin_per_publisher\"\n\
          [[shared.groups]]\nname = \"gl\"\nstrategy = \"round_robin\"\n",
         1000,
     )
     .await;
+    let addr = broker.addr();
     let mut groups = Vec::new();
     for g in ["pp", "gl"] {
         let mut ms = Vec::new();

@@ -7,7 +7,7 @@
 //! old strategy in place; so does one that imports WASI clocks or files without `wasi = true`.
 //! Setting an instance up (instantiate + `init`) has its own, longer deadline than a call.
 
-mod shared_support;
+mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use shared_support::*;
+use common::*;
 use sharq::packet::QoS;
 use sharq::strategy::{MessageView, SandboxLimits, StrategyCounters, StrategyError, WasmHost};
 use sharq::{Broker, Config};
@@ -130,7 +130,7 @@ fn config_with_deadline(
 }
 
 struct Scene {
-    broker: Broker,
+    broker: TestBroker,
     addr: SocketAddr,
     hostile: Vec<Member>,
     healthy: Vec<Member>,
@@ -141,11 +141,8 @@ struct Scene {
 
 impl Scene {
     async fn start(config: Config) -> Scene {
-        let broker = tokio::time::timeout(WAIT, Broker::start(config))
-            .await
-            .expect("broker start timed out")
-            .expect("broker start");
-        let addr = broker.local_addrs()[0];
+        let broker = TestBroker::from_config(config).await;
+        let addr = broker.addr();
         let mut hostile = Vec::new();
         let mut healthy = Vec::new();
         for i in 0..2 {
@@ -153,7 +150,7 @@ impl Scene {
             healthy.push(member(addr, &format!("healthy-{i}"), "$share/healthy/h/#").await);
         }
         let plain = member(addr, "plain", "h/#").await;
-        let (publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "publisher")).await;
+        let (publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "publisher")).await;
         Scene {
             broker,
             addr,
@@ -173,7 +170,7 @@ impl Scene {
             self.publisher
                 .publish(
                     &format!("h/{}", seq % 7),
-                    seq_payload(seq),
+                    &seq_payload(seq),
                     QoS::AtLeastOnce,
                     false,
                 )
@@ -181,7 +178,7 @@ impl Scene {
             // A failed instance is rebuilt off the message path while the round robin serves;
             // let each message meet the rebuilt instance, so the counts below are exact.
             if let Some(group) = self.broker.state().router.group("hostile", "h/#") {
-                wait_until(WAIT, "the strategy rebuild", || {
+                wait_until(TIMEOUT, "the strategy rebuild", || {
                     !group.strategy_rebuilding()
                 })
                 .await;
@@ -215,7 +212,7 @@ impl Scene {
 }
 
 async fn member(addr: SocketAddr, client_id: &str, filter: &str) -> Member {
-    let (mut client, _) = RawClient::connect(addr, ConnectOpts::new(V5, client_id)).await;
+    let (mut client, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, client_id)).await;
     client.subscribe(filter, QoS::AtLeastOnce).await;
     Member::spawn(client, AckMode::Ack)
 }
@@ -538,7 +535,7 @@ async fn an_init_that_never_returns_fails_the_start_naming_the_init_deadline() {
         ("", "init_deadline_ms = 50"),
     ] {
         let config = slow_init_config("init_ms = \"forever\"", shared_extra, rule_extra);
-        let error = tokio::time::timeout(WAIT, Broker::start(config))
+        let error = tokio::time::timeout(TIMEOUT, Broker::start(config))
             .await
             .expect("the init deadline must stop a looping init")
             .expect_err("an init that never returns must not load")

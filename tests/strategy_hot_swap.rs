@@ -6,7 +6,6 @@
 //! strategy in place with one error line naming the file and the cause.
 
 mod common;
-mod shared_support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -16,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared_support::*;
+use common::*;
 use sharq::packet::{Packet, QoS};
 
 /// `sharq --config FILE` as a child process, its log collected line by line.
@@ -154,12 +153,12 @@ async fn publish_until(mut client: RawClient, sent: Arc<AtomicU32>, target: Arc<
 }
 
 async fn read_ack(client: &mut RawClient, outstanding: &mut Vec<u16>) {
-    match client.read(WAIT).await {
-        Read::Packet(_, Packet::PubAck(ack)) => {
+    match client.next_event(TIMEOUT).await {
+        Event::Packet(Packet::PubAck(ack)) => {
             assert!(!ack.reason_code.is_error(), "PUBACK {ack:?}");
             outstanding.retain(|id| *id != ack.packet_id);
         }
-        Read::Packet(..) => {}
+        Event::Packet(_) => {}
         other => panic!("publisher: waiting for PUBACK, got {other:?}"),
     }
 }
@@ -177,13 +176,14 @@ async fn strategy_swaps_under_load_lose_nothing() {
     let mut members = Vec::new();
     for i in 0..3 {
         let (mut client, _) =
-            RawClient::connect(broker.addr, ConnectOpts::new(V5, &format!("member-{i}"))).await;
+            RawClient::connect_opts(broker.addr, ConnectOpts::new(V5, &format!("member-{i}")))
+                .await;
         client
             .subscribe("$share/work/jobs/#", QoS::AtLeastOnce)
             .await;
         members.push(Member::spawn(client, AckMode::Ack));
     }
-    let (client, _) = RawClient::connect(broker.addr, ConnectOpts::new(V5, "publisher")).await;
+    let (client, _) = RawClient::connect_opts(broker.addr, ConnectOpts::new(V5, "publisher")).await;
     let sent = Arc::new(AtomicU32::new(0));
     let target = Arc::new(AtomicU32::new(u32::MAX));
     let publishing = tokio::spawn(publish_until(client, sent.clone(), target.clone()));

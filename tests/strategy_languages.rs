@@ -8,14 +8,14 @@
 //! every topic to the member the algorithm predicts (computed here independently) — so the four
 //! agree with each other and with the specification.
 
-mod shared_support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use shared_support::*;
+use common::*;
 use sharq::packet::QoS;
 
 const LANGUAGES: [&str; 4] = ["rust", "c", "python", "js"];
@@ -102,7 +102,7 @@ async fn four_languages_distribute_identically() {
     }
     let parsed = sharq::Config::from_toml(&toml, "test").expect("test config");
     // Loading compiles the Python and JavaScript components: seconds to a minute cold on a
-    // busy 2-core machine, milliseconds from the disk cache. Not `start_broker`, whose
+    // busy 2-core machine, milliseconds from the disk cache. Not `TestBroker`, whose
     // timeout is for brokers without large plugins.
     let mut config = sharq::Config::default();
     config.server.listeners = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))];
@@ -118,7 +118,7 @@ async fn four_languages_distribute_identically() {
         for index in 0..MEMBERS {
             // Joined in order, so member ids (session ids, a counter) ascend with `index`,
             // which is the candidate order the algorithm sorts by.
-            let (mut client, _) = RawClient::connect(
+            let (mut client, _) = RawClient::connect_opts(
                 addr,
                 ConnectOpts::new(V5, &format!("{language}-member-{index}")),
             )
@@ -145,16 +145,16 @@ async fn four_languages_distribute_identically() {
         );
     }
 
-    let (mut publisher, _) = RawClient::connect(addr, ConnectOpts::new(V5, "publisher")).await;
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "publisher")).await;
     for seq in 0..MESSAGES {
         publisher
-            .publish(&topic(seq), seq_payload(seq), QoS::AtLeastOnce, false)
+            .publish(&topic(seq), &seq_payload(seq), QoS::AtLeastOnce, false)
             .await;
     }
     let total = |language: &str| -> usize { members[language].iter().map(|m| m.got().len()).sum() };
     for language in LANGUAGES {
         wait_until(
-            WAIT * 6,
+            TIMEOUT * 6,
             &format!("all messages reach lang-{language}"),
             || total(language) >= MESSAGES as usize,
         )

@@ -332,37 +332,14 @@ impl Connection {
             Packet::PubComp(ack) => self.handle_pubcomp(ack),
             Packet::Subscribe(subscribe) => self.handle_subscribe(subscribe),
             Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(unsubscribe),
-            Packet::PingReq => {
-                self.send(&Packet::PingResp);
-                Ok(())
-            }
+            Packet::PingReq => self.handle_pingreq(),
             Packet::Disconnect(disconnect) => self.handle_disconnect(disconnect),
             Packet::Connect(_) => Err(ConnectionError::Protocol("second CONNECT on a connection")),
-            Packet::Auth(_) => Err(ConnectionError::Protocol(
-                "AUTH without an authentication method",
-            )),
+            Packet::Auth(auth) => self.handle_auth(auth),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 Err(ConnectionError::Protocol("packet only a server may send"))
             }
         }
-    }
-
-    fn handle_disconnect(&mut self, disconnect: Disconnect) -> Result<(), ConnectionError> {
-        if let (Some(client), Some(requested)) =
-            (&self.client, disconnect.properties.session_expiry_interval)
-        {
-            // A session that was to end with its connection cannot be made to outlive it now
-            // [MQTT-3.14.2-2].
-            if client.session.expiry_interval() == 0 && requested != 0 {
-                return Err(ConnectionError::Protocol(
-                    "DISCONNECT sets a Session Expiry Interval after CONNECT set 0",
-                ));
-            }
-            let capped = requested.min(self.broker.config.session.max_expiry_secs);
-            client.session.set_expiry_interval(capped);
-        }
-        self.disconnect_received = Some(disconnect.reason_code);
-        Ok(())
     }
 
     /// Encodes one packet into the write buffer.

@@ -90,26 +90,79 @@ pub fn key_hash(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
+/// Why a strategy could not be built, set up or called.
+///
+/// Each message includes its cause's message (a wasmtime error with its whole chain) as well
+/// as keeping the cause as `source()`: these errors reach operators as one log field or one
+/// line on stderr printed with `{}`, and the cause is what they need to act on.
 #[derive(Debug, thiserror::Error)]
 pub enum StrategyError {
-    #[error("wasm engine: {0}")]
-    Engine(String),
-    #[error("plugin {origin}: cannot {stage}: {cause}")]
+    #[error("wasm engine: {0:#}")]
+    Engine(#[source] wasmtime::Error),
+    #[error("wasm engine: cannot start the epoch ticker: {0}")]
+    EpochTicker(#[source] std::io::Error),
+    #[error("plugin {origin}: cannot {stage}: {source:#}")]
     Load {
         origin: String,
         stage: &'static str,
-        cause: String,
+        #[source]
+        source: wasmtime::Error,
     },
-    #[error("cannot read plugin file {path}: {cause}")]
-    Read { path: String, cause: String },
+    #[error(
+        "plugin {origin}: cannot link: it imports `{import}`, a WASI interface that language \
+         runtimes (Python, JavaScript) call while running; allow an empty WASI context with \
+         `{wasi_key} = true` in its [[shared.groups]] rule (`--wasi` for `sharq plugin check`)",
+        wasi_key = wasm::WASI_KEY
+    )]
+    NeedsWasi { origin: String, import: String },
+    /// Instantiation or `init` ran out of time; the message names the keys that grant more.
+    #[error(
+        "plugin {origin}: cannot {stage}: ran past its init deadline of {deadline_ms} ms \
+         (`shared.plugin_init_deadline_ms`, or `init_deadline_ms` in its `[[shared.groups]]` \
+         rule; `sharq plugin check --init-deadline-ms`)"
+    )]
+    InitTimeout {
+        origin: String,
+        stage: &'static str,
+        deadline_ms: u64,
+    },
+    #[error("plugin shared.groups name `{pattern}`: cannot parse the glob: {source}")]
+    Glob {
+        pattern: String,
+        #[source]
+        source: globset::Error,
+    },
+    #[error("cannot read plugin file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("plugin {origin}: init refused the configuration: {message}")]
     InitRefused { origin: String, message: String },
-    #[error("plugin {origin}: trapped: {cause}")]
-    Trap { origin: String, cause: String },
+    #[error("plugin {origin}: trapped: {source:#}{}", wasi_hint(*.calls_wasi))]
+    Trap {
+        origin: String,
+        #[source]
+        source: wasmtime::Error,
+        /// The trap came from a WASI import of a plugin loaded without WASI.
+        calls_wasi: bool,
+    },
     #[error("plugin {origin}: call exceeded its deadline")]
     Timeout { origin: String },
     #[error("unknown built-in strategy `{0}` (known: {known})", known = builtin::names().join(", "))]
     UnknownBuiltin(String),
+}
+
+fn wasi_hint(calls_wasi: bool) -> String {
+    if calls_wasi {
+        format!(
+            " (the plugin called WASI, which needs `{} = true`)",
+            wasm::WASI_KEY
+        )
+    } else {
+        String::new()
+    }
 }
 
 /// Counters of what a group's strategy did, published with the group's statistics.

@@ -223,10 +223,9 @@ fn resolve_rule(
     config: &SharedConfig,
 ) -> Result<Rule, StrategyError> {
     let matcher = Glob::new(&entry.name)
-        .map_err(|e| StrategyError::Load {
-            origin: format!("shared.groups name `{}`", entry.name),
-            stage: "parse the glob",
-            cause: e.to_string(),
+        .map_err(|source| StrategyError::Glob {
+            pattern: entry.name.clone(),
+            source,
         })?
         .compile_matcher();
     let params = entry.params_as_strings();
@@ -245,9 +244,9 @@ fn resolve_rule(
         (Some(name), _) => resolve_named(host, name, &params, options)?,
         (None, Some(path)) => {
             let path = resolve_path(path, base_dir);
-            let bytes = std::fs::read(&path).map_err(|e| StrategyError::Read {
+            let bytes = std::fs::read(&path).map_err(|source| StrategyError::Read {
                 path: path.display().to_string(),
-                cause: e.to_string(),
+                source,
             })?;
             let label = path.display().to_string();
             Some(resolve_bytes(host, &label, &bytes, params, options)?)

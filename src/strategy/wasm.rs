@@ -189,7 +189,7 @@ impl WasmHost {
         let mut config = EngineConfig::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| StrategyError::Engine(format!("{e:#}")))?;
+        let engine = Engine::new(&config).map_err(StrategyError::Engine)?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.weak();
         let ticker_stop = stop.clone();
@@ -204,7 +204,7 @@ impl WasmHost {
                     }
                 }
             })
-            .map_err(|e| StrategyError::Engine(format!("cannot start the epoch ticker: {e}")))?;
+            .map_err(StrategyError::EpochTicker)?;
         Ok(WasmHost {
             inner: Arc::new(HostInner {
                 engine,
@@ -241,10 +241,10 @@ impl WasmHost {
         }
         let fail = |stage: &'static str| {
             let origin = origin.to_owned();
-            move |e: wasmtime::Error| StrategyError::Load {
+            move |source: wasmtime::Error| StrategyError::Load {
                 origin: origin.clone(),
                 stage,
-                cause: format!("{e:#}"),
+                source,
             }
         };
         // The same bytes loaded once with and once without WASI compile once.
@@ -274,15 +274,9 @@ impl WasmHost {
         if wasi {
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(fail("link WASI"))?;
         } else if let Some(import) = self.runtime_wasi_import(&component) {
-            return Err(StrategyError::Load {
+            return Err(StrategyError::NeedsWasi {
                 origin: origin.to_owned(),
-                stage: "link",
-                cause: format!(
-                    "it imports `{import}`, a WASI interface that language runtimes (Python, \
-                     JavaScript) call while running; allow an empty WASI context with \
-                     `{WASI_KEY} = true` in its [[shared.groups]] rule (`--wasi` for \
-                     `sharq plugin check`)"
-                ),
+                import,
             });
         }
         if !wasi {
@@ -438,18 +432,21 @@ impl WasmHost {
         // Instantiation is setup, not the message path: the init deadline (`initialize` arms
         // it afresh for `init`).
         arm_store(&mut store, limits.init_deadline_ticks);
-        let bindings = plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| StrategyError::Load {
-                origin: plugin.origin.clone(),
-                stage: "instantiate",
-                cause: if is_interrupt(&e) {
-                    init_timeout_cause(limits)
-                } else {
-                    format!("{e:#}")
-                },
-            })?;
+        let bindings = plugin.pre.instantiate(&mut store).map_err(|source| {
+            if is_interrupt(&source) {
+                StrategyError::InitTimeout {
+                    origin: plugin.origin.clone(),
+                    stage: "instantiate",
+                    deadline_ms: limits.init_deadline_ticks,
+                }
+            } else {
+                StrategyError::Load {
+                    origin: plugin.origin.clone(),
+                    stage: "instantiate",
+                    source,
+                }
+            }
+        })?;
         Ok(WasmInstance {
             store,
             bindings,
@@ -465,16 +462,6 @@ fn is_interrupt(e: &wasmtime::Error) -> bool {
     matches!(
         e.downcast_ref::<wasmtime::Trap>(),
         Some(wasmtime::Trap::Interrupt)
-    )
-}
-
-/// Names the keys that grant more time, for the operator reading the error.
-fn init_timeout_cause(limits: SandboxLimits) -> String {
-    format!(
-        "ran past its init deadline of {} ms (`shared.plugin_init_deadline_ms`, or \
-         `init_deadline_ms` in its `[[shared.groups]]` rule; `sharq plugin check \
-         --init-deadline-ms`)",
-        limits.init_deadline_ticks
     )
 }
 
@@ -500,21 +487,17 @@ impl std::fmt::Debug for WasmInstance {
 
 impl WasmInstance {
     fn guest_error(&self, e: wasmtime::Error) -> StrategyError {
-        let cause = format!("{e:#}");
         if is_interrupt(&e) {
             StrategyError::Timeout {
                 origin: self.plugin.origin.clone(),
             }
         } else {
             // A guest without WASI that calls it traps in a function named after the import.
-            let cause = if !self.plugin.wasi && cause.contains("wasi:") {
-                format!("{cause} (the plugin called WASI, which needs `{WASI_KEY} = true`)")
-            } else {
-                cause
-            };
+            let calls_wasi = !self.plugin.wasi && format!("{e:#}").contains("wasi:");
             StrategyError::Trap {
                 origin: self.plugin.origin.clone(),
-                cause,
+                source: e,
+                calls_wasi,
             }
         }
     }
@@ -549,10 +532,10 @@ impl WasmInstance {
         self.begin_setup();
         let limits = self.limits;
         self.needs = self.init(group, params).map_err(|e| match e {
-            StrategyError::Timeout { origin } => StrategyError::Load {
+            StrategyError::Timeout { origin } => StrategyError::InitTimeout {
                 origin,
                 stage: "init",
-                cause: init_timeout_cause(limits),
+                deadline_ms: limits.init_deadline_ticks,
             },
             other => other,
         })?;

@@ -1,11 +1,16 @@
 //! Shared helpers for the integration tests: an in-process broker on an ephemeral port, the
-//! real `sharq` binary in a child process, and a raw-TCP MQTT client built on our own codec.
+//! real `sharq` binary in a child process, a raw-TCP MQTT client built on our own codec, and
+//! shared-group members that read in their own tasks.
 //!
 //! Every wait is bounded (see [`TIMEOUT`]) so that no test can hang.
+//!
+//! [`QUIET`] is 400 ms. The broker tests used 400 ms and the shared-subscription tests 300 ms;
+//! the longer one is kept so that no "nothing arrives" check watches for less time than it
+//! did before the two helper modules were merged.
 
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -16,7 +21,10 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
+use sharq::broker::BrokerState;
 use sharq::codec::{self, Decoder};
 use sharq::packet::{
     Ack, ConnAck, Connect, ConnectProperties, Disconnect, DisconnectProperties, Packet,
@@ -26,10 +34,19 @@ use sharq::packet::{
 };
 use sharq::{Broker, Config};
 
+#[allow(unused_imports)]
+pub use ProtocolVersion::{V3_1_1, V5};
+
 /// The longest any single wait in a test may take.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// How long "nothing arrives" is watched for.
 pub const QUIET: Duration = Duration::from_millis(400);
+
+/// A per-call strategy deadline no healthy call reaches, however busy the machine: the default
+/// 20 ms of wall-clock time can pass while the test process is descheduled, and a timed-out
+/// call hands its message to the fallback round robin, which would falsify any test of a
+/// distribution. Tests about deadlines set their own.
+pub const TEST_PLUGIN_DEADLINE_MS: u64 = 5000;
 
 // ---------------------------------------------------------------------------------------------
 // In-process broker
@@ -47,13 +64,20 @@ impl TestBroker {
     }
 
     /// Starts with the default configuration changed by `configure`. `$SYS` is off unless
-    /// `configure` turns it on.
+    /// `configure` turns it on; strategy calls get [`TEST_PLUGIN_DEADLINE_MS`] unless
+    /// `configure` says otherwise.
     pub async fn with(configure: impl FnOnce(&mut Config)) -> TestBroker {
-        init_tracing();
         let mut config = Config::default();
         config.server.listeners = vec!["127.0.0.1:0".parse().unwrap()];
         config.server.sys_interval_secs = 0;
+        config.shared.plugin_deadline_ms = TEST_PLUGIN_DEADLINE_MS;
         configure(&mut config);
+        TestBroker::from_config(config).await
+    }
+
+    /// Starts with `config` exactly as given (it must listen on one ephemeral port).
+    pub async fn from_config(config: Config) -> TestBroker {
+        init_tracing();
         let broker = tokio::time::timeout(TIMEOUT, Broker::start(config))
             .await
             .expect("broker start timed out")
@@ -70,8 +94,35 @@ impl TestBroker {
         self.addr.port()
     }
 
+    pub fn state(&self) -> &Arc<BrokerState> {
+        self.broker.state()
+    }
+
     pub async fn shutdown(&self) {
         self.broker.shutdown(Duration::from_secs(2)).await;
+    }
+
+    /// Waits until the broker has settled the end of `client_id`'s connection: its session is
+    /// offline (kept for a later connection) or gone. The broker closes a socket before it
+    /// detaches the session, so a client seeing the close (or having sent DISCONNECT) is not
+    /// enough.
+    pub async fn wait_session_offline(&self, client_id: &str) {
+        let state = self.broker.state();
+        wait_until(TIMEOUT, &format!("session {client_id} offline"), || {
+            state
+                .session(client_id)
+                .is_none_or(|session| !session.is_online())
+        })
+        .await
+    }
+
+    /// Waits until `client_id`'s session has ended.
+    pub async fn wait_session_ended(&self, client_id: &str) {
+        let state = self.broker.state();
+        wait_until(TIMEOUT, &format!("session {client_id} ended"), || {
+            state.session(client_id).is_none()
+        })
+        .await
     }
 }
 
@@ -90,6 +141,31 @@ fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounded waiting
+// ---------------------------------------------------------------------------------------------
+
+/// Polls `condition` every 10 ms until it holds; fails the test with `what` after `limit`.
+pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    if !poll_until(limit, &mut condition).await {
+        panic!("timed out after {limit:?} waiting for: {what}");
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds (true) or `limit` passes (false).
+pub async fn poll_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -325,6 +401,63 @@ pub fn connect_packet(version: ProtocolVersion, client_id: &str) -> Connect {
     }
 }
 
+/// The CONNECT options the shared-subscription tests vary, for [`RawClient::connect_opts`].
+#[derive(Debug, Clone)]
+pub struct ConnectOpts {
+    pub version: ProtocolVersion,
+    pub client_id: String,
+    pub clean_start: bool,
+    /// v5 only: Session Expiry Interval.
+    pub session_expiry: Option<u32>,
+    pub keep_alive: u16,
+    /// v5 only: Receive Maximum.
+    pub receive_maximum: Option<u16>,
+}
+
+impl ConnectOpts {
+    pub fn new(version: ProtocolVersion, client_id: &str) -> ConnectOpts {
+        ConnectOpts {
+            version,
+            client_id: client_id.to_owned(),
+            clean_start: true,
+            session_expiry: None,
+            keep_alive: 0,
+            receive_maximum: None,
+        }
+    }
+
+    /// A session that outlives its connection: Clean Start 0, and for v5 an expiry of 300 s.
+    pub fn persistent(mut self) -> ConnectOpts {
+        self.clean_start = false;
+        if self.version == V5 {
+            self.session_expiry = Some(300);
+        }
+        self
+    }
+
+    pub fn keep_alive(mut self, secs: u16) -> ConnectOpts {
+        self.keep_alive = secs;
+        self
+    }
+
+    pub fn packet(&self) -> Connect {
+        Connect {
+            protocol: self.version,
+            clean_start: self.clean_start,
+            keep_alive: self.keep_alive,
+            client_id: ByteString::from(self.client_id.as_str()),
+            will: None,
+            username: None,
+            password: None,
+            properties: ConnectProperties {
+                session_expiry_interval: self.session_expiry,
+                receive_maximum: self.receive_maximum,
+                ..ConnectProperties::default()
+            },
+        }
+    }
+}
+
 pub fn publish_packet(topic: &str, payload: &[u8], qos: QoS, packet_id: Option<u16>) -> Publish {
     Publish {
         dup: false,
@@ -364,15 +497,28 @@ pub enum Event {
     Timeout,
 }
 
-/// A bare MQTT client over TCP: it sends exactly what the test says and reports exactly what
-/// arrives, decoded with our codec (malformed input from the broker fails the test).
+/// A bare MQTT client over TCP: it sends exactly what the test says, acknowledges nothing by
+/// itself, and reports exactly what arrives, decoded with our codec (malformed input from the
+/// broker fails the test).
+///
+/// Writes: [`RawClient::send`] tolerates a broker that already closed (tests of a close check
+/// what was received instead); the helpers that write without waiting for an answer
+/// ([`RawClient::send_checked`], `publish_nowait`, `ack_nowait`, `puback`, `pubrec`, `pubcomp`)
+/// fail the test when the write fails, since no later read would reveal it, and so does
+/// `disconnect_and_wait`.
+#[derive(Debug)]
 pub struct RawClient {
     stream: TcpStream,
     pub version: ProtocolVersion,
+    /// The CONNECT's client id (empty until one is sent), to name the client in failures.
+    pub client_id: String,
     decoder: Decoder,
     buf: BytesMut,
-    /// Packets read while waiting for another kind, returned first by later reads.
-    stash: VecDeque<Packet>,
+    /// Packets read while waiting for another kind, returned first by later reads, each with
+    /// the raw first byte of its fixed header.
+    stash: VecDeque<(u8, Packet)>,
+    /// The raw first byte of the fixed header of the packet `next_event` last returned.
+    first_byte: u8,
     next_packet_id: u16,
     closed: bool,
     /// The connection ended in a reset (ECONNRESET) rather than an orderly close.
@@ -390,9 +536,11 @@ impl RawClient {
         RawClient {
             stream,
             version,
+            client_id: String::new(),
             decoder: Decoder::with_version(version, 268_435_460),
             buf: BytesMut::with_capacity(4096),
             stash: VecDeque::new(),
+            first_byte: 0,
             next_packet_id: 1,
             closed: false,
             reset: false,
@@ -402,6 +550,7 @@ impl RawClient {
     /// Opens a connection, sends `connect` and returns the CONNACK.
     pub async fn connect_with(addr: SocketAddr, connect: Connect) -> (RawClient, ConnAck) {
         let mut client = RawClient::open(addr, connect.protocol).await;
+        client.client_id = connect.client_id.to_string();
         client.send(&Packet::Connect(Box::new(connect))).await;
         match client.recv().await {
             Packet::ConnAck(connack) => (client, connack),
@@ -419,6 +568,17 @@ impl RawClient {
             "CONNACK refused: {connack:?}"
         );
         client
+    }
+
+    /// Connects with `opts` and asserts the CONNACK is not a refusal.
+    pub async fn connect_opts(addr: SocketAddr, opts: ConnectOpts) -> (RawClient, ConnAck) {
+        let (client, connack) = RawClient::connect_with(addr, opts.packet()).await;
+        assert!(
+            !connack.reason_code.is_error(),
+            "CONNACK refused: {:?}",
+            connack.reason_code
+        );
+        (client, connack)
     }
 
     pub async fn v5(addr: SocketAddr, client_id: &str) -> RawClient {
@@ -459,18 +619,32 @@ impl RawClient {
         self.send_bytes(&bytes).await;
     }
 
+    /// Sends `packet`; a failed or timed-out write fails the test.
+    pub async fn send_checked(&mut self, packet: &Packet) {
+        let bytes = encode(packet, self.version);
+        if let Err(e) = self.try_send_bytes(&bytes).await {
+            panic!("{}: write failed: {e}", self.client_id);
+        }
+    }
+
     /// The next packet, the close of the connection, or a timeout after `limit`.
     pub async fn next_event(&mut self, limit: Duration) -> Event {
-        if let Some(packet) = self.stash.pop_front() {
+        if let Some((first, packet)) = self.stash.pop_front() {
+            self.first_byte = first;
             return Event::Packet(packet);
         }
         let deadline = tokio::time::Instant::now() + limit;
         loop {
+            let first = self.buf.first().copied();
             match self.decoder.decode(&mut self.buf) {
-                Ok(Some(packet)) => return Event::Packet(packet),
+                Ok(Some(packet)) => {
+                    self.first_byte = first.unwrap_or_default();
+                    return Event::Packet(packet);
+                }
                 Ok(None) => {}
                 Err(e) => panic!(
-                    "the broker sent bytes our codec cannot decode: {e}; buffer {:02x?}",
+                    "{}: the broker sent bytes our codec cannot decode: {e}; buffer {:02x?}",
+                    self.client_id,
                     &self.buf[..]
                 ),
             }
@@ -490,11 +664,17 @@ impl RawClient {
         }
     }
 
+    /// The raw first byte of the fixed header (type and flags) of the packet the last read
+    /// returned, for tests of what the broker put on the wire.
+    pub fn first_byte(&self) -> u8 {
+        self.first_byte
+    }
+
     /// The next packet; fails on close or timeout.
     pub async fn recv(&mut self) -> Packet {
         match self.next_event(TIMEOUT).await {
             Event::Packet(packet) => packet,
-            other => panic!("expected a packet, got {other:?}"),
+            other => panic!("{}: expected a packet, got {other:?}", self.client_id),
         }
     }
 
@@ -503,8 +683,11 @@ impl RawClient {
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         let mut skipped = VecDeque::new();
         // Look in the stash first.
-        if let Some(index) = self.stash.iter().position(&pred) {
-            return self.stash.remove(index).unwrap();
+        if let Some(index) = self.stash.iter().position(|(_, p)| pred(p)) {
+            if let Some((first, packet)) = self.stash.remove(index) {
+                self.first_byte = first;
+                return packet;
+            }
         }
         let stash = std::mem::take(&mut self.stash);
         loop {
@@ -516,8 +699,11 @@ impl RawClient {
                     self.stash = rest;
                     return packet;
                 }
-                Event::Packet(packet) => skipped.push_back(packet),
-                other => panic!("expected {what}, got {other:?}; packets skipped: {skipped:?}"),
+                Event::Packet(packet) => skipped.push_back((self.first_byte, packet)),
+                other => panic!(
+                    "{}: expected {what}, got {other:?}; packets skipped: {skipped:?}",
+                    self.client_id
+                ),
             }
         }
     }
@@ -529,6 +715,15 @@ impl RawClient {
         {
             Packet::Publish(publish) => publish,
             _ => unreachable!(),
+        }
+    }
+
+    /// The next packet, which must be a PUBLISH (unlike [`RawClient::recv_publish`], which
+    /// skips other packets).
+    pub async fn expect_publish(&mut self) -> Publish {
+        match self.recv().await {
+            Packet::Publish(publish) => publish,
+            other => panic!("{}: expected PUBLISH, got {other:?}", self.client_id),
         }
     }
 
@@ -547,9 +742,14 @@ impl RawClient {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.next_event(left).await {
                 Event::Timeout => return,
-                Event::Packet(Packet::Publish(p)) => panic!("expected no PUBLISH, got {p:?}"),
-                Event::Packet(other) => self.stash.push_back(other),
-                Event::Closed => panic!("expected no PUBLISH, the connection closed"),
+                Event::Packet(Packet::Publish(p)) => {
+                    panic!("{}: expected no PUBLISH, got {p:?}", self.client_id)
+                }
+                Event::Packet(other) => self.stash.push_back((self.first_byte, other)),
+                Event::Closed => panic!(
+                    "{}: expected no PUBLISH, the connection closed",
+                    self.client_id
+                ),
             }
         }
     }
@@ -557,14 +757,38 @@ impl RawClient {
     /// Asserts the broker closes the connection (within [`TIMEOUT`]) and returns what it sent
     /// before closing.
     pub async fn expect_closed(&mut self) -> Vec<Packet> {
+        self.expect_closed_within(TIMEOUT).await
+    }
+
+    /// Asserts the broker closes the connection within `limit` and returns what it sent
+    /// before closing.
+    pub async fn expect_closed_within(&mut self, limit: Duration) -> Vec<Packet> {
+        let deadline = tokio::time::Instant::now() + limit;
         let mut got = Vec::new();
         loop {
-            match self.next_event(TIMEOUT).await {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_event(left).await {
                 Event::Closed => return got,
                 Event::Packet(packet) => got.push(packet),
-                Event::Timeout => {
-                    panic!("expected the broker to close the connection; still open, got {got:?}")
-                }
+                Event::Timeout => panic!(
+                    "{}: expected the broker to close the connection within {limit:?}; still \
+                     open, got {got:?}",
+                    self.client_id
+                ),
+            }
+        }
+    }
+
+    /// Reads raw bytes until the broker closes (or `limit`), without decoding.
+    pub async fn read_raw_until_closed(&mut self, limit: Duration) -> Vec<u8> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut all = self.buf.split().to_vec();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => panic!("{}: connection still open after {limit:?}", self.client_id),
+                Ok(Ok(0)) | Ok(Err(_)) => return all,
+                Ok(Ok(n)) => all.extend_from_slice(&chunk[..n]),
             }
         }
     }
@@ -646,9 +870,16 @@ impl RawClient {
         assert_eq!(
             suback.reason_codes,
             vec![ReasonCode(qos as u8)],
-            "SUBACK for {filter}"
+            "{}: SUBACK for {filter}",
+            self.client_id
         );
         suback
+    }
+
+    /// Subscribes to every filter at `qos`; returns the SUBACK reason codes.
+    pub async fn subscribe_many(&mut self, filters: &[&str], qos: QoS) -> Vec<ReasonCode> {
+        let list = filters.iter().map(|f| (*f, sub_options(qos))).collect();
+        self.subscribe_with(list, None).await.reason_codes
     }
 
     pub async fn unsubscribe(&mut self, filters: &[&str]) -> UnsubAck {
@@ -702,6 +933,63 @@ impl RawClient {
         self.publish_full(publish).await;
     }
 
+    /// Sends a PUBLISH and waits for nothing; returns its packet id (QoS > 0).
+    pub async fn publish_nowait(
+        &mut self,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+    ) -> Option<u16> {
+        let packet_id = (qos != QoS::AtMostOnce).then(|| self.packet_id());
+        self.send_checked(&Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: ByteString::from(topic),
+            packet_id,
+            payload,
+            properties: PublishProperties::default(),
+        }))
+        .await;
+        packet_id
+    }
+
+    /// Publishes `seqs` as sequence-numbered payloads (see [`seq_payload`]), pipelined: all
+    /// are sent, then every acknowledgement is awaited (a PINGREQ round trip for QoS 0, so the
+    /// broker has routed them when this returns). Ack reason codes are not checked.
+    pub async fn publish_seqs(
+        &mut self,
+        topic: &str,
+        seqs: impl IntoIterator<Item = u32>,
+        qos: QoS,
+    ) {
+        let mut ids = Vec::new();
+        for seq in seqs {
+            if let Some(id) = self
+                .publish_nowait(topic, seq_payload(seq), qos, false)
+                .await
+            {
+                ids.push(id);
+            }
+        }
+        match qos {
+            QoS::AtMostOnce => self.ping().await,
+            QoS::AtLeastOnce => {
+                for id in ids {
+                    self.recv_ack("PUBACK", id).await;
+                }
+            }
+            QoS::ExactlyOnce => {
+                for id in ids {
+                    self.recv_ack("PUBREC", id).await;
+                    self.send_checked(&Packet::PubRel(Ack::new(id))).await;
+                    self.recv_ack("PUBCOMP", id).await;
+                }
+            }
+        }
+    }
+
     /// Waits for the ack of `kind` ("PUBACK", "PUBREC", "PUBREL", "PUBCOMP") for `packet_id`.
     pub async fn recv_ack(&mut self, kind: &'static str, packet_id: u16) -> Ack {
         let packet = self
@@ -733,6 +1021,31 @@ impl RawClient {
         }
     }
 
+    /// Sends the first acknowledgement of a received PUBLISH (PUBACK, or PUBREC for QoS 2) and
+    /// waits for nothing: a PUBREL is the caller's to answer.
+    pub async fn ack_nowait(&mut self, publish: &Publish) {
+        match (publish.qos, publish.packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => self.send_checked(&Packet::PubAck(Ack::new(id))).await,
+            (QoS::ExactlyOnce, Some(id)) => self.send_checked(&Packet::PubRec(Ack::new(id))).await,
+            _ => {}
+        }
+    }
+
+    pub async fn puback(&mut self, packet_id: u16, reason: ReasonCode) {
+        self.send_checked(&Packet::PubAck(Ack::with_reason(packet_id, reason)))
+            .await
+    }
+
+    pub async fn pubrec(&mut self, packet_id: u16, reason: ReasonCode) {
+        self.send_checked(&Packet::PubRec(Ack::with_reason(packet_id, reason)))
+            .await
+    }
+
+    pub async fn pubcomp(&mut self, packet_id: u16) {
+        self.send_checked(&Packet::PubComp(Ack::new(packet_id)))
+            .await
+    }
+
     /// Receives one PUBLISH, acknowledges it, returns it.
     pub async fn recv_and_ack(&mut self) -> Publish {
         let publish = self.recv_publish().await;
@@ -754,6 +1067,34 @@ impl RawClient {
         let _ = self.stream.shutdown().await;
     }
 
+    /// DISCONNECT with `reason` (v5) or the plain 3.1.1 DISCONNECT, then closes the socket and
+    /// waits for the broker to close its side, so the DISCONNECT has been handled.
+    pub async fn disconnect_and_wait(mut self, reason: ReasonCode) {
+        self.send_checked(&Packet::Disconnect(Disconnect {
+            reason_code: reason,
+            properties: DisconnectProperties::default(),
+        }))
+        .await;
+        let _ = self.stream.shutdown().await;
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_event(left).await {
+                Event::Packet(_) => continue,
+                Event::Closed => return,
+                Event::Timeout => panic!(
+                    "{}: server kept the connection open after DISCONNECT",
+                    self.client_id
+                ),
+            }
+        }
+    }
+
+    /// Closes the socket without any MQTT goodbye.
+    pub fn drop_socket(self) {
+        drop(self);
+    }
+
     /// Sends PINGREQ and waits for PINGRESP: proves the connection is alive and everything the
     /// broker sent before has been read.
     pub async fn ping(&mut self) {
@@ -770,44 +1111,199 @@ pub async fn assert_broker_alive(addr: SocketAddr) {
     client.disconnect().await;
 }
 
-/// Polls `cond` every 20 ms until it holds, failing after [`TIMEOUT`].
-pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-impl TestBroker {
-    /// Waits until the broker has settled the end of `client_id`'s connection: its session is
-    /// offline or gone. The broker closes a socket before it detaches the session, so a client
-    /// seeing the close (or having sent DISCONNECT) is not enough.
-    pub async fn wait_session_offline(&self, client_id: &str) {
-        let state = self.broker.state();
-        wait_until(&format!("session {client_id} offline"), || {
-            state
-                .session(client_id)
-                .is_none_or(|session| !session.is_online())
-        })
-        .await
-    }
-
-    /// Waits until `client_id`'s session has ended.
-    pub async fn wait_session_ended(&self, client_id: &str) {
-        let state = self.broker.state();
-        wait_until(&format!("session {client_id} ended"), || {
-            state.session(client_id).is_none()
-        })
-        .await
-    }
-}
-
 /// Unique-enough client ids for tests sharing a broker.
 pub fn client_id(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared-group members
+// ---------------------------------------------------------------------------------------------
+
+/// A sequence-numbered payload, so tests can tell every message apart.
+pub fn seq_payload(seq: u32) -> Bytes {
+    Bytes::from(format!("{seq}"))
+}
+
+pub fn payload_seq(payload: &[u8]) -> u32 {
+    std::str::from_utf8(payload)
+        .expect("utf-8 payload")
+        .parse()
+        .expect("sequence-number payload")
+}
+
+/// What a member does with the QoS 1/2 messages it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// PUBACK / PUBREC → PUBCOMP, at once.
+    Ack,
+    /// Like `Ack`, then a PINGREQ round trip: once [`Member::acked`] counts a message, the
+    /// broker has processed its acknowledgement, so a test can control each member's in-flight
+    /// count instead of racing the members' tasks.
+    AckConfirmed,
+    /// Never acknowledge anything.
+    Never,
+    /// PUBACK / PUBREC with this (failure) reason code.
+    Reject(u8),
+}
+
+/// One message as a member received it.
+#[derive(Debug, Clone)]
+pub struct Got {
+    /// The raw first byte of the PUBLISH's fixed header.
+    pub first_byte: u8,
+    pub publish: Publish,
+    pub seq: u32,
+}
+
+/// A member reading in its own task, recording everything it receives.
+pub struct Member {
+    received: Arc<parking_lot::Mutex<Vec<Got>>>,
+    /// Messages acknowledged (PUBACK or PUBREC sent; with `AckConfirmed`, also processed).
+    acked: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<RawClient>,
+}
+
+impl Member {
+    pub fn spawn(mut client: RawClient, mode: AckMode) -> Member {
+        let received: Arc<parking_lot::Mutex<Vec<Got>>> = Arc::default();
+        let (stop, mut stopped) = oneshot::channel();
+        let log = received.clone();
+        let acked: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let acks = acked.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return client,
+                    event = client.next_event(Duration::from_secs(3600)) => match event {
+                        Event::Packet(Packet::Publish(publish)) => {
+                            let seq = payload_seq(&publish.payload);
+                            let first_byte = client.first_byte();
+                            log.lock().push(Got { first_byte, publish: publish.clone(), seq });
+                            if let Some(id) = publish.packet_id {
+                                match (mode, publish.qos) {
+                                    (AckMode::Ack, _) => {
+                                        client.ack_nowait(&publish).await;
+                                        acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    }
+                                    (AckMode::AckConfirmed, _) => {
+                                        client.ack_nowait(&publish).await;
+                                        client.ping().await;
+                                        acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    }
+                                    (AckMode::Never, _) => {}
+                                    (AckMode::Reject(code), QoS::AtLeastOnce) => client.puback(id, ReasonCode(code)).await,
+                                    (AckMode::Reject(code), _) => client.pubrec(id, ReasonCode(code)).await,
+                                }
+                            }
+                        }
+                        Event::Packet(Packet::PubRel(rel)) => {
+                            if matches!(mode, AckMode::Ack | AckMode::AckConfirmed) {
+                                client.pubcomp(rel.packet_id).await;
+                            }
+                        }
+                        Event::Packet(_) => {}
+                        Event::Timeout => {}
+                        Event::Closed => {
+                            // Wait to be stopped; the test decides what a closed link means.
+                            let _ = (&mut stopped).await;
+                            return client;
+                        }
+                    }
+                }
+            }
+        });
+        Member {
+            received,
+            acked,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().len()
+    }
+
+    /// Messages this member has acknowledged (see [`AckMode::AckConfirmed`]).
+    pub fn acked(&self) -> usize {
+        self.acked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn seqs(&self) -> Vec<u32> {
+        self.received.lock().iter().map(|g| g.seq).collect()
+    }
+
+    pub fn got(&self) -> Vec<Got> {
+        self.received.lock().clone()
+    }
+
+    /// Stops reading and hands the client back (packets not yet read stay unread).
+    pub async fn stop(mut self) -> RawClient {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(TIMEOUT, self.task)
+            .await
+            .expect("member task did not stop")
+            .expect("member task panicked")
+    }
+}
+
+/// Total messages received by `members`.
+pub fn total(members: &[&Member]) -> usize {
+    members.iter().map(|m| m.count()).sum()
+}
+
+/// Waits until `members` together received `n` messages, then watches [`QUIET`] for extra
+/// copies.
+pub async fn wait_total(members: &[&Member], n: usize) {
+    wait_until(
+        Duration::from_secs(10),
+        &format!("{n} messages in total"),
+        || total(members) >= n,
+    )
+    .await;
+    tokio::time::sleep(QUIET).await;
+}
+
+/// How many times each sequence number appears.
+pub fn histogram(seqs: impl IntoIterator<Item = u32>) -> BTreeMap<u32, usize> {
+    let mut counts = BTreeMap::new();
+    for seq in seqs {
+        *counts.entry(seq).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Asserts that `seqs` is exactly `expected`, each once.
+pub fn assert_exactly_once(
+    what: &str,
+    seqs: impl IntoIterator<Item = u32>,
+    expected: std::ops::Range<u32>,
+) {
+    let counts = histogram(seqs);
+    let missing: Vec<u32> = expected
+        .clone()
+        .filter(|s| !counts.contains_key(s))
+        .collect();
+    let dups: Vec<(u32, usize)> = counts
+        .iter()
+        .filter(|(_, &c)| c > 1)
+        .map(|(&s, &c)| (s, c))
+        .collect();
+    let stray: Vec<u32> = counts
+        .keys()
+        .filter(|s| !expected.contains(s))
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty() && dups.is_empty() && stray.is_empty(),
+        "{what}: missing {missing:?}, duplicated (seq, copies) {dups:?}, unexpected {stray:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,16 @@
+//! AUTH from a client.
+
+use crate::packet::Auth;
+
+use super::connection::Connection;
+use super::error::ConnectionError;
+
+impl Connection {
+    /// The broker offers no enhanced authentication (CONNECT with an Authentication Method
+    /// is refused), so no AUTH exchange can have begun and any AUTH breaks the protocol.
+    pub(super) fn handle_auth(&mut self, _auth: Auth) -> Result<(), ConnectionError> {
+        Err(ConnectionError::Protocol(
+            "AUTH without an authentication method",
+        ))
+    }
+}
