@@ -137,6 +137,10 @@ pub async fn run(args: SubChurnArgs) -> Value {
 
     let remaining = Arc::new(AtomicU64::new(args.pairs));
     let start = Instant::now();
+    if args.pairs == 0 && probe.is_some() {
+        // The probe alone, as a baseline for its latency under churn.
+        tokio::time::sleep(Duration::from_secs_f64(args.max_secs)).await;
+    }
     let deadline = tokio::time::Instant::from_std(start + Duration::from_secs_f64(args.max_secs));
     let mut tasks = Vec::new();
     for c in 0..args.clients {

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Issue #10's measurement: how fast groups can be created (each subscribe creates a shared group,
+# each unsubscribe ends it: `sub-churn --new-groups`), and what that does to a bystander — a
+# publisher at a fixed rate into a group of its own (`--probe-rate`), whose p99 is compared with
+# the same probe on an idle broker. Brokers: this build of sharq, Mosquitto, and optionally an
+# older sharq binary (BEFORE_BIN) for a before/after comparison; fresh broker per run, ROUNDS
+# rounds alternating, medians taken by the reader from the JSON lines in $OUT.
+#
+#   bench/group_churn.sh
+#   BEFORE_BIN=/path/to/old/sharq ROUNDS=3 bench/group_churn.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PORT=${PORT:-1885}
+ROUNDS=${ROUNDS:-3}
+GROUPS_PER_RUN=${GROUPS_PER_RUN:-1000}
+PROBE_RATE=${PROBE_RATE:-1000}
+OUT=${OUT:-target/group_churn.jsonl}
+. bench/broker_run.sh
+require_free_port
+
+cargo build --release --bin sharq --example sharq_bench >&2
+SHARQ=target/release/sharq
+BENCH=target/release/examples/sharq_bench
+if ! command -v mosquitto >/dev/null && [[ ! -x /usr/sbin/mosquitto ]]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+fi
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+
+start() { # NAME
+    case "$1" in
+        sharq | sharq_before)
+            local bin=$SHARQ
+            [[ $1 == sharq_before ]] && bin=$BEFORE_BIN
+            printf '[server]\nlisteners = ["127.0.0.1:%s"]\nlog = "warn"\nsys_interval_secs = 0\n' "$PORT" >"$work/sharq.toml"
+            "$bin" --config "$work/sharq.toml" >"$work/broker.log" 2>&1 &
+            ;;
+        mosquitto)
+            printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$PORT" >"$work/mosquitto.conf"
+            "$MOSQUITTO" -c "$work/mosquitto.conf" >"$work/broker.log" 2>&1 &
+            ;;
+    esac
+    broker_pid=$!
+    wait_for_broker "$work/broker.log" 10
+}
+
+brokers=(sharq mosquitto)
+[[ -n "${BEFORE_BIN:-}" ]] && brokers=(sharq_before sharq mosquitto)
+: >"$OUT"
+for round in $(seq 1 "$ROUNDS"); do
+    for broker in "${brokers[@]}"; do
+        for mode in idle churn; do
+            start "$broker"
+            if [[ $mode == idle ]]; then
+                args=(--pairs 0 --max-secs 3)
+            else
+                args=(--clients 4 --groups "$GROUPS_PER_RUN" --pairs "$GROUPS_PER_RUN" --new-groups --max-secs 30)
+            fi
+            "$BENCH" sub-churn --port "$PORT" --probe-rate "$PROBE_RATE" "${args[@]}" \
+                --label "$broker $mode round $round" | tee -a "$OUT"
+            stop_broker
+        done
+    done
+done
+echo "results in $OUT" >&2
