@@ -1,34 +1,33 @@
-//! The broker: listeners, sessions, routing, and their lifecycle.
+//! The broker: what connections share, and the lifecycle of sessions.
 //!
-//! Files mirror the protocol, so a reader finds the code for a packet by its name:
-//! `handle_connect.rs`, `handle_publish.rs`, `handle_subscribe.rs`, ... ; `connection.rs` is
-//! the per-connection task, `session.rs` what survives a connection, `router.rs` the topic tree,
-//! `shared.rs` shared-subscription groups, `retain.rs`, `will.rs`, `sys.rs`.
+//! Rooms (see ARCHITECTURE.md): `net/` (listener, admission, the connection task and its
+//! goodbye), `handle/` (one file per packet, as the protocol names them), `session/` (what
+//! survives a connection: queue, in-flight, will), `routing/` (message, topic tree and groups
+//! registry, delivery, retained store), `shared/` (shared-subscription groups); `auth`,
+//! `store`, `stats` and `sys` at the top.
+//!
+//! Lock order, broker-wide (a lock may only be taken while holding locks listed before it):
+//! 1. `BrokerState::sessions`, the registry of sessions by client id;
+//! 2. `Router::tree`, the topic tree (read by every publish while matching);
+//! 3. `Router::groups`, the groups registry (a leaf under the tree: nothing is called under it);
+//! 4. a `SharedGroup`'s state (its members, queue and strategy instance);
+//! 5. a `Session`'s state (queue, in flight, connection link).
+//!
+//! The retained store, admission counts, log limits and a strategy's spare instances each have
+//! a leaf lock, taken under none of the above. All are `parking_lot` locks, never held across an
+//! `.await`; no Wasm instance is created under 1–3, and a group's failed instance is rebuilt
+//! under none of them.
 
-mod admission;
 mod auth;
-mod connection;
-pub mod delivery;
-mod error;
-mod handle_ack;
-mod handle_auth;
-mod handle_connect;
-mod handle_disconnect;
-mod handle_ping;
-mod handle_publish;
-mod handle_subscribe;
-mod listener;
+mod handle;
 mod log_limit;
-pub mod message;
-pub mod retain;
-pub mod router;
+pub mod net;
+pub mod routing;
 pub mod session;
 pub mod shared;
 mod stats;
 pub mod store;
 mod sys;
-mod topic_alias;
-mod will;
 
 use std::collections::HashMap;
 use std::io;
@@ -43,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use auth::{Authenticator, ConfigAuthenticator, Credentials};
-pub use error::ConnectionError;
+pub use net::error::ConnectionError;
 pub use stats::Stats;
 
 use crate::config::Config;
@@ -51,12 +50,12 @@ use crate::strategy::{Dispatcher, StrategyRegistry};
 use crate::topic::{
     parse_subscription, parse_subscription_with, session_key, ShareSyntax, SubscriptionFilter,
 };
-use admission::Admission;
-use delivery::{Delivery, QueueLimits};
 use log_limit::LogLimit;
-use message::Message;
-use retain::{RetainLimits, RetainStore, Retained};
-use router::Router;
+use net::admission::Admission;
+use routing::delivery::{self, Delivery, QueueLimits};
+use routing::message::Message;
+use routing::retain::{RetainLimits, RetainStore, Retained};
+use routing::router::{self, Router};
 use session::Session;
 use shared::GroupLimits;
 use store::{MemoryStore, SessionStore};
@@ -152,7 +151,7 @@ impl Broker {
             let bound = listener.local_addr()?;
             tracing::info!(address = %bound, "listening for MQTT connections");
             local_addrs.push(bound);
-            tokio::spawn(listener::accept_loop(state.clone(), listener));
+            tokio::spawn(net::listener::accept_loop(state.clone(), listener));
         }
         if state.config.server.sys_interval_secs > 0 {
             tokio::spawn(sys::publish_loop(state.clone()));
@@ -532,7 +531,7 @@ impl BrokerState {
 
     /// Stores a message that has the RETAIN flag in the retained store. Returns the bound that
     /// kept it out, counted; the message is routed either way.
-    pub fn retain(&self, message: &Arc<Message>) -> Option<message::Quota> {
+    pub fn retain(&self, message: &Arc<Message>) -> Option<routing::message::Quota> {
         if !message.retain {
             return None;
         }

@@ -2,8 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::message::Quota;
-use super::router::Routed;
+use crate::broker::routing::message::Quota;
+use crate::broker::routing::router::Routed;
 
 #[derive(Debug, Default)]
 pub struct Stats {

@@ -10,10 +10,10 @@ use bytestring::ByteString;
 
 use crate::packet::QoS;
 
-use super::message::{Message, Quota};
-use super::shared::SharedGroup;
-use super::stats::Stats;
-use super::BrokerState;
+use crate::broker::routing::message::{Message, Quota};
+use crate::broker::shared::SharedGroup;
+use crate::broker::stats::Stats;
+use crate::broker::BrokerState;
 
 pub async fn publish_loop(broker: Arc<BrokerState>) {
     let mut ticker =

@@ -9,11 +9,11 @@ use bytestring::ByteString;
 use crate::packet::{ConnAck, ConnAckProperties, Connect, Packet, ReasonCode};
 use crate::topic::validate_topic_name;
 
-use super::auth::Credentials;
-use super::connection::{Client, Connection};
-use super::error::ConnectionError;
-use super::topic_alias::OutgoingAliases;
-use super::will;
+use crate::broker::auth::Credentials;
+use crate::broker::net::connection::{Client, Connection};
+use crate::broker::net::error::ConnectionError;
+use crate::broker::net::topic_alias::OutgoingAliases;
+use crate::broker::session::will;
 
 /// Largest packet the spec allows; the default for a client that states no Maximum Packet Size.
 const SPEC_MAX_PACKET_SIZE: u32 = 268_435_460;
@@ -21,7 +21,7 @@ const SPEC_MAX_PACKET_SIZE: u32 = 268_435_460;
 impl Connection {
     /// Answers CONNECT. Returns false if the client was refused (the refusing CONNACK is in the
     /// write buffer).
-    pub(super) fn handle_connect(&mut self, connect: Connect) -> Result<bool, ConnectionError> {
+    pub(crate) fn handle_connect(&mut self, connect: Connect) -> Result<bool, ConnectionError> {
         let v5 = self.version.is_v5();
         let config = &self.broker.config;
         if connect.properties.authentication_method.is_some() {

@@ -10,14 +10,14 @@ use crate::packet::{
 };
 use crate::topic::{parse_subscription_with, session_key, SubscriptionFilter};
 
-use super::connection::Connection;
-use super::delivery::{Delivery, Occasion};
-use super::error::ConnectionError;
-use super::router::Membership;
-use super::session::StoredSubscription;
+use crate::broker::net::connection::Connection;
+use crate::broker::net::error::ConnectionError;
+use crate::broker::routing::delivery::{Delivery, Occasion};
+use crate::broker::routing::router::Membership;
+use crate::broker::session::StoredSubscription;
 
 impl Connection {
-    pub(super) fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), ConnectionError> {
+    pub(crate) fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), ConnectionError> {
         let session = self.session()?;
         let max_levels = self.broker.config.limits.max_topic_levels;
         let syntax = self.broker.share_syntax();
@@ -113,7 +113,7 @@ impl Connection {
         Ok(())
     }
 
-    pub(super) fn handle_unsubscribe(
+    pub(crate) fn handle_unsubscribe(
         &mut self,
         unsubscribe: Unsubscribe,
     ) -> Result<(), ConnectionError> {
@@ -145,7 +145,7 @@ impl Connection {
         Ok(())
     }
 
-    fn save_session(&self, session: &super::session::Session) {
+    fn save_session(&self, session: &crate::broker::session::Session) {
         if let Err(e) = self.broker.store.save(&session.record()) {
             tracing::warn!(client_id = %session.client_id, error = %e, "session store: save failed");
         }

@@ -28,11 +28,12 @@ use crate::packet::{
     ConnAck, Disconnect, DisconnectProperties, Packet, ProtocolVersion, ReasonCode,
 };
 
-use super::admission::Admitted;
-use super::error::ConnectionError;
-use super::session::Session;
-use super::topic_alias::{Aliased, OutgoingAliases};
-use super::{will, BrokerState};
+use crate::broker::net::admission::Admitted;
+use crate::broker::net::error::ConnectionError;
+use crate::broker::net::topic_alias::{Aliased, OutgoingAliases};
+use crate::broker::session::will;
+use crate::broker::session::Session;
+use crate::broker::BrokerState;
 
 /// How long a goodbye (DISCONNECT, refusing CONNACK) may take to write before we just close.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -49,7 +50,7 @@ const MIN_READ_SIZE: usize = 4096;
 const MAX_READ_SIZE: usize = 64 * 1024;
 
 /// The client behind a connection, once CONNECT was accepted.
-pub(super) struct Client {
+pub(crate) struct Client {
     pub session: Arc<Session>,
     pub generation: u64,
     pub notify: Arc<Notify>,
@@ -58,7 +59,7 @@ pub(super) struct Client {
 
 /// Why the connection ended.
 #[derive(Debug)]
-pub(super) enum End {
+pub(crate) enum End {
     /// The client sent DISCONNECT with this reason code.
     Disconnected(ReasonCode),
     /// The socket closed or failed without DISCONNECT.
@@ -73,7 +74,7 @@ pub(super) enum End {
     Refused,
 }
 
-pub(super) struct Connection {
+pub(crate) struct Connection {
     pub broker: Arc<BrokerState>,
     stream: TcpStream,
     pub peer: SocketAddr,

@@ -2,11 +2,11 @@
 
 use crate::packet::Disconnect;
 
-use super::connection::Connection;
-use super::error::ConnectionError;
+use crate::broker::net::connection::Connection;
+use crate::broker::net::error::ConnectionError;
 
 impl Connection {
-    pub(super) fn handle_disconnect(
+    pub(crate) fn handle_disconnect(
         &mut self,
         disconnect: Disconnect,
     ) -> Result<(), ConnectionError> {

@@ -7,10 +7,10 @@ use bytestring::ByteString;
 use crate::packet::{Ack, Packet, Publish, QoS, ReasonCode};
 use crate::topic::validate_topic_name;
 
-use super::connection::Connection;
-use super::error::ConnectionError;
-use super::message::{Message, Quota};
-use super::router::Routed;
+use crate::broker::net::connection::Connection;
+use crate::broker::net::error::ConnectionError;
+use crate::broker::routing::message::{Message, Quota};
+use crate::broker::routing::router::Routed;
 
 /// What became of one published message, for its acknowledgement.
 struct Outcome {
@@ -20,7 +20,7 @@ struct Outcome {
 }
 
 impl Connection {
-    pub(super) fn handle_publish(&mut self, publish: Publish) -> Result<(), ConnectionError> {
+    pub(crate) fn handle_publish(&mut self, publish: Publish) -> Result<(), ConnectionError> {
         let Some(client) = &self.client else {
             return Err(ConnectionError::Protocol("PUBLISH before CONNECT"));
         };
@@ -141,7 +141,7 @@ impl Connection {
         &self,
         publish: Publish,
         topic: ByteString,
-        publisher: &super::session::Session,
+        publisher: &crate::broker::session::Session,
     ) -> Outcome {
         let message = Message::from_publish(
             publish,

@@ -2,12 +2,12 @@
 
 use crate::packet::{Ack, Packet, ReasonCode};
 
-use super::connection::Connection;
-use super::error::ConnectionError;
-use super::session::AckOutcome;
+use crate::broker::net::connection::Connection;
+use crate::broker::net::error::ConnectionError;
+use crate::broker::session::AckOutcome;
 
 impl Connection {
-    pub(super) fn handle_puback(&mut self, ack: Ack) -> Result<(), ConnectionError> {
+    pub(crate) fn handle_puback(&mut self, ack: Ack) -> Result<(), ConnectionError> {
         let (session, generation) = self.session_generation()?;
         if session.acknowledge_publish(generation, ack.packet_id, ack.reason_code, false)
             == AckOutcome::Done
@@ -19,7 +19,7 @@ impl Connection {
         Ok(())
     }
 
-    pub(super) fn handle_pubrec(&mut self, ack: Ack) -> Result<(), ConnectionError> {
+    pub(crate) fn handle_pubrec(&mut self, ack: Ack) -> Result<(), ConnectionError> {
         let (session, generation) = self.session_generation()?;
         match session.acknowledge_publish(generation, ack.packet_id, ack.reason_code, true) {
             AckOutcome::SendPubRel => self.send(&Packet::PubRel(Ack::new(ack.packet_id))),
@@ -34,7 +34,7 @@ impl Connection {
         Ok(())
     }
 
-    pub(super) fn handle_pubrel(&mut self, ack: Ack) -> Result<(), ConnectionError> {
+    pub(crate) fn handle_pubrel(&mut self, ack: Ack) -> Result<(), ConnectionError> {
         let session = self.session()?;
         let reason = if session.release_incoming_qos2(ack.packet_id) {
             ReasonCode::SUCCESS
@@ -45,7 +45,7 @@ impl Connection {
         Ok(())
     }
 
-    pub(super) fn handle_pubcomp(&mut self, ack: Ack) -> Result<(), ConnectionError> {
+    pub(crate) fn handle_pubcomp(&mut self, ack: Ack) -> Result<(), ConnectionError> {
         let (session, generation) = self.session_generation()?;
         if session.complete_publish(generation, ack.packet_id) == AckOutcome::Done {
             self.broker.drain_groups_of(&session);
@@ -57,16 +57,16 @@ impl Connection {
     /// the connection attached to the session now.
     fn session_generation(
         &self,
-    ) -> Result<(std::sync::Arc<super::session::Session>, u64), ConnectionError> {
+    ) -> Result<(std::sync::Arc<crate::broker::session::Session>, u64), ConnectionError> {
         self.client
             .as_ref()
             .map(|c| (c.session.clone(), c.generation))
             .ok_or(ConnectionError::Protocol("packet before CONNECT"))
     }
 
-    pub(super) fn session(
+    pub(crate) fn session(
         &self,
-    ) -> Result<std::sync::Arc<super::session::Session>, ConnectionError> {
+    ) -> Result<std::sync::Arc<crate::broker::session::Session>, ConnectionError> {
         self.client
             .as_ref()
             .map(|c| c.session.clone())

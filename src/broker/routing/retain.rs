@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytestring::ByteString;
 use parking_lot::RwLock;
 
-use super::message::{Message, Quota};
+use crate::broker::routing::message::{Message, Quota};
 
 #[derive(Debug, Default)]
 pub struct RetainStore {

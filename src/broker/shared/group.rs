@@ -18,8 +18,10 @@ use crate::strategy::{
     key_hash, Choice, Dispatcher, MemberInfo, MemberLoad, MessageView, StrategyCounters,
 };
 
-use super::delivery::{Delivery, Enqueued, GroupId, Mailbox, Occasion, QueueLimits};
-use super::message::{Message, Quota, SessionId};
+use crate::broker::routing::delivery::{
+    Delivery, Enqueued, GroupId, Mailbox, Occasion, QueueLimits,
+};
+use crate::broker::routing::message::{Message, Quota, SessionId};
 
 /// Bounds on a group's own queue.
 #[derive(Debug, Clone, Copy)]

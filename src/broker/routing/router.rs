@@ -19,10 +19,12 @@ use crate::packet::SubscriptionOptions;
 use crate::strategy::Dispatcher;
 use crate::topic::TopicTree;
 
-use super::delivery::{Delivery, Enqueued, GroupId, Mailbox, Occasion, QueueLimits};
-use super::message::{Message, Quota, SessionId};
-use super::session::Session;
-use super::shared::{Dispatched, GroupLimits, SharedGroup};
+use crate::broker::routing::delivery::{
+    Delivery, Enqueued, GroupId, Mailbox, Occasion, QueueLimits,
+};
+use crate::broker::routing::message::{Message, Quota, SessionId};
+use crate::broker::session::Session;
+use crate::broker::shared::{Dispatched, GroupLimits, SharedGroup};
 
 #[derive(Debug, Default)]
 pub struct FilterEntry {

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use crate::packet::{LastWill, Publish};
 
-use super::message::Message;
-use super::session::Session;
-use super::BrokerState;
+use crate::broker::routing::message::Message;
+use crate::broker::session::Session;
+use crate::broker::BrokerState;
 
 /// Publishes `will` now, or schedules it after its delay (capped at the session expiry),
 /// skipping it if a new connection attaches to the session in the meantime.

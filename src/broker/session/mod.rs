@@ -3,9 +3,10 @@
 //!
 //! The state sits behind a `parking_lot::Mutex` rather than a tokio one because no `.await`
 //! ever happens while it is held: every operation is a short, bounded piece of bookkeeping.
-//! Lock order across the broker is: topic tree → shared group → session; a session never calls
-//! out while holding its own lock.
+//! A session's lock is last in the broker's lock order (see `broker`): a session never calls
+//! out while holding it.
 
+pub mod will;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -20,8 +21,8 @@ use crate::packet::{
     Ack, LastWill, Packet, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionOptions,
 };
 
-use super::delivery::{Delivery, Enqueued, Mailbox, QueueLimits};
-use super::message::{Quota, SessionId};
+use crate::broker::routing::delivery::{Delivery, Enqueued, Mailbox, QueueLimits};
+use crate::broker::routing::message::{Quota, SessionId};
 
 /// A subscription as the session remembers it, keyed by the filter string the client sent.
 #[derive(Debug, Clone)]
@@ -520,9 +521,9 @@ impl Session {
     }
 
     /// The durable part of the session, for the session store.
-    pub fn record(&self) -> super::store::SessionRecord {
+    pub fn record(&self) -> crate::broker::store::SessionRecord {
         let state = self.lock();
-        super::store::SessionRecord {
+        crate::broker::store::SessionRecord {
             client_id: self.client_id.to_string(),
             expiry_interval: state.expiry_interval,
             subscriptions: state
@@ -695,7 +696,7 @@ fn build_publish(
     packet_id: Option<u16>,
     dup: bool,
     now: Instant,
-) -> Result<Publish, super::message::Expired> {
+) -> Result<Publish, crate::broker::routing::message::Expired> {
     let remaining = delivery.message.remaining_expiry(now)?;
     let mut publish = build_publish_unchecked(delivery, packet_id, dup);
     publish.properties.message_expiry_interval = remaining;
@@ -712,8 +713,8 @@ fn fits(packet: &Packet, version: ProtocolVersion, max_packet_size: u32) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::delivery::GroupId;
-    use crate::broker::message::Message;
+    use crate::broker::routing::delivery::GroupId;
+    use crate::broker::routing::message::Message;
     use bytes::Bytes;
 
     fn message(topic: &str, payload: &'static [u8], qos: QoS) -> Arc<Message> {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use super::connection;
-use super::BrokerState;
+use crate::broker::net::connection;
+use crate::broker::BrokerState;
 
 pub async fn accept_loop(broker: Arc<BrokerState>, listener: TcpListener) {
     loop {

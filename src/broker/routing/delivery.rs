@@ -14,7 +14,7 @@ use bytestring::ByteString;
 use crate::packet::{QoS, SubscriptionOptions};
 use crate::strategy::MemberLoad;
 
-use super::message::{Message, Quota, SessionId};
+use crate::broker::routing::message::{Message, Quota, SessionId};
 
 /// Identifies a shared group for the lifetime of the broker process; never reused. A delivery
 /// names its group by id, so a session never holds a group.

@@ -1,0 +1,9 @@
+//! The network side: accepting sockets within the connection limits, one task per connection
+//! (reading, writing, the goodbye), the topic aliases a connection uses towards its client, and
+//! why a connection ends.
+
+pub mod admission;
+pub mod connection;
+pub mod error;
+pub mod listener;
+pub mod topic_alias;
