@@ -495,6 +495,7 @@ impl BrokerState {
                     count = messages.len(),
                     "shared copies returned to a group that has ended"
                 );
+                self.stats.record_dropped(messages.len());
                 continue;
             };
             tracing::debug!(group = %group.name, filter = %group.filter, count = messages.len(), "redispatching shared messages");
