@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -94,17 +94,9 @@ fn spawn_piped(
     mpsc::Receiver<Vec<u8>>,
     tempfile::TempDir,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sharq.toml");
-    std::fs::write(&path, toml).unwrap();
-    let mut child = Command::new(sharq_binary())
-        .arg("--config")
-        .arg(&path)
+    let (mut command, dir) = sharq_command(toml);
+    let mut child = command
         .env_remove("NO_COLOR")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("cannot run the sharq binary");
     let stdout = child.stdout.take().unwrap();

@@ -218,6 +218,23 @@ pub fn builtin_wasm(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// `sharq --config FILE` with `toml` written to FILE in a temp dir (keep it alive while the
+/// broker runs): stdin closed, stdout and stderr piped, `RUST_LOG` unset.
+pub fn sharq_command(toml: &str) -> (Command, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sharq.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut command = Command::new(sharq_binary());
+    command
+        .arg("--config")
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    (command, dir)
+}
+
 /// Writes `toml` to a temp file and runs `sharq --config FILE`, collecting its output.
 /// Returns the child, the output collector and the temp dir (keep it alive).
 pub fn spawn_sharq_raw(
@@ -228,17 +245,9 @@ pub fn spawn_sharq_raw(
     mpsc::Receiver<String>,
     tempfile::TempDir,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sharq.toml");
-    std::fs::write(&path, toml).unwrap();
-    let mut child = Command::new(sharq_binary())
-        .arg("--config")
-        .arg(&path)
+    let (mut command, dir) = sharq_command(toml);
+    let mut child = command
         .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("cannot run the sharq binary");
     let output = Arc::new(Mutex::new(String::new()));

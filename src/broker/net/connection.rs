@@ -172,7 +172,7 @@ impl Connection {
                         }
                         Ok(_) => Err(DecodeError::NotConnect.into()),
                         Err(e) => {
-                            self.refuse_bad_connect(&e, &frame).await;
+                            self.refuse_bad_connect(&e, &frame);
                             Err(e.into())
                         }
                     };
@@ -180,7 +180,7 @@ impl Connection {
                 Ok(None) => {}
                 Err(e) => {
                     let received = std::mem::take(&mut self.read_buf);
-                    self.refuse_bad_connect(&e, &received).await;
+                    self.refuse_bad_connect(&e, &received);
                     return Err(e.into());
                 }
             }
@@ -202,7 +202,7 @@ impl Connection {
     /// Answers an unreadable CONNECT with a CONNACK where the spec allows one: 0x84 for an
     /// unknown protocol (in the 3.1.1 format every client reads), the decode error's code for a
     /// v5 CONNECT whose level byte we could read. `received` holds the CONNECT's bytes.
-    async fn refuse_bad_connect(&mut self, error: &DecodeError, received: &[u8]) {
+    fn refuse_bad_connect(&mut self, error: &DecodeError, received: &[u8]) {
         let (version, code) = match error {
             DecodeError::UnsupportedProtocol(_) => (
                 ProtocolVersion::V3_1_1,

@@ -254,20 +254,8 @@ impl Session {
         self.lock().link.is_some()
     }
 
-    /// True while `generation` is the attached connection and the session has not ended.
-    pub fn is_current(&self, generation: u64) -> bool {
-        let state = self.lock();
-        !state.ended && state.generation == generation && state.link.is_some()
-    }
-
     pub fn generation(&self) -> u64 {
         self.lock().generation
-    }
-
-    /// True if an online member could be handed another shared message without waiting:
-    /// connected, and its in-flight window plus queue has room. Lock-free.
-    pub fn has_capacity(&self) -> bool {
-        self.member_load().has_room()
     }
 
     /// Connection state and load for strategies: messages in flight plus queued, against the
@@ -815,7 +803,7 @@ mod tests {
             100,
         );
         assert_eq!(out.len(), 2);
-        assert!(!session.has_capacity());
+        assert!(!session.member_load().has_room());
         let Packet::Publish(first) = &out[0] else {
             panic!("not a publish")
         };
