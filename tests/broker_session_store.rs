@@ -1,32 +1,49 @@
-//! Sessions kept in a `SessionStore` come back at start: offline, with their subscriptions, so
-//! messages published before the client reconnects wait for it.
+//! Sessions kept in the on-disk store come back at start: offline, with their subscriptions, so
+//! messages published before the client reconnects wait for it. The records are written with the
+//! store's own API, as an earlier run would have left them.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{connect_packet, sub_options, RawClient};
-use sharq::broker::store::{MemoryStore, SessionRecord, SessionStore};
+use common::{connect_packet, store_sessions, sub_options, RawClient, TestBroker};
+use sharq::broker::store::encoding::StoredSession;
 use sharq::packet::{ProtocolVersion, QoS};
-use sharq::{Broker, Config};
 
-async fn broker_with(records: Vec<SessionRecord>) -> Broker {
-    let store = MemoryStore::default();
-    for record in &records {
-        store.save(record).unwrap();
-    }
-    let mut config = Config::default();
-    config.server.listeners = vec!["127.0.0.1:0".parse().unwrap()];
-    config.server.sys_interval_secs = 0;
-    Broker::start_with_store(config, Box::new(store))
-        .await
-        .unwrap()
+struct Record {
+    client_id: &'static str,
+    expiry_interval: u32,
+    subscriptions: Vec<(String, sharq::packet::SubscriptionOptions, Option<u32>)>,
+}
+
+async fn broker_with(records: Vec<Record>) -> (TestBroker, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    store_sessions(
+        dir.path(),
+        records
+            .into_iter()
+            .map(|r| {
+                (
+                    r.client_id.to_owned(),
+                    StoredSession {
+                        expiry_interval: r.expiry_interval,
+                        disconnected_at_ms: None,
+                        subscriptions: r.subscriptions,
+                        will: None,
+                    },
+                )
+            })
+            .collect(),
+    );
+    let path = dir.path().to_owned();
+    let broker = TestBroker::with(|c| c.storage.dir = path).await;
+    (broker, dir)
 }
 
 #[tokio::test]
 async fn restored_session_keeps_plain_and_shared_subscriptions() {
-    let broker = broker_with(vec![SessionRecord {
-        client_id: "worker".into(),
+    let (broker, _dir) = broker_with(vec![Record {
+        client_id: "worker",
         expiry_interval: 3600,
         subscriptions: vec![
             ("jobs/#".into(), sub_options(QoS::AtLeastOnce), Some(7)),
@@ -38,7 +55,7 @@ async fn restored_session_keeps_plain_and_shared_subscriptions() {
         ],
     }])
     .await;
-    let addr = broker.local_addrs()[0];
+    let addr = broker.addr();
     assert_eq!(broker.state().router.subscription_count(), 2);
     assert!(broker.state().router.group("pool", "tasks/+").is_some());
 
@@ -75,8 +92,8 @@ async fn restored_session_keeps_plain_and_shared_subscriptions() {
 
 #[tokio::test]
 async fn restored_session_with_invalid_filter_skips_only_that_filter() {
-    let broker = broker_with(vec![SessionRecord {
-        client_id: "c".into(),
+    let (broker, _dir) = broker_with(vec![Record {
+        client_id: "c",
         expiry_interval: 60,
         subscriptions: vec![
             ("a/#/b".into(), sub_options(QoS::AtMostOnce), None),

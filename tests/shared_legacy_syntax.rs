@@ -7,9 +7,8 @@
 mod common;
 
 use common::*;
-use sharq::broker::store::{MemoryStore, SessionRecord, SessionStore};
+use sharq::broker::store::encoding::StoredSession;
 use sharq::packet::{ProtocolVersion, QoS, ReasonCode};
-use sharq::{Broker, Config};
 
 const COLON: &str = "$share:g:legacy/+/t";
 const SLASH: &str = "$share/g/legacy/+/t";
@@ -72,16 +71,23 @@ async fn on_unsubscribe_with_the_colon_form_leaves_the_group() {
         a.unsubscribe(&[COLON]).await.reason_codes,
         vec![ReasonCode::NO_SUBSCRIPTION_EXISTED]
     );
-    let record = broker.state().session("colon").unwrap().record();
-    assert!(record.subscriptions.is_empty(), "{record:?}");
+    let filters = broker
+        .state()
+        .session("colon")
+        .unwrap()
+        .subscription_filters();
+    assert!(filters.is_empty(), "{filters:?}");
 
     // Either spelling names the same subscription: subscribe with one, remove with the other.
     a.subscribe(SLASH, QoS::AtLeastOnce).await;
     a.subscribe(COLON, QoS::AtLeastOnce).await;
     assert_eq!(group.member_count(), 2);
-    let record = broker.state().session("colon").unwrap().record();
-    assert_eq!(record.subscriptions.len(), 1, "{record:?}");
-    assert_eq!(record.subscriptions[0].0, SLASH);
+    let filters = broker
+        .state()
+        .session("colon")
+        .unwrap()
+        .subscription_filters();
+    assert_eq!(filters, vec![SLASH.to_owned()]);
     assert_eq!(
         a.unsubscribe(&[COLON]).await.reason_codes,
         vec![ReasonCode::SUCCESS]
@@ -195,23 +201,27 @@ async fn off_the_colon_form_is_a_plain_filter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_colon_subscription_restores_by_the_setting_at_start() {
     for legacy in [true, false] {
-        let store = MemoryStore::default();
-        store
-            .save(&SessionRecord {
-                client_id: "worker".into(),
-                expiry_interval: 3600,
-                subscriptions: vec![(COLON.into(), sub_options(QoS::AtLeastOnce), None)],
-            })
-            .unwrap();
-        let mut config = Config::default();
-        config.server.listeners = vec!["127.0.0.1:0".parse().unwrap()];
-        config.server.sys_interval_secs = 0;
-        config.shared.legacy_colon_syntax = legacy;
-        let broker = Broker::start_with_store(config, Box::new(store))
-            .await
-            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        common::store_sessions(
+            dir.path(),
+            vec![(
+                "worker".to_owned(),
+                StoredSession {
+                    expiry_interval: 3600,
+                    disconnected_at_ms: None,
+                    subscriptions: vec![(COLON.into(), sub_options(QoS::AtLeastOnce), None)],
+                    will: None,
+                },
+            )],
+        );
+        let path = dir.path().to_owned();
+        let broker = TestBroker::with(|c| {
+            c.storage.dir = path;
+            c.shared.legacy_colon_syntax = legacy;
+        })
+        .await;
         let state = broker.state();
-        let record = state.session("worker").unwrap().record();
+        let filters = state.session("worker").unwrap().subscription_filters();
         if legacy {
             assert_eq!(
                 state
@@ -221,12 +231,12 @@ async fn a_stored_colon_subscription_restores_by_the_setting_at_start() {
                     .member_count(),
                 1
             );
-            assert_eq!(record.subscriptions[0].0, SLASH);
+            assert_eq!(filters, vec![SLASH.to_owned()]);
         } else {
             assert!(state.router.groups().is_empty());
             assert_eq!(state.router.subscription_count(), 1);
-            assert_eq!(record.subscriptions[0].0, COLON);
+            assert_eq!(filters, vec![COLON.to_owned()]);
         }
-        broker.shutdown(std::time::Duration::from_secs(2)).await;
+        broker.shutdown().await;
     }
 }

@@ -22,6 +22,7 @@ mod auth;
 mod handle;
 mod log_limit;
 pub mod net;
+mod recover;
 pub mod routing;
 pub mod session;
 pub mod shared;
@@ -47,18 +48,18 @@ pub use stats::Stats;
 
 use crate::config::Config;
 use crate::strategy::{Dispatcher, StrategyRegistry};
-use crate::topic::{
-    parse_subscription, parse_subscription_with, session_key, ShareSyntax, SubscriptionFilter,
-};
+use crate::topic::{parse_subscription, ShareSyntax, SubscriptionFilter};
 use log_limit::LogLimit;
 use net::admission::Admission;
 use routing::delivery::{self, Delivery, QueueLimits};
 use routing::message::Message;
 use routing::retain::{RetainLimits, RetainStore, Retained};
-use routing::router::{self, Router};
+use routing::router::Router;
 use session::Session;
+use shared::group::Queued;
 use shared::GroupLimits;
-use store::{MemoryStore, SessionStore};
+use store::redb_backend::RedbBackend;
+use store::{Journal, StoreBackend, StoreSettings};
 
 /// Everything the connections of one broker share.
 pub struct BrokerState {
@@ -72,7 +73,8 @@ pub struct BrokerState {
     pub authenticator: Box<dyn Authenticator>,
     /// Which dispatch strategy each shared group uses; replaced on reload.
     pub strategies: StrategyRegistry,
-    pub store: Box<dyn SessionStore>,
+    /// The durable store's journal; none when `[storage] dir` is empty (memory only).
+    pub journal: Option<Arc<Journal>>,
     /// Cancelled once to stop the listeners and disconnect every client.
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them to say goodbye.
@@ -98,18 +100,9 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Binds every configured listener and starts serving in the background of the current
-    /// tokio runtime, with sessions kept in memory.
+    /// Opens the store (if `[storage] dir` is set) and puts back what it holds, then binds every
+    /// configured listener and starts serving in the background of the current tokio runtime.
     pub async fn start(config: Config) -> io::Result<Broker> {
-        Broker::start_with_store(config, Box::new(MemoryStore::default())).await
-    }
-
-    /// Like [`Broker::start`], restoring the sessions `store` holds (offline, with their
-    /// subscriptions) before accepting connections.
-    pub async fn start_with_store(
-        config: Config,
-        store: Box<dyn SessionStore>,
-    ) -> io::Result<Broker> {
         let authenticator = Box::new(ConfigAuthenticator::new(&config.auth));
         // Compiling plugins takes seconds for Python and JavaScript components (milliseconds
         // from the disk cache): keep it off the async workers, so a broker started inside a
@@ -123,15 +116,32 @@ impl Broker {
         .await
         .map_err(|e| io::Error::other(format!("strategy loading task failed: {e}")))?
         .map_err(|e| io::Error::other(format!("shared-subscription strategies: {e}")))?;
+        let storage = config.storage.clone();
+        let storage_dir = storage.resolved_dir(config.base_dir.as_deref());
+        let opened = match storage_dir {
+            Some(dir) => tokio::task::spawn_blocking(move || open_store(&dir, &storage))
+                .await
+                .map_err(|e| io::Error::other(format!("store opening task failed: {e}")))?
+                .map(Some)
+                .map_err(|e| io::Error::other(e.to_string()))?,
+            None => {
+                tracing::info!("storage: memory only ([storage] dir is empty); sessions, queues and retained messages do not survive a restart");
+                None
+            }
+        };
+        let (journal, recovered) = match opened {
+            Some((journal, recovered)) => (Some(journal), Some(recovered)),
+            None => (None, None),
+        };
         let state = Arc::new(BrokerState {
             strategies,
-            router: Router::new(),
-            retained: RetainStore::new(),
+            router: Router::new(journal.clone()),
+            retained: RetainStore::new(journal.clone()),
             stats: Stats::default(),
             sessions: Mutex::new(HashMap::new()),
             next_session_id: AtomicU64::new(1),
             authenticator,
-            store,
+            journal,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started_at: Instant::now(),
@@ -142,7 +152,11 @@ impl Broker {
             refusal_log: LogLimit::new(Duration::from_secs(1)),
             config,
         });
-        state.restore_sessions();
+        if let Some(recovered) = recovered {
+            state
+                .recover(recovered)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        }
         let mut local_addrs = Vec::new();
         for address in &state.config.server.listeners {
             let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
@@ -177,6 +191,10 @@ impl Broker {
             .is_err()
         {
             tracing::warn!("some connections did not close within the shutdown grace period");
+        }
+        if let Some(journal) = self.state.journal.clone() {
+            // The last batch (sessions going offline, their wills) is written before exit.
+            let _ = tokio::task::spawn_blocking(move || journal.close()).await;
         }
     }
 }
@@ -297,12 +315,8 @@ impl BrokerState {
             }
         }
         let id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
-        let session = Arc::new(Session::new(id, client_id.clone(), expiry));
+        let session = Session::new(id, client_id.clone(), expiry, self.journal.clone());
         let discarded = sessions.insert(client_id.clone(), session.clone());
-        if discarded.is_some() {
-            // The stored record is the discarded session's; the new one saves its own.
-            self.forget_stored(client_id);
-        }
         OpenedSession {
             session,
             present: false,
@@ -313,57 +327,42 @@ impl BrokerState {
     /// Ends a session: removes it from the registry (if it is still the registered one), its
     /// subscriptions from the router, and hands its unfinished shared copies to other members.
     pub fn end_session(&self, session: &Arc<Session>) {
-        let registered = {
-            let mut sessions = self.sessions.lock();
-            Self::unregister(&mut sessions, session)
-        };
+        Self::unregister(&mut self.sessions.lock(), session);
+        // Its stored rows go too: a session of the same client id that replaces it (Clean
+        // Start) stores its own only after this, when its connection attaches.
         let ended = session.end();
-        self.clean_up_ended(session, ended, registered);
+        self.clean_up_ended(session, ended);
     }
 
     /// Ends `session` because its expiry ran out after connection `generation` left, unless a
     /// connection resumed or claimed it meanwhile.
     fn expire_session(&self, session: &Arc<Session>, generation: u64) {
-        let (ended, registered) = {
+        let ended = {
             let mut sessions = self.sessions.lock();
-            let Some(ended) = session.end_if_idle_since(generation) else {
-                return;
-            };
-            (ended, Self::unregister(&mut sessions, session))
+            let ended = session.end_if_idle_since(generation);
+            if ended.is_some() {
+                Self::unregister(&mut sessions, session);
+            }
+            ended
         };
+        let Some(ended) = ended else { return };
         tracing::debug!(client_id = %session.client_id, "session expired");
-        self.clean_up_ended(session, ended, registered);
+        self.clean_up_ended(session, ended);
     }
 
-    /// Removes `session` from the registry if it is the registered one; true if it was.
-    fn unregister(
-        sessions: &mut HashMap<ByteString, Arc<Session>>,
-        session: &Arc<Session>,
-    ) -> bool {
-        let registered = sessions
+    /// Removes `session` from the registry if it is the registered one.
+    fn unregister(sessions: &mut HashMap<ByteString, Arc<Session>>, session: &Arc<Session>) {
+        if sessions
             .get(&session.client_id)
-            .is_some_and(|s| Arc::ptr_eq(s, session));
-        if registered {
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
             sessions.remove(&session.client_id);
         }
-        registered
     }
 
-    fn forget_stored(&self, client_id: &str) {
-        if let Err(e) = self.store.remove(client_id) {
-            tracing::warn!(client_id, error = %e, "session store: remove failed");
-        }
-    }
-
-    /// What ending a session leaves to the broker: its subscriptions leave the router, its
-    /// unfinished shared copies go to other members, and its stored record goes, unless a newer
-    /// session of the same client id owns that record now.
-    fn clean_up_ended(
-        &self,
-        session: &Arc<Session>,
-        ended: session::EndedSession,
-        registered: bool,
-    ) {
+    /// What ending a session leaves to the broker: its subscriptions leave the router and its
+    /// unfinished shared copies go to other members (its stored rows went when it ended).
+    fn clean_up_ended(&self, session: &Arc<Session>, ended: session::EndedSession) {
         for filter in ended.subscriptions.keys() {
             self.remove_from_router(filter, session);
         }
@@ -371,77 +370,24 @@ impl BrokerState {
         // together, but a group must never keep a dead member).
         self.router.leave_all_groups(session.id);
         self.redispatch(ended.redispatch);
-        if registered {
-            self.forget_stored(&session.client_id);
-        }
         tracing::debug!(client_id = %session.client_id, "session ended");
-    }
-
-    /// Rebuilds the sessions the store holds, offline, with their subscriptions, and starts their
-    /// expiry clocks.
-    fn restore_sessions(self: &Arc<Self>) {
-        let records = match self.store.load_all() {
-            Ok(records) => records,
-            Err(e) => {
-                tracing::error!(error = %e, "session store: cannot load sessions; starting without them");
-                return;
-            }
-        };
-        for record in records {
-            let client_id = ByteString::from(record.client_id.as_str());
-            let session = self
-                .open_session(&client_id, false, record.expiry_interval)
-                .session;
-            for (filter, options, identifier) in record.subscriptions {
-                let filter = ByteString::from(filter);
-                let parsed = match parse_subscription_with(
-                    &filter,
-                    self.config.limits.max_topic_levels,
-                    self.share_syntax(),
-                ) {
-                    Ok(parsed) => parsed,
-                    Err(e) => {
-                        tracing::warn!(client_id = %client_id, filter = %filter, error = %e, "session store: skipping an invalid subscription");
-                        continue;
-                    }
-                };
-                let key = ByteString::from(session_key(&filter, &parsed).as_ref());
-                match parsed {
-                    SubscriptionFilter::Plain(plain) => {
-                        self.router.subscribe(plain, &session, options, identifier);
-                    }
-                    SubscriptionFilter::Shared {
-                        group,
-                        filter: shared,
-                    } => {
-                        let membership = router::Membership {
-                            options,
-                            identifier,
-                            weight: 1,
-                        };
-                        self.router
-                            .join_group(group, shared, &session, membership, |name| {
-                                self.make_dispatcher(name)
-                            });
-                    }
-                }
-                session.add_subscription(
-                    key,
-                    session::StoredSubscription {
-                        options,
-                        identifier,
-                    },
-                );
-            }
-            tracing::info!(client_id = %client_id, "session restored from the store");
-            BrokerState::schedule_expiry(self, session.clone(), session.generation());
-        }
     }
 
     /// Ends the session now (expiry 0), never (`u32::MAX`), or after its expiry interval unless
     /// a connection resumes it first (`generation` is the detached connection's).
     pub fn schedule_expiry(broker: &Arc<BrokerState>, session: Arc<Session>, generation: u64) {
         let expiry = session.expiry_interval();
+        BrokerState::schedule_expiry_in(broker, session, generation, expiry);
+    }
+
+    /// Like [`BrokerState::schedule_expiry`], after `expiry` seconds rather than the session's
+    /// interval (a restored session has spent part of it while the broker was down).
+    pub fn schedule_expiry_in(
+        broker: &Arc<BrokerState>,
+        session: Arc<Session>,
+        generation: u64,
+        expiry: u32,
+    ) {
         if expiry == 0 {
             broker.end_session(&session);
             return;
@@ -477,29 +423,33 @@ impl BrokerState {
         }
         let limits = self.group_limits();
         // Keep each group's copies together and in order.
-        let mut per_group: Vec<(delivery::GroupId, Vec<Arc<Message>>)> = Vec::new();
+        let mut per_group: Vec<(delivery::GroupId, Vec<Queued>)> = Vec::new();
         for delivery in deliveries {
             let Some(group) = delivery.group else {
                 continue;
             };
+            let copy = Queued {
+                message: delivery.message,
+                stored: delivery.stored.map(|s| s.id),
+            };
             match per_group.iter_mut().find(|(g, _)| *g == group) {
-                Some((_, messages)) => messages.push(delivery.message),
-                None => per_group.push((group, vec![delivery.message])),
+                Some((_, copies)) => copies.push(copy),
+                None => per_group.push((group, vec![copy])),
             }
         }
-        for (id, messages) in per_group {
+        for (id, copies) in per_group {
             let Some(group) = self.router.group_by_id(id) else {
                 // The group ended (its last member left) while these were out: nobody to take
                 // them, as for any message reaching an ended group.
                 tracing::debug!(
-                    count = messages.len(),
+                    count = copies.len(),
                     "shared copies returned to a group that has ended"
                 );
-                self.stats.record_dropped(messages.len());
+                self.stats.record_dropped(copies.len());
                 continue;
             };
-            tracing::debug!(group = %group.name, filter = %group.filter, count = messages.len(), "redispatching shared messages");
-            group.redispatch(messages, limits);
+            tracing::debug!(group = %group.name, filter = %group.filter, count = copies.len(), "redispatching shared messages");
+            group.redispatch(copies, limits);
         }
     }
 
@@ -545,6 +495,30 @@ impl BrokerState {
             Retained::Stored | Retained::Cleared => None,
         }
     }
+}
+
+/// Opens the store in `dir` and reads back what start-up needs. Logs, in one line, where the
+/// data goes.
+fn open_store(
+    dir: &std::path::Path,
+    storage: &crate::config::StorageConfig,
+) -> Result<(Arc<Journal>, store::Recovered), store::StoreError> {
+    let backend = RedbBackend::open(dir, storage.sync)?;
+    tracing::info!(
+        store = %backend.describe(),
+        sync = if storage.sync { "fsync per commit" } else { "OS-buffered (not safe against power loss)" },
+        commit_interval_ms = storage.commit_interval_ms,
+        "storage: durable; sessions, queues and retained messages are kept here"
+    );
+    let recovered = backend.recover()?;
+    let settings = StoreSettings {
+        commit_interval: Duration::from_millis(storage.commit_interval_ms),
+        window_messages: storage.memory_window_messages,
+        window_bytes: storage.memory_window_bytes,
+    };
+    let backend: Arc<dyn StoreBackend> = Arc::new(backend);
+    let journal = Journal::start(backend, settings, recovered.next_id);
+    Ok((journal, recovered))
 }
 
 /// The result of [`BrokerState::open_session`].

@@ -1536,3 +1536,22 @@ async fn relay(client: TcpStream, upstream: SocketAddr, chunking: Chunking) {
     let _ = broker_write.shutdown().await;
     let _ = downstream.await;
 }
+
+/// Writes session records into a store directory as an earlier run would have left them.
+pub fn store_sessions(
+    dir: &std::path::Path,
+    sessions: Vec<(String, sharq::broker::store::encoding::StoredSession)>,
+) {
+    use sharq::broker::store::redb_backend::RedbBackend;
+    use sharq::broker::store::{encoding, Op, StoreBackend};
+    let store = RedbBackend::open(dir, true).unwrap();
+    let ops: Vec<Op> = sessions
+        .iter()
+        .map(|(client_id, record)| Op::PutSession {
+            client_id: Arc::from(client_id.as_str()),
+            value: encoding::encode_session(record),
+        })
+        .collect();
+    store.commit(&ops, encoding::unix_now_ms(), 1).unwrap();
+    store.close();
+}

@@ -75,12 +75,12 @@ impl Connection {
             (QoS::AtLeastOnce, Some(packet_id)) => {
                 let outcome = self.route(publish, topic, &session);
                 let ack = self.ack_for(packet_id, &outcome);
-                self.send(&Packet::PubAck(ack));
+                self.send_when_durable(Packet::PubAck(ack));
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 if session.is_incoming_qos2_pending(packet_id) {
                     // A resend of a message already routed: acknowledge again, route once.
-                    self.send(&Packet::PubRec(Ack::new(packet_id)));
+                    self.send_when_durable(Packet::PubRec(Ack::new(packet_id)));
                     return Ok(());
                 }
                 if session.incoming_qos2_pending() >= usize::from(config.limits.receive_maximum) {
@@ -95,7 +95,7 @@ impl Connection {
                 if !ack.reason_code.is_error() {
                     session.begin_incoming_qos2(packet_id);
                 }
-                self.send(&Packet::PubRec(ack));
+                self.send_when_durable(Packet::PubRec(ack));
             }
             (_, None) => {
                 return Err(ConnectionError::Protocol(

@@ -109,7 +109,6 @@ impl Connection {
         if joined_group {
             self.broker.drain_groups_of(&session);
         }
-        self.save_session(&session);
         Ok(())
     }
 
@@ -141,14 +140,7 @@ impl Connection {
             reason_codes,
             properties: AckProperties::default(),
         }));
-        self.save_session(&session);
         Ok(())
-    }
-
-    fn save_session(&self, session: &crate::broker::session::Session) {
-        if let Err(e) = self.broker.store.save(&session.record()) {
-            tracing::warn!(client_id = %session.client_id, error = %e, "session store: save failed");
-        }
     }
 }
 

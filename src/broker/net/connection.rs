@@ -11,7 +11,7 @@
 //! input is drained and discarded for a bounded time before the socket closes. Closing with
 //! unread input would make the kernel send a reset, and the client would lose the reason code.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -94,6 +94,10 @@ pub(crate) struct Connection {
     pub outgoing_aliases: Option<OutgoingAliases>,
     /// Scratch space for packets moved out of the session, reused across rounds.
     outgoing: Vec<Packet>,
+    /// PUBACKs and PUBRECs waiting for the store to commit their message, with the batch
+    /// each waits for, in the order their PUBLISHes came [MQTT-4.6.0-2]. Bounded by the
+    /// client's in-flight window (Receive Maximum) for QoS 1/2.
+    pending_acks: VecDeque<(u64, Packet)>,
     /// Bytes to reserve for the next read, between MIN_READ_SIZE and MAX_READ_SIZE.
     read_size: usize,
     /// This socket's place under the connection limits, given back when the task ends.
@@ -124,6 +128,7 @@ pub async fn run(
         disconnect_received: None,
         outgoing_aliases: None,
         outgoing: Vec::new(),
+        pending_acks: VecDeque::new(),
         read_size: MIN_READ_SIZE,
         _admitted: admitted,
     };
@@ -236,6 +241,7 @@ impl Connection {
             }
             None => return Ok(End::Refused),
         };
+        let mut committed = self.broker.journal.as_ref().map(|j| j.watch());
         let keep_alive = self.keep_alive.map(|k| k.mul_f32(1.5));
         let far_future = Duration::from_secs(100 * 365 * 24 * 3600);
         let keep_alive_timer = tokio::time::sleep(keep_alive.unwrap_or(far_future));
@@ -247,6 +253,7 @@ impl Connection {
             return Ok(End::Disconnected(reason));
         }
         loop {
+            self.release_acks();
             self.pump_outgoing();
             if !self.write_buf.is_empty() {
                 let len = self.write_buf.len();
@@ -266,13 +273,15 @@ impl Connection {
                 }
                 continue;
             }
+            // While more waits for the disk than the store's bound, input waits for a commit.
+            let hold_input = self.broker.journal.as_ref().is_some_and(|j| j.congested());
             tokio::select! {
                 biased;
                 _ = self.broker.shutdown.cancelled() => return Ok(End::Shutdown),
                 reason = &mut kicked => return Ok(End::Kicked(reason.unwrap_or(ReasonCode::SESSION_TAKEN_OVER))),
                 // Wait for readiness without a buffer, and only then reserve one: an idle
                 // connection holds no read buffer at all.
-                ready = self.stream.readable() => {
+                ready = self.stream.readable(), if !hold_input => {
                     ready?;
                     self.read_buf.reserve(self.read_size);
                     let spare = self.read_buf.capacity() - self.read_buf.len();
@@ -307,7 +316,40 @@ impl Connection {
                     }
                 }
                 _ = notify.notified() => {}
+                _ = next_commit(&mut committed), if hold_input || !self.pending_acks.is_empty() => {}
                 _ = &mut keep_alive_timer => return Ok(End::KeepAliveTimeout),
+            }
+        }
+    }
+
+    /// Sends a PUBACK or PUBREC once everything the message was stored as is committed, and
+    /// never ahead of an earlier one still waiting.
+    pub fn send_when_durable(&mut self, packet: Packet) {
+        let Some(journal) = &self.broker.journal else {
+            self.send(&packet);
+            return;
+        };
+        let point = journal.durable_point();
+        if self.pending_acks.is_empty() && journal.committed() >= point {
+            self.send(&packet);
+        } else {
+            self.pending_acks.push_back((point, packet));
+        }
+    }
+
+    /// Sends the acknowledgements whose batch has committed.
+    fn release_acks(&mut self) {
+        let Some(journal) = &self.broker.journal else {
+            return;
+        };
+        let committed = journal.committed();
+        while self
+            .pending_acks
+            .front()
+            .is_some_and(|(point, _)| *point <= committed)
+        {
+            if let Some((_, packet)) = self.pending_acks.pop_front() {
+                self.send(&packet);
             }
         }
     }
@@ -502,10 +544,12 @@ impl Connection {
         match end {
             End::Shutdown => {
                 let _ = session.take_will();
+                session.forget_will();
                 return;
             }
             End::Disconnected(ReasonCode::NORMAL_DISCONNECTION) => {
                 let _ = session.take_will();
+                session.forget_will();
             }
             _ => {
                 if let Some(last_will) = session.take_will() {
@@ -514,6 +558,18 @@ impl Connection {
             }
         }
         BrokerState::schedule_expiry(&self.broker, session, client.generation);
+    }
+}
+
+/// Waits for the store's next commit; forever when there is no store.
+async fn next_commit(committed: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match committed {
+        Some(receiver) => {
+            if receiver.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 

@@ -15,6 +15,7 @@ use crate::packet::{QoS, SubscriptionOptions};
 use crate::strategy::MemberLoad;
 
 use crate::broker::routing::message::{Message, Quota, SessionId};
+use crate::broker::store::StoredRef;
 
 /// Identifies a shared group for the lifetime of the broker process; never reused. A delivery
 /// names its group by id, so a session never holds a group.
@@ -33,6 +34,8 @@ pub struct Delivery {
     /// Set when the copy came through a shared subscription: the group it goes back to if
     /// this member cannot finish it.
     pub group: Option<GroupId>,
+    /// Where this copy is kept on disk, if it is: removed there when the copy is finished.
+    pub stored: Option<StoredRef>,
 }
 
 /// Why a copy is being made: a live publish, or a retained message answering a SUBSCRIBE.
@@ -64,6 +67,7 @@ impl Delivery {
             subscription_ids: identifiers,
             group,
             message,
+            stored: None,
         }
     }
 }

@@ -64,6 +64,32 @@ impl Message {
         })
     }
 
+    /// A message read back from the store: its expiry was kept in wall-clock time and its
+    /// publisher's session is gone (No Local has nobody to compare against after a restart).
+    pub fn restored(
+        publish: Publish,
+        topic: ByteString,
+        publisher_client_id: Option<ByteString>,
+        expires_at: Option<Instant>,
+    ) -> Arc<Message> {
+        let mut properties = publish.properties;
+        properties.topic_alias = None;
+        properties.message_expiry_interval = None;
+        properties.subscription_identifiers.clear();
+        let weight = whole_weight(&topic, &publish.payload, &properties);
+        Arc::new(Message {
+            topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties,
+            publisher: None,
+            publisher_client_id,
+            expires_at,
+            weight,
+        })
+    }
+
     /// A message the broker publishes itself (`$SYS`), with no properties and no publisher.
     pub fn internal(topic: ByteString, payload: Bytes, qos: QoS, retain: bool) -> Arc<Message> {
         let properties = PublishProperties::default();

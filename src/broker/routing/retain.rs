@@ -8,11 +8,17 @@ use bytestring::ByteString;
 use parking_lot::RwLock;
 
 use crate::broker::routing::message::{Message, Quota};
+use crate::broker::store::encoding::{encode_retained, Clock};
+use crate::broker::store::{Journal, Op};
 
 #[derive(Debug, Default)]
 pub struct RetainStore {
-    /// The messages and their byte total, under one lock so the total never drifts.
+    /// The messages and their byte total, under one lock so the total never drifts. Changes
+    /// are journalled under it, so the store sees a topic's changes in order.
     inner: RwLock<Retaining>,
+    /// Where retained messages are kept across restarts; none without a store. `$SYS` topics
+    /// are the broker's own and are not kept.
+    journal: Option<Arc<Journal>>,
 }
 
 #[derive(Debug, Default)]
@@ -48,8 +54,32 @@ pub enum Retained {
 }
 
 impl RetainStore {
-    pub fn new() -> RetainStore {
-        RetainStore::default()
+    pub fn new(journal: Option<Arc<Journal>>) -> RetainStore {
+        RetainStore {
+            journal,
+            ..RetainStore::default()
+        }
+    }
+
+    fn journal_for(&self, topic: &str) -> Option<&Arc<Journal>> {
+        self.journal.as_ref().filter(|_| !topic.starts_with("$SYS"))
+    }
+
+    fn forget_stored(&self, topic: &str) {
+        if let Some(journal) = self.journal_for(topic) {
+            journal.append(Op::DeleteRetained {
+                topic: Arc::from(topic),
+            });
+        }
+    }
+
+    /// Puts back a retained message read from the store at start (no bound is checked: it was
+    /// within bounds when it was stored).
+    pub fn restore(&self, message: Arc<Message>) {
+        let mut inner = self.inner.write();
+        inner.remove(&message.topic);
+        inner.bytes += message.weight();
+        inner.messages.insert(message.topic.clone(), message);
     }
 
     /// Stores `message` as the topic's retained message; an empty payload clears it
@@ -58,6 +88,7 @@ impl RetainStore {
         let mut inner = self.inner.write();
         if message.payload.is_empty() {
             inner.remove(&message.topic);
+            self.forget_stored(&message.topic);
             return Retained::Cleared;
         }
         let replaced = inner.messages.get(&message.topic).map_or(0, |m| m.weight());
@@ -71,6 +102,12 @@ impl RetainStore {
         inner
             .messages
             .insert(message.topic.clone(), message.clone());
+        if let Some(journal) = self.journal_for(&message.topic) {
+            journal.append(Op::PutRetained {
+                topic: Arc::from(&*message.topic),
+                value: encode_retained(message, Clock::now()),
+            });
+        }
         Retained::Stored
     }
 
@@ -125,6 +162,7 @@ impl RetainStore {
                     .is_some_and(|m| m.is_expired(now))
                 {
                     inner.remove(&topic);
+                    self.forget_stored(&topic);
                 }
             }
         }

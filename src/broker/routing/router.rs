@@ -25,6 +25,7 @@ use crate::broker::routing::delivery::{
 use crate::broker::routing::message::{Message, Quota, SessionId};
 use crate::broker::session::Session;
 use crate::broker::shared::{Dispatched, GroupLimits, SharedGroup};
+use crate::broker::store::Journal;
 
 #[derive(Debug, Default)]
 pub struct FilterEntry {
@@ -101,6 +102,8 @@ pub struct Router {
     groups: RwLock<Groups>,
     subscriptions: AtomicUsize,
     next_group_id: AtomicU64,
+    /// Where new groups keep their queues; none when the broker keeps no store.
+    journal: Option<Arc<Journal>>,
 }
 
 #[derive(Debug, Default)]
@@ -121,8 +124,11 @@ struct Target {
 }
 
 impl Router {
-    pub fn new() -> Router {
-        Router::default()
+    pub fn new(journal: Option<Arc<Journal>>) -> Router {
+        Router {
+            journal,
+            ..Router::default()
+        }
     }
 
     /// Subscriptions in the tree (plain and shared memberships).
@@ -202,6 +208,7 @@ impl Router {
                         key.0.clone(),
                         key.1.clone(),
                         dispatcher,
+                        self.journal.clone(),
                     ));
                     entry.groups.insert(key.0.clone(), created.clone());
                     let mut groups = self.groups.write();
@@ -316,6 +323,40 @@ impl Router {
             .by_key
             .get(&(ByteString::from(group), ByteString::from(filter)))
             .cloned()
+    }
+
+    /// The group (`group`, `filter`), created without members if it does not exist (a group
+    /// whose queue the store gave back at start).
+    pub fn ensure_group(
+        &self,
+        group: &str,
+        filter: &str,
+        make_dispatcher: impl FnOnce(&str) -> Dispatcher,
+    ) -> Arc<SharedGroup> {
+        let key = (ByteString::from(group), ByteString::from(filter));
+        if let Some(existing) = self.groups.read().by_key.get(&key) {
+            return existing.clone();
+        }
+        // Made with no lock held; dropped unused if the group appeared meanwhile.
+        let dispatcher = make_dispatcher(group);
+        let mut tree = self.tree.write();
+        let entry = tree.get_or_insert_with(filter, FilterEntry::default);
+        if let Some(existing) = entry.groups.get(group) {
+            return existing.clone();
+        }
+        let id = self.next_group_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let created = Arc::new(SharedGroup::new(
+            id,
+            key.0.clone(),
+            key.1.clone(),
+            dispatcher,
+            self.journal.clone(),
+        ));
+        entry.groups.insert(key.0.clone(), created.clone());
+        let mut groups = self.groups.write();
+        groups.by_key.insert(key, created.clone());
+        groups.by_id.insert(id, created.clone());
+        created
     }
 
     pub fn group_by_id(&self, id: GroupId) -> Option<Arc<SharedGroup>> {

@@ -6,10 +6,11 @@
 //! A session's lock is last in the broker's lock order (see `broker`): a session never calls
 //! out while holding it.
 
+pub mod durable;
 pub mod will;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use bytestring::ByteString;
@@ -23,6 +24,11 @@ use crate::packet::{
 
 use crate::broker::routing::delivery::{Delivery, Enqueued, Mailbox, QueueLimits};
 use crate::broker::routing::message::{Quota, SessionId};
+use crate::broker::store::encoding::{decode_entry, unix_now_ms, Clock, StoredSession};
+use crate::broker::store::journal::RefillResult;
+use crate::broker::store::spill::Spill;
+use crate::broker::store::{Journal, StoredRef};
+use durable::SessionDisk;
 
 /// A subscription as the session remembers it, keyed by the filter string the client sent.
 #[derive(Debug, Clone)]
@@ -100,6 +106,10 @@ pub struct Session {
     busy: AtomicU32,
     /// The attached connection's in-flight window, mirrored likewise; 0 while offline.
     window: AtomicU32,
+    /// Where the session's changes are journalled; none when the broker keeps no store.
+    disk: Option<SessionDisk>,
+    /// Itself, for the store's refills, which arrive on the committer thread.
+    me: Weak<Session>,
     state: Mutex<SessionState>,
 }
 
@@ -158,12 +168,26 @@ struct SessionState {
     /// Seconds the session outlives its connection; `u32::MAX` never expires.
     expiry_interval: u32,
     will: Option<LastWill>,
+    /// The will as the stored record carries it: kept while a delayed will waits, so a restart
+    /// still publishes it; cleared once it is published or cancelled.
+    stored_will: Option<LastWill>,
+    /// When the last connection left (Unix ms); none while one is attached.
+    disconnected_at_ms: Option<u64>,
+    /// The part of the queue that waits on disk only.
+    spill: Spill,
 }
 
 impl Session {
-    pub fn new(id: SessionId, client_id: ByteString, expiry_interval: u32) -> Session {
-        Session {
+    pub fn new(
+        id: SessionId,
+        client_id: ByteString,
+        expiry_interval: u32,
+        journal: Option<Arc<Journal>>,
+    ) -> Arc<Session> {
+        Arc::new_cyclic(|me| Session {
             id,
+            disk: journal.map(|j| SessionDisk::new(j, &client_id)),
+            me: me.clone(),
             client_id,
             busy: AtomicU32::new(0),
             window: AtomicU32::new(0),
@@ -172,7 +196,109 @@ impl Session {
                 next_packet_id: 1,
                 ..SessionState::default()
             }),
+        })
+    }
+
+    /// The journal, while the session is persistent (expiry above zero).
+    fn persistent<'a>(&'a self, state: &SessionState) -> Option<&'a SessionDisk> {
+        self.disk.as_ref().filter(|_| state.expiry_interval > 0)
+    }
+
+    /// Journals the session's record, if it is persistent.
+    fn save_record(&self, state: &SessionState) {
+        if let Some(disk) = self.persistent(state) {
+            disk.save(&StoredSession {
+                expiry_interval: state.expiry_interval,
+                disconnected_at_ms: state.disconnected_at_ms,
+                subscriptions: state
+                    .subscriptions
+                    .iter()
+                    .map(|(filter, sub)| (filter.to_string(), sub.options, sub.identifier))
+                    .collect(),
+                will: state.stored_will.clone(),
+            });
         }
+    }
+
+    /// Applies a new expiry interval: a session that stops being persistent leaves the store.
+    fn change_expiry(&self, state: &mut SessionState, expiry_interval: u32) {
+        let was_persistent = state.expiry_interval > 0;
+        state.expiry_interval = expiry_interval;
+        match (&self.disk, was_persistent, expiry_interval > 0) {
+            (Some(disk), true, false) => disk.delete(),
+            (Some(_), _, true) => self.save_record(state),
+            _ => {}
+        }
+    }
+
+    /// Asks the store for the next rows of the queue when its memory window has run low.
+    fn maybe_refill(&self, state: &mut SessionState) {
+        let Some(disk) = &self.disk else { return };
+        let settings = disk.journal.settings;
+        if !state.spill.wants_refill(state.queue.len(), &settings) {
+            return;
+        }
+        let limit = state.spill.refill_limit(state.queue.len(), &settings);
+        let me = self.me.clone();
+        disk.journal.request_refill(
+            disk.owner.clone(),
+            state.spill.next_id,
+            limit,
+            Box::new(move |rows| {
+                if let Some(session) = me.upgrade() {
+                    session.refilled(rows);
+                }
+            }),
+        );
+    }
+
+    /// Rows of the disk tail read back: they join the memory window in order.
+    fn refilled(&self, rows: RefillResult) {
+        let Some(disk) = &self.disk else { return };
+        let mut state = self.lock();
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(client_id = %self.client_id, error = %e, "store: cannot read the session's queue back");
+                state.spill.refilling = false;
+                return;
+            }
+        };
+        if state.ended {
+            return;
+        }
+        let clock = Clock::now();
+        let read = rows.len();
+        for (id, value) in rows {
+            let entry = match decode_entry(&value, clock) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    tracing::error!(client_id = %self.client_id, id, error = %e, "store: skipping a corrupt queued message");
+                    continue;
+                }
+            };
+            let Some(copy) = entry.copy else { continue };
+            if !state.spill.take_row(id, entry.message.weight()) {
+                continue;
+            }
+            state.queued_bytes += entry.message.weight();
+            state.queue.push_back(Delivery {
+                message: entry.message,
+                qos: copy.qos,
+                retain: copy.retain,
+                subscription_ids: copy.subscription_ids,
+                group: None,
+                stored: Some(StoredRef {
+                    owner: disk.owner.clone(),
+                    id,
+                }),
+            });
+        }
+        state.spill.refill_done(read);
+        if let Some(link) = &state.link {
+            link.notify.notify_one();
+        }
+        self.maybe_refill(&mut state);
     }
 
     fn lock(&self) -> StateGuard<'_> {
@@ -223,8 +349,10 @@ impl Session {
             window: window.max(1),
             max_packet_size,
         });
+        state.stored_will = will.clone();
         state.will = will;
-        state.expiry_interval = expiry_interval;
+        state.disconnected_at_ms = None;
+        self.change_expiry(&mut state, expiry_interval);
         let resend = state.resend_packets();
         Attached {
             generation,
@@ -245,6 +373,8 @@ impl Session {
             _ => return None,
         }
         state.link = None;
+        state.disconnected_at_ms = Some(unix_now_ms());
+        self.save_record(&state);
         let mut redispatch = Vec::new();
         state.take_shared_unfinished(&mut redispatch);
         Some(redispatch)
@@ -270,14 +400,14 @@ impl Session {
     }
 
     /// Queues a delivery and wakes the attached connection, if any.
-    pub fn enqueue(&self, delivery: Delivery, limits: QueueLimits) -> Enqueued {
+    pub fn enqueue(&self, mut delivery: Delivery, limits: QueueLimits) -> Enqueued {
         let mut state = self.lock();
         if state.ended {
             return Enqueued::Ended;
         }
         let weight = delivery.message.weight();
         let mut outcome = Enqueued::Queued;
-        if state.queue.len() >= limits.max_messages
+        if state.queued_count() >= limits.max_messages
             || state.held_bytes() + weight > limits.max_bytes
         {
             // Overflow policy: QoS 0 is the cheapest to lose, so the oldest QoS 0 message makes
@@ -285,20 +415,39 @@ impl Session {
             let oldest_qos0 = state.queue.iter().position(|d| d.qos == QoS::AtMostOnce);
             match oldest_qos0 {
                 Some(index)
-                    if state.queue.len() >= limits.max_messages || weight <= limits.max_bytes =>
+                    if state.queued_count() >= limits.max_messages
+                        || weight <= limits.max_bytes =>
                 {
                     if let Some(dropped) = state.queue.remove(index) {
                         state.queued_bytes -= dropped.message.weight();
                     }
                     outcome = Enqueued::QueuedDroppingOldestQos0;
                 }
-                _ if state.queue.len() >= limits.max_messages => {
+                _ if state.queued_count() >= limits.max_messages => {
                     return Enqueued::Refused(Quota::SessionMessages)
                 }
                 _ => return Enqueued::Refused(Quota::SessionBytes),
             }
             if state.held_bytes() + weight > limits.max_bytes {
                 return Enqueued::Refused(Quota::SessionBytes);
+            }
+        }
+        // A QoS 1/2 copy of the session's own is stored; a shared copy already is, in its
+        // group's queue.
+        if delivery.qos != QoS::AtMostOnce && delivery.group.is_none() && delivery.stored.is_none()
+        {
+            if let Some(disk) = self.persistent(&state) {
+                let stored = disk.store_copy(&delivery);
+                let settings = disk.journal.settings;
+                if state
+                    .spill
+                    .must_spill(state.queue.len(), state.queued_bytes, &settings)
+                {
+                    // Past the memory window: the copy waits on disk only.
+                    state.spill.push(stored.id, weight);
+                    return outcome;
+                }
+                delivery.stored = Some(stored);
             }
         }
         state.queued_bytes += weight;
@@ -352,14 +501,19 @@ impl Session {
             };
             let Ok(publish) = build_publish(&delivery, packet_id, false, now) else {
                 *dropped += 1;
+                self.finished(&delivery);
                 continue;
             };
             let packet = Packet::Publish(publish);
             if !fits(&packet, version, max_packet_size) {
                 *dropped += 1;
+                self.finished(&delivery);
                 continue;
             }
             if let Some(id) = packet_id {
+                if let Some(disk) = &self.disk {
+                    disk.sent(&delivery, id, false);
+                }
                 let sequence = state.next_sequence;
                 state.next_sequence += 1;
                 state.inflight_bytes += delivery.message.weight();
@@ -373,6 +527,14 @@ impl Session {
                 );
             }
             out.push(packet);
+        }
+        self.maybe_refill(&mut state);
+    }
+
+    /// A copy is done with: it leaves the store, if it is there.
+    fn finished(&self, delivery: &Delivery) {
+        if let Some(disk) = &self.disk {
+            disk.finished(delivery);
         }
     }
 
@@ -402,11 +564,16 @@ impl Session {
         }
         if pubrec && !reason.is_error() {
             entry.stage = OutboundStage::Released;
+            if let Some(disk) = &self.disk {
+                disk.sent(&entry.delivery, packet_id, true);
+            }
             return AckOutcome::SendPubRel;
         }
         // PUBACK, or PUBREC with a failure code: the exchange is over; a failed message is
         // discarded, never sent elsewhere [MQTT-4.8.2-6].
-        state.remove_inflight(packet_id);
+        if let Some(entry) = state.remove_inflight(packet_id) {
+            self.finished(&entry.delivery);
+        }
         AckOutcome::Done
     }
 
@@ -418,7 +585,9 @@ impl Session {
         }
         match state.inflight.get(&packet_id) {
             Some(entry) if entry.stage == OutboundStage::Released => {
-                state.remove_inflight(packet_id);
+                if let Some(entry) = state.remove_inflight(packet_id) {
+                    self.finished(&entry.delivery);
+                }
                 AckOutcome::Done
             }
             _ => AckOutcome::UnknownPacketId,
@@ -428,7 +597,12 @@ impl Session {
     /// Records an inbound QoS 2 PUBLISH; false if `packet_id` was already pending (a resend
     /// the broker must acknowledge again without routing it twice).
     pub fn begin_incoming_qos2(&self, packet_id: u16) -> bool {
-        self.lock().incoming_qos2.insert(packet_id)
+        let mut state = self.lock();
+        let new = state.incoming_qos2.insert(packet_id);
+        if let (true, Some(disk)) = (new, self.persistent(&state)) {
+            disk.incoming(packet_id, true);
+        }
+        new
     }
 
     pub fn incoming_qos2_pending(&self) -> usize {
@@ -441,7 +615,12 @@ impl Session {
 
     /// Handles PUBREL: true if `packet_id` was pending.
     pub fn release_incoming_qos2(&self, packet_id: u16) -> bool {
-        self.lock().incoming_qos2.remove(&packet_id)
+        let mut state = self.lock();
+        let was = state.incoming_qos2.remove(&packet_id);
+        if let (true, Some(disk)) = (was, self.persistent(&state)) {
+            disk.incoming(packet_id, false);
+        }
+        was
     }
 
     /// Stores a subscription; returns the previous one for the same filter, if any.
@@ -450,11 +629,31 @@ impl Session {
         filter: ByteString,
         sub: StoredSubscription,
     ) -> Option<StoredSubscription> {
-        self.lock().subscriptions.insert(filter, sub)
+        let mut state = self.lock();
+        let previous = state.subscriptions.insert(filter, sub);
+        self.save_record(&state);
+        previous
     }
 
     pub fn remove_subscription(&self, filter: &str) -> Option<StoredSubscription> {
-        self.lock().subscriptions.remove(filter)
+        let mut state = self.lock();
+        let removed = state.subscriptions.remove(filter);
+        if removed.is_some() {
+            self.save_record(&state);
+        }
+        removed
+    }
+
+    /// The filters the session is subscribed with, as it names them (sorted).
+    pub fn subscription_filters(&self) -> Vec<String> {
+        let mut filters: Vec<String> = self
+            .lock()
+            .subscriptions
+            .keys()
+            .map(|f| f.to_string())
+            .collect();
+        filters.sort();
+        filters
     }
 
     pub fn subscription_count(&self) -> usize {
@@ -466,7 +665,8 @@ impl Session {
     }
 
     pub fn set_expiry_interval(&self, secs: u32) {
-        self.lock().expiry_interval = secs;
+        let mut state = self.lock();
+        self.change_expiry(&mut state, secs);
     }
 
     /// Takes the will, e.g. because the connection ended abnormally, or drops it on a normal
@@ -475,11 +675,34 @@ impl Session {
         self.lock().will.take()
     }
 
+    /// The will was published or cancelled: a restart must not publish it.
+    pub fn forget_will(&self) {
+        let mut state = self.lock();
+        if state.stored_will.take().is_some() {
+            self.save_record(&state);
+        }
+    }
+
     /// Marks the session ended and returns everything it held: its subscriptions (to remove
     /// from the router) and the shared copies still queued or in flight at QoS 1 (QoS 2 copies
     /// are dropped: they must never go to another member [MQTT-4.8.2-5]).
     pub fn end(&self) -> EndedSession {
-        self.lock().end_now()
+        let mut state = self.lock();
+        self.end_locked(&mut state)
+    }
+
+    fn end_locked(&self, state: &mut SessionState) -> EndedSession {
+        if let Some(disk) = &self.disk {
+            // Shared QoS 2 copies in flight end with the session [MQTT-4.8.2-5].
+            for entry in state.inflight.values() {
+                if entry.delivery.group.is_some() && entry.delivery.qos == QoS::ExactlyOnce {
+                    disk.finished(&entry.delivery);
+                }
+            }
+            disk.delete();
+        }
+        state.spill.clear();
+        state.end_now()
     }
 
     /// Ends the session only if connection `generation` was the last to hold it and nobody has
@@ -491,7 +714,7 @@ impl Session {
         if state.ended || state.link.is_some() || state.generation != generation {
             return None;
         }
-        Some(state.end_now())
+        Some(self.end_locked(&mut state))
     }
 
     /// Marks a resumption under way, before its connection attaches: an expiry or a delayed
@@ -508,27 +731,52 @@ impl Session {
         }
     }
 
-    /// The durable part of the session, for the session store.
-    pub fn record(&self) -> crate::broker::store::SessionRecord {
-        let state = self.lock();
-        crate::broker::store::SessionRecord {
-            client_id: self.client_id.to_string(),
-            expiry_interval: state.expiry_interval,
-            subscriptions: state
-                .subscriptions
-                .iter()
-                .map(|(filter, sub)| (filter.to_string(), sub.options, sub.identifier))
-                .collect(),
-        }
-    }
-
     pub fn is_ended(&self) -> bool {
         self.lock().ended
     }
 
-    /// Queued message count, for statistics and tests.
+    /// Queued message count (in memory and on disk), for statistics and tests.
     pub fn queued(&self) -> usize {
+        self.lock().queued_count()
+    }
+
+    /// Queued messages held in memory, for tests of the memory window.
+    pub fn queued_in_memory(&self) -> usize {
         self.lock().queue.len()
+    }
+
+    /// Rebuilds the session's state read back from the store, before any connection attaches:
+    /// its queue's window (in order), the rest of the queue on disk, exchanges in flight,
+    /// inbound QoS 2 packet ids awaiting PUBREL, its will and when it went offline.
+    pub fn restore(&self, restored: Restored) {
+        let mut state = self.lock();
+        for delivery in restored.queued {
+            state.queued_bytes += delivery.message.weight();
+            state.queue.push_back(delivery);
+        }
+        state.spill = restored.spill;
+        for (packet_id, released, delivery) in restored.inflight {
+            let sequence = state.next_sequence;
+            state.next_sequence += 1;
+            state.inflight_bytes += delivery.message.weight();
+            let stage = if released {
+                OutboundStage::Released
+            } else {
+                OutboundStage::Published
+            };
+            state.inflight.insert(
+                packet_id,
+                Inflight {
+                    sequence,
+                    stage,
+                    delivery,
+                },
+            );
+        }
+        state.incoming_qos2.extend(restored.incoming_qos2);
+        state.stored_will = restored.will.clone();
+        state.will = restored.will;
+        state.disconnected_at_ms = Some(restored.disconnected_at_ms);
     }
 
     pub fn inflight(&self) -> usize {
@@ -552,6 +800,18 @@ impl Mailbox for Session {
     fn load(&self) -> crate::strategy::MemberLoad {
         self.member_load()
     }
+}
+
+/// What the store gives back of a session at start (see [`Session::restore`]).
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub queued: Vec<Delivery>,
+    pub spill: Spill,
+    /// Packet id, PUBREL sent, and the copy; in send order.
+    pub inflight: Vec<(u16, bool, Delivery)>,
+    pub incoming_qos2: Vec<u16>,
+    pub will: Option<LastWill>,
+    pub disconnected_at_ms: u64,
 }
 
 /// What an ended session leaves behind for the router to clean up.
@@ -578,9 +838,14 @@ impl SessionState {
         }
     }
 
-    /// Whole-message bytes the session holds: queued and in flight.
+    /// Whole-message bytes the session holds: queued (in memory and on disk) and in flight.
     fn held_bytes(&self) -> usize {
-        self.queued_bytes + self.inflight_bytes
+        self.queued_bytes + self.spill.bytes + self.inflight_bytes
+    }
+
+    /// Messages queued, in memory and on disk.
+    fn queued_count(&self) -> usize {
+        self.queue.len() + self.spill.count
     }
 
     fn remove_inflight(&mut self, packet_id: u16) -> Option<Inflight> {
@@ -721,6 +986,7 @@ mod tests {
             retain: false,
             subscription_ids: Vec::new(),
             group,
+            stored: None,
         }
     }
 
@@ -745,7 +1011,7 @@ mod tests {
 
     #[test]
     fn full_queue_drops_oldest_qos0_first_then_refuses() {
-        let session = Session::new(1, ByteString::from("c"), 0);
+        let session = Session::new(1, ByteString::from("c"), 0, None);
         assert_eq!(
             session.enqueue(delivery(b"a", QoS::AtMostOnce, None), LIMITS),
             Enqueued::Queued
@@ -788,7 +1054,7 @@ mod tests {
 
     #[test]
     fn inflight_window_limits_qos1_and_ack_frees_a_slot() {
-        let session = Session::new(1, ByteString::from("c"), 0);
+        let session = Session::new(1, ByteString::from("c"), 0, None);
         let attached = online(&session, 2);
         for p in [&b"1"[..], &b"2"[..], &b"3"[..]] {
             session.enqueue(delivery(p, QoS::AtLeastOnce, None), LIMITS);
@@ -829,7 +1095,7 @@ mod tests {
 
     #[test]
     fn resume_resends_inflight_in_order_with_dup() {
-        let session = Session::new(1, ByteString::from("c"), 60);
+        let session = Session::new(1, ByteString::from("c"), 60, None);
         let attached = online(&session, 10);
         session.enqueue(delivery(b"1", QoS::AtLeastOnce, None), LIMITS);
         session.enqueue(delivery(b"2", QoS::ExactlyOnce, None), LIMITS);
@@ -867,7 +1133,7 @@ mod tests {
     #[test]
     fn detach_returns_shared_qos1_inflight_then_queued_and_keeps_qos2() {
         let group: GroupId = 7;
-        let session = Session::new(1, ByteString::from("c"), 60);
+        let session = Session::new(1, ByteString::from("c"), 60, None);
         let attached = online(&session, 2);
         session.enqueue(
             delivery(b"q1-inflight", QoS::AtLeastOnce, Some(group)),
@@ -919,7 +1185,7 @@ mod tests {
     #[test]
     fn stale_connection_ack_cannot_complete_the_new_connections_message() {
         let group: GroupId = 7;
-        let session = Session::new(1, ByteString::from("c"), 60);
+        let session = Session::new(1, ByteString::from("c"), 60, None);
         let old = online(&session, 10);
         session.enqueue(delivery(b"first", QoS::AtLeastOnce, Some(group)), LIMITS);
         let mut out = Vec::new();
@@ -958,7 +1224,7 @@ mod tests {
 
     #[test]
     fn expiry_stands_down_for_a_claimed_or_attached_session() {
-        let session = Session::new(1, ByteString::from("c"), 60);
+        let session = Session::new(1, ByteString::from("c"), 60, None);
         let first = online(&session, 10);
         assert!(session.detach(first.generation).is_some());
         // A reconnect claimed it (under the registry's lock) but has not attached yet.
@@ -977,7 +1243,7 @@ mod tests {
 
     #[test]
     fn stale_connection_cannot_take_messages_after_takeover() {
-        let session = Session::new(1, ByteString::from("c"), 60);
+        let session = Session::new(1, ByteString::from("c"), 60, None);
         let old = online(&session, 10);
         let new = online(&session, 10);
         session.enqueue(delivery(b"x", QoS::AtMostOnce, None), LIMITS);

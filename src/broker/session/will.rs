@@ -20,6 +20,17 @@ pub fn schedule(
 ) {
     let delay = will.properties.will_delay_interval.unwrap_or(0);
     let delay = delay.min(session.expiry_interval());
+    schedule_in(broker, session, will, detached_generation, delay);
+}
+
+/// Publishes `will` after `delay` seconds (now if 0), unless a connection attaches first.
+pub fn schedule_in(
+    broker: &Arc<BrokerState>,
+    session: &Arc<Session>,
+    will: LastWill,
+    detached_generation: u64,
+    delay: u32,
+) {
     if delay == 0 {
         publish(broker, session, will);
         return;
@@ -39,6 +50,7 @@ pub fn schedule(
 
 pub fn publish(broker: &BrokerState, session: &Session, will: LastWill) {
     tracing::debug!(client_id = %session.client_id, topic = %will.topic, "publishing will message");
+    session.forget_will();
     let properties = will.properties;
     let publish = Publish {
         dup: false,

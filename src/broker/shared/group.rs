@@ -22,6 +22,10 @@ use crate::broker::routing::delivery::{
     Delivery, Enqueued, GroupId, Mailbox, Occasion, QueueLimits,
 };
 use crate::broker::routing::message::{Message, Quota, SessionId};
+use crate::broker::store::encoding::{decode_entry, encode_entry, Clock};
+use crate::broker::store::journal::RefillResult;
+use crate::broker::store::spill::Spill;
+use crate::broker::store::{group_owner, Journal, Op, Owner, StoredRef};
 
 /// Bounds on a group's own queue.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +59,21 @@ pub struct SharedGroup {
     queued: AtomicUsize,
     pub counters: GroupCounters,
     pub strategy_counters: StrategyCounters,
+    /// Where the group's queue is kept; none when the broker keeps no store.
+    disk: Option<GroupDisk>,
+}
+
+#[derive(Debug)]
+struct GroupDisk {
+    journal: Arc<Journal>,
+    owner: Owner,
+}
+
+/// A message in the group's queue, and where it is stored (QoS 1/2 with a store).
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub message: Arc<Message>,
+    pub stored: Option<u64>,
 }
 
 /// Per-group counters, published under `$SYS/broker/shared/...`.
@@ -85,8 +104,10 @@ struct GroupState {
     /// Round-robin position: the next member to try. Kept per group, so fairness does not
     /// depend on how many publishers there are.
     cursor: usize,
-    queue: VecDeque<Arc<Message>>,
+    /// The memory window of the queue; with a store, the rest waits on disk (`spill`).
+    queue: VecDeque<Queued>,
     queued_bytes: usize,
+    spill: Spill,
     /// Set when the last member left: late messages are dropped instead of stranded.
     ended: bool,
     /// A rebuild of the failed strategy instance is under way off the message path; the
@@ -117,9 +138,14 @@ impl SharedGroup {
         name: ByteString,
         filter: ByteString,
         dispatcher: Dispatcher,
+        journal: Option<Arc<Journal>>,
     ) -> SharedGroup {
         SharedGroup {
             id,
+            disk: journal.map(|journal| GroupDisk {
+                owner: group_owner(&name, &filter),
+                journal,
+            }),
             name,
             filter,
             state: Mutex::new(GroupState {
@@ -128,6 +154,7 @@ impl SharedGroup {
                 cursor: 0,
                 queue: VecDeque::new(),
                 queued_bytes: 0,
+                spill: Spill::default(),
                 ended: false,
                 rebuilding: false,
             }),
@@ -225,9 +252,15 @@ impl SharedGroup {
         }
         if state.members.is_empty() {
             state.ended = true;
-            let dropped = state.queue.len() as u64;
+            let dropped = (state.queue.len() + state.spill.count) as u64;
             state.queue.clear();
             state.queued_bytes = 0;
+            state.spill.clear();
+            if let Some(disk) = &self.disk {
+                disk.journal.append(Op::DeleteOwner {
+                    owner: disk.owner.clone(),
+                });
+            }
             self.queued.store(0, Ordering::Relaxed);
             self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
             return true;
@@ -266,35 +299,150 @@ impl SharedGroup {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return Dispatched::Ended;
         }
+        // Stored before any member can see it, so that its finishing (appended by the
+        // member) always comes after.
+        let stored = self.store_arrival(&message);
+        let item = Queued { message, stored };
         // Anything already waiting is older and goes first.
-        if state.queue.is_empty() && self.try_hand_out(&mut state, &message, limits) {
+        if state.queue.is_empty()
+            && state.spill.count == 0
+            && self.try_hand_out(&mut state, &item, limits)
+        {
             return Dispatched::Accepted;
         }
-        if let Err(quota) = self.push_back(&mut state, message, limits) {
+        if let Err(quota) = self.push_back(&mut state, item, limits) {
             return Dispatched::Refused(quota);
         }
         self.drain_locked(&mut state, limits);
         Dispatched::Accepted
     }
 
+    /// Stores a QoS 1/2 message arriving at the group; its copy id, or none without a store.
+    fn store_arrival(&self, message: &Message) -> Option<u64> {
+        let disk = self.disk.as_ref()?;
+        if message.qos == crate::packet::QoS::AtMostOnce {
+            return None;
+        }
+        let id = disk.journal.next_id();
+        disk.journal.append(Op::PutEntry {
+            owner: disk.owner.clone(),
+            id,
+            value: encode_entry(message, None, Clock::now()),
+        });
+        Some(id)
+    }
+
+    /// Removes a stored copy the group gives up on.
+    fn forget_stored(&self, stored: Option<u64>) {
+        if let (Some(disk), Some(id)) = (&self.disk, stored) {
+            disk.journal.append(Op::DeleteEntry {
+                owner: disk.owner.clone(),
+                id,
+            });
+        }
+    }
+
+    /// The store's handle on a copy of this group's queue.
+    pub fn stored_ref(&self, id: u64) -> Option<StoredRef> {
+        self.disk.as_ref().map(|disk| StoredRef {
+            owner: disk.owner.clone(),
+            id,
+        })
+    }
+
     /// Takes back copies a member could not finish and hands them to other members, oldest first.
-    pub fn redispatch(self: &Arc<Self>, messages: Vec<Arc<Message>>, limits: GroupLimits) {
+    pub fn redispatch(self: &Arc<Self>, copies: Vec<Queued>, limits: GroupLimits) {
         let mut state = self.state.lock();
         if state.ended {
             self.counters
                 .dropped
-                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+                .fetch_add(copies.len() as u64, Ordering::Relaxed);
+            for copy in copies {
+                self.forget_stored(copy.stored);
+            }
             return;
         }
         self.counters
             .redispatched
-            .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            .fetch_add(copies.len() as u64, Ordering::Relaxed);
         // Ahead of the queue: they were published before anything still waiting.
-        for message in messages.into_iter().rev() {
-            state.queued_bytes += message.weight();
-            state.queue.push_front(message);
+        for copy in copies.into_iter().rev() {
+            state.queued_bytes += copy.message.weight();
+            state.queue.push_front(copy);
         }
-        self.queued.store(state.queue.len(), Ordering::Relaxed);
+        self.publish_queued(&state);
+        self.drain_locked(&mut state, limits);
+    }
+
+    /// Rebuilds the queue read back from the store at start: its memory window in order, and
+    /// what waits on disk after it.
+    pub fn restore_queue(&self, window: Vec<Queued>, spill: Spill) {
+        let mut state = self.state.lock();
+        for item in window {
+            state.queued_bytes += item.message.weight();
+            state.queue.push_back(item);
+        }
+        state.spill = spill;
+        self.publish_queued(&state);
+    }
+
+    fn publish_queued(&self, state: &GroupState) {
+        self.queued
+            .store(state.queue.len() + state.spill.count, Ordering::Relaxed);
+    }
+
+    /// Asks the store for the next rows of the queue when its memory window has run low.
+    fn maybe_refill(self: &Arc<Self>, state: &mut GroupState, limits: GroupLimits) {
+        let Some(disk) = &self.disk else { return };
+        let settings = disk.journal.settings;
+        if !state.spill.wants_refill(state.queue.len(), &settings) {
+            return;
+        }
+        let limit = state.spill.refill_limit(state.queue.len(), &settings);
+        let group = self.clone();
+        disk.journal.request_refill(
+            disk.owner.clone(),
+            state.spill.next_id,
+            limit,
+            Box::new(move |rows| group.refilled(rows, limits)),
+        );
+    }
+
+    /// Rows of the disk tail read back: they join the memory window in order, and go out to
+    /// members with room.
+    fn refilled(self: &Arc<Self>, rows: RefillResult, limits: GroupLimits) {
+        let mut state = self.state.lock();
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(group = %self.name, filter = %self.filter, error = %e, "store: cannot read the group's queue back");
+                state.spill.refilling = false;
+                return;
+            }
+        };
+        if state.ended {
+            return;
+        }
+        let clock = Clock::now();
+        let read = rows.len();
+        for (id, value) in rows {
+            match decode_entry(&value, clock) {
+                Ok(entry) => {
+                    if state.spill.take_row(id, entry.message.weight()) {
+                        state.queued_bytes += entry.message.weight();
+                        state.queue.push_back(Queued {
+                            message: entry.message,
+                            stored: Some(id),
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(group = %self.name, id, error = %e, "store: skipping a corrupt queued message");
+                }
+            }
+        }
+        state.spill.refill_done(read);
+        self.publish_queued(&state);
         self.drain_locked(&mut state, limits);
     }
 
@@ -312,26 +460,27 @@ impl SharedGroup {
         // Pairs with the fence in `BrokerState::drain_groups_of`: the queue length stored
         // before this is seen by a member freeing room, or this sees the room it freed.
         std::sync::atomic::fence(Ordering::SeqCst);
-        while let Some(message) = state.queue.front().cloned() {
-            if !self.try_hand_out(state, &message, limits) {
+        while let Some(item) = state.queue.front().cloned() {
+            if !self.try_hand_out(state, &item, limits) {
                 break;
             }
             state.queue.pop_front();
-            state.queued_bytes -= message.weight();
+            state.queued_bytes -= item.message.weight();
         }
-        self.queued.store(state.queue.len(), Ordering::Relaxed);
+        self.maybe_refill(state, limits);
+        self.publish_queued(state);
     }
 
     fn push_back(
         &self,
         state: &mut GroupState,
-        message: Arc<Message>,
+        item: Queued,
         limits: GroupLimits,
     ) -> Result<(), Quota> {
-        let weight = message.weight();
-        let refused = if state.queue.len() >= limits.max_messages {
+        let weight = item.message.weight();
+        let refused = if state.queue.len() + state.spill.count >= limits.max_messages {
             Some(Quota::GroupMessages)
-        } else if state.queued_bytes + weight > limits.max_bytes {
+        } else if state.queued_bytes + state.spill.bytes + weight > limits.max_bytes {
             Some(Quota::GroupBytes)
         } else {
             None
@@ -339,11 +488,24 @@ impl SharedGroup {
         if let Some(quota) = refused {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(group = %self.name, filter = %self.filter, quota = quota.key(), "shared group queue full, message dropped");
+            self.forget_stored(item.stored);
             return Err(quota);
         }
+        if let (Some(disk), Some(id)) = (&self.disk, item.stored) {
+            if state.spill.must_spill(
+                state.queue.len(),
+                state.queued_bytes,
+                &disk.journal.settings,
+            ) {
+                // Past the memory window: it waits on disk only.
+                state.spill.push(id, weight);
+                self.publish_queued(state);
+                return Ok(());
+            }
+        }
         state.queued_bytes += weight;
-        state.queue.push_back(message);
-        self.queued.store(state.queue.len(), Ordering::Relaxed);
+        state.queue.push_back(item);
+        self.publish_queued(state);
         Ok(())
     }
 
@@ -383,11 +545,11 @@ impl SharedGroup {
     fn try_hand_out(
         self: &Arc<Self>,
         state: &mut GroupState,
-        message: &Arc<Message>,
+        item: &Queued,
         limits: GroupLimits,
     ) -> bool {
         if state.dispatcher.is_wasm() {
-            let chosen = self.hand_out_by_strategy(state, message, limits);
+            let chosen = self.hand_out_by_strategy(state, item, limits);
             // A failed call drops the instance: start its rebuild now, so it is likely back
             // for the next message.
             if state.dispatcher.needs_rebuild() {
@@ -400,7 +562,7 @@ impl SharedGroup {
             // It failed outside a selection (a membership call), or its rebuild failed.
             self.rebuild_in_background(state);
         }
-        self.hand_out_round_robin(state, message, limits)
+        self.hand_out_round_robin(state, item, limits)
     }
 
     /// Lets the group's Wasm strategy choose. `None` asks the round robin to place the message
@@ -408,9 +570,10 @@ impl SharedGroup {
     fn hand_out_by_strategy(
         &self,
         state: &mut GroupState,
-        message: &Arc<Message>,
+        item: &Queued,
         limits: GroupLimits,
     ) -> Option<bool> {
+        let message = &item.message;
         let mut anyone_has_room = false;
         for member in &state.members {
             let load = member.session.load();
@@ -457,7 +620,7 @@ impl SharedGroup {
                 .fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        if self.deliver_to(state, index, message, limits) {
+        if self.deliver_to(state, index, item, limits) {
             Some(true)
         } else {
             None
@@ -468,7 +631,7 @@ impl SharedGroup {
     fn hand_out_round_robin(
         &self,
         state: &mut GroupState,
-        message: &Arc<Message>,
+        item: &Queued,
         limits: GroupLimits,
     ) -> bool {
         let count = state.members.len();
@@ -477,7 +640,7 @@ impl SharedGroup {
             if !state.members[index].session.load().has_room() {
                 continue;
             }
-            if self.deliver_to(state, index, message, limits) {
+            if self.deliver_to(state, index, item, limits) {
                 state.cursor = (index + 1) % count;
                 return true;
             }
@@ -490,17 +653,18 @@ impl SharedGroup {
         &self,
         state: &mut GroupState,
         index: usize,
-        message: &Arc<Message>,
+        item: &Queued,
         limits: GroupLimits,
     ) -> bool {
         let member = &mut state.members[index];
-        let delivery = Delivery::new(
-            message.clone(),
+        let mut delivery = Delivery::new(
+            item.message.clone(),
             &member.options,
             member.identifier.into_iter().collect(),
             Occasion::Publish,
             Some(self.id),
         );
+        delivery.stored = item.stored.and_then(|id| self.stored_ref(id));
         match member.session.enqueue(delivery, limits.member_queue) {
             Enqueued::Refused(_) | Enqueued::Ended => false,
             Enqueued::Queued | Enqueued::QueuedDroppingOldestQos0 => {

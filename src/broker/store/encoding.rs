@@ -1,0 +1,582 @@
+//! The byte layout of every record the store keeps. A message is kept as the MQTT 5 PUBLISH
+//! that carries it (our own codec writes and reads it, properties and all), framed by the few
+//! facts a PUBLISH cannot hold: when it expires in wall-clock time and who published it.
+//!
+//! Every value starts with [`FORMAT`]; a value with another first byte is refused as corrupt,
+//! never guessed at. Times are Unix milliseconds, so expiry keeps counting while the broker is
+//! down.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+
+use crate::codec::{self, Decoder};
+use crate::packet::{
+    LastWill, Packet, ProtocolVersion, Publish, PublishProperties, QoS, RetainHandling,
+    SubscriptionOptions, WillProperties,
+};
+
+use crate::broker::routing::message::Message;
+
+/// First byte of every stored value: the layout version of this file.
+pub const FORMAT: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+#[error("corrupt record: {0}")]
+pub struct Corrupt(pub &'static str);
+
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Converts between the process's monotonic clock and wall-clock milliseconds, at one instant.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub instant: Instant,
+    pub unix_ms: u64,
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        Clock {
+            instant: Instant::now(),
+            unix_ms: unix_now_ms(),
+        }
+    }
+
+    fn to_unix(self, at: Instant) -> u64 {
+        match at.checked_duration_since(self.instant) {
+            Some(ahead) => self.unix_ms.saturating_add(millis(ahead)),
+            None => self
+                .unix_ms
+                .saturating_sub(millis(self.instant.duration_since(at))),
+        }
+    }
+
+    fn to_instant(self, unix_ms: u64) -> Instant {
+        if unix_ms >= self.unix_ms {
+            self.instant + Duration::from_millis(unix_ms - self.unix_ms)
+        } else {
+            let behind = Duration::from_millis(self.unix_ms - unix_ms);
+            self.instant.checked_sub(behind).unwrap_or(self.instant)
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What a session's copy of a message adds to the message itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyFields {
+    pub qos: QoS,
+    pub retain: bool,
+    pub subscription_ids: Vec<u32>,
+}
+
+/// A queued copy as stored: the message, and for a session's own copy how it is sent.
+#[derive(Debug)]
+pub struct StoredEntry {
+    /// The message's whole weight, kept first so that counting a queue's bytes needs no decoding.
+    pub weight: u32,
+    pub copy: Option<CopyFields>,
+    pub message: Arc<Message>,
+}
+
+/// Where an outbound QoS 1/2 exchange stood: which client holds it, under which packet id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInflight {
+    pub client_id: String,
+    pub packet_id: u16,
+    /// PUBREC received and PUBREL sent (QoS 2 second half).
+    pub released: bool,
+    pub copy: CopyFields,
+}
+
+/// A session as stored: enough to rebuild it offline with its subscriptions and will.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSession {
+    pub expiry_interval: u32,
+    /// When its last connection left; `None` while one was attached (the store's last commit
+    /// time then stands in for the moment the broker went away).
+    pub disconnected_at_ms: Option<u64>,
+    pub subscriptions: Vec<(String, SubscriptionOptions, Option<u32>)>,
+    pub will: Option<LastWill>,
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn new() -> Writer {
+        Writer(vec![FORMAT])
+    }
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.u32(u32::try_from(v.len()).unwrap_or(u32::MAX));
+        self.0.extend_from_slice(v);
+    }
+    fn opt_str(&mut self, v: Option<&str>) {
+        match v {
+            Some(s) => self.bytes(s.as_bytes()),
+            None => self.u32(u32::MAX),
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn new(value: &'a [u8]) -> Result<Reader<'a>, Corrupt> {
+        match value.split_first() {
+            Some((&FORMAT, rest)) => Ok(Reader(rest)),
+            Some(_) => Err(Corrupt("unknown record format")),
+            None => Err(Corrupt("empty record")),
+        }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Corrupt> {
+        if self.0.len() < n {
+            return Err(Corrupt("record cut short"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, Corrupt> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, Corrupt> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, Corrupt> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, Corrupt> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(b))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], Corrupt> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+    fn opt_str(&mut self) -> Result<Option<String>, Corrupt> {
+        let len = self.u32()?;
+        if len == u32::MAX {
+            return Ok(None);
+        }
+        let raw = self.take(len as usize)?;
+        String::from_utf8(raw.to_vec())
+            .map(Some)
+            .map_err(|_| Corrupt("string is not UTF-8"))
+    }
+    fn str(&mut self) -> Result<String, Corrupt> {
+        self.opt_str()?.ok_or(Corrupt("missing string"))
+    }
+    fn bool(&mut self) -> Result<bool, Corrupt> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(Corrupt("bad flag")),
+        }
+    }
+    fn qos(&mut self) -> Result<QoS, Corrupt> {
+        QoS::from_u8(self.u8()?).ok_or(Corrupt("bad QoS"))
+    }
+}
+
+/// The weight stored at the start of an entry value, without decoding the rest.
+pub fn entry_weight(value: &[u8]) -> Result<u32, Corrupt> {
+    let mut r = Reader::new(value)?;
+    r.u32()
+}
+
+pub fn encode_entry(message: &Message, copy: Option<&CopyFields>, clock: Clock) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u32(u32::try_from(message.weight()).unwrap_or(u32::MAX));
+    match copy {
+        Some(copy) => {
+            w.u8(1);
+            write_copy(&mut w, copy);
+        }
+        None => w.u8(0),
+    }
+    write_message(&mut w, message, clock);
+    w.0
+}
+
+pub fn decode_entry(value: &[u8], clock: Clock) -> Result<StoredEntry, Corrupt> {
+    let mut r = Reader::new(value)?;
+    let weight = r.u32()?;
+    let copy = if r.bool()? {
+        Some(read_copy(&mut r)?)
+    } else {
+        None
+    };
+    let message = read_message(&mut r, clock)?;
+    Ok(StoredEntry {
+        weight,
+        copy,
+        message,
+    })
+}
+
+/// A retained message: the message alone.
+pub fn encode_retained(message: &Message, clock: Clock) -> Vec<u8> {
+    let mut w = Writer::new();
+    write_message(&mut w, message, clock);
+    w.0
+}
+
+pub fn decode_retained(value: &[u8], clock: Clock) -> Result<Arc<Message>, Corrupt> {
+    let mut r = Reader::new(value)?;
+    read_message(&mut r, clock)
+}
+
+pub fn encode_inflight(inflight: &StoredInflight) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.bytes(inflight.client_id.as_bytes());
+    w.u16(inflight.packet_id);
+    w.u8(u8::from(inflight.released));
+    write_copy(&mut w, &inflight.copy);
+    w.0
+}
+
+pub fn decode_inflight(value: &[u8]) -> Result<StoredInflight, Corrupt> {
+    let mut r = Reader::new(value)?;
+    Ok(StoredInflight {
+        client_id: r.str()?,
+        packet_id: r.u16()?,
+        released: r.bool()?,
+        copy: read_copy(&mut r)?,
+    })
+}
+
+pub fn encode_session(session: &StoredSession) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u32(session.expiry_interval);
+    w.u64(session.disconnected_at_ms.unwrap_or(0));
+    w.u32(u32::try_from(session.subscriptions.len()).unwrap_or(u32::MAX));
+    for (filter, options, identifier) in &session.subscriptions {
+        w.bytes(filter.as_bytes());
+        w.u8(options.qos as u8);
+        w.u8(u8::from(options.no_local));
+        w.u8(u8::from(options.retain_as_published));
+        w.u8(options.retain_handling as u8);
+        match identifier {
+            Some(id) => {
+                w.u8(1);
+                w.u32(*id);
+            }
+            None => w.u8(0),
+        }
+    }
+    match &session.will {
+        Some(will) => {
+            w.u8(1);
+            w.u32(will.properties.will_delay_interval.unwrap_or(0));
+            let publish = Publish {
+                dup: false,
+                qos: will.qos,
+                retain: will.retain,
+                topic: will.topic.clone(),
+                packet_id: (will.qos != QoS::AtMostOnce).then_some(1),
+                payload: will.payload.clone(),
+                properties: PublishProperties {
+                    payload_format_indicator: will.properties.payload_format_indicator,
+                    message_expiry_interval: will.properties.message_expiry_interval,
+                    topic_alias: None,
+                    response_topic: will.properties.response_topic.clone(),
+                    correlation_data: will.properties.correlation_data.clone(),
+                    user_properties: will.properties.user_properties.clone(),
+                    subscription_identifiers: Vec::new(),
+                    content_type: will.properties.content_type.clone(),
+                },
+            };
+            write_publish(&mut w, &publish);
+        }
+        None => w.u8(0),
+    }
+    w.0
+}
+
+pub fn decode_session(value: &[u8]) -> Result<StoredSession, Corrupt> {
+    let mut r = Reader::new(value)?;
+    let expiry_interval = r.u32()?;
+    let disconnected_at_ms = Some(r.u64()?).filter(|&ms| ms != 0);
+    let count = r.u32()? as usize;
+    let mut subscriptions = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let filter =
+            String::from_utf8(r.bytes()?.to_vec()).map_err(|_| Corrupt("filter is not UTF-8"))?;
+        let options = SubscriptionOptions {
+            qos: r.qos()?,
+            no_local: r.bool()?,
+            retain_as_published: r.bool()?,
+            retain_handling: match r.u8()? {
+                0 => RetainHandling::SendAtSubscribe,
+                1 => RetainHandling::SendIfNew,
+                2 => RetainHandling::DoNotSend,
+                _ => return Err(Corrupt("bad retain handling")),
+            },
+        };
+        let identifier = if r.bool()? { Some(r.u32()?) } else { None };
+        subscriptions.push((filter, options, identifier));
+    }
+    let will = if r.bool()? {
+        let delay = r.u32()?;
+        let publish = read_publish(&mut r)?;
+        let p = publish.properties;
+        Some(LastWill {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties: WillProperties {
+                will_delay_interval: (delay > 0).then_some(delay),
+                payload_format_indicator: p.payload_format_indicator,
+                message_expiry_interval: p.message_expiry_interval,
+                content_type: p.content_type,
+                response_topic: p.response_topic,
+                correlation_data: p.correlation_data,
+                user_properties: p.user_properties,
+            },
+        })
+    } else {
+        None
+    };
+    Ok(StoredSession {
+        expiry_interval,
+        disconnected_at_ms,
+        subscriptions,
+        will,
+    })
+}
+
+fn write_copy(w: &mut Writer, copy: &CopyFields) {
+    w.u8(copy.qos as u8);
+    w.u8(u8::from(copy.retain));
+    w.u16(u16::try_from(copy.subscription_ids.len()).unwrap_or(u16::MAX));
+    for id in copy.subscription_ids.iter().take(usize::from(u16::MAX)) {
+        w.u32(*id);
+    }
+}
+
+fn read_copy(r: &mut Reader<'_>) -> Result<CopyFields, Corrupt> {
+    let qos = r.qos()?;
+    let retain = r.bool()?;
+    let count = r.u16()?;
+    let subscription_ids = (0..count).map(|_| r.u32()).collect::<Result<_, _>>()?;
+    Ok(CopyFields {
+        qos,
+        retain,
+        subscription_ids,
+    })
+}
+
+fn write_message(w: &mut Writer, message: &Message, clock: Clock) {
+    w.u64(message.expires_at.map_or(0, |at| clock.to_unix(at).max(1)));
+    w.opt_str(message.publisher_client_id.as_deref());
+    let publish = Publish {
+        dup: false,
+        qos: message.qos,
+        retain: message.retain,
+        topic: message.topic.clone(),
+        packet_id: (message.qos != QoS::AtMostOnce).then_some(1),
+        payload: message.payload.clone(),
+        properties: message.properties.clone(),
+    };
+    write_publish(w, &publish);
+}
+
+fn read_message(r: &mut Reader<'_>, clock: Clock) -> Result<Arc<Message>, Corrupt> {
+    let expires_at_ms = r.u64()?;
+    let publisher_client_id = r.opt_str()?.map(ByteString::from);
+    let publish = read_publish(r)?;
+    let topic = publish.topic.clone();
+    let expires_at = (expires_at_ms != 0).then(|| clock.to_instant(expires_at_ms));
+    Ok(Message::restored(
+        publish,
+        topic,
+        publisher_client_id,
+        expires_at,
+    ))
+}
+
+fn write_publish(w: &mut Writer, publish: &Publish) {
+    let mut buf = BytesMut::new();
+    // A stored message is one the broker already accepted, so it always encodes; an empty
+    // record would be refused on reading rather than misread.
+    if codec::encode(
+        &Packet::Publish(publish.clone()),
+        ProtocolVersion::V5,
+        &mut buf,
+    )
+    .is_err()
+    {
+        buf.clear();
+    }
+    w.bytes(&buf);
+}
+
+fn read_publish(r: &mut Reader<'_>) -> Result<Publish, Corrupt> {
+    let raw = r.bytes()?;
+    let mut buf = BytesMut::from(raw);
+    let mut decoder = Decoder::with_version(ProtocolVersion::V5, u32::MAX);
+    match decoder.decode(&mut buf) {
+        Ok(Some(Packet::Publish(publish))) if buf.is_empty() => Ok(publish),
+        _ => Err(Corrupt("stored PUBLISH does not decode")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::UserProperties;
+    use bytes::Bytes;
+
+    fn message() -> Arc<Message> {
+        let mut properties = PublishProperties::default();
+        properties.user_properties = UserProperties::default();
+        properties.content_type = Some(ByteString::from("text/plain"));
+        properties.message_expiry_interval = Some(60);
+        Message::from_publish(
+            Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: true,
+                topic: ByteString::from("a/b"),
+                packet_id: Some(7),
+                payload: Bytes::from_static(b"hello"),
+                properties,
+            },
+            ByteString::from("a/b"),
+            Some(3),
+            Some(ByteString::from("pub-1")),
+        )
+    }
+
+    #[test]
+    fn entry_round_trip_keeps_message_copy_and_expiry() {
+        let clock = Clock::now();
+        let m = message();
+        let copy = CopyFields {
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            subscription_ids: vec![4, 9],
+        };
+        let value = encode_entry(&m, Some(&copy), clock);
+        assert_eq!(entry_weight(&value).unwrap() as usize, m.weight());
+        let back = decode_entry(&value, clock).unwrap();
+        assert_eq!(back.copy, Some(copy));
+        assert_eq!(back.message.topic, m.topic);
+        assert_eq!(back.message.payload, m.payload);
+        assert_eq!(back.message.qos, m.qos);
+        assert!(back.message.retain);
+        assert_eq!(
+            back.message.properties.content_type,
+            m.properties.content_type
+        );
+        assert_eq!(back.message.publisher_client_id, m.publisher_client_id);
+        assert_eq!(back.message.weight(), m.weight());
+        let left = back.message.remaining_expiry(clock.instant).unwrap();
+        assert!(matches!(left, Some(59..=60)), "{left:?}");
+    }
+
+    #[test]
+    fn expiry_counts_across_downtime() {
+        let then = Clock::now();
+        let value = encode_retained(&message(), then);
+        // Read 50 s later by wall clock, in a process whose monotonic clock starts afresh.
+        let later = Clock {
+            instant: Instant::now(),
+            unix_ms: then.unix_ms + 50_000,
+        };
+        let back = decode_retained(&value, later).unwrap();
+        let left = back.remaining_expiry(later.instant).unwrap();
+        assert!(matches!(left, Some(9..=10)), "{left:?}");
+        let much_later = Clock {
+            instant: Instant::now(),
+            unix_ms: then.unix_ms + 61_000,
+        };
+        let back = decode_retained(&value, much_later).unwrap();
+        assert!(back.is_expired(much_later.instant));
+    }
+
+    #[test]
+    fn session_round_trip() {
+        let session = StoredSession {
+            expiry_interval: 300,
+            disconnected_at_ms: Some(1_700_000_000_000),
+            subscriptions: vec![
+                (
+                    "$share/g/x/#".to_owned(),
+                    SubscriptionOptions {
+                        qos: QoS::AtLeastOnce,
+                        no_local: false,
+                        retain_as_published: true,
+                        retain_handling: RetainHandling::DoNotSend,
+                    },
+                    Some(12),
+                ),
+                ("y".to_owned(), SubscriptionOptions::default(), None),
+            ],
+            will: Some(LastWill {
+                topic: ByteString::from("will/t"),
+                payload: Bytes::from_static(b"gone"),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: WillProperties {
+                    will_delay_interval: Some(30),
+                    ..WillProperties::default()
+                },
+            }),
+        };
+        assert_eq!(decode_session(&encode_session(&session)).unwrap(), session);
+    }
+
+    #[test]
+    fn inflight_round_trip() {
+        let inflight = StoredInflight {
+            client_id: "c".to_owned(),
+            packet_id: 65535,
+            released: true,
+            copy: CopyFields {
+                qos: QoS::ExactlyOnce,
+                retain: true,
+                subscription_ids: vec![],
+            },
+        };
+        assert_eq!(
+            decode_inflight(&encode_inflight(&inflight)).unwrap(),
+            inflight
+        );
+    }
+
+    #[test]
+    fn foreign_and_cut_records_are_refused() {
+        let value = encode_entry(&message(), None, Clock::now());
+        assert!(decode_entry(&value[..value.len() - 3], Clock::now()).is_err());
+        let mut foreign = value.clone();
+        foreign[0] = 99;
+        assert!(decode_entry(&foreign, Clock::now()).is_err());
+        assert!(decode_session(&[]).is_err());
+    }
+}

@@ -1,0 +1,262 @@
+//! Group commit. Every connection appends its ops here; one committer thread writes what has
+//! gathered as one transaction at most every `storage.commit_interval_ms`, then tells the
+//! waiting publishers (a `watch` of the last committed batch number) and serves the queue
+//! refills that asked for rows now on disk.
+//!
+//! Batches are numbered from 1. An op appended while batch `n` is open is durable once
+//! `committed() >= n`; ops of one key are appended under that key's queue lock, so a batch
+//! never reorders them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::watch;
+
+use super::encoding::unix_now_ms;
+use super::{Op, Owner, StoreBackend, StoreError};
+use crate::broker::log_limit::LogLimit;
+
+/// Bytes of ops that may wait for a commit before publishers are held back: the journal's own
+/// bound, so a slow disk slows publishers down instead of growing memory.
+pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
+/// With nothing to write, the commit time is still refreshed this often: it is the best
+/// estimate of when a broker that died stopped, for sessions whose connection it cut.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The `[storage]` settings the journal and the queues work with.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreSettings {
+    pub commit_interval: Duration,
+    /// Messages (and whole-message bytes) a queue keeps in memory; the rest waits on disk.
+    pub window_messages: usize,
+    pub window_bytes: usize,
+}
+
+/// Rows read back for a queue whose memory window ran low, or why they could not be.
+pub type RefillResult = Result<Vec<(u64, Vec<u8>)>, StoreError>;
+
+struct Refill {
+    owner: Owner,
+    from_id: u64,
+    limit: usize,
+    deliver: Box<dyn FnOnce(RefillResult) + Send>,
+}
+
+#[derive(Default)]
+struct Pending {
+    ops: Vec<Op>,
+    bytes: usize,
+    /// The batch the next op goes into.
+    open_batch: u64,
+    refills: Vec<Refill>,
+    stop: bool,
+}
+
+pub struct Journal {
+    backend: Arc<dyn StoreBackend>,
+    /// Ops waiting for the next commit. A leaf lock: taken under any queue's lock (that is what
+    /// keeps one key's ops in order), and nothing is locked or called while it is held.
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    committed: watch::Sender<u64>,
+    /// Copy ids; never reused, also across restarts.
+    next_id: AtomicU64,
+    pub settings: StoreSettings,
+    failure_log: LogLimit,
+    committer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("store", &self.backend.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// Starts the committer thread over `backend`, handing out copy ids from `next_id`.
+    pub fn start(
+        backend: Arc<dyn StoreBackend>,
+        settings: StoreSettings,
+        next_id: u64,
+    ) -> Arc<Journal> {
+        let journal = Arc::new(Journal {
+            backend,
+            pending: Mutex::new(Pending {
+                open_batch: 1,
+                ..Pending::default()
+            }),
+            wake: Condvar::new(),
+            committed: watch::Sender::new(0),
+            next_id: AtomicU64::new(next_id.max(1)),
+            settings,
+            failure_log: LogLimit::new(Duration::from_secs(1)),
+            committer: Mutex::new(None),
+        });
+        let worker = journal.clone();
+        let handle = std::thread::Builder::new()
+            .name("sharq-store".to_owned())
+            .spawn(move || worker.run());
+        match handle {
+            Ok(handle) => *journal.committer.lock() = Some(handle),
+            Err(e) => tracing::error!(error = %e, "store: cannot start the committer thread"),
+        }
+        journal
+    }
+
+    pub fn backend(&self) -> &Arc<dyn StoreBackend> {
+        &self.backend
+    }
+
+    /// A fresh copy id: larger than every id handed out before, in this process or an earlier one.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Appends one op to the open batch.
+    pub fn append(&self, op: Op) {
+        let mut pending = self.pending.lock();
+        pending.bytes += op.size();
+        pending.ops.push(op);
+        if pending.ops.len() == 1 {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The batch whose commit makes every op appended so far durable.
+    pub fn durable_point(&self) -> u64 {
+        let pending = self.pending.lock();
+        if pending.ops.is_empty() {
+            // What is not pending was swapped out: the batch before the open one holds it.
+            pending.open_batch - 1
+        } else {
+            pending.open_batch
+        }
+    }
+
+    pub fn committed(&self) -> u64 {
+        *self.committed.borrow()
+    }
+
+    /// Changes each time a batch commits.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    /// True while more is waiting to be written than the journal's bound: publishers wait for
+    /// the next commit before routing more.
+    pub fn congested(&self) -> bool {
+        self.pending.lock().bytes > MAX_PENDING_BYTES
+    }
+
+    /// Asks for up to `limit` rows of `owner` from `from_id` on, read after the next commit (so
+    /// every row appended before this call is there) on the committer thread; `deliver` gets
+    /// them there.
+    pub fn request_refill(
+        &self,
+        owner: Owner,
+        from_id: u64,
+        limit: usize,
+        deliver: Box<dyn FnOnce(RefillResult) + Send>,
+    ) {
+        let mut pending = self.pending.lock();
+        pending.refills.push(Refill {
+            owner,
+            from_id,
+            limit,
+            deliver,
+        });
+        self.wake.notify_one();
+    }
+
+    /// Writes what is pending and stops the committer. Blocking.
+    pub fn close(&self) {
+        {
+            let mut pending = self.pending.lock();
+            pending.stop = true;
+            self.wake.notify_one();
+        }
+        let handle = self.committer.lock().take();
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                tracing::error!("store: the committer thread panicked");
+            }
+        }
+    }
+
+    fn run(self: Arc<Self>) {
+        let mut last_start = Instant::now() - self.settings.commit_interval;
+        loop {
+            {
+                let mut pending = self.pending.lock();
+                while !pending.stop && pending.ops.is_empty() && pending.refills.is_empty() {
+                    if self.wake.wait_for(&mut pending, HEARTBEAT).timed_out() {
+                        break;
+                    }
+                }
+            }
+            // Let a batch gather: commits are at least the interval apart.
+            let since = last_start.elapsed();
+            if since < self.settings.commit_interval {
+                std::thread::sleep(self.settings.commit_interval - since);
+            }
+            last_start = Instant::now();
+            let (ops, batch, refills, stop) = {
+                let mut pending = self.pending.lock();
+                let batch = pending.open_batch;
+                pending.open_batch += 1;
+                pending.bytes = 0;
+                (
+                    std::mem::take(&mut pending.ops),
+                    batch,
+                    std::mem::take(&mut pending.refills),
+                    pending.stop,
+                )
+            };
+            if self.commit_until_done(&ops, stop) {
+                self.committed.send_replace(batch);
+            }
+            for refill in refills {
+                let rows = self
+                    .backend
+                    .read_entries(&refill.owner, refill.from_id, refill.limit);
+                (refill.deliver)(rows);
+            }
+            if stop && self.pending.lock().ops.is_empty() {
+                self.backend.close();
+                return;
+            }
+        }
+    }
+
+    /// Commits `ops`, retrying while the disk refuses: acknowledgements wait meanwhile, and
+    /// publishers are held back once the journal's bound is reached. Nothing is acknowledged
+    /// that is not on disk.
+    fn commit_until_done(&self, ops: &[Op], stopping: bool) -> bool {
+        let mut attempts = 0u32;
+        loop {
+            let next_id = self.next_id.load(Ordering::Relaxed);
+            match self.backend.commit(ops, unix_now_ms(), next_id) {
+                Ok(()) => return true,
+                Err(e) => {
+                    attempts += 1;
+                    if let Some(suppressed) = self.failure_log.allow() {
+                        tracing::error!(error = %e, ops = ops.len(), suppressed, "store: commit failed; retrying, acknowledgements wait");
+                    }
+                    if stopping && attempts >= 10 {
+                        tracing::error!(
+                            ops = ops.len(),
+                            "store: giving up on the last batch at shutdown"
+                        );
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+}
