@@ -22,7 +22,9 @@ pub enum ConfigError {
     #[error("invalid config {origin}: key `{key}`: {reason}")]
     Invalid {
         origin: String,
-        key: &'static str,
+        /// Owned, as an entry of an array of tables is named by its index
+        /// (`shared.declared[2].filter`).
+        key: String,
         reason: String,
     },
 }
@@ -209,6 +211,24 @@ pub struct SharedConfig {
     /// Also read HiveMQ 3's `$share:{group}:{filter}` as `$share/{group}/{filter}`. Off, it is
     /// an ordinary filter, as standard MQTT says.
     pub legacy_colon_syntax: bool,
+    /// How long a group whose last member left keeps its queue and goes on collecting matching
+    /// messages before it ends, so that a member joining meanwhile (the next worker of a
+    /// rolling restart) finds them; 0 ends it at once. Declared groups never end this way.
+    pub group_linger_secs: u64,
+    /// Groups that exist from start-up, whether or not anyone is a member: they collect
+    /// matching messages before their first member joins and after their last one leaves.
+    pub declared: Vec<DeclaredGroupConfig>,
+}
+
+/// One `[[shared.declared]]` entry: the group `$share/{name}/{filter}` (`$queue/{filter}` is
+/// the name `$queue`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredGroupConfig {
+    /// The share name: non-empty, without `/`, `+` or `#`.
+    pub name: String,
+    /// The topic filter the group's members subscribe with after the share name.
+    pub filter: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -324,6 +344,8 @@ impl Default for SharedConfig {
             plugin_cache_dir: None,
             groups: Vec::new(),
             legacy_colon_syntax: false,
+            group_linger_secs: 60,
+            declared: Vec::new(),
         }
     }
 }
@@ -380,9 +402,9 @@ impl Config {
 
     /// Checks the values serde cannot: ranges and relations between keys.
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let invalid = |key: &'static str, reason: &str| ConfigError::Invalid {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
             origin: origin.to_owned(),
-            key,
+            key: key.to_owned(),
             reason: reason.to_owned(),
         };
         if self.server.listeners.is_empty() {
@@ -503,6 +525,22 @@ impl Config {
                 }
             }
         }
+        for (index, declared) in self.shared.declared.iter().enumerate() {
+            if let Err(e) = crate::topic::validate_share_name(&declared.name) {
+                return Err(invalid(
+                    &format!("shared.declared[{index}].name"),
+                    &format!("{:?}: {e}", declared.name),
+                ));
+            }
+            if let Err(e) =
+                crate::topic::validate_filter(&declared.filter, self.limits.max_topic_levels)
+            {
+                return Err(invalid(
+                    &format!("shared.declared[{index}].filter"),
+                    &format!("{:?}: {e}", declared.filter),
+                ));
+            }
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.server.log) {
             return Err(invalid("server.log", &e.to_string()));
         }
@@ -564,6 +602,71 @@ mod tests {
             err.to_string().contains("shared.plugin_init_deadline_ms"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn declared_groups_and_linger_parse() {
+        let config = Config::from_toml(
+            "[shared]\ngroup_linger_secs = 5\n\n[[shared.declared]]\nname = \"jobs\"\nfilter = \"jobs/#\"\n\n[[shared.declared]]\nname = \"$queue\"\nfilter = \"tasks/+\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(config.shared.group_linger_secs, 5);
+        assert_eq!(
+            config.shared.declared,
+            vec![
+                DeclaredGroupConfig {
+                    name: "jobs".to_owned(),
+                    filter: "jobs/#".to_owned(),
+                },
+                DeclaredGroupConfig {
+                    name: "$queue".to_owned(),
+                    filter: "tasks/+".to_owned(),
+                },
+            ]
+        );
+        assert_eq!(Config::default().shared.group_linger_secs, 60);
+    }
+
+    #[test]
+    fn bad_declared_group_names_the_key() {
+        let entry = |name: &str, filter: &str| {
+            format!(
+                "[[shared.declared]]\nname = \"ok\"\nfilter = \"a/b\"\n\n[[shared.declared]]\nname = {name:?}\nfilter = {filter:?}\n"
+            )
+        };
+        for bad_name in ["", "a/b", "a+", "#"] {
+            let err = Config::from_toml(&entry(bad_name, "jobs/#"), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("shared.declared[1].name"),
+                "{bad_name:?}: {err}"
+            );
+        }
+        for bad_filter in ["", "a/#/b", "a+", "x#"] {
+            let err = Config::from_toml(&entry("jobs", bad_filter), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("shared.declared[1].filter"),
+                "{bad_filter:?}: {err}"
+            );
+        }
+        let err = Config::from_toml(
+            "[limits]\nmax_topic_levels = 2\n[[shared.declared]]\nname = \"g\"\nfilter = \"a/b/c\"\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("shared.declared[0].filter"), "{err}");
+        let err = Config::from_toml(
+            "[[shared.declared]]\nname = \"g\"\nfilter = \"a\"\nstrategy = \"x\"\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("strategy"), "{err}");
     }
 
     #[test]

@@ -112,10 +112,11 @@ async fn shared_group_queue_is_bounded() {
     assert_eq!(group.counters.dropped.load(Ordering::Relaxed), 5);
 }
 
-/// The group ends when its last member leaves, by UNSUBSCRIBE or by the end of its session.
+/// The group ends when its last member leaves, by UNSUBSCRIBE or by the end of its session,
+/// at once when it does not linger (`tests/shared_declared.rs` covers lingering).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_group_ends_with_last_member() {
-    let broker = TestBroker::with(|_| {}).await;
+    let broker = TestBroker::with(|c| c.shared.group_linger_secs = 0).await;
     let addr = broker.addr();
     let router = &broker.state().router;
     let (mut a, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "a")).await;

@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
@@ -48,16 +48,19 @@ pub use stats::Stats;
 
 use crate::config::Config;
 use crate::strategy::{Dispatcher, StrategyRegistry};
-use crate::topic::{parse_subscription, ShareSyntax, SubscriptionFilter};
+use crate::topic::{
+    parse_subscription, validate_filter, validate_share_name, ShareSyntax, SubscriptionFilter,
+    TopicError,
+};
 use log_limit::LogLimit;
 use net::admission::Admission;
 use routing::delivery::{self, Delivery, QueueLimits};
 use routing::message::Message;
 use routing::retain::{RetainLimits, RetainStore, Retained};
-use routing::router::Router;
+use routing::router::{Lingering, Router};
 use session::Session;
 use shared::group::Queued;
-use shared::GroupLimits;
+use shared::{GroupLimits, SharedGroup};
 use store::redb_backend::RedbBackend;
 use store::{Journal, StoreBackend, StoreSettings};
 
@@ -84,6 +87,8 @@ pub struct BrokerState {
     admission: Admission,
     /// Keeps a flood of refused sockets from flooding the log as well.
     refusal_log: LogLimit,
+    /// This state itself, for the timers that `&self` methods arm (a lingering group's end).
+    me: Weak<BrokerState>,
 }
 
 impl std::fmt::Debug for BrokerState {
@@ -133,9 +138,12 @@ impl Broker {
             Some((journal, recovered)) => (Some(journal), Some(recovered)),
             None => (None, None),
         };
-        let state = Arc::new(BrokerState {
+        let state = Arc::new_cyclic(|me| BrokerState {
             strategies,
-            router: Router::new(journal.clone()),
+            router: Router::with_group_linger(
+                Duration::from_secs(config.shared.group_linger_secs),
+                journal.clone(),
+            ),
             retained: RetainStore::new(journal.clone()),
             stats: Stats::default(),
             sessions: Mutex::new(HashMap::new()),
@@ -150,8 +158,15 @@ impl Broker {
                 config.limits.max_connections_per_ip,
             ),
             refusal_log: LogLimit::new(Duration::from_secs(1)),
+            me: me.clone(),
             config,
         });
+        // Before the listeners open, so the first message published already finds them; off
+        // the async workers, as making a group's strategy instance can take seconds.
+        let declaring = state.clone();
+        tokio::task::spawn_blocking(move || declaring.declare_configured_groups())
+            .await
+            .map_err(|e| io::Error::other(format!("declaring shared groups failed: {e}")))??;
         if let Some(recovered) = recovered {
             state
                 .recover(recovered)
@@ -241,6 +256,43 @@ impl BrokerState {
                 Dispatcher::native(name)
             }
         }
+    }
+
+    /// Declares group (`name`, `filter`): `$share/{name}/{filter}`, or `$queue/{filter}` for the
+    /// name `$queue`. It exists from now on with or without members, collects matching messages
+    /// while no member can take them, and does not end when its last member leaves. Declaring
+    /// an existing group keeps its members and queue. Blocking when the group is new (its
+    /// strategy instance is made here): call it off the async workers.
+    pub fn declare_group(&self, name: &str, filter: &str) -> Result<Arc<SharedGroup>, TopicError> {
+        validate_share_name(name)?;
+        validate_filter(filter, self.config.limits.max_topic_levels)?;
+        Ok(self
+            .router
+            .declare_group(name, filter, |group| self.make_dispatcher(group)))
+    }
+
+    /// Makes declared group (`name`, `filter`) an ordinary group: with members it goes on
+    /// until its last one leaves (then lingers as any group); without, it ends now and its
+    /// queue is dropped. False if no such group is declared.
+    pub fn undeclare_group(&self, name: &str, filter: &str) -> bool {
+        self.router.undeclare_group(name, filter)
+    }
+
+    /// Declares the `[[shared.declared]]` groups of the configuration.
+    fn declare_configured_groups(&self) -> io::Result<()> {
+        for (index, declared) in self.config.shared.declared.iter().enumerate() {
+            // Config::validate checked these; a Config built in code may not have been.
+            let group = self
+                .declare_group(&declared.name, &declared.filter)
+                .map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("shared.declared[{index}]: {e}"),
+                    )
+                })?;
+            tracing::info!(group = %group.name, filter = %group.filter, strategy = %group.strategy_label(), "declared shared group ready");
+        }
+        Ok(())
     }
 
     /// Applies a new `[shared]` strategy configuration while messages flow: every plugin is
@@ -368,7 +420,11 @@ impl BrokerState {
         }
         // Leave any group the subscription map did not mention (defensive: both are kept
         // together, but a group must never keep a dead member).
-        self.router.leave_all_groups(session.id);
+        for lingering in self.router.leave_all_groups(session.id) {
+            self.arm_linger(lingering);
+        }
+        // A group this session was the last member of still exists here if it lingers or is
+        // declared, and keeps these copies for the next member; otherwise they are dropped.
         self.redispatch(ended.redispatch);
         tracing::debug!(client_id = %session.client_id, "session ended");
     }
@@ -409,11 +465,36 @@ impl BrokerState {
     pub fn remove_from_router(&self, filter: &str, session: &Arc<Session>) -> bool {
         match parse_subscription(filter, usize::MAX) {
             Ok(SubscriptionFilter::Shared { group, filter }) => {
-                self.router.leave_group(group, filter, session.id)
+                let left = self.router.leave_group(group, filter, session.id);
+                if let Some(lingering) = left.lingering {
+                    self.arm_linger(lingering);
+                }
+                left.was_member
             }
             Ok(SubscriptionFilter::Plain(filter)) => self.router.unsubscribe(filter, session.id),
             Err(_) => false,
         }
+    }
+
+    /// Ends a group that lost its last member once `shared.group_linger_secs` has passed,
+    /// unless a member joins meanwhile (the router checks the group's epoch).
+    pub(crate) fn arm_linger(&self, lingering: Lingering) {
+        let (Some(broker), Ok(runtime)) =
+            (self.me.upgrade(), tokio::runtime::Handle::try_current())
+        else {
+            // No runtime (or the broker is being dropped): no timer can run, and a group that
+            // never ends is worse than one that ends early.
+            self.router.end_lingering(&lingering);
+            return;
+        };
+        tracing::debug!(group = %lingering.group.name, filter = %lingering.group.filter, linger = ?broker.router.group_linger(), "shared group lost its last member and lingers");
+        runtime.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(broker.router.group_linger()) => {}
+                _ = broker.shutdown.cancelled() => return,
+            }
+            broker.router.end_lingering(&lingering);
+        });
     }
 
     /// Hands shared copies a member could not finish back to their groups.
@@ -439,8 +520,9 @@ impl BrokerState {
         }
         for (id, copies) in per_group {
             let Some(group) = self.router.group_by_id(id) else {
-                // The group ended (its last member left) while these were out: nobody to take
-                // them, as for any message reaching an ended group.
+                // The group ended (its last member left, and it neither lingers nor is
+                // declared) while these were out: nobody to take them, as for any message
+                // reaching an ended group.
                 tracing::debug!(
                     count = copies.len(),
                     "shared copies returned to a group that has ended"

@@ -323,10 +323,15 @@ impl BrokerState {
             counts.queued += total.count;
             group.restore_queue(items, rest_on_disk(total, held, next_id));
         }
-        // Let members that are already online (none yet: listeners are closed) or that join
-        // later find the queues; nothing to drain now.
+        // A group that came back without members (its members were clean sessions, or it was
+        // lingering) lingers afresh: its queue waits `shared.group_linger_secs` for a member.
         for (_, group) in &groups {
-            group.drain(self.group_limits());
+            if let Some(epoch) = group.begin_lingering() {
+                self.arm_linger(crate::broker::routing::router::Lingering {
+                    group: group.clone(),
+                    epoch,
+                });
+            }
         }
 
         for (session, last_will, delay) in wills {

@@ -121,6 +121,7 @@ fn publish_shared_groups(broker: &BrokerState) {
             .or_default()
             .push(serde_json::json!({
                 "filter": &*group.filter,
+                "declared": group.is_declared(),
                 "dispatched": group.counters.dispatched.load(Ordering::Relaxed),
                 "redispatched": group.counters.redispatched.load(Ordering::Relaxed),
                 "dropped": group.counters.dropped.load(Ordering::Relaxed),

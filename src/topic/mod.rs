@@ -10,7 +10,7 @@ mod tree;
 
 pub use filter::{validate_filter, validate_topic_name, TopicError};
 pub use share::{
-    parse_subscription, parse_subscription_with, session_key, ShareSyntax, SubscriptionFilter,
-    QUEUE_GROUP,
+    parse_subscription, parse_subscription_with, session_key, validate_share_name, ShareSyntax,
+    SubscriptionFilter, QUEUE_GROUP,
 };
 pub use tree::TopicTree;

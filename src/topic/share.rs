@@ -109,20 +109,30 @@ pub fn parse_subscription_with(
     Ok(SubscriptionFilter::Plain(filter))
 }
 
-/// Validates a share name and the filter that follows it.
-fn validate_share<'a>(
-    group: &'a str,
-    inner: &'a str,
-    max_levels: usize,
-) -> Result<SubscriptionFilter<'a>, TopicError> {
-    // [MQTT-4.8.2-1]: ShareName is at least one character, without `/`, `+` or `#` (the
-    // callers split the group off at a separator it cannot contain).
+/// A share name on its own, as a group declared in the configuration or by an admin names it:
+/// [MQTT-4.8.2-1] at least one character, without `/`, `+` or `#`.
+pub fn validate_share_name(group: &str) -> Result<(), TopicError> {
     if group.is_empty() {
         return Err(TopicError::InvalidShare("empty share name"));
     }
     if group.contains(['+', '#']) {
         return Err(TopicError::InvalidShare("wildcard in share name"));
     }
+    // Subscription parsing splits the name off at its first `/`, so there it cannot occur; a
+    // name given on its own must be refused explicitly, or no subscription could reach it.
+    if group.contains('/') {
+        return Err(TopicError::InvalidShare("'/' in share name"));
+    }
+    Ok(())
+}
+
+/// Validates a share name and the filter that follows it.
+fn validate_share<'a>(
+    group: &'a str,
+    inner: &'a str,
+    max_levels: usize,
+) -> Result<SubscriptionFilter<'a>, TopicError> {
+    validate_share_name(group)?;
     // [MQTT-4.8.2-2]: ShareName is followed by `/` and a topic filter.
     if inner.is_empty() {
         return Err(TopicError::InvalidShare("empty filter after share name"));

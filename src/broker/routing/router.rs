@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytestring::ByteString;
 use parking_lot::RwLock;
@@ -24,7 +25,7 @@ use crate::broker::routing::delivery::{
 };
 use crate::broker::routing::message::{Message, Quota, SessionId};
 use crate::broker::session::Session;
-use crate::broker::shared::{Dispatched, GroupLimits, SharedGroup};
+use crate::broker::shared::{AfterLeave, Dispatched, GroupLimits, SharedGroup};
 use crate::broker::store::Journal;
 
 #[derive(Debug, Default)]
@@ -87,12 +88,32 @@ impl Routed {
     }
 }
 
+/// A group whose last member left and that keeps collecting for [`Router::group_linger`]:
+/// whoever made it so arms a timer that then calls [`Router::end_lingering`] with it.
+#[derive(Debug)]
+#[must_use = "a lingering group that no timer ends lives forever"]
+pub struct Lingering {
+    pub group: Arc<SharedGroup>,
+    /// The group's membership epoch when it became empty; a member joining changes it.
+    pub epoch: u64,
+}
+
+/// What [`Router::leave_group`] did.
+#[derive(Debug, Default)]
+#[must_use = "a lingering group that no timer ends lives forever"]
+pub struct Left {
+    /// The session was a member.
+    pub was_member: bool,
+    /// The group lost its last member and lingers.
+    pub lingering: Option<Lingering>,
+}
+
 /// The topic tree and the groups registry.
 ///
 /// Lock order: `tree` before `groups`; a group's own lock and a session's lock are taken only
-/// after both are released, except that joining and leaving touch the group's member list under
-/// the tree's write lock, so that a group cannot end while a member joins it. No strategy is
-/// instantiated or initialised under either lock.
+/// after both are released, except that joining, leaving, declaring and ending touch the
+/// group's state under the tree's write lock, so that a group cannot end while a member joins
+/// it. No strategy is instantiated or initialised under either lock.
 #[derive(Debug, Default)]
 pub struct Router {
     /// Plain subscriptions and the groups by filter: what a PUBLISH is matched against.
@@ -104,6 +125,8 @@ pub struct Router {
     next_group_id: AtomicU64,
     /// Where new groups keep their queues; none when the broker keeps no store.
     journal: Option<Arc<Journal>>,
+    /// How long an undeclared group outlives its last member (`shared.group_linger_secs`).
+    group_linger: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -124,11 +147,24 @@ struct Target {
 }
 
 impl Router {
-    pub fn new(journal: Option<Arc<Journal>>) -> Router {
+    /// A router whose groups end the moment their last member leaves (no linger) and keep no
+    /// store.
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    /// A router whose undeclared groups linger for `linger` after their last member leaves.
+    /// With a store, groups keep their queues in `journal`.
+    pub fn with_group_linger(linger: Duration, journal: Option<Arc<Journal>>) -> Router {
         Router {
+            group_linger: linger,
             journal,
             ..Router::default()
         }
+    }
+
+    pub fn group_linger(&self) -> Duration {
+        self.group_linger
     }
 
     /// Subscriptions in the tree (plain and shared memberships).
@@ -188,16 +224,91 @@ impl Router {
         filter: &str,
         session: &Arc<Session>,
         membership: Membership,
-        mut make_dispatcher: impl FnMut(&str) -> Dispatcher,
+        make_dispatcher: impl FnMut(&str) -> Dispatcher,
     ) -> Arc<SharedGroup> {
+        let (shared, ()) = self.with_group(group, filter, make_dispatcher, |shared| {
+            let before = shared.member_count();
+            let mailbox: Arc<dyn Mailbox> = session.clone();
+            shared.add_member(
+                mailbox,
+                membership.options,
+                membership.identifier,
+                membership.weight,
+            );
+            if shared.member_count() > before {
+                self.subscriptions.fetch_add(1, Ordering::Relaxed);
+                self.groups
+                    .write()
+                    .of_session
+                    .entry(session.id)
+                    .or_default()
+                    .push(shared.id);
+            }
+        });
+        shared
+    }
+
+    /// Declares group (`group`, `filter`), creating it if needed (its strategy made by
+    /// `make_dispatcher` as for [`Router::join_group`]): it exists with or without members and
+    /// collects matching messages in its queue while nobody can take them. Declaring an
+    /// existing group keeps its members and queue. The caller validates the name and filter.
+    pub fn declare_group(
+        &self,
+        group: &str,
+        filter: &str,
+        make_dispatcher: impl FnMut(&str) -> Dispatcher,
+    ) -> Arc<SharedGroup> {
+        let (shared, ()) =
+            self.with_group(group, filter, make_dispatcher, |shared| shared.declare());
+        shared
+    }
+
+    /// Makes declared group (`group`, `filter`) an ordinary one: it then lives only as long
+    /// as its members, and with none it ends now, its queue with it. False if there is no such
+    /// declared group.
+    pub fn undeclare_group(&self, group: &str, filter: &str) -> bool {
+        let mut tree = self.tree.write();
+        let Some(shared) = tree
+            .get(filter)
+            .and_then(|entry| entry.groups.get(group))
+            .cloned()
+        else {
+            return false;
+        };
+        match shared.undeclare() {
+            None => false,
+            Some(false) => true,
+            Some(true) => {
+                self.unlink(&mut tree, &shared);
+                drop(tree);
+                drop(shared.end_strategy());
+                tracing::debug!(
+                    group,
+                    filter,
+                    "undeclared shared group without members ended"
+                );
+                true
+            }
+        }
+    }
+
+    /// Finds group (`group`, `filter`) in the tree or creates it, and runs `then` on it under
+    /// the tree's write lock, so that the group cannot end in between.
+    fn with_group<R>(
+        &self,
+        group: &str,
+        filter: &str,
+        mut make_dispatcher: impl FnMut(&str) -> Dispatcher,
+        then: impl FnOnce(&Arc<SharedGroup>) -> R,
+    ) -> (Arc<SharedGroup>, R) {
         let key = (ByteString::from(group), ByteString::from(filter));
         let mut prepared: Option<Dispatcher> = None;
-        let shared = loop {
+        let done = loop {
             let mut tree = self.tree.write();
             let entry = tree.get_or_insert_with(filter, FilterEntry::default);
             let shared = match (entry.groups.get(group), prepared.take()) {
                 (Some(shared), spare) => {
-                    // Another member created it first; ours is dropped below, under no lock.
+                    // Another caller created it first; ours is dropped below, under no lock.
                     prepared = spare;
                     shared.clone()
                 }
@@ -225,80 +336,103 @@ impl Router {
                     continue;
                 }
             };
-            // Under the tree's write lock, so the group cannot end between lookup and join.
-            let before = shared.member_count();
-            let mailbox: Arc<dyn Mailbox> = session.clone();
-            shared.add_member(
-                mailbox,
-                membership.options,
-                membership.identifier,
-                membership.weight,
-            );
-            if shared.member_count() > before {
-                self.subscriptions.fetch_add(1, Ordering::Relaxed);
-                self.groups
-                    .write()
-                    .of_session
-                    .entry(session.id)
-                    .or_default()
-                    .push(shared.id);
-            }
-            break shared;
+            let result = then(&shared);
+            break (shared, result);
         };
         drop(prepared);
-        shared
+        done
     }
 
-    /// Removes session `session_id` from group (`group`, `filter`); the group ends with its
-    /// last member. Returns true if the session was a member.
-    pub fn leave_group(&self, group: &str, filter: &str, session_id: SessionId) -> bool {
+    /// Removes an ended group from the tree and the registry. Its members are already gone, so
+    /// `of_session` does not name it.
+    fn unlink(&self, tree: &mut TopicTree<FilterEntry>, shared: &SharedGroup) {
+        if let Some(entry) = tree.get_mut(&shared.filter) {
+            entry.groups.remove(&shared.name);
+            if entry.is_empty() {
+                tree.remove(&shared.filter);
+            }
+        }
+        let mut groups = self.groups.write();
+        groups
+            .by_key
+            .remove(&(shared.name.clone(), shared.filter.clone()));
+        groups.by_id.remove(&shared.id);
+    }
+
+    /// Removes session `session_id` from group (`group`, `filter`). The group ends with its
+    /// last member, unless it is declared, or it lingers (`group_linger` above 0): then the
+    /// caller must arm a timer for [`Left::lingering`].
+    pub fn leave_group(&self, group: &str, filter: &str, session_id: SessionId) -> Left {
         let mut tree = self.tree.write();
-        let Some(entry) = tree.get_mut(filter) else {
-            return false;
+        let Some(shared) = tree
+            .get(filter)
+            .and_then(|entry| entry.groups.get(group))
+            .cloned()
+        else {
+            return Left::default();
         };
-        let Some(shared) = entry.groups.get(group).cloned() else {
-            return false;
+        let linger = !self.group_linger.is_zero();
+        let Some(after) = shared.remove_member(session_id, linger) else {
+            return Left::default();
         };
-        let before = shared.member_count();
-        let ended = shared.remove_member(session_id);
-        let was_member = shared.member_count() < before;
-        if ended {
-            entry.groups.remove(group);
-        }
-        if entry.is_empty() {
-            tree.remove(filter);
-        }
         {
             let mut groups = self.groups.write();
-            if was_member {
-                if let Some(ids) = groups.of_session.get_mut(&session_id) {
-                    ids.retain(|id| *id != shared.id);
-                    if ids.is_empty() {
-                        groups.of_session.remove(&session_id);
-                    }
+            if let Some(ids) = groups.of_session.get_mut(&session_id) {
+                ids.retain(|id| *id != shared.id);
+                if ids.is_empty() {
+                    groups.of_session.remove(&session_id);
                 }
             }
-            if ended {
-                groups
-                    .by_key
-                    .remove(&(ByteString::from(group), ByteString::from(filter)));
-                groups.by_id.remove(&shared.id);
-            }
+        }
+        let ended = after == AfterLeave::Ended;
+        if ended {
+            self.unlink(&mut tree, &shared);
         }
         drop(tree);
-        if ended {
-            // The strategy instance goes with the group: dropped here, under no lock.
-            drop(shared.end_strategy());
-            tracing::debug!(group, filter, "shared group ended with its last member");
+        self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        let lingering = match after {
+            AfterLeave::Continues => None,
+            AfterLeave::Lingers { epoch } => Some(Lingering {
+                group: shared,
+                epoch,
+            }),
+            AfterLeave::Ended => {
+                // The strategy instance goes with the group: dropped here, under no lock.
+                drop(shared.end_strategy());
+                tracing::debug!(group, filter, "shared group ended with its last member");
+                None
+            }
+        };
+        Left {
+            was_member: true,
+            lingering,
         }
-        if was_member {
-            self.subscriptions.fetch_sub(1, Ordering::Relaxed);
-        }
-        was_member
     }
 
-    /// Leaves every group session `session_id` is still a member of (its session ended).
-    pub fn leave_all_groups(&self, session_id: SessionId) {
+    /// Ends a group that has lingered without members since it was armed, unless a member
+    /// joined or it was declared meanwhile; true if it ended.
+    pub fn end_lingering(&self, lingering: &Lingering) -> bool {
+        let shared = &lingering.group;
+        let mut tree = self.tree.write();
+        let current = tree
+            .get(&shared.filter)
+            .and_then(|entry| entry.groups.get(&shared.name))
+            .is_some_and(|g| Arc::ptr_eq(g, shared));
+        // Under the tree's write lock, like joining: a member cannot join between this check
+        // and the unlinking.
+        if !current || !shared.end_if_lingering(lingering.epoch) {
+            return false;
+        }
+        self.unlink(&mut tree, shared);
+        drop(tree);
+        drop(shared.end_strategy());
+        tracing::debug!(group = %shared.name, filter = %shared.filter, dropped_total = shared.counters.dropped.load(Ordering::Relaxed), "lingering shared group ended: no member joined in time");
+        true
+    }
+
+    /// Leaves every group session `session_id` is still a member of (its session ended);
+    /// returns the groups that linger, for the caller to arm.
+    pub fn leave_all_groups(&self, session_id: SessionId) -> Vec<Lingering> {
         let memberships: Vec<(ByteString, ByteString)> = {
             let groups = self.groups.read();
             groups
@@ -312,9 +446,10 @@ impl Router {
                 })
                 .unwrap_or_default()
         };
-        for (name, filter) in memberships {
-            self.leave_group(&name, &filter, session_id);
-        }
+        memberships
+            .into_iter()
+            .filter_map(|(name, filter)| self.leave_group(&name, &filter, session_id).lingering)
+            .collect()
     }
 
     pub fn group(&self, group: &str, filter: &str) -> Option<Arc<SharedGroup>> {
@@ -331,32 +466,9 @@ impl Router {
         &self,
         group: &str,
         filter: &str,
-        make_dispatcher: impl FnOnce(&str) -> Dispatcher,
+        make_dispatcher: impl FnMut(&str) -> Dispatcher,
     ) -> Arc<SharedGroup> {
-        let key = (ByteString::from(group), ByteString::from(filter));
-        if let Some(existing) = self.groups.read().by_key.get(&key) {
-            return existing.clone();
-        }
-        // Made with no lock held; dropped unused if the group appeared meanwhile.
-        let dispatcher = make_dispatcher(group);
-        let mut tree = self.tree.write();
-        let entry = tree.get_or_insert_with(filter, FilterEntry::default);
-        if let Some(existing) = entry.groups.get(group) {
-            return existing.clone();
-        }
-        let id = self.next_group_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let created = Arc::new(SharedGroup::new(
-            id,
-            key.0.clone(),
-            key.1.clone(),
-            dispatcher,
-            self.journal.clone(),
-        ));
-        entry.groups.insert(key.0.clone(), created.clone());
-        let mut groups = self.groups.write();
-        groups.by_key.insert(key, created.clone());
-        groups.by_id.insert(id, created.clone());
-        created
+        self.with_group(group, filter, make_dispatcher, |_| ()).0
     }
 
     pub fn group_by_id(&self, id: GroupId) -> Option<Arc<SharedGroup>> {

@@ -47,6 +47,19 @@ pub enum Dispatched {
     Ended,
 }
 
+/// What became of a group when a member left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterLeave {
+    /// It still has members, or it is declared and stays without them.
+    Continues,
+    /// It has no member left and keeps collecting for a while: whoever removed the member
+    /// arms a timer that ends it with [`SharedGroup::end_if_lingering`] and this epoch, so that
+    /// a member joining (and perhaps leaving again) meanwhile voids that timer.
+    Lingers { epoch: u64 },
+    /// It has no member left and has ended: its queued messages were dropped and counted.
+    Ended,
+}
+
 #[derive(Debug)]
 pub struct SharedGroup {
     /// What deliveries name the group by, so that members never hold it.
@@ -108,8 +121,15 @@ struct GroupState {
     queue: VecDeque<Queued>,
     queued_bytes: usize,
     spill: Spill,
-    /// Set when the last member left: late messages are dropped instead of stranded.
+    /// Set when the group ended: late messages are dropped instead of stranded.
     ended: bool,
+    /// Declared (configuration or admin): the group exists without members and does not end
+    /// when its last member leaves.
+    declared: bool,
+    /// Counts the membership changes that matter to a lingering group's timer: a member
+    /// joining, and the group becoming empty. A timer armed at one epoch ends the group only if
+    /// it is still empty at that epoch.
+    epoch: u64,
     /// A rebuild of the failed strategy instance is under way off the message path; the
     /// native round robin serves until it is installed.
     rebuilding: bool,
@@ -156,6 +176,8 @@ impl SharedGroup {
                 queued_bytes: 0,
                 spill: Spill::default(),
                 ended: false,
+                declared: false,
+                epoch: 0,
                 rebuilding: false,
             }),
             queued: AtomicUsize::new(0),
@@ -180,6 +202,7 @@ impl SharedGroup {
             member.identifier = identifier;
             return;
         }
+        state.epoch += 1;
         let info = MemberInfo {
             id,
             client_id: session.client_id().clone(),
@@ -239,36 +262,99 @@ impl SharedGroup {
         self.state.lock().dispatcher.resolved().cloned()
     }
 
-    /// Removes a member; returns true if the group is now empty and has ended (its queued
-    /// messages are dropped and counted).
-    pub fn remove_member(&self, session_id: SessionId) -> bool {
+    /// Removes a member; `None` if `session_id` was not one. A group left empty ends, unless it
+    /// is declared or `linger` asks it to keep collecting for a while.
+    pub fn remove_member(&self, session_id: SessionId, linger: bool) -> Option<AfterLeave> {
         let mut state = self.state.lock();
         let before = state.members.len();
         state.members.retain(|m| m.info.id != session_id);
-        if state.members.len() < before {
-            state
-                .dispatcher
-                .member_left(session_id, &self.strategy_counters);
+        if state.members.len() == before {
+            return None;
         }
-        if state.members.is_empty() {
-            state.ended = true;
-            let dropped = (state.queue.len() + state.spill.count) as u64;
-            state.queue.clear();
-            state.queued_bytes = 0;
-            state.spill.clear();
-            if let Some(disk) = &self.disk {
-                disk.journal.append(Op::DeleteOwner {
-                    owner: disk.owner.clone(),
-                });
+        state
+            .dispatcher
+            .member_left(session_id, &self.strategy_counters);
+        if !state.members.is_empty() {
+            if state.cursor >= state.members.len() {
+                state.cursor = 0;
             }
-            self.queued.store(0, Ordering::Relaxed);
-            self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
-            return true;
+            return Some(AfterLeave::Continues);
         }
-        if state.cursor >= state.members.len() {
-            state.cursor = 0;
+        state.cursor = 0;
+        if state.declared {
+            return Some(AfterLeave::Continues);
         }
-        false
+        if linger {
+            state.epoch += 1;
+            return Some(AfterLeave::Lingers { epoch: state.epoch });
+        }
+        self.end_locked(&mut state);
+        Some(AfterLeave::Ended)
+    }
+
+    /// Ends the group if it has lingered without members since `epoch` (and was not declared
+    /// meanwhile); true if it ended.
+    pub fn end_if_lingering(&self, epoch: u64) -> bool {
+        let mut state = self.state.lock();
+        if state.ended || state.declared || !state.members.is_empty() || state.epoch != epoch {
+            return false;
+        }
+        self.end_locked(&mut state);
+        true
+    }
+
+    /// Makes the group declared: it stays without members.
+    pub fn declare(&self) {
+        let mut state = self.state.lock();
+        // Voids the timer of a lingering group: it no longer ends with its members.
+        state.epoch += 1;
+        state.declared = true;
+    }
+
+    /// Makes the group an ordinary one again; `None` if it was not declared. With no member it
+    /// ends at once (`Some(true)`): an undeclared group exists only for its members.
+    pub fn undeclare(&self) -> Option<bool> {
+        let mut state = self.state.lock();
+        if !state.declared {
+            return None;
+        }
+        state.declared = false;
+        if !state.members.is_empty() {
+            return Some(false);
+        }
+        self.end_locked(&mut state);
+        Some(true)
+    }
+
+    /// Starts a memberless, undeclared group's linger (one the store gave back at start); its
+    /// epoch for the timer, or none if it has members or is declared.
+    pub fn begin_lingering(&self) -> Option<u64> {
+        let mut state = self.state.lock();
+        if state.ended || state.declared || !state.members.is_empty() {
+            return None;
+        }
+        state.epoch += 1;
+        Some(state.epoch)
+    }
+
+    pub fn is_declared(&self) -> bool {
+        self.state.lock().declared
+    }
+
+    /// Marks the group ended and drops (and counts) what its queue holds.
+    fn end_locked(&self, state: &mut GroupState) {
+        state.ended = true;
+        let dropped = (state.queue.len() + state.spill.count) as u64;
+        state.queue.clear();
+        state.queued_bytes = 0;
+        state.spill.clear();
+        if let Some(disk) = &self.disk {
+            disk.journal.append(Op::DeleteOwner {
+                owner: disk.owner.clone(),
+            });
+        }
+        self.queued.store(0, Ordering::Relaxed);
+        self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
     }
 
     pub fn member_count(&self) -> usize {

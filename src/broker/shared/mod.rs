@@ -4,4 +4,4 @@
 
 pub mod group;
 
-pub use group::{Dispatched, GroupCounters, GroupLimits, MemberStats, SharedGroup};
+pub use group::{AfterLeave, Dispatched, GroupCounters, GroupLimits, MemberStats, SharedGroup};
