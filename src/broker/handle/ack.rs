@@ -22,7 +22,12 @@ impl Connection {
     pub(crate) fn handle_pubrec(&mut self, ack: Ack) -> Result<(), ConnectionError> {
         let (session, generation) = self.session_generation()?;
         match session.acknowledge_publish(generation, ack.packet_id, ack.reason_code, true) {
-            AckOutcome::SendPubRel => self.send(&Packet::PubRel(Ack::new(ack.packet_id))),
+            AckOutcome::SendPubRel { stored: false } => {
+                self.send(&Packet::PubRel(Ack::new(ack.packet_id)))
+            }
+            AckOutcome::SendPubRel { stored: true } => {
+                self.send_outbound_when_durable(Packet::PubRel(Ack::new(ack.packet_id)))
+            }
             AckOutcome::Done => self.broker.drain_groups_of(&session),
             AckOutcome::UnknownPacketId => {
                 self.send(&Packet::PubRel(Ack::with_reason(

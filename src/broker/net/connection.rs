@@ -95,9 +95,12 @@ pub(crate) struct Connection {
     /// Scratch space for packets moved out of the session, reused across rounds.
     outgoing: Vec<Packet>,
     /// PUBACKs and PUBRECs waiting for the store to commit their message, with the batch
-    /// each waits for, in the order their PUBLISHes came [MQTT-4.6.0-2]. Bounded by the
-    /// client's in-flight window (Receive Maximum) for QoS 1/2.
-    pending_acks: VecDeque<(u64, Packet)>,
+    /// each waits for, in the order their PUBLISHes came [MQTT-4.6.0-2]. Bounded by our
+    /// Receive Maximum (QoS 2) and by the client's pipelining (QoS 1).
+    held_acks: VecDeque<(u64, Packet)>,
+    /// Outbound packets (PUBLISH, PUBREL) waiting for the commit of their in-flight record, in
+    /// send order. Bounded: nothing more is moved out of the session while it is long.
+    held_out: VecDeque<(u64, Packet)>,
     /// Bytes to reserve for the next read, between MIN_READ_SIZE and MAX_READ_SIZE.
     read_size: usize,
     /// This socket's place under the connection limits, given back when the task ends.
@@ -128,7 +131,8 @@ pub async fn run(
         disconnect_received: None,
         outgoing_aliases: None,
         outgoing: Vec::new(),
-        pending_acks: VecDeque::new(),
+        held_acks: VecDeque::new(),
+        held_out: VecDeque::new(),
         read_size: MIN_READ_SIZE,
         _admitted: admitted,
     };
@@ -253,7 +257,7 @@ impl Connection {
             return Ok(End::Disconnected(reason));
         }
         loop {
-            self.release_acks();
+            self.release_held();
             self.pump_outgoing();
             if !self.write_buf.is_empty() {
                 let len = self.write_buf.len();
@@ -316,41 +320,53 @@ impl Connection {
                     }
                 }
                 _ = notify.notified() => {}
-                _ = next_commit(&mut committed), if hold_input || !self.pending_acks.is_empty() => {}
+                _ = next_commit(&mut committed), if hold_input || self.is_holding() => {}
                 _ = &mut keep_alive_timer => return Ok(End::KeepAliveTimeout),
             }
         }
     }
 
+    fn is_holding(&self) -> bool {
+        !self.held_acks.is_empty() || !self.held_out.is_empty()
+    }
+
     /// Sends a PUBACK or PUBREC once everything the message was stored as is committed, and
     /// never ahead of an earlier one still waiting.
     pub fn send_when_durable(&mut self, packet: Packet) {
-        let Some(journal) = &self.broker.journal else {
-            self.send(&packet);
-            return;
-        };
-        let point = journal.durable_point();
-        if self.pending_acks.is_empty() && journal.committed() >= point {
-            self.send(&packet);
-        } else {
-            self.pending_acks.push_back((point, packet));
+        match self.durable_point(self.held_acks.is_empty()) {
+            Some(point) => self.held_acks.push_back((point, packet)),
+            None => self.send(&packet),
         }
     }
 
-    /// Sends the acknowledgements whose batch has committed.
-    fn release_acks(&mut self) {
+    /// Sends an outbound PUBLISH or PUBREL once its in-flight record is committed, and never
+    /// ahead of an earlier one still waiting.
+    pub fn send_outbound_when_durable(&mut self, packet: Packet) {
+        match self.durable_point(self.held_out.is_empty()) {
+            Some(point) => self.held_out.push_back((point, packet)),
+            None => self.send_delivery(packet),
+        }
+    }
+
+    /// The batch to wait for before something just journalled may be sent; none if it may go
+    /// now (no store, already committed, and nothing of its kind waiting ahead of it).
+    fn durable_point(&self, nothing_ahead: bool) -> Option<u64> {
+        let journal = self.broker.journal.as_ref()?;
+        let point = journal.durable_point();
+        (!nothing_ahead || journal.committed() < point).then_some(point)
+    }
+
+    /// Sends what waited for a batch that has committed.
+    fn release_held(&mut self) {
         let Some(journal) = &self.broker.journal else {
             return;
         };
         let committed = journal.committed();
-        while self
-            .pending_acks
-            .front()
-            .is_some_and(|(point, _)| *point <= committed)
-        {
-            if let Some((_, packet)) = self.pending_acks.pop_front() {
-                self.send(&packet);
-            }
+        while let Some((_, packet)) = pop_committed(&mut self.held_acks, committed) {
+            self.send(&packet);
+        }
+        while let Some((_, packet)) = pop_committed(&mut self.held_out, committed) {
+            self.send_delivery(packet);
         }
     }
 
@@ -424,9 +440,13 @@ impl Connection {
     /// Moves what the session has queued into the write buffer, as far as flow control allows.
     fn pump_outgoing(&mut self) {
         let Some(client) = &self.client else { return };
+        if self.held_out.len() >= MAX_PUBLISHES_PER_ROUND {
+            // Enough waits for the disk already; the session keeps the rest.
+            return;
+        }
         let mut dropped = 0;
         let mut outgoing = std::mem::take(&mut self.outgoing);
-        client.session.take_sendable(
+        let hold = client.session.take_sendable(
             client.generation,
             Instant::now(),
             &mut outgoing,
@@ -436,7 +456,11 @@ impl Connection {
         let session = client.session.clone();
         let sent = outgoing.len();
         for packet in outgoing.drain(..) {
-            self.send_delivery(packet);
+            if hold || !self.held_out.is_empty() {
+                self.send_outbound_when_durable(packet);
+            } else {
+                self.send_delivery(packet);
+            }
         }
         self.outgoing = outgoing;
         if sent > 0 {
@@ -558,6 +582,14 @@ impl Connection {
             }
         }
         BrokerState::schedule_expiry(&self.broker, session, client.generation);
+    }
+}
+
+fn pop_committed(held: &mut VecDeque<(u64, Packet)>, committed: u64) -> Option<(u64, Packet)> {
+    if held.front().is_some_and(|(point, _)| *point <= committed) {
+        held.pop_front()
+    } else {
+        None
     }
 }
 

@@ -63,12 +63,15 @@ impl SessionDisk {
 
     /// Records that a stored copy went out under `packet_id` (or that its PUBREC came back).
     /// A shared copy at QoS 1 records nothing: it goes back to its group on a restart anyway.
-    pub fn sent(&self, delivery: &Delivery, packet_id: u16, released: bool) {
+    /// True for a QoS 2 copy: its PUBLISH (or PUBREL) must not leave before this record is
+    /// committed, or a restart could send it again under a new identity, or as a PUBLISH the
+    /// client already completed — a duplicate that exactly-once forbids.
+    pub fn sent(&self, delivery: &Delivery, packet_id: u16, released: bool) -> bool {
         let Some(stored) = &delivery.stored else {
-            return;
+            return false;
         };
         if stored.owner != self.owner && delivery.qos != QoS::ExactlyOnce {
-            return;
+            return false;
         }
         let value = encode_inflight(&StoredInflight {
             client_id: self.client_id.to_string(),
@@ -81,6 +84,7 @@ impl SessionDisk {
             id: stored.id,
             value,
         });
+        delivery.qos == QoS::ExactlyOnce
     }
 
     /// The copy is done with (acknowledged, expired, dropped): it leaves the store.

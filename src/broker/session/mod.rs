@@ -93,7 +93,10 @@ pub struct TakenOver {
 pub enum AckOutcome {
     /// The packet id was in flight; the slot is free (or, for PUBREC, PUBREL must be sent).
     Done,
-    SendPubRel,
+    /// PUBREL is to be sent; `stored` once the store has committed the new stage.
+    SendPubRel {
+        stored: bool,
+    },
     UnknownPacketId,
 }
 
@@ -460,7 +463,9 @@ impl Session {
 
     /// Moves queued messages into flight for connection `generation`, as far as its window
     /// allows, appending the PUBLISH packets to send. Expired messages and messages larger than
-    /// the client accepts are dropped here and counted in `dropped`.
+    /// the client accepts are dropped here and counted in `dropped`. Returns true when the
+    /// packets must wait for the store's commit before they are written (see
+    /// [`SessionDisk::sent`]).
     pub fn take_sendable(
         &self,
         generation: u64,
@@ -468,13 +473,14 @@ impl Session {
         out: &mut Vec<Packet>,
         dropped: &mut usize,
         max_packets: usize,
-    ) {
+    ) -> bool {
+        let mut hold = false;
         let mut state = self.lock();
         let (window, max_packet_size, version) = match &state.link {
             Some(link) if link.generation == generation => {
                 (link.window, link.max_packet_size, link.version)
             }
-            _ => return,
+            _ => return false,
         };
         while let Some(front) = state.queue.front() {
             if out.len() >= max_packets {
@@ -512,7 +518,7 @@ impl Session {
             }
             if let Some(id) = packet_id {
                 if let Some(disk) = &self.disk {
-                    disk.sent(&delivery, id, false);
+                    hold |= disk.sent(&delivery, id, false);
                 }
                 let sequence = state.next_sequence;
                 state.next_sequence += 1;
@@ -529,6 +535,7 @@ impl Session {
             out.push(packet);
         }
         self.maybe_refill(&mut state);
+        hold
     }
 
     /// A copy is done with: it leaves the store, if it is there.
@@ -564,10 +571,11 @@ impl Session {
         }
         if pubrec && !reason.is_error() {
             entry.stage = OutboundStage::Released;
-            if let Some(disk) = &self.disk {
-                disk.sent(&entry.delivery, packet_id, true);
-            }
-            return AckOutcome::SendPubRel;
+            let stored = match &self.disk {
+                Some(disk) => disk.sent(&entry.delivery, packet_id, true),
+                None => false,
+            };
+            return AckOutcome::SendPubRel { stored };
         }
         // PUBACK, or PUBREC with a failure code: the exchange is over; a failed message is
         // discarded, never sent elsewhere [MQTT-4.8.2-6].
@@ -1118,7 +1126,7 @@ mod tests {
                 ReasonCode::SUCCESS,
                 true
             ),
-            AckOutcome::SendPubRel
+            AckOutcome::SendPubRel { stored: false }
         );
         assert_eq!(
             session.detach(attached.generation).map(|r| r.len()),
