@@ -181,6 +181,14 @@ pub struct SpawnedBroker {
     _dir: tempfile::TempDir,
 }
 
+/// [`EPHEMERAL_CONFIG`] with the durable store in `dir`.
+pub fn durable_config(dir: &std::path::Path) -> String {
+    format!(
+        "{EPHEMERAL_CONFIG}[storage]\ndir = {:?}\n",
+        dir.display().to_string()
+    )
+}
+
 /// A config file body listening on an ephemeral port of 127.0.0.1.
 pub const EPHEMERAL_CONFIG: &str =
     "[server]\nlisteners = [\"127.0.0.1:0\"]\nlog = \"info\"\nsys_interval_secs = 0\n";
@@ -325,6 +333,12 @@ impl SpawnedBroker {
             .status()
             .expect("cannot run kill");
         assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Kills the process with SIGKILL (`kill -9`): no shutdown, no last commit.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("cannot kill sharq");
+        let _ = self.child.wait();
     }
 
     /// Waits (bounded) for the process to exit and returns its status.

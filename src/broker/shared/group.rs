@@ -361,8 +361,14 @@ impl SharedGroup {
         self.state.lock().members.len()
     }
 
+    /// Messages waiting in the group, in memory and on disk.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Messages waiting in the group's memory window (the rest are on disk).
+    pub fn queued_in_memory(&self) -> usize {
+        self.state.lock().queue.len()
     }
 
     pub fn member_stats(&self) -> Vec<MemberStats> {
