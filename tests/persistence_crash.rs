@@ -65,7 +65,10 @@ async fn publish_until_killed(
     // Exchanges a kill interrupted after PUBREC: the broker must still know them.
     for packet_id in state.awaiting_comp.clone() {
         client.send(&Packet::PubRel(Ack::new(packet_id))).await;
-        match client.recv_matching("PUBCOMP", |p| matches!(p, Packet::PubComp(_))).await {
+        match client
+            .recv_matching("PUBCOMP", |p| matches!(p, Packet::PubComp(_)))
+            .await
+        {
             Packet::PubComp(comp) => {
                 assert_eq!(comp.packet_id, packet_id);
                 assert_eq!(
@@ -236,7 +239,10 @@ fn check(what: &str, got: &[(u32, QoS)], acked: &HashMap<u32, QoS>) {
         .filter(|(seq, qos)| *qos == QoS::ExactlyOnce && counts[seq] > 1)
         .map(|(seq, _)| *seq)
         .collect();
-    assert!(twice.is_empty(), "{what}: QoS 2 messages delivered twice: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "{what}: QoS 2 messages delivered twice: {twice:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +254,9 @@ async fn acknowledged_messages_survive_repeated_kill_9() {
     // Persistent consumers: three group members and a plain subscriber, then offline.
     for id in MEMBERS {
         let mut member = connect(broker.addr, id, true).await;
-        member.subscribe("$share/work/jobs/#", QoS::ExactlyOnce).await;
+        member
+            .subscribe("$share/work/jobs/#", QoS::ExactlyOnce)
+            .await;
         member.disconnect().await;
     }
     let mut plain = connect(broker.addr, PLAIN, true).await;
@@ -277,9 +285,11 @@ async fn acknowledged_messages_survive_repeated_kill_9() {
     broker = SpawnedBroker::with_config(&config);
     let tasks = spawn_consumers(broker.addr, &consumers, &stop);
     let expected = publisher.acked.len() * 2;
-    wait_until(Duration::from_secs(30), "half of the messages drained", || {
-        received(&consumers) >= expected / 2
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "half of the messages drained",
+        || received(&consumers) >= expected / 2,
+    )
     .await;
     broker.kill9();
     for task in tasks {
@@ -293,11 +303,9 @@ async fn acknowledged_messages_survive_repeated_kill_9() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let settled = consumers.iter().all(|(_, s)| {
-            s.lock()
-                .last_activity
-                .is_none_or(|at| at.elapsed() > quiet)
-        });
+        let settled = consumers
+            .iter()
+            .all(|(_, s)| s.lock().last_activity.is_none_or(|at| at.elapsed() > quiet));
         if settled || Instant::now() > deadline {
             break;
         }
@@ -314,16 +322,97 @@ async fn acknowledged_messages_survive_repeated_kill_9() {
     eprintln!(
         "acknowledged {} (QoS 2: {}); group received {}, plain received {}",
         publisher.acked.len(),
-        publisher.acked.values().filter(|q| **q == QoS::ExactlyOnce).count(),
+        publisher
+            .acked
+            .values()
+            .filter(|q| **q == QoS::ExactlyOnce)
+            .count(),
         group.len(),
         consumers[3].1.lock().got.len()
     );
     check("shared group", &group, &publisher.acked);
-    check("plain subscriber", &consumers[3].1.lock().got, &publisher.acked);
+    check(
+        "plain subscriber",
+        &consumers[3].1.lock().got,
+        &publisher.acked,
+    );
     // Work was shared: more than one member took part.
     let active = consumers[..MEMBERS.len()]
         .iter()
         .filter(|(_, s)| !s.lock().got.is_empty())
         .count();
     assert!(active > 1, "only {active} member got messages");
+}
+
+/// A will whose connection a crash cut is published after the restart, once its delay has run
+/// (counted from the crash): the crash is a connection lost without DISCONNECT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_will_survives_kill_9() {
+    use sharq::packet::{LastWill, WillProperties};
+    let dir = tempfile::tempdir().unwrap();
+    let config = durable_config(dir.path());
+    let mut broker = SpawnedBroker::with_config(&config);
+    let mut watcher = connect(broker.addr, "watcher", true).await;
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
+    watcher.disconnect().await;
+
+    let mut opts = ConnectOpts::new(ProtocolVersion::V5, "dying");
+    opts.session_expiry = Some(60);
+    let mut packet = opts.packet();
+    packet.will = Some(LastWill {
+        topic: ByteString::from("wills/dying"),
+        payload: bytes::Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: WillProperties {
+            will_delay_interval: Some(1),
+            ..WillProperties::default()
+        },
+    });
+    let (mut dying, _) = RawClient::connect_with(broker.addr, packet).await;
+    dying.ping().await;
+    // Let the session's record (with its will) reach the disk: the store commits every few ms.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.kill9();
+
+    let broker = SpawnedBroker::with_config(&config);
+    let mut watcher = connect(broker.addr, "watcher", false).await;
+    let will = watcher.recv_and_ack().await;
+    assert_eq!(will.topic, "wills/dying");
+    assert_eq!(will.payload, "gone");
+    watcher.expect_no_publish(Duration::from_millis(500)).await;
+}
+
+/// A store file that is not ours stops the broker at start with an error naming the file;
+/// nothing is overwritten.
+#[test]
+fn a_corrupt_store_file_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sharq.redb");
+    std::fs::write(&file, b"definitely not a database, but somebody's data").unwrap();
+    let (mut child, output, _lines, _config_dir) = spawn_sharq_raw(&durable_config(dir.path()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sharq kept running on a corrupt store"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The reader threads may still be flushing the last lines.
+    std::thread::sleep(Duration::from_millis(200));
+    let output = output.lock().unwrap().clone();
+    assert!(!status.success());
+    assert!(
+        output.contains(&file.display().to_string()) && output.contains("cannot open store"),
+        "{output}"
+    );
+    assert!(!output.contains("listening for MQTT"), "{output}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        b"definitely not a database, but somebody's data"
+    );
 }
