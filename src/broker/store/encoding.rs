@@ -449,14 +449,15 @@ fn read_publish(r: &mut Reader<'_>) -> Result<Publish, Corrupt> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::UserProperties;
     use bytes::Bytes;
 
     fn message() -> Arc<Message> {
-        let mut properties = PublishProperties::default();
-        properties.user_properties = UserProperties::default();
-        properties.content_type = Some(ByteString::from("text/plain"));
-        properties.message_expiry_interval = Some(60);
+        let properties = PublishProperties {
+            user_properties: vec![(ByteString::from("k"), ByteString::from("v"))],
+            content_type: Some(ByteString::from("text/plain")),
+            message_expiry_interval: Some(60),
+            ..PublishProperties::default()
+        };
         Message::from_publish(
             Publish {
                 dup: false,
