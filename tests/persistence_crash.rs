@@ -365,7 +365,7 @@ async fn a_will_survives_kill_9() {
         qos: QoS::AtLeastOnce,
         retain: false,
         properties: WillProperties {
-            will_delay_interval: Some(1),
+            will_delay_interval: Some(3),
             ..WillProperties::default()
         },
     });
@@ -375,9 +375,15 @@ async fn a_will_survives_kill_9() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     broker.kill9();
 
+    // Killed again before the will's delay has run: its record, and the time it counts from,
+    // must survive that too.
+    let mut broker = SpawnedBroker::with_config(&config);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.kill9();
     let broker = SpawnedBroker::with_config(&config);
     let mut watcher = connect(broker.addr, "watcher", false).await;
     let will = watcher.recv_and_ack().await;
+
     assert_eq!(will.topic, "wills/dying");
     assert_eq!(will.payload, "gone");
     watcher.expect_no_publish(Duration::from_millis(500)).await;

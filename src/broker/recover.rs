@@ -132,14 +132,13 @@ impl BrokerState {
             let session = self
                 .open_session(&id, false, record.expiry_interval)
                 .session;
+            session.restore_record(record.will.clone(), offline_since);
             self.restore_subscriptions(&session, record.subscriptions);
             let restored = Restored {
                 incoming_qos2: incoming_by_client.remove(&client_id).unwrap_or_default(),
-                will: record.will,
-                disconnected_at_ms: offline_since,
                 ..Restored::default()
             };
-            if let Some(last_will) = restored.will.clone() {
+            if let Some(last_will) = record.will {
                 let delay = last_will.properties.will_delay_interval.unwrap_or(0);
                 let left =
                     u64::from(delay.min(record.expiry_interval)).saturating_sub(offline_secs);

@@ -178,6 +178,8 @@ struct SessionState {
     disconnected_at_ms: Option<u64>,
     /// The part of the queue that waits on disk only.
     spill: Spill,
+    /// The session has a record in the store (it is, or was, persistent): its end removes it.
+    on_disk: bool,
 }
 
 impl Session {
@@ -208,8 +210,9 @@ impl Session {
     }
 
     /// Journals the session's record, if it is persistent.
-    fn save_record(&self, state: &SessionState) {
+    fn save_record(&self, state: &mut SessionState) {
         if let Some(disk) = self.persistent(state) {
+            state.on_disk = true;
             disk.save(&StoredSession {
                 expiry_interval: state.expiry_interval,
                 disconnected_at_ms: state.disconnected_at_ms,
@@ -228,7 +231,10 @@ impl Session {
         let was_persistent = state.expiry_interval > 0;
         state.expiry_interval = expiry_interval;
         match (&self.disk, was_persistent, expiry_interval > 0) {
-            (Some(disk), true, false) => disk.delete(),
+            (Some(disk), true, false) if state.on_disk => {
+                disk.delete();
+                state.on_disk = false;
+            }
             (Some(_), _, true) => self.save_record(state),
             _ => {}
         }
@@ -377,7 +383,7 @@ impl Session {
         }
         state.link = None;
         state.disconnected_at_ms = Some(unix_now_ms());
-        self.save_record(&state);
+        self.save_record(&mut state);
         let mut redispatch = Vec::new();
         state.take_shared_unfinished(&mut redispatch);
         Some(redispatch)
@@ -423,6 +429,7 @@ impl Session {
                 {
                     if let Some(dropped) = state.queue.remove(index) {
                         state.queued_bytes -= dropped.message.weight();
+                        self.finished(&dropped);
                     }
                     outcome = Enqueued::QueuedDroppingOldestQos0;
                 }
@@ -531,6 +538,9 @@ impl Session {
                         delivery,
                     },
                 );
+            } else {
+                // Sent at QoS 0 (a stored shared copy to a member granted QoS 0): done with.
+                self.finished(&delivery);
             }
             out.push(packet);
         }
@@ -639,7 +649,7 @@ impl Session {
     ) -> Option<StoredSubscription> {
         let mut state = self.lock();
         let previous = state.subscriptions.insert(filter, sub);
-        self.save_record(&state);
+        self.save_record(&mut state);
         previous
     }
 
@@ -647,7 +657,7 @@ impl Session {
         let mut state = self.lock();
         let removed = state.subscriptions.remove(filter);
         if removed.is_some() {
-            self.save_record(&state);
+            self.save_record(&mut state);
         }
         removed
     }
@@ -687,7 +697,7 @@ impl Session {
     pub fn forget_will(&self) {
         let mut state = self.lock();
         if state.stored_will.take().is_some() {
-            self.save_record(&state);
+            self.save_record(&mut state);
         }
     }
 
@@ -707,7 +717,9 @@ impl Session {
                     disk.finished(&entry.delivery);
                 }
             }
-            disk.delete();
+            if state.on_disk {
+                disk.delete();
+            }
         }
         state.spill.clear();
         state.end_now()
@@ -758,6 +770,7 @@ impl Session {
     /// inbound QoS 2 packet ids awaiting PUBREL, its will and when it went offline.
     pub fn restore(&self, restored: Restored) {
         let mut state = self.lock();
+        state.on_disk = true;
         for delivery in restored.queued {
             state.queued_bytes += delivery.message.weight();
             state.queue.push_back(delivery);
@@ -782,9 +795,18 @@ impl Session {
             );
         }
         state.incoming_qos2.extend(restored.incoming_qos2);
-        state.stored_will = restored.will.clone();
-        state.will = restored.will;
-        state.disconnected_at_ms = Some(restored.disconnected_at_ms);
+    }
+
+    /// The stored record's will and offline time, put back first: every record the session
+    /// saves from then on (its subscriptions are re-added next) carries them on.
+    pub fn restore_record(&self, will: Option<LastWill>, disconnected_at_ms: u64) {
+        let mut state = self.lock();
+        state.on_disk = true;
+        // Only the record keeps it: its timer (set by recovery) publishes it.
+        state.stored_will = will;
+        state.disconnected_at_ms = Some(disconnected_at_ms);
+        // The offline time is fixed now: a second crash must not move it to that crash.
+        self.save_record(&mut state);
     }
 
     pub fn inflight(&self) -> usize {
@@ -818,8 +840,6 @@ pub struct Restored {
     /// Packet id, PUBREL sent, and the copy; in send order.
     pub inflight: Vec<(u16, bool, Delivery)>,
     pub incoming_qos2: Vec<u16>,
-    pub will: Option<LastWill>,
-    pub disconnected_at_ms: u64,
 }
 
 /// What an ended session leaves behind for the router to clean up.
