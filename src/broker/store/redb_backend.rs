@@ -577,3 +577,106 @@ mod tests {
         assert!(err.contains("format 99"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Put(u8, u64, u32),
+        Delete(u8, u64),
+        Inflight(u8, u64),
+        DeleteOwner(u8),
+        Commit,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0u8..3, 0u64..16, 1u32..100).prop_map(|(o, i, w)| Step::Put(o, i, w)),
+            3 => (0u8..3, 0u64..16).prop_map(|(o, i)| Step::Delete(o, i)),
+            1 => (0u8..3, 0u64..16).prop_map(|(o, i)| Step::Inflight(o, i)),
+            1 => (0u8..3).prop_map(Step::DeleteOwner),
+            2 => Just(Step::Commit),
+        ]
+    }
+
+    fn owner(o: u8) -> Arc<str> {
+        Arc::from(format!("g:n{o}/t/#"))
+    }
+
+    fn value(weight: u32) -> Vec<u8> {
+        let mut v = vec![super::super::encoding::FORMAT];
+        v.extend_from_slice(&weight.to_be_bytes());
+        v
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Whatever the ops and however they are batched, the store holds what a plain map
+        /// would, and its per-queue counts match its rows.
+        #[test]
+        fn the_store_matches_a_model(steps in proptest::collection::vec(step(), 1..60)) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = RedbBackend::open(dir.path(), false).unwrap();
+            let mut entries: BTreeMap<(String, u64), u32> = BTreeMap::new();
+            let mut inflight: BTreeMap<(String, u64), ()> = BTreeMap::new();
+            let mut batch = Vec::new();
+            for step in steps.into_iter().chain([Step::Commit]) {
+                match step {
+                    Step::Put(o, id, w) => {
+                        entries.insert((owner(o).to_string(), id), w);
+                        batch.push(Op::PutEntry { owner: owner(o), id, value: value(w) });
+                    }
+                    Step::Delete(o, id) => {
+                        entries.remove(&(owner(o).to_string(), id));
+                        inflight.remove(&(owner(o).to_string(), id));
+                        batch.push(Op::DeleteEntry { owner: owner(o), id });
+                    }
+                    Step::Inflight(o, id) => {
+                        inflight.insert((owner(o).to_string(), id), ());
+                        batch.push(Op::PutInflight { owner: owner(o), id, value: vec![1] });
+                    }
+                    Step::DeleteOwner(o) => {
+                        let name = owner(o).to_string();
+                        entries.retain(|(k, _), _| *k != name);
+                        inflight.retain(|(k, _), _| *k != name);
+                        batch.push(Op::DeleteOwner { owner: owner(o) });
+                    }
+                    Step::Commit => {
+                        store.commit(&std::mem::take(&mut batch), 1, 1).unwrap();
+                    }
+                }
+            }
+            let recovered = store.recover().unwrap();
+            let mut expected: BTreeMap<String, QueueStats> = BTreeMap::new();
+            for ((o, _), w) in &entries {
+                let s = expected.entry(o.clone()).or_default();
+                s.count += 1;
+                s.bytes += u64::from(*w);
+            }
+            let got: BTreeMap<String, QueueStats> = recovered.queues.into_iter().collect();
+            prop_assert_eq!(got, expected);
+            let got_inflight: BTreeMap<(String, u64), ()> =
+                recovered.inflight.into_iter().map(|(o, id, _)| ((o, id), ())).collect();
+            prop_assert_eq!(got_inflight, inflight);
+            for o in 0..3 {
+                let rows: Vec<u64> = store
+                    .read_entries(&owner(o), 0, 100)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect();
+                let want: Vec<u64> = entries
+                    .keys()
+                    .filter(|(k, _)| *k == *owner(o))
+                    .map(|(_, id)| *id)
+                    .collect();
+                prop_assert_eq!(rows, want);
+            }
+        }
+    }
+}
