@@ -362,8 +362,10 @@ mod props {
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
+    type Rows = BTreeSet<(String, u64)>;
+
     /// Applies ops to a model of the rows: (owner, id) of entries and of in-flight records.
-    fn apply(ops: &[Op]) -> (BTreeSet<(String, u64)>, BTreeSet<(String, u64)>) {
+    fn apply(ops: &[Op]) -> (Rows, Rows) {
         let mut entries = BTreeSet::new();
         let mut inflight = BTreeSet::new();
         for op in ops {
