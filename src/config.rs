@@ -77,6 +77,17 @@ impl Default for StorageConfig {
     }
 }
 
+impl Config {
+    /// `[auth] acl_file`, resolved against the config file's directory.
+    pub fn acl_path(&self) -> Option<PathBuf> {
+        let path = self.auth.acl_file.as_ref()?;
+        Some(match &self.base_dir {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path.clone(),
+        })
+    }
+}
+
 impl StorageConfig {
     /// The store's directory, resolved against the config file's; none for memory only.
     pub fn resolved_dir(&self, base_dir: Option<&Path>) -> Option<PathBuf> {
@@ -280,6 +291,8 @@ pub struct AuthConfig {
     pub allow_anonymous: bool,
     /// username = password pairs; when empty, any credentials are accepted.
     pub users: BTreeMap<String, String>,
+    /// A Mosquitto-format ACL file (relative to the config file); unset, everything is allowed.
+    pub acl_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -355,6 +368,7 @@ impl Default for AuthConfig {
         AuthConfig {
             allow_anonymous: true,
             users: BTreeMap::new(),
+            acl_file: None,
         }
     }
 }

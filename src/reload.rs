@@ -48,6 +48,12 @@ pub async fn run(
                 Trigger::FileChanged
             }
         };
+        if matches!(trigger, Trigger::Signal) {
+            // The ACL file is read again on request only (SIGHUP, `sharq reload`).
+            if let Err(e) = broker.reload_acl() {
+                tracing::error!(error = %e, "ACL reload refused: the current rules stay");
+            }
+        }
         if let Some(config) = reload_once(&broker, &config_path, trigger).await {
             // The set of plugin files may have changed: watch the new set.
             watcher = watch(&config, &config_path, file_events.clone());

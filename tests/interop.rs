@@ -271,10 +271,15 @@ fn mosquitto_clients_will() {
 /// Runs `tests/interop/SCRIPT HOST PORT` against a freshly started broker; the script exits 0
 /// when every check passed.
 fn run_paho_script(script: &str) {
+    run_paho_script_with(script, EPHEMERAL_CONFIG);
+}
+
+/// Like [`run_paho_script`], with the broker started on `toml`.
+fn run_paho_script_with(script: &str, toml: &str) {
     if !tools_ready(true) {
         return;
     }
-    let broker = SpawnedBroker::start();
+    let broker = SpawnedBroker::with_config(toml);
     let path = format!("{}/tests/interop/{script}", env!("CARGO_MANIFEST_DIR"));
     let mut command = Command::new("python3");
     command
@@ -300,4 +305,22 @@ fn paho_python_v311_and_v5() {
 #[test]
 fn paho_python_receives_server_topic_aliases() {
     run_paho_script("paho_topic_alias.py");
+}
+
+/// Paho's `test_subscribe_failure`: an ACL that denies `test/nosubscribe` makes that SUBSCRIBE
+/// fail (0x80 on 3.1.1, 0x87 on 5) while a permitted topic is granted.
+#[test]
+fn paho_subscribe_failure_with_an_acl() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("paho.acl");
+    std::fs::write(
+        &acl,
+        "topic readwrite test/#\ntopic deny test/nosubscribe\n",
+    )
+    .unwrap();
+    let toml = format!(
+        "{EPHEMERAL_CONFIG}[auth]\nacl_file = {:?}\n",
+        acl.display().to_string()
+    );
+    run_paho_script_with("paho_subscribe_failure.py", &toml);
 }

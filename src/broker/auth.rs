@@ -75,6 +75,7 @@ mod tests {
                 .iter()
                 .map(|(u, p)| (u.to_string(), p.to_string()))
                 .collect(),
+            ..AuthConfig::default()
         })
     }
 

@@ -18,6 +18,7 @@
 //! `.await`; no Wasm instance is created under 1–3, and a group's failed instance is rebuilt
 //! under none of them.
 
+pub mod acl;
 mod auth;
 mod handle;
 mod log_limit;
@@ -74,6 +75,8 @@ pub struct BrokerState {
     sessions: Mutex<HashMap<ByteString, Arc<Session>>>,
     next_session_id: AtomicU64,
     pub authenticator: Box<dyn Authenticator>,
+    /// Who may publish, subscribe and join what (`[auth] acl_file`); replaced on reload.
+    pub acl: acl::AclHandle,
     /// Which dispatch strategy each shared group uses; replaced on reload.
     pub strategies: StrategyRegistry,
     /// The durable store's journal; none when `[storage] dir` is empty (memory only).
@@ -109,6 +112,14 @@ impl Broker {
     /// configured listener and starts serving in the background of the current tokio runtime.
     pub async fn start(config: Config) -> io::Result<Broker> {
         let authenticator = Box::new(ConfigAuthenticator::new(&config.auth));
+        let acl = match config.acl_path() {
+            Some(path) => {
+                let acl = acl::Acl::load(&path).map_err(|e| io::Error::other(e.to_string()))?;
+                tracing::info!(file = %path.display(), "ACL loaded: what it does not grant is refused");
+                Some(acl)
+            }
+            None => None,
+        };
         // Compiling plugins takes seconds for Python and JavaScript components (milliseconds
         // from the disk cache): keep it off the async workers, so a broker started inside a
         // runtime that already serves other tasks does not stall them. Listeners open only
@@ -149,6 +160,7 @@ impl Broker {
             sessions: Mutex::new(HashMap::new()),
             next_session_id: AtomicU64::new(1),
             authenticator,
+            acl: acl::AclHandle::new(acl),
             journal,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -227,6 +239,25 @@ impl BrokerState {
             max_messages: self.config.limits.max_retained_messages,
             max_bytes: self.config.limits.max_retained_bytes,
         }
+    }
+
+    /// Reads the ACL file again (SIGHUP, `sharq reload`); a file that does not parse leaves
+    /// the rules in force unchanged.
+    pub fn reload_acl(&self) -> Result<(), acl::AclError> {
+        let Some(path) = self.config.acl_path() else {
+            return Ok(());
+        };
+        let acl = acl::Acl::load(&path)?;
+        self.acl.replace(Some(acl));
+        tracing::info!(file = %path.display(), "ACL reloaded");
+        Ok(())
+    }
+
+    /// Whether `who` may publish a will on `topic` now (checked when it is sent).
+    pub fn may_publish(&self, who: acl::Identity<'_>, topic: &str) -> bool {
+        self.acl
+            .current()
+            .is_none_or(|acl| acl.may_publish(who, topic))
     }
 
     /// The shared-subscription spellings SUBSCRIBE and UNSUBSCRIBE accept.

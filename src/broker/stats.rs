@@ -18,6 +18,8 @@ pub struct Stats {
     pub bytes_sent: AtomicU64,
     /// Messages not delivered because a queue was full, they expired, or were too large.
     pub messages_dropped: AtomicU64,
+    /// PUBLISHes, subscriptions and group joins the ACL refused.
+    pub acl_denied: AtomicU64,
     /// Copies refused by a bound, per [`Quota::index`]: what a v5 publisher hears as 0x97.
     pub refused_by_quota: [AtomicU64; Quota::ALL.len()],
 }

@@ -29,7 +29,7 @@ pub async fn publish_loop(broker: Arc<BrokerState>) {
 /// Publishes every `$SYS` topic once.
 pub fn publish_all(broker: &BrokerState) {
     let stats = &broker.stats;
-    let values: [(&str, String); 10] = [
+    let values: [(&str, String); 11] = [
         (
             "$SYS/broker/version",
             format!("sharq {}", env!("CARGO_PKG_VERSION")),
@@ -57,6 +57,10 @@ pub fn publish_all(broker: &BrokerState) {
         (
             "$SYS/broker/messages/dropped",
             Stats::get(&stats.messages_dropped).to_string(),
+        ),
+        (
+            "$SYS/broker/acl/denied",
+            Stats::get(&stats.acl_denied).to_string(),
         ),
         (
             "$SYS/broker/subscriptions/count",

@@ -51,6 +51,7 @@ impl Connection {
             tracing::info!(client_id = %client_id, peer = %self.peer, code = %code, "connection refused by authentication");
             return Ok(self.refuse(code));
         }
+        self.username = connect.username.clone();
         if let Some(will) = &connect.will {
             if validate_topic_name(&will.topic, config.limits.max_topic_levels).is_err() {
                 return Ok(self.refuse(ReasonCode::TOPIC_NAME_INVALID));
@@ -116,6 +117,7 @@ impl Connection {
                 will::publish(&self.broker, &session, previous_will);
             }
         }
+        session.set_username(self.username.clone());
         let attached = session.attach(
             self.version,
             window,

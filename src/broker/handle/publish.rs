@@ -7,10 +7,12 @@ use bytestring::ByteString;
 use crate::packet::{Ack, Packet, Publish, QoS, ReasonCode};
 use crate::topic::validate_topic_name;
 
+use crate::broker::acl::Identity;
 use crate::broker::net::connection::Connection;
 use crate::broker::net::error::ConnectionError;
 use crate::broker::routing::message::{Message, Quota};
 use crate::broker::routing::router::Routed;
+use crate::broker::session::Session;
 
 /// What became of one published message, for its acknowledgement.
 struct Outcome {
@@ -68,6 +70,15 @@ impl Connection {
             ));
         }
 
+        let who = Identity {
+            username: self.username.as_deref(),
+            client_id: &session.client_id,
+        };
+        if !self.acl_cache.may_publish(&self.broker.acl, who, &topic) {
+            self.refuse_unauthorized(&publish, &session);
+            return Ok(());
+        }
+
         match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, _) => {
                 self.route(publish, topic, &session);
@@ -106,6 +117,33 @@ impl Connection {
         Ok(())
     }
 
+    /// Answers a PUBLISH the ACL does not allow; it is never routed nor retained. A v5 client
+    /// hears 0x87 (Not authorized); 3.1.1 has no way to say it, so the message is acknowledged
+    /// and dropped, as that spec allows.
+    fn refuse_unauthorized(&mut self, publish: &Publish, session: &Session) {
+        tracing::debug!(client_id = %session.client_id, topic = %publish.topic, "publish refused by the ACL");
+        self.broker.stats.acl_denied.fetch_add(1, Ordering::Relaxed);
+        let Some(packet_id) = publish.packet_id else {
+            return;
+        };
+        let ack = if self.version.is_v5() {
+            Ack::with_reason(packet_id, ReasonCode::NOT_AUTHORIZED)
+        } else {
+            Ack::new(packet_id)
+        };
+        match publish.qos {
+            QoS::AtLeastOnce => self.send(&Packet::PubAck(ack)),
+            QoS::ExactlyOnce => {
+                if !self.version.is_v5() {
+                    // The exchange goes on to PUBREL/PUBCOMP, with nothing routed.
+                    session.begin_incoming_qos2(packet_id);
+                }
+                self.send(&Packet::PubRec(ack));
+            }
+            QoS::AtMostOnce => {}
+        }
+    }
+
     /// The PUBACK/PUBREC for a routed message. A v5 publisher hears 0x97 (Quota exceeded),
     /// with the bound's config key as reason string, when quotas kept the message out of every
     /// queue it matched or out of the retained store; 0x10 (No matching subscribers) when
@@ -137,12 +175,7 @@ impl Connection {
         }
     }
 
-    fn route(
-        &self,
-        publish: Publish,
-        topic: ByteString,
-        publisher: &crate::broker::session::Session,
-    ) -> Outcome {
+    fn route(&self, publish: Publish, topic: ByteString, publisher: &Session) -> Outcome {
         let message = Message::from_publish(
             publish,
             topic,

@@ -10,6 +10,9 @@ use crate::packet::{
 };
 use crate::topic::{parse_subscription_with, session_key, SubscriptionFilter};
 
+use std::sync::atomic::Ordering;
+
+use crate::broker::acl::Identity;
 use crate::broker::net::connection::Connection;
 use crate::broker::net::error::ConnectionError;
 use crate::broker::routing::delivery::{Delivery, Occasion};
@@ -33,6 +36,11 @@ impl Connection {
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
         let mut joined_group = false;
+        let acl = self.broker.acl.current();
+        let who = Identity {
+            username: self.username.as_deref(),
+            client_id: &session.client_id,
+        };
         for requested in subscribe.filters {
             let options = requested.options;
             let parsed = match parse_subscription_with(&requested.filter, max_levels, syntax) {
@@ -43,6 +51,20 @@ impl Connection {
                     continue;
                 }
             };
+            if let Some(acl) = &acl {
+                let allowed = match &parsed {
+                    SubscriptionFilter::Shared { group, filter } => {
+                        acl.may_subscribe(who, filter) && acl.may_join(who, group)
+                    }
+                    SubscriptionFilter::Plain(filter) => acl.may_subscribe(who, filter),
+                };
+                if !allowed {
+                    tracing::debug!(client_id = %session.client_id, filter = %requested.filter, "subscription refused by the ACL");
+                    self.broker.stats.acl_denied.fetch_add(1, Ordering::Relaxed);
+                    reason_codes.push(ReasonCode::NOT_AUTHORIZED);
+                    continue;
+                }
+            }
             let key = stored_name(&requested.filter, &parsed);
             let stored = StoredSubscription {
                 options,
@@ -83,6 +105,14 @@ impl Connection {
                     };
                     if send_retained {
                         for message in self.broker.retained.matching(filter) {
+                            // Granted filters are readable throughout; this also holds after a
+                            // reload narrowed the rules under a subscription made before.
+                            if acl
+                                .as_ref()
+                                .is_some_and(|acl| !acl.may_read(who, &message.topic))
+                            {
+                                continue;
+                            }
                             retained.push(Delivery::new(
                                 message,
                                 &options,

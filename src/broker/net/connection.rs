@@ -92,6 +92,10 @@ pub(crate) struct Connection {
     pub disconnect_received: Option<ReasonCode>,
     /// Topic aliases we use towards a v5 client that allows them; none otherwise.
     pub outgoing_aliases: Option<OutgoingAliases>,
+    /// The username the client authenticated with, for the ACL.
+    pub username: Option<ByteString>,
+    /// This connection's publish decisions by topic under the ACL in force.
+    pub acl_cache: crate::broker::acl::PublishCache,
     /// Scratch space for packets moved out of the session, reused across rounds.
     outgoing: Vec<Packet>,
     /// PUBACKs and PUBRECs waiting for the store to commit their message, with the batch
@@ -130,6 +134,8 @@ pub async fn run(
         request_problem_information: true,
         disconnect_received: None,
         outgoing_aliases: None,
+        username: None,
+        acl_cache: Default::default(),
         outgoing: Vec::new(),
         held_acks: VecDeque::new(),
         held_out: VecDeque::new(),

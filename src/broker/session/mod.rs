@@ -180,6 +180,8 @@ struct SessionState {
     spill: Spill,
     /// The session has a record in the store (it is, or was, persistent): its end removes it.
     on_disk: bool,
+    /// The username its last connection authenticated with: its will is sent under it.
+    username: Option<ByteString>,
 }
 
 impl Session {
@@ -685,6 +687,14 @@ impl Session {
     pub fn set_expiry_interval(&self, secs: u32) {
         let mut state = self.lock();
         self.change_expiry(&mut state, secs);
+    }
+
+    pub fn set_username(&self, username: Option<ByteString>) {
+        self.lock().username = username;
+    }
+
+    pub fn username(&self) -> Option<ByteString> {
+        self.lock().username.clone()
     }
 
     /// Takes the will, e.g. because the connection ended abnormally, or drops it on a normal

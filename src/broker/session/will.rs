@@ -49,8 +49,17 @@ pub fn schedule_in(
 }
 
 pub fn publish(broker: &BrokerState, session: &Session, will: LastWill) {
-    tracing::debug!(client_id = %session.client_id, topic = %will.topic, "publishing will message");
     session.forget_will();
+    let username = session.username();
+    let who = crate::broker::acl::Identity {
+        username: username.as_deref(),
+        client_id: &session.client_id,
+    };
+    if !broker.may_publish(who, &will.topic) {
+        tracing::info!(client_id = %session.client_id, topic = %will.topic, "will message not sent: the ACL does not allow publishing it");
+        return;
+    }
+    tracing::debug!(client_id = %session.client_id, topic = %will.topic, "publishing will message");
     let properties = will.properties;
     let publish = Publish {
         dup: false,

@@ -1,0 +1,346 @@
+//! `[auth] acl_file`: Mosquitto's ACL syntax plus `share GLOB`, enforced on PUBLISH (0x87 on
+//! v5; acknowledged and dropped on 3.1.1), SUBSCRIBE (0x87 / 0x80), wills (checked when sent),
+//! retained messages (only where readable) and shared-group joins, and reloaded on request.
+
+mod common;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use common::*;
+use sharq::packet::{LastWill, ProtocolVersion, QoS, ReasonCode, WillProperties};
+
+const ACL: &str = "\
+# anonymous clients
+topic read public/#
+
+user alice
+topic readwrite alice/#
+topic deny alice/secret/#
+topic write wills/alice
+topic write retained/#
+share team-a-*
+
+user bob
+topic read alice/inbox/#
+topic read retained/#
+topic read wills/#
+topic readwrite jobs/#
+share team-b
+
+pattern readwrite clients/%c/#
+";
+
+const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V5, ProtocolVersion::V3_1_1];
+
+async fn broker(acl: &str) -> (TestBroker, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sharq.acl");
+    std::fs::write(&path, acl).unwrap();
+    let broker = TestBroker::with(|c| {
+        c.auth.acl_file = Some(path);
+        c.auth.users = [("alice", "a"), ("bob", "b")]
+            .into_iter()
+            .map(|(u, p)| (u.to_owned(), p.to_owned()))
+            .collect();
+    })
+    .await;
+    (broker, dir)
+}
+
+async fn login(
+    broker: &TestBroker,
+    version: ProtocolVersion,
+    user: Option<&str>,
+    client_id: &str,
+    will: Option<LastWill>,
+) -> RawClient {
+    let mut connect = ConnectOpts::new(version, client_id).packet();
+    connect.username = user.map(ByteString::from);
+    connect.password = user.map(|u| Bytes::from(u[..1].to_owned()));
+    connect.will = will;
+    let (client, connack) = RawClient::connect_with(broker.addr(), connect).await;
+    assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
+    client
+}
+
+fn v(version: ProtocolVersion) -> &'static str {
+    if version == ProtocolVersion::V5 {
+        "v5"
+    } else {
+        "v311"
+    }
+}
+
+#[tokio::test]
+async fn publish_is_allowed_or_refused_and_never_routed_when_refused() {
+    let (broker, _dir) = broker(ACL).await;
+    let mut bob = login(&broker, ProtocolVersion::V5, Some("bob"), "bob", None).await;
+    bob.subscribe("jobs/#", QoS::AtLeastOnce).await;
+    bob.subscribe("alice/inbox/#", QoS::AtLeastOnce).await;
+    for version in VERSIONS {
+        let id = format!("alice-{}", v(version));
+        let mut alice = login(&broker, version, Some("alice"), &id, None).await;
+        // Allowed: delivered.
+        alice
+            .publish("alice/inbox/1", b"ok", QoS::AtLeastOnce, false)
+            .await;
+        assert_eq!(bob.recv_and_ack().await.payload, "ok");
+        // Refused: no write rule (jobs/#), and a deny rule over a grant (alice/secret/#).
+        for (topic, qos) in [
+            ("jobs/1", QoS::AtLeastOnce),
+            ("jobs/2", QoS::ExactlyOnce),
+            ("alice/secret/x", QoS::AtLeastOnce),
+        ] {
+            let packet_id = alice
+                .publish_nowait(topic, Bytes::from_static(b"no"), qos, false)
+                .await
+                .unwrap();
+            let kind = if qos == QoS::AtLeastOnce {
+                "PUBACK"
+            } else {
+                "PUBREC"
+            };
+            let ack = alice.recv_ack(kind, packet_id).await;
+            let expected = if version == ProtocolVersion::V5 {
+                ReasonCode::NOT_AUTHORIZED
+            } else {
+                ReasonCode::SUCCESS
+            };
+            assert_eq!(ack.reason_code, expected, "{} {topic}", v(version));
+            if qos == QoS::ExactlyOnce && version == ProtocolVersion::V3_1_1 {
+                alice
+                    .send(&sharq::packet::Packet::PubRel(sharq::packet::Ack::new(
+                        packet_id,
+                    )))
+                    .await;
+                alice.recv_ack("PUBCOMP", packet_id).await;
+            }
+        }
+        // `%c` patterns: the client's own subtree.
+        alice
+            .publish(
+                &format!("clients/{id}/state"),
+                b"mine",
+                QoS::AtLeastOnce,
+                false,
+            )
+            .await;
+    }
+    bob.expect_no_publish(QUIET).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn subscribe_is_granted_only_where_every_topic_is_readable() {
+    let (broker, _dir) = broker(ACL).await;
+    for version in VERSIONS {
+        let mut bob = login(
+            &broker,
+            version,
+            Some("bob"),
+            &format!("bob-{}", v(version)),
+            None,
+        )
+        .await;
+        let refused = if version == ProtocolVersion::V5 {
+            ReasonCode::NOT_AUTHORIZED
+        } else {
+            ReasonCode(0x80)
+        };
+        let suback = bob
+            .subscribe_with(
+                vec![
+                    ("alice/inbox/+", sub_options(QoS::AtLeastOnce)),
+                    ("alice/#", sub_options(QoS::AtLeastOnce)),
+                    ("#", sub_options(QoS::AtLeastOnce)),
+                    ("public/x", sub_options(QoS::AtLeastOnce)),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(
+            suback.reason_codes,
+            vec![ReasonCode::GRANTED_QOS_1, refused, refused, refused],
+            "{}",
+            v(version)
+        );
+        let mut anonymous = login(
+            &broker,
+            version,
+            None,
+            &format!("anon-{}", v(version)),
+            None,
+        )
+        .await;
+        let suback = anonymous
+            .subscribe_with(
+                vec![
+                    ("public/#", sub_options(QoS::AtMostOnce)),
+                    ("alice/inbox/1", sub_options(QoS::AtMostOnce)),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(
+            suback.reason_codes,
+            vec![ReasonCode::GRANTED_QOS_0, refused]
+        );
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn shared_group_joins_follow_share_rules_and_topic_rules() {
+    let (broker, _dir) = broker(ACL).await;
+    let mut alice = login(&broker, ProtocolVersion::V5, Some("alice"), "alice", None).await;
+    let mut bob = login(&broker, ProtocolVersion::V5, Some("bob"), "bob", None).await;
+    let codes = |suback: sharq::packet::SubAck| suback.reason_codes;
+    assert_eq!(
+        codes(
+            alice
+                .subscribe_with(
+                    vec![
+                        (
+                            "$share/team-a-1/alice/inbox/#",
+                            sub_options(QoS::AtLeastOnce)
+                        ),
+                        ("$share/team-b/alice/inbox/#", sub_options(QoS::AtLeastOnce)),
+                    ],
+                    None
+                )
+                .await
+        ),
+        vec![ReasonCode::GRANTED_QOS_1, ReasonCode::NOT_AUTHORIZED],
+        "alice may join team-a-* groups only"
+    );
+    assert_eq!(
+        codes(
+            bob.subscribe_with(
+                vec![
+                    ("$share/team-b/jobs/#", sub_options(QoS::AtLeastOnce)),
+                    ("$share/team-a-1/jobs/#", sub_options(QoS::AtLeastOnce)),
+                    // The right group, but a filter bob may not read.
+                    ("$share/team-b/alice/#", sub_options(QoS::AtLeastOnce)),
+                ],
+                None
+            )
+            .await
+        ),
+        vec![
+            ReasonCode::GRANTED_QOS_1,
+            ReasonCode::NOT_AUTHORIZED,
+            ReasonCode::NOT_AUTHORIZED
+        ]
+    );
+    assert!(broker.state().router.group("team-a-1", "jobs/#").is_none());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn retained_messages_reach_only_readers() {
+    let (broker, _dir) = broker(ACL).await;
+    let mut alice = login(&broker, ProtocolVersion::V5, Some("alice"), "alice", None).await;
+    alice
+        .publish("retained/news", b"kept", QoS::AtLeastOnce, true)
+        .await;
+    for version in VERSIONS {
+        let mut bob = login(
+            &broker,
+            version,
+            Some("bob"),
+            &format!("bob-{}", v(version)),
+            None,
+        )
+        .await;
+        bob.subscribe("retained/#", QoS::AtLeastOnce).await;
+        let publish = bob.recv_and_ack().await;
+        assert!(publish.retain);
+        assert_eq!(publish.payload, "kept");
+        let mut anonymous = login(
+            &broker,
+            version,
+            None,
+            &format!("anon-{}", v(version)),
+            None,
+        )
+        .await;
+        let suback = anonymous
+            .subscribe_with(vec![("retained/#", sub_options(QoS::AtLeastOnce))], None)
+            .await;
+        assert!(suback.reason_codes[0].is_error());
+        anonymous.expect_no_publish(QUIET).await;
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn wills_are_checked_when_they_are_sent() {
+    let (broker, _dir) = broker(ACL).await;
+    let mut bob = login(&broker, ProtocolVersion::V5, Some("bob"), "bob", None).await;
+    bob.subscribe("wills/#", QoS::AtLeastOnce).await;
+    let will = |topic: &str| LastWill {
+        topic: ByteString::from(topic),
+        payload: Bytes::from(topic.to_owned()),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: WillProperties::default(),
+    };
+    for version in VERSIONS {
+        for topic in ["wills/alice", "wills/other"] {
+            let id = format!("alice-{}-{topic}", v(version));
+            let alice = login(&broker, version, Some("alice"), &id, Some(will(topic))).await;
+            alice.drop_socket();
+            broker.wait_session_ended(&id).await;
+        }
+        let got = bob.recv_and_ack().await;
+        assert_eq!(got.topic, "wills/alice", "{}", v(version));
+        bob.expect_no_publish(QUIET).await;
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reloaded_acl_applies_to_connections_already_open() {
+    let (broker, dir) = broker(ACL).await;
+    let mut bob = login(&broker, ProtocolVersion::V5, Some("bob"), "bob", None).await;
+    let packet_id = bob
+        .publish_nowait("jobs/1", Bytes::from_static(b"x"), QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        bob.recv_ack("PUBACK", packet_id).await.reason_code,
+        ReasonCode::NO_MATCHING_SUBSCRIBERS
+    );
+    std::fs::write(
+        dir.path().join("sharq.acl"),
+        ACL.replace("topic readwrite jobs/#", "topic read jobs/#"),
+    )
+    .unwrap();
+    broker.state().reload_acl().unwrap();
+    let packet_id = bob
+        .publish_nowait("jobs/1", Bytes::from_static(b"x"), QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        bob.recv_ack("PUBACK", packet_id).await.reason_code,
+        ReasonCode::NOT_AUTHORIZED,
+        "the connection's cached decision is dropped on reload"
+    );
+    // A file that does not parse leaves the rules in force.
+    std::fs::write(dir.path().join("sharq.acl"), "topik read #\n").unwrap();
+    let err = broker.state().reload_acl().unwrap_err().to_string();
+    assert!(err.contains("line 1"), "{err}");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_acl_file_stops_the_start_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.acl");
+    std::fs::write(&path, "user a\ntopic read a/#/b\n").unwrap();
+    let mut config = sharq::Config::default();
+    config.server.listeners = vec!["127.0.0.1:0".parse().unwrap()];
+    config.auth.acl_file = Some(path.clone());
+    let err = sharq::Broker::start(config).await.unwrap_err().to_string();
+    assert!(err.contains("bad.acl") && err.contains("line 2"), "{err}");
+}
