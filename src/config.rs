@@ -573,6 +573,12 @@ mod tests {
             config.server.listeners,
             vec!["127.0.0.1:1883".parse::<SocketAddr>().unwrap()]
         );
+        // Durable out of the box, in a directory the repository ignores.
+        assert_eq!(
+            config.storage.resolved_dir(None),
+            Some(PathBuf::from("sharq-data"))
+        );
+        assert!(include_str!("../.gitignore").contains("sharq-data/"));
     }
 
     /// README's configuration reference lists every key with its default: keep it true.

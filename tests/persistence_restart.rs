@@ -360,3 +360,33 @@ async fn a_backlog_larger_than_the_memory_window_drains_in_order() {
     }
     broker.shutdown().await;
 }
+
+/// A group declared at run time (what the admin API will do) stays declared across a restart,
+/// with what it collected; one undeclared at run time does not come back declared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_declared_at_run_time_is_declared_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), |_| {}).await;
+    let state = broker.state().clone();
+    tokio::task::spawn_blocking(move || {
+        state.declare_group("runtime", "rt/#").unwrap();
+        state.declare_group("gone", "gone/#").unwrap();
+        assert!(state.undeclare_group("gone", "gone/#"));
+    })
+    .await
+    .unwrap();
+    let mut publisher = RawClient::v5(broker.addr(), "publisher").await;
+    publisher
+        .publish_seqs("rt/a", 1..=5, QoS::AtLeastOnce)
+        .await;
+    publisher.disconnect().await;
+    broker.shutdown().await;
+    drop(broker);
+
+    let broker = start(dir.path(), |_| {}).await;
+    let group = broker.state().router.group("runtime", "rt/#").unwrap();
+    assert!(group.is_declared());
+    assert_eq!(group.queued(), 5);
+    assert!(broker.state().router.group("gone", "gone/#").is_none());
+    broker.shutdown().await;
+}

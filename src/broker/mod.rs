@@ -294,7 +294,23 @@ impl BrokerState {
     /// while no member can take them, and does not end when its last member leaves. Declaring
     /// an existing group keeps its members and queue. Blocking when the group is new (its
     /// strategy instance is made here): call it off the async workers.
+    /// With a store, the declaration itself is kept: the group is declared again after a
+    /// restart (a `[[shared.declared]]` group is not stored: the config file declares it).
     pub fn declare_group(&self, name: &str, filter: &str) -> Result<Arc<SharedGroup>, TopicError> {
+        let group = self.declare_group_unstored(name, filter)?;
+        if let Some(journal) = &self.journal {
+            journal.append(store::Op::PutDeclared {
+                owner: store::group_owner(name, filter),
+            });
+        }
+        Ok(group)
+    }
+
+    fn declare_group_unstored(
+        &self,
+        name: &str,
+        filter: &str,
+    ) -> Result<Arc<SharedGroup>, TopicError> {
         validate_share_name(name)?;
         validate_filter(filter, self.config.limits.max_topic_levels)?;
         Ok(self
@@ -306,6 +322,11 @@ impl BrokerState {
     /// until its last one leaves (then lingers as any group); without, it ends now and its
     /// queue is dropped. False if no such group is declared.
     pub fn undeclare_group(&self, name: &str, filter: &str) -> bool {
+        if let Some(journal) = &self.journal {
+            journal.append(store::Op::DeleteDeclared {
+                owner: store::group_owner(name, filter),
+            });
+        }
         self.router.undeclare_group(name, filter)
     }
 
@@ -314,7 +335,7 @@ impl BrokerState {
         for (index, declared) in self.config.shared.declared.iter().enumerate() {
             // Config::validate checked these; a Config built in code may not have been.
             let group = self
-                .declare_group(&declared.name, &declared.filter)
+                .declare_group_unstored(&declared.name, &declared.filter)
                 .map_err(|e| {
                     io::Error::new(
                         io::ErrorKind::InvalidInput,

@@ -153,6 +153,21 @@ impl BrokerState {
             sessions.insert(client_id, Pending { session, restored });
         }
 
+        // Groups declared at run time are declared again, before their queues come back.
+        for owner in &recovered.declared {
+            let declared = parse_group_owner(owner)
+                .map(|(name, filter)| self.declare_group_unstored(name, filter));
+            match declared {
+                Some(Ok(group)) => {
+                    tracing::info!(group = %group.name, filter = %group.filter, "declared shared group restored");
+                }
+                Some(Err(e)) => {
+                    tracing::error!(owner, error = %e, "store: skipping a declared group")
+                }
+                None => tracing::error!(owner, "store: skipping a malformed declared group"),
+            }
+        }
+
         // Every group with a stored queue exists again, members or not.
         let mut groups = Vec::new();
         for owner in stats.keys().chain(inflight_by_owner.keys()) {

@@ -113,6 +113,13 @@ pub enum Op {
     DeleteRetained {
         topic: Arc<str>,
     },
+    /// A group declared at run time (not from the config file), by its owner name.
+    PutDeclared {
+        owner: Owner,
+    },
+    DeleteDeclared {
+        owner: Owner,
+    },
 }
 
 impl Op {
@@ -149,6 +156,8 @@ pub struct Recovered {
     pub inflight: Vec<(String, u64, Vec<u8>)>,
     pub incoming: Vec<(String, u16)>,
     pub retained: Vec<(String, Vec<u8>)>,
+    /// Owners of the groups declared at run time.
+    pub declared: Vec<String>,
 }
 
 /// A durable engine for the journal.

@@ -31,6 +31,8 @@ const INCOMING: TableDefinition<(&str, u16), u8> = TableDefinition::new("incomin
 /// Row count and whole-message bytes per queue, kept with every commit.
 const QUEUES: TableDefinition<&str, (u64, u64)> = TableDefinition::new("queues");
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
+/// Groups declared at run time (the admin API's), by owner; config-declared ones are not here.
+const DECLARED: TableDefinition<&str, u8> = TableDefinition::new("declared_groups");
 
 const FORMAT_KEY: &str = "format";
 const LAST_COMMIT_KEY: &str = "last_commit_ms";
@@ -230,6 +232,7 @@ impl StoreBackend for RedbBackend {
             let mut queues = write.open_table(QUEUES).map_err(|e| self.io(e))?;
             let mut retained = write.open_table(RETAINED).map_err(|e| self.io(e))?;
             let mut meta = write.open_table(META).map_err(|e| self.io(e))?;
+            let mut declared = write.open_table(DECLARED).map_err(|e| self.io(e))?;
             // Absolute counts of the queues this batch touches, written back once at the end.
             let mut stats: HashMap<&str, QueueStats> = HashMap::new();
             macro_rules! stats_of {
@@ -344,6 +347,12 @@ impl StoreBackend for RedbBackend {
                     }
                     Op::DeleteRetained { topic } => {
                         retained.remove(&**topic).map_err(|e| self.io(e))?;
+                    }
+                    Op::PutDeclared { owner } => {
+                        declared.insert(&**owner, 1).map_err(|e| self.io(e))?;
+                    }
+                    Op::DeleteDeclared { owner } => {
+                        declared.remove(&**owner).map_err(|e| self.io(e))?;
                     }
                 }
             }
@@ -461,6 +470,12 @@ impl StoreBackend for RedbBackend {
                 recovered
                     .retained
                     .push((k.value().to_owned(), v.value().to_vec()));
+            }
+        }
+        if let Some(declared) = table!(DECLARED) {
+            for row in declared.iter().map_err(|e| self.io(e))? {
+                let (k, _) = row.map_err(|e| self.io(e))?;
+                recovered.declared.push(k.value().to_owned());
             }
         }
         Ok(recovered)
