@@ -196,4 +196,75 @@ mod tests {
             Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
         );
     }
+
+    #[test]
+    fn password_file_joins_config_users_and_closes_the_door() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pw"),
+            format!(
+                "{}\n",
+                password_file::make_line("carol", b"from-file").unwrap()
+            ),
+        )
+        .unwrap();
+        let mut config = AuthConfig {
+            allow_anonymous: true,
+            password_file: PathBuf::from("pw"),
+            users: [
+                ("carol".to_owned(), "from-config".to_owned()),
+                ("dan".to_owned(), "d".to_owned()),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let auth = ConfigAuthenticator::load(&config, Some(dir.path())).unwrap();
+        let id = ByteString::from("c");
+        let check = |user: &str, password: &'static [u8]| {
+            let user = ByteString::from(user);
+            let password = Bytes::from_static(password);
+            auth.authenticate(Credentials {
+                client_id: &id,
+                username: Some(&user),
+                password: Some(&password),
+            })
+        };
+        // The file's entry wins over the config's.
+        assert!(check("carol", b"from-file").is_ok());
+        assert!(check("carol", b"from-config").is_err());
+        assert!(check("dan", b"d").is_ok());
+        assert_eq!(
+            check("eve", b"x"),
+            Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+        );
+        // Both kinds of user have SCRAM keys.
+        assert!(auth
+            .scram_credentials("carol")
+            .unwrap()
+            .verify_password(b"from-file"));
+        assert!(auth.scram_credentials("dan").unwrap().verify_password(b"d"));
+        assert!(auth.scram_credentials("eve").is_none());
+        // A file alone, even an empty one, means only its users get in.
+        std::fs::write(dir.path().join("pw"), "# nobody yet\n").unwrap();
+        config.users.clear();
+        let auth = ConfigAuthenticator::load(&config, Some(dir.path())).unwrap();
+        let user = ByteString::from("anyone");
+        assert!(auth
+            .authenticate(Credentials {
+                client_id: &id,
+                username: Some(&user),
+                password: None,
+            })
+            .is_err());
+        // A missing file is an error naming the key and the file.
+        config.password_file = PathBuf::from("missing");
+        let err = ConfigAuthenticator::load(&config, Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("auth.password_file: cannot read password file"),
+            "{err}"
+        );
+        assert!(err.contains("missing"), "{err}");
+    }
 }
