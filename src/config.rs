@@ -289,10 +289,14 @@ impl GroupStrategyConfig {
 pub struct AuthConfig {
     /// Accept clients that send no username.
     pub allow_anonymous: bool,
-    /// username = password pairs; when empty, any credentials are accepted.
+    /// username = password pairs, in clear text (a warning at start says so); when empty and
+    /// no `password_file` is set, any credentials are accepted.
     pub users: BTreeMap<String, String>,
     /// A Mosquitto-format ACL file (relative to the config file); unset, everything is allowed.
     pub acl_file: Option<PathBuf>,
+    /// A password file (relative to the config file) in mosquitto's `mosquitto_passwd` format
+    /// or written by `sharq passwd`; `""` for none. Re-read on SIGHUP and `sharq reload`.
+    pub password_file: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -369,6 +373,7 @@ impl Default for AuthConfig {
             allow_anonymous: true,
             users: BTreeMap::new(),
             acl_file: None,
+            password_file: PathBuf::new(),
         }
     }
 }
@@ -554,6 +559,14 @@ impl Config {
                     &format!("{:?}: {e}", declared.filter),
                 ));
             }
+        }
+        if !self.auth.password_file.as_os_str().is_empty()
+            && self.auth.password_file.file_name().is_none()
+        {
+            return Err(invalid(
+                "auth.password_file",
+                "must name a file (\"\" for none)",
+            ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.server.log) {
             return Err(invalid("server.log", &e.to_string()));

@@ -1,4 +1,5 @@
-//! The `sharq` binary: serve (the default), `sharq reload`, and `sharq plugin check`.
+//! The `sharq` binary: serve (the default), `sharq reload`, `sharq passwd` and
+//! `sharq plugin check`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,14 @@ enum Command {
     Reload {
         #[arg(long)]
         pid: Option<u32>,
+    },
+    /// Add a user to a password file, or change its password (argon2id, plus SCRAM-SHA-256
+    /// keys). Prompts twice on a terminal; otherwise reads one line from standard input.
+    Passwd {
+        /// The password file; created (mode 0600) if missing. Other lines are kept.
+        file: PathBuf,
+        /// The user name (no ':' and no control characters).
+        user: String,
     },
     /// Work with strategy plugins.
     Plugin {
@@ -89,6 +98,7 @@ fn main() -> ExitCode {
     match cli.command {
         None => serve(cli.config),
         Some(Command::Reload { pid }) => send_reload(cli.config.as_deref(), pid),
+        Some(Command::Passwd { file, user }) => passwd(&file, &user),
         Some(Command::Plugin {
             command: PluginCommand::Check(args),
         }) => plugin_check(args),
@@ -256,6 +266,59 @@ fn send_reload(config_path: Option<&Path>, pid: Option<u32>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn passwd(file: &Path, user: &str) -> ExitCode {
+    use sharq::broker::password_file;
+    // Before asking for a password: a name the file cannot hold should not cost typing one.
+    if let Err(e) = password_file::validate_user_name(user) {
+        eprintln!("sharq passwd: {e}");
+        return ExitCode::from(2);
+    }
+    let password = match read_new_password() {
+        Ok(password) => password,
+        Err(e) => {
+            eprintln!("sharq passwd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match password_file::upsert(file, user, password.as_bytes()) {
+        Ok(()) => {
+            eprintln!(
+                "sharq passwd: {user} written to {}; `sharq reload` (or SIGHUP) applies it",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sharq passwd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The new password: typed twice without echo on a terminal, else the first line of stdin
+/// (without its line ending), so scripts can pipe it in.
+fn read_new_password() -> Result<String, String> {
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+        let again = rpassword::prompt_password("Password again: ").map_err(|e| e.to_string())?;
+        if first != again {
+            return Err("the passwords do not match".to_owned());
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+        let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+        trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned()
+    };
+    if password.is_empty() {
+        return Err("empty password".to_owned());
+    }
+    Ok(password)
 }
 
 fn plugin_check(args: CheckArgs) -> ExitCode {

@@ -1,5 +1,7 @@
 //! Hot reload of shared-subscription strategies: on SIGHUP, on `sharq reload`, and when the
-//! config file or a plugin file it names changes on disk.
+//! config file or a plugin file it names changes on disk. Each reload also rebuilds the
+//! authenticator from `[auth]`, re-reading the password file (which is not watched: it is
+//! reloaded on SIGHUP and `sharq reload`, as mosquitto does).
 //!
 //! Directories are watched rather than files, because editors and deploy tools replace a file
 //! by writing a new one and renaming it over the old, which a watch on the old inode would miss.
@@ -81,6 +83,7 @@ pub async fn reload_once(
             return None;
         }
     };
+    reload_auth(broker, &config).await;
     let state = broker.clone();
     let applied = config.clone();
     // Compiling components can take a while: keep it off the async workers.
@@ -97,6 +100,22 @@ pub async fn reload_once(
             tracing::error!(error = %e, "reload task failed");
             None
         }
+    }
+}
+
+/// Puts a new authenticator in force from `config`'s `[auth]`; one that fails to load (a
+/// password file that cannot be read or parsed) leaves the current one, and the error names the
+/// file and line. Independent of the strategies: either may fail without the other.
+async fn reload_auth(broker: &Arc<BrokerState>, config: &Config) {
+    let state = broker.clone();
+    let config = config.clone();
+    // Reading the file and deriving SCRAM keys for clear-text users: off the async workers.
+    match tokio::task::spawn_blocking(move || state.reload_auth(&config)).await {
+        Ok(Ok(users)) => tracing::info!(users, "authentication reloaded"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "authentication reload refused: the current users stay")
+        }
+        Err(e) => tracing::error!(error = %e, "authentication reload task failed"),
     }
 }
 

@@ -1,6 +1,16 @@
-//! The authentication hook: CONNECT's username and password go through an [`Authenticator`].
+//! The authentication hook: CONNECT's username and password go through an [`Authenticator`],
+//! and so does a SCRAM-SHA-256 exchange (`scram`), which asks it for a user's stored keys.
+//!
+//! The built-in [`ConfigAuthenticator`] serves `[auth] users` (clear text, in the config) and
+//! `[auth] password_file` (`password_file`: mosquitto's format, plus what `sharq passwd`
+//! writes). The broker holds the authenticator in force behind a lock and swaps it whole on
+//! reload (`BrokerState::reload_auth`).
 
-use std::collections::BTreeMap;
+pub mod password_file;
+pub mod scram;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -8,9 +18,13 @@ use bytestring::ByteString;
 use crate::config::AuthConfig;
 use crate::packet::ReasonCode;
 
+use password_file::{PasswordFileError, PasswordHash, UserEntry};
+use scram::ScramCredentials;
+
 /// What a client presented in CONNECT.
 #[derive(Debug, Clone, Copy)]
 pub struct Credentials<'a> {
+    /// As the client sent it (empty when it asks the server to assign one).
     pub client_id: &'a ByteString,
     pub username: Option<&'a ByteString>,
     pub password: Option<&'a Bytes>,
@@ -18,25 +32,93 @@ pub struct Credentials<'a> {
 
 /// Decides whether a client may connect. A real backend (files, HTTP, JWT) implements this.
 pub trait Authenticator: Send + Sync {
-    /// `Err` carries the CONNACK reason code to refuse with (0x86 or 0x87 usually).
+    /// `Err` carries the CONNACK reason code to refuse with (0x86 or 0x87 usually). May be slow
+    /// (a password hash): the broker calls it off the async workers.
     fn authenticate(&self, credentials: Credentials<'_>) -> Result<(), ReasonCode>;
+
+    /// The SCRAM-SHA-256 keys of `username`, if that user may log in with SCRAM. Must be quick:
+    /// it is called on the connection's task.
+    fn scram_credentials(&self, _username: &str) -> Option<ScramCredentials> {
+        None
+    }
 }
 
-/// The built-in authenticator: anonymous access as configured, and an optional static table of
-/// users.
+/// Why the authenticator could not be built from `[auth]`.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("auth.password_file: {0}")]
+    PasswordFile(#[from] PasswordFileError),
+}
+
+/// The built-in authenticator: anonymous access as configured, and a table of users from
+/// `[auth] users` and `[auth] password_file`.
 #[derive(Debug, Clone)]
 pub struct ConfigAuthenticator {
     allow_anonymous: bool,
-    users: BTreeMap<String, String>,
+    /// False when neither `users` nor `password_file` is configured: then any user name and
+    /// password are accepted, as before users existed.
+    check_users: bool,
+    users: HashMap<String, UserEntry>,
 }
 
 impl ConfigAuthenticator {
+    /// From `[auth]` without reading `password_file` (the config's clear-text users only).
     pub fn new(config: &AuthConfig) -> ConfigAuthenticator {
+        let users = config
+            .users
+            .iter()
+            .map(|(user, password)| {
+                let entry = UserEntry {
+                    hash: PasswordHash::Plain(password.as_bytes().to_vec()),
+                    // Derived once here, so that a SCRAM exchange costs no PBKDF2 per login.
+                    scram: Some(ScramCredentials::generate(password.as_bytes())),
+                };
+                (user.clone(), entry)
+            })
+            .collect();
         ConfigAuthenticator {
             allow_anonymous: config.allow_anonymous,
-            users: config.users.clone(),
+            check_users: !config.users.is_empty(),
+            users,
         }
     }
+
+    /// From `[auth]`, reading `password_file` (relative to `base_dir`, the config file's
+    /// directory). A user in both keeps the file's entry. Slow (hashing, file I/O): call it
+    /// off the async workers.
+    pub fn load(
+        config: &AuthConfig,
+        base_dir: Option<&Path>,
+    ) -> Result<ConfigAuthenticator, AuthError> {
+        let mut authenticator = ConfigAuthenticator::new(config);
+        if let Some(path) = password_file_path(config, base_dir) {
+            let from_file = password_file::load(&path)?;
+            for user in from_file.keys() {
+                if authenticator.users.contains_key(user) {
+                    tracing::warn!(user, file = %path.display(), "user is in both [auth] users and the password file: the file's entry is used");
+                }
+            }
+            authenticator.users.extend(from_file);
+            authenticator.check_users = true;
+        }
+        Ok(authenticator)
+    }
+
+    /// How many users the table holds.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+}
+
+/// `[auth] password_file` resolved against the config file's directory; none when unset.
+pub fn password_file_path(config: &AuthConfig, base_dir: Option<&Path>) -> Option<PathBuf> {
+    if config.password_file.as_os_str().is_empty() {
+        return None;
+    }
+    Some(match base_dir {
+        Some(base) if config.password_file.is_relative() => base.join(&config.password_file),
+        _ => config.password_file.clone(),
+    })
 }
 
 impl Authenticator for ConfigAuthenticator {
@@ -48,19 +130,17 @@ impl Authenticator for ConfigAuthenticator {
                 Err(ReasonCode::NOT_AUTHORIZED)
             };
         };
-        if self.users.is_empty() {
+        if !self.check_users {
             return Ok(());
         }
         match self.users.get(&**username) {
-            Some(expected)
-                if credentials
-                    .password
-                    .is_some_and(|p| p.as_ref() == expected.as_bytes()) =>
-            {
-                Ok(())
-            }
+            Some(entry) if credentials.password.is_some_and(|p| entry.hash.verify(p)) => Ok(()),
             _ => Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
         }
+    }
+
+    fn scram_credentials(&self, username: &str) -> Option<ScramCredentials> {
+        self.users.get(username)?.scram_credentials().cloned()
     }
 }
 
@@ -71,6 +151,7 @@ mod tests {
     fn config(allow_anonymous: bool, users: &[(&str, &str)]) -> ConfigAuthenticator {
         ConfigAuthenticator::new(&AuthConfig {
             allow_anonymous,
+            password_file: Default::default(),
             users: users
                 .iter()
                 .map(|(u, p)| (u.to_string(), p.to_string()))
@@ -115,5 +196,76 @@ mod tests {
             auth.authenticate(with(None)),
             Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
         );
+    }
+
+    #[test]
+    fn password_file_joins_config_users_and_closes_the_door() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pw"),
+            format!(
+                "{}\n",
+                password_file::make_line("carol", b"from-file").unwrap()
+            ),
+        )
+        .unwrap();
+        let mut config = AuthConfig {
+            allow_anonymous: true,
+            password_file: PathBuf::from("pw"),
+            users: [
+                ("carol".to_owned(), "from-config".to_owned()),
+                ("dan".to_owned(), "d".to_owned()),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let auth = ConfigAuthenticator::load(&config, Some(dir.path())).unwrap();
+        let id = ByteString::from("c");
+        let check = |user: &str, password: &'static [u8]| {
+            let user = ByteString::from(user);
+            let password = Bytes::from_static(password);
+            auth.authenticate(Credentials {
+                client_id: &id,
+                username: Some(&user),
+                password: Some(&password),
+            })
+        };
+        // The file's entry wins over the config's.
+        assert!(check("carol", b"from-file").is_ok());
+        assert!(check("carol", b"from-config").is_err());
+        assert!(check("dan", b"d").is_ok());
+        assert_eq!(
+            check("eve", b"x"),
+            Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+        );
+        // Both kinds of user have SCRAM keys.
+        assert!(auth
+            .scram_credentials("carol")
+            .unwrap()
+            .verify_password(b"from-file"));
+        assert!(auth.scram_credentials("dan").unwrap().verify_password(b"d"));
+        assert!(auth.scram_credentials("eve").is_none());
+        // A file alone, even an empty one, means only its users get in.
+        std::fs::write(dir.path().join("pw"), "# nobody yet\n").unwrap();
+        config.users.clear();
+        let auth = ConfigAuthenticator::load(&config, Some(dir.path())).unwrap();
+        let user = ByteString::from("anyone");
+        assert!(auth
+            .authenticate(Credentials {
+                client_id: &id,
+                username: Some(&user),
+                password: None,
+            })
+            .is_err());
+        // A missing file is an error naming the key and the file.
+        config.password_file = PathBuf::from("missing");
+        let err = ConfigAuthenticator::load(&config, Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("auth.password_file: cannot read password file"),
+            "{err}"
+        );
+        assert!(err.contains("missing"), "{err}");
     }
 }

@@ -13,8 +13,8 @@
 //! 4. a `SharedGroup`'s state (its members, queue and strategy instance);
 //! 5. a `Session`'s state (queue, in flight, connection link).
 //!
-//! The retained store, admission counts, log limits and a strategy's spare instances each have
-//! a leaf lock, taken under none of the above. All are `parking_lot` locks, never held across an
+//! The retained store, admission counts, log limits, a strategy's spare instances and the
+//! authenticator slot each have a leaf lock, taken under none of the above. All are `parking_lot` locks, never held across an
 //! `.await`; no Wasm instance is created under 1–3, and a group's failed instance is rebuilt
 //! under none of them.
 
@@ -39,11 +39,11 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use auth::{Authenticator, ConfigAuthenticator, Credentials};
+pub use auth::{password_file, scram, AuthError, Authenticator, ConfigAuthenticator, Credentials};
 pub use net::error::ConnectionError;
 pub use stats::Stats;
 
@@ -74,7 +74,10 @@ pub struct BrokerState {
     /// Live sessions by client id. Held only for lookups and inserts, never across routing.
     sessions: Mutex<HashMap<ByteString, Arc<Session>>>,
     next_session_id: AtomicU64,
-    pub authenticator: Box<dyn Authenticator>,
+    /// The authenticator in force. A leaf lock, held only to clone the `Arc` (each CONNECT and
+    /// AUTH) or to replace it (reload); a check runs on its clone, with no lock held, so a reload
+    /// never waits for a password hash and a connection keeps the table it started with.
+    authenticator: RwLock<Arc<dyn Authenticator>>,
     /// Who may publish, subscribe and join what (`[auth] acl_file`); replaced on reload.
     pub acl: acl::AclHandle,
     /// Which dispatch strategy each shared group uses; replaced on reload.
@@ -90,6 +93,8 @@ pub struct BrokerState {
     admission: Admission,
     /// Keeps a flood of refused sockets from flooding the log as well.
     refusal_log: LogLimit,
+    /// Likewise for failed logins, which a client can repeat as fast as it can connect.
+    pub(crate) auth_failure_log: LogLimit,
     /// This state itself, for the timers that `&self` methods arm (a lingering group's end).
     me: Weak<BrokerState>,
 }
@@ -111,7 +116,25 @@ impl Broker {
     /// Opens the store (if `[storage] dir` is set) and puts back what it holds, then binds every
     /// configured listener and starts serving in the background of the current tokio runtime.
     pub async fn start(config: Config) -> io::Result<Broker> {
-        let authenticator = Box::new(ConfigAuthenticator::new(&config.auth));
+        if !config.auth.users.is_empty() {
+            tracing::warn!(
+                users = config.auth.users.len(),
+                "[auth] users holds clear-text passwords; prefer a password_file made with `sharq passwd`"
+            );
+        }
+        // Hashing (SCRAM keys of clear-text users) and file I/O: off the async workers.
+        let auth_config = config.auth.clone();
+        let auth_base = config.base_dir.clone();
+        let authenticator = tokio::task::spawn_blocking(move || {
+            ConfigAuthenticator::load(&auth_config, auth_base.as_deref())
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("authenticator loading task failed: {e}")))?
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        if let Some(path) = auth::password_file_path(&config.auth, config.base_dir.as_deref()) {
+            tracing::info!(file = %path.display(), users = authenticator.user_count(), "password file loaded");
+        }
+        let authenticator: Arc<dyn Authenticator> = Arc::new(authenticator);
         let acl = match config.acl_path() {
             Some(path) => {
                 let acl = acl::Acl::load(&path).map_err(|e| io::Error::other(e.to_string()))?;
@@ -159,7 +182,7 @@ impl Broker {
             stats: Stats::default(),
             sessions: Mutex::new(HashMap::new()),
             next_session_id: AtomicU64::new(1),
-            authenticator,
+            authenticator: RwLock::new(authenticator),
             acl: acl::AclHandle::new(acl),
             journal,
             shutdown: CancellationToken::new(),
@@ -170,6 +193,7 @@ impl Broker {
                 config.limits.max_connections_per_ip,
             ),
             refusal_log: LogLimit::new(Duration::from_secs(1)),
+            auth_failure_log: LogLimit::new(Duration::from_secs(1)),
             me: me.clone(),
             config,
         });
@@ -227,6 +251,27 @@ impl Broker {
 }
 
 impl BrokerState {
+    /// The authenticator in force now.
+    pub fn authenticator(&self) -> Arc<dyn Authenticator> {
+        self.authenticator.read().clone()
+    }
+
+    /// Puts `authenticator` in force for every later CONNECT and AUTH; connections already
+    /// accepted stay.
+    pub fn set_authenticator(&self, authenticator: Arc<dyn Authenticator>) {
+        *self.authenticator.write() = authenticator;
+    }
+
+    /// Rebuilds the built-in authenticator from `config`'s `[auth]` (re-reading its password
+    /// file) and puts it in force. On error the current one stays. Slow: call it off the async
+    /// workers.
+    pub fn reload_auth(&self, config: &Config) -> Result<usize, AuthError> {
+        let authenticator = ConfigAuthenticator::load(&config.auth, config.base_dir.as_deref())?;
+        let users = authenticator.user_count();
+        self.set_authenticator(Arc::new(authenticator));
+        Ok(users)
+    }
+
     pub fn queue_limits(&self) -> QueueLimits {
         QueueLimits {
             max_messages: self.config.limits.max_queued_messages,

@@ -12,6 +12,9 @@ pub struct Stats {
     /// Sockets closed at accept: over `limits.max_connections` or
     /// `limits.max_connections_per_ip`.
     pub connections_refused: AtomicU64,
+    /// Logins refused by authentication: wrong or unknown credentials, anonymous where it is
+    /// not allowed, failed SCRAM exchanges and re-authentications.
+    pub auth_failed: AtomicU64,
     pub messages_received: AtomicU64,
     pub messages_sent: AtomicU64,
     pub bytes_received: AtomicU64,

@@ -95,6 +95,11 @@ pub fn publish_all(broker: &BrokerState) {
     );
     publish_one(
         broker,
+        "$SYS/broker/clients/auth_failed",
+        Stats::get(&stats.auth_failed).to_string(),
+    );
+    publish_one(
+        broker,
         "$SYS/broker/connections/refused",
         Stats::get(&stats.connections_refused).to_string(),
     );

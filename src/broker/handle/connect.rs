@@ -4,12 +4,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
 use bytestring::ByteString;
 
 use crate::packet::{ConnAck, ConnAckProperties, Connect, Packet, ReasonCode};
 use crate::topic::validate_topic_name;
 
-use crate::broker::auth::Credentials;
 use crate::broker::net::connection::{Client, Connection};
 use crate::broker::net::error::ConnectionError;
 use crate::broker::net::topic_alias::OutgoingAliases;
@@ -19,15 +19,24 @@ use crate::broker::session::will;
 const SPEC_MAX_PACKET_SIZE: u32 = 268_435_460;
 
 impl Connection {
-    /// Answers CONNECT. Returns false if the client was refused (the refusing CONNACK is in the
-    /// write buffer).
-    pub(crate) fn handle_connect(&mut self, connect: Connect) -> Result<bool, ConnectionError> {
+    /// Answers a CONNECT that authentication (`handle/auth.rs`) accepted; `auth_method` and
+    /// `auth_data` go into the CONNACK (SCRAM's server-final). Returns false if the client was
+    /// refused (the refusing CONNACK is in the write buffer).
+    pub(crate) fn handle_connect(
+        &mut self,
+        connect: Connect,
+        auth_method: Option<ByteString>,
+        auth_data: Option<Bytes>,
+    ) -> Result<bool, ConnectionError> {
         let v5 = self.version.is_v5();
+        // Who the ACL sees: the user SCRAM proved, else CONNECT's (checked by authentication).
+        self.username = self
+            .auth
+            .username
+            .as_deref()
+            .map(ByteString::from)
+            .or_else(|| connect.username.clone());
         let config = &self.broker.config;
-        if connect.properties.authentication_method.is_some() {
-            // Enhanced authentication (AUTH exchanges) is not offered.
-            return Ok(self.refuse(ReasonCode::BAD_AUTHENTICATION_METHOD));
-        }
         let mut assigned_client_identifier = None;
         let client_id = if connect.client_id.is_empty() {
             // 3.1.1 allows an empty id only with a clean session [MQTT-3.1.3-7].
@@ -42,16 +51,6 @@ impl Connection {
         } else {
             connect.client_id.clone()
         };
-        let credentials = Credentials {
-            client_id: &client_id,
-            username: connect.username.as_ref(),
-            password: connect.password.as_ref(),
-        };
-        if let Err(code) = self.broker.authenticator.authenticate(credentials) {
-            tracing::info!(client_id = %client_id, peer = %self.peer, code = %code, "connection refused by authentication");
-            return Ok(self.refuse(code));
-        }
-        self.username = connect.username.clone();
         if let Some(will) = &connect.will {
             if validate_topic_name(&will.topic, config.limits.max_topic_levels).is_err() {
                 return Ok(self.refuse(ReasonCode::TOPIC_NAME_INVALID));
@@ -142,6 +141,8 @@ impl Connection {
             // Stated explicitly: some client test suites refuse to use $share without it.
             properties.shared_subscription_available = Some(true);
             properties.server_keep_alive = server_keep_alive;
+            properties.authentication_method = auth_method;
+            properties.authentication_data = auth_data;
         }
         self.send(&Packet::ConnAck(ConnAck {
             session_present: opened.present,
@@ -189,7 +190,7 @@ impl Connection {
     }
 
     /// Writes a refusing CONNACK; the connection closes after it.
-    fn refuse(&mut self, code: ReasonCode) -> bool {
+    pub(crate) fn refuse(&mut self, code: ReasonCode) -> bool {
         self.send(&Packet::ConnAck(ConnAck {
             session_present: false,
             reason_code: code,

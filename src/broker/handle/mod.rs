@@ -2,7 +2,7 @@
 //! `handle_*` method for its packet to the connection.
 
 mod ack;
-mod auth;
+pub(crate) mod auth;
 mod connect;
 mod disconnect;
 mod ping;

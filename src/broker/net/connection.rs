@@ -28,6 +28,7 @@ use crate::packet::{
     ConnAck, Disconnect, DisconnectProperties, Packet, ProtocolVersion, ReasonCode,
 };
 
+use crate::broker::handle::auth::{AuthState, ConnectAuth};
 use crate::broker::net::admission::Admitted;
 use crate::broker::net::error::ConnectionError;
 use crate::broker::net::topic_alias::{Aliased, OutgoingAliases};
@@ -96,6 +97,8 @@ pub(crate) struct Connection {
     pub username: Option<ByteString>,
     /// This connection's publish decisions by topic under the ACL in force.
     pub acl_cache: crate::broker::acl::PublishCache,
+    /// The authentication method and user of enhanced authentication, for re-authentication.
+    pub(crate) auth: AuthState,
     /// Scratch space for packets moved out of the session, reused across rounds.
     outgoing: Vec<Packet>,
     /// PUBACKs and PUBRECs waiting for the store to commit their message, with the batch
@@ -136,6 +139,7 @@ pub async fn run(
         outgoing_aliases: None,
         username: None,
         acl_cache: Default::default(),
+        auth: AuthState::default(),
         outgoing: Vec::new(),
         held_acks: VecDeque::new(),
         held_out: VecDeque::new(),
@@ -163,8 +167,10 @@ impl Connection {
         }
     }
 
-    /// Reads CONNECT and answers it. `Ok(false)` when the client was refused or went away.
-    /// Whatever the client sent after CONNECT stays in `read_buf` for the main loop.
+    /// Reads CONNECT, authenticates it (an enhanced authentication exchange reads AUTH packets
+    /// too, within the same deadline) and answers it. `Ok(false)` when the client was refused
+    /// or went away. Whatever the client sent after CONNECT stays in `read_buf` for the main
+    /// loop.
     async fn connect_phase(&mut self) -> Result<bool, ConnectionError> {
         let timeout = Duration::from_secs(self.broker.config.limits.connect_timeout_secs);
         let deadline = tokio::time::Instant::now() + timeout;
@@ -181,7 +187,13 @@ impl Connection {
                         Ok(Some(Packet::Connect(connect))) => {
                             self.version = connect.protocol;
                             self.decoder.set_version(connect.protocol);
-                            let accepted = self.handle_connect(*connect)?;
+                            let accepted =
+                                match self.authenticate_connect(&connect, deadline).await? {
+                                    ConnectAuth::Accepted { method, data } => {
+                                        self.handle_connect(*connect, method, data)?
+                                    }
+                                    ConnectAuth::Refused => false,
+                                };
                             self.flush().await?;
                             Ok(accepted)
                         }
@@ -210,6 +222,31 @@ impl Connection {
             };
             if read == 0 {
                 return Ok(false);
+            }
+        }
+    }
+
+    /// The next packet of an authentication exchange before CONNACK; none if the client closed,
+    /// `deadline` passed or the broker is shutting down.
+    pub(crate) async fn read_connect_phase_packet(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Packet>, ConnectionError> {
+        loop {
+            if let Some(packet) = self.decoder.decode(&mut self.read_buf)? {
+                return Ok(Some(packet));
+            }
+            self.read_buf.reserve(4096);
+            let read = tokio::select! {
+                read = self.stream.read_buf(&mut self.read_buf) => read?,
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::debug!(peer = %self.peer, "authentication not finished in time");
+                    return Ok(None);
+                }
+                _ = self.broker.shutdown.cancelled() => return Ok(None),
+            };
+            if read == 0 {
+                return Ok(None);
             }
         }
     }
@@ -480,7 +517,7 @@ impl Connection {
         self.broker.stats.record_dropped(dropped);
     }
 
-    async fn flush(&mut self) -> Result<(), ConnectionError> {
+    pub(crate) async fn flush(&mut self) -> Result<(), ConnectionError> {
         if !self.write_buf.is_empty() {
             let len = self.write_buf.len();
             self.stream.write_all_buf(&mut self.write_buf).await?;
