@@ -218,6 +218,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            ..AuthConfig::default()
         };
         let auth = ConfigAuthenticator::load(&config, Some(dir.path())).unwrap();
         let id = ByteString::from("c");
