@@ -14,6 +14,10 @@ pub struct Credentials<'a> {
     pub client_id: &'a ByteString,
     pub username: Option<&'a ByteString>,
     pub password: Option<&'a Bytes>,
+    /// `username` is the subject CN of a client certificate that the TLS handshake verified
+    /// (a listener with `use_identity_as_username`): the certificate authenticated it, so no
+    /// password is checked, as Mosquitto does.
+    pub username_from_certificate: bool,
 }
 
 /// Decides whether a client may connect. A real backend (files, HTTP, JWT) implements this.
@@ -41,6 +45,9 @@ impl ConfigAuthenticator {
 
 impl Authenticator for ConfigAuthenticator {
     fn authenticate(&self, credentials: Credentials<'_>) -> Result<(), ReasonCode> {
+        if credentials.username_from_certificate && credentials.username.is_some() {
+            return Ok(());
+        }
         let Some(username) = credentials.username else {
             return if self.allow_anonymous {
                 Ok(())
@@ -85,6 +92,7 @@ mod tests {
             client_id: &id,
             username: None,
             password: None,
+            username_from_certificate: false,
         };
         assert!(config(true, &[]).authenticate(creds).is_ok());
         assert_eq!(
@@ -104,6 +112,7 @@ mod tests {
             client_id: &id,
             username: Some(&user),
             password: p,
+            username_from_certificate: false,
         };
         assert!(auth.authenticate(with(Some(&good))).is_ok());
         assert_eq!(
@@ -114,5 +123,11 @@ mod tests {
             auth.authenticate(with(None)),
             Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
         );
+        // A username a verified client certificate gave needs no password.
+        let certified = Credentials {
+            username_from_certificate: true,
+            ..with(None)
+        };
+        assert!(auth.authenticate(certified).is_ok());
     }
 }

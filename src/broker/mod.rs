@@ -54,6 +54,8 @@ use crate::topic::{
 };
 use log_limit::LogLimit;
 use net::admission::Admission;
+use net::listener::{Kind, Listener};
+use net::tls::{ReloadableTls, TlsError, TlsFiles};
 use routing::delivery::{self, Delivery, QueueLimits};
 use routing::message::Message;
 use routing::retain::{RetainLimits, RetainStore, Retained};
@@ -87,6 +89,11 @@ pub struct BrokerState {
     admission: Admission,
     /// Keeps a flood of refused sockets from flooding the log as well.
     refusal_log: LogLimit,
+    /// Likewise for failed TLS handshakes and WebSocket upgrades.
+    handshake_log: LogLimit,
+    /// The TLS settings of every TLS and wss listener, in config order (TLS, then wss): what
+    /// a reload reads again. Each holds its `ServerConfig` in an `ArcSwap`, without a lock.
+    certificates: Vec<Arc<ReloadableTls>>,
     /// This state itself, for the timers that `&self` methods arm (a lingering group's end).
     me: Weak<BrokerState>,
 }
@@ -102,12 +109,21 @@ impl std::fmt::Debug for BrokerState {
 pub struct Broker {
     state: Arc<BrokerState>,
     local_addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
+    ws_addrs: Vec<SocketAddr>,
 }
 
 impl Broker {
     /// Opens the store (if `[storage] dir` is set) and puts back what it holds, then binds every
     /// configured listener and starts serving in the background of the current tokio runtime.
     pub async fn start(config: Config) -> io::Result<Broker> {
+        // Certificates first: a missing or bad file fails the start before anything is opened.
+        let config_for_tls = config.clone();
+        let (secured, certificates) =
+            tokio::task::spawn_blocking(move || secured_listeners(&config_for_tls))
+                .await
+                .map_err(|e| io::Error::other(format!("TLS loading task failed: {e}")))?
+                .map_err(|e| io::Error::other(e.to_string()))?;
         let authenticator = Box::new(ConfigAuthenticator::new(&config.auth));
         // Compiling plugins takes seconds for Python and JavaScript components (milliseconds
         // from the disk cache): keep it off the async workers, so a broker started inside a
@@ -158,6 +174,8 @@ impl Broker {
                 config.limits.max_connections_per_ip,
             ),
             refusal_log: LogLimit::new(Duration::from_secs(1)),
+            handshake_log: LogLimit::new(Duration::from_secs(1)),
+            certificates,
             me: me.clone(),
             config,
         });
@@ -173,23 +191,64 @@ impl Broker {
                 .map_err(|e| io::Error::other(e.to_string()))?;
         }
         let mut local_addrs = Vec::new();
-        for address in &state.config.server.listeners {
-            let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+        let mut tls_addrs = Vec::new();
+        let mut ws_addrs = Vec::new();
+        let plain = state
+            .config
+            .server
+            .listeners
+            .iter()
+            .map(|address| (*address, Kind::Tcp));
+        // Every socket is bound before any accepts: a failure leaves nothing half-started.
+        let mut bound_listeners = Vec::new();
+        for (address, kind) in plain.chain(secured) {
+            let socket = tokio::net::TcpListener::bind(address).await.map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {address}: {e}"))
             })?;
-            let bound = listener.local_addr()?;
-            tracing::info!(address = %bound, "listening for MQTT connections");
-            local_addrs.push(bound);
-            tokio::spawn(net::listener::accept_loop(state.clone(), listener));
+            let bound = socket.local_addr()?;
+            match &kind {
+                Kind::Tcp => local_addrs.push(bound),
+                Kind::Tls { .. } => tls_addrs.push(bound),
+                Kind::Ws { .. } => ws_addrs.push(bound),
+            }
+            bound_listeners.push((socket, Listener::new(kind, bound)));
+        }
+        for (socket, listener) in bound_listeners {
+            let bound = socket.local_addr()?;
+            match &listener.kind {
+                Kind::Ws { path, .. } => {
+                    tracing::info!(address = %bound, kind = listener.kind.name(), path = %path, "listening for MQTT connections")
+                }
+                kind => {
+                    tracing::info!(address = %bound, kind = kind.name(), "listening for MQTT connections")
+                }
+            }
+            tokio::spawn(net::listener::accept_loop(state.clone(), socket, listener));
         }
         if state.config.server.sys_interval_secs > 0 {
             tokio::spawn(sys::publish_loop(state.clone()));
         }
-        Ok(Broker { state, local_addrs })
+        Ok(Broker {
+            state,
+            local_addrs,
+            tls_addrs,
+            ws_addrs,
+        })
     }
 
+    /// The bound addresses of `server.listeners` (plain TCP), in config order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The bound addresses of `server.tls_listeners`, in config order.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
+    }
+
+    /// The bound addresses of `server.ws_listeners` (ws and wss), in config order.
+    pub fn ws_addrs(&self) -> &[SocketAddr] {
+        &self.ws_addrs
     }
 
     pub fn state(&self) -> &Arc<BrokerState> {
@@ -214,7 +273,81 @@ impl Broker {
     }
 }
 
+/// The TLS and WebSocket listeners of `config` with their certificates loaded, and the
+/// certificates alone (for reload). Errors name the config key and the file.
+#[allow(clippy::type_complexity)]
+fn secured_listeners(
+    config: &Config,
+) -> Result<(Vec<(SocketAddr, Kind)>, Vec<Arc<ReloadableTls>>), TlsError> {
+    let mut listeners = Vec::new();
+    let mut certificates = Vec::new();
+    for (index, tls) in config.server.tls_listeners.iter().enumerate() {
+        let loaded = Arc::new(ReloadableTls::load(TlsFiles {
+            key_prefix: format!("server.tls_listeners[{index}]"),
+            cert: config.resolve_path(&tls.cert),
+            key: config.resolve_path(&tls.key),
+            client_ca: tls.client_ca.as_deref().map(|p| config.resolve_path(p)),
+            require_client_cert: tls.require_client_cert,
+        })?);
+        certificates.push(loaded.clone());
+        listeners.push((
+            tls.address,
+            Kind::Tls {
+                tls: loaded,
+                use_identity_as_username: tls.use_identity_as_username,
+            },
+        ));
+    }
+    for (index, ws) in config.server.ws_listeners.iter().enumerate() {
+        let tls = match (&ws.cert, &ws.key) {
+            (Some(cert), Some(key)) => {
+                let loaded = Arc::new(ReloadableTls::load(TlsFiles {
+                    key_prefix: format!("server.ws_listeners[{index}]"),
+                    cert: config.resolve_path(cert),
+                    key: config.resolve_path(key),
+                    client_ca: None,
+                    require_client_cert: false,
+                })?);
+                certificates.push(loaded.clone());
+                Some(loaded)
+            }
+            _ => None,
+        };
+        listeners.push((
+            ws.address,
+            Kind::Ws {
+                path: Arc::from(ws.path.as_str()),
+                tls,
+            },
+        ));
+    }
+    Ok((listeners, certificates))
+}
+
 impl BrokerState {
+    /// Reads every TLS listener's certificate, key and client CA files again (the paths of
+    /// the config the broker started with). New handshakes use what was read; established
+    /// connections keep theirs. A listener whose files fail keeps its current settings, and
+    /// the error (naming the key and file) is logged. Returns how many were reloaded and the
+    /// errors. Blocking: reads files.
+    pub fn reload_certificates(&self) -> (usize, Vec<TlsError>) {
+        let mut reloaded = 0;
+        let mut errors = Vec::new();
+        for tls in &self.certificates {
+            match tls.reload() {
+                Ok(()) => {
+                    reloaded += 1;
+                    tracing::info!(listener = %tls.files.key_prefix, cert = %tls.files.cert.display(), "TLS certificate reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(listener = %tls.files.key_prefix, error = %e, "TLS certificate reload failed; the current certificate stays");
+                    errors.push(e);
+                }
+            }
+        }
+        (reloaded, errors)
+    }
+
     pub fn queue_limits(&self) -> QueueLimits {
         QueueLimits {
             max_messages: self.config.limits.max_queued_messages,

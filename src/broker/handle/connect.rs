@@ -10,7 +10,7 @@ use crate::packet::{ConnAck, ConnAckProperties, Connect, Packet, ReasonCode};
 use crate::topic::validate_topic_name;
 
 use crate::broker::auth::Credentials;
-use crate::broker::net::connection::{Client, Connection};
+use crate::broker::net::connection::{CertificateUsername, Client, Connection};
 use crate::broker::net::error::ConnectionError;
 use crate::broker::net::topic_alias::OutgoingAliases;
 use crate::broker::session::will;
@@ -21,8 +21,21 @@ const SPEC_MAX_PACKET_SIZE: u32 = 268_435_460;
 impl Connection {
     /// Answers CONNECT. Returns false if the client was refused (the refusing CONNACK is in the
     /// write buffer).
-    pub(crate) fn handle_connect(&mut self, connect: Connect) -> Result<bool, ConnectionError> {
+    pub(crate) fn handle_connect(&mut self, mut connect: Connect) -> Result<bool, ConnectionError> {
         let v5 = self.version.is_v5();
+        // A TLS listener with `use_identity_as_username`: the certificate's CN is the username,
+        // whatever CONNECT says; no certificate, no connection.
+        let username_from_certificate = match &self.certificate_username {
+            CertificateUsername::NotUsed => false,
+            CertificateUsername::Missing => {
+                tracing::info!(listener = %self.listener, peer = %self.peer, "connection refused: no client certificate with a common name");
+                return Ok(self.refuse(ReasonCode::NOT_AUTHORIZED));
+            }
+            CertificateUsername::Verified(name) => {
+                connect.username = Some(name.clone());
+                true
+            }
+        };
         let config = &self.broker.config;
         if connect.properties.authentication_method.is_some() {
             // Enhanced authentication (AUTH exchanges) is not offered.
@@ -46,9 +59,10 @@ impl Connection {
             client_id: &client_id,
             username: connect.username.as_ref(),
             password: connect.password.as_ref(),
+            username_from_certificate,
         };
         if let Err(code) = self.broker.authenticator.authenticate(credentials) {
-            tracing::info!(client_id = %client_id, peer = %self.peer, code = %code, "connection refused by authentication");
+            tracing::info!(client_id = %client_id, listener = %self.listener, peer = %self.peer, code = %code, "connection refused by authentication");
             return Ok(self.refuse(code));
         }
         if let Some(will) = &connect.will {
@@ -168,6 +182,7 @@ impl Connection {
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             client_id = %client_id,
+            listener = %self.listener,
             peer = %self.peer,
             version = ?self.version,
             clean_start = connect.clean_start,
