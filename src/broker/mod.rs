@@ -13,8 +13,10 @@
 //! 4. a `SharedGroup`'s state (its members, queue and strategy instance);
 //! 5. a `Session`'s state (queue, in flight, connection link).
 //!
-//! The retained store, admission counts, log limits and a strategy's spare instances each have
-//! a leaf lock, taken under none of the above. All are `parking_lot` locks, never held across an
+//! The retained store, admission counts, log limits (refused sockets, failed handshakes) and a
+//! strategy's spare instances each have a leaf lock, taken under none of the above. A TLS
+//! listener's settings are in an `ArcSwap` (`net/tls.rs`): swapped on reload, read per
+//! handshake, no lock. All are `parking_lot` locks, never held across an
 //! `.await`; no Wasm instance is created under 1–3, and a group's failed instance is rebuilt
 //! under none of them.
 
