@@ -148,6 +148,9 @@ async fn handshake_then_serve(
     connection::run(broker, stream, peer, listener.label, username, admitted).await;
 }
 
+// The WebSocket upgrade callback returns the signature tungstenite requires, whose error is
+// the whole HTTP response to send.
+#[allow(clippy::result_large_err)]
 async fn handshake(
     broker: &BrokerState,
     socket: TcpStream,

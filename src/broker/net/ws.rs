@@ -55,9 +55,17 @@ pub fn server_config(max_packet_size: u32) -> WebSocketConfig {
         .max_frame_size(Some(max_message))
 }
 
-/// The subprotocol to answer with: none when the client offered none, `Err` when none of
-/// those it offered is MQTT.
-pub fn choose_subprotocol(request: &Request) -> Result<Option<&'static str>, ()> {
+/// What to answer a client's Sec-WebSocket-Protocol with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subprotocol {
+    /// The client offered none: no header.
+    NoneOffered,
+    Chosen(&'static str),
+    /// The client offered only protocols that are not MQTT.
+    Unsupported,
+}
+
+fn choose_subprotocol(request: &Request) -> Subprotocol {
     let offered: Vec<&str> = request
         .headers()
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -70,7 +78,7 @@ pub fn choose_subprotocol(request: &Request) -> Result<Option<&'static str>, ()>
     if offered.is_empty() {
         // A client that offers no subprotocol is served anyway: simple clients and test tools
         // often leave the header out, and what follows is MQTT or an MQTT error either way.
-        return Ok(None);
+        return Subprotocol::NoneOffered;
     }
     SUBPROTOCOLS
         .iter()
@@ -79,13 +87,14 @@ pub fn choose_subprotocol(request: &Request) -> Result<Option<&'static str>, ()>
                 .iter()
                 .any(|theirs| theirs.eq_ignore_ascii_case(ours))
         })
-        .map(|ours| Some(*ours))
-        .ok_or(())
+        .map_or(Subprotocol::Unsupported, |ours| Subprotocol::Chosen(ours))
 }
 
 /// The upgrade callback of a listener serving `path`: 404 for another path, 400 for a client
 /// that offers subprotocols none of which is MQTT, otherwise the chosen subprotocol (if any)
 /// in the response.
+// The signature tungstenite's upgrade callback has; its error is the HTTP response to send.
+#[allow(clippy::result_large_err)]
 pub fn check_upgrade(
     path: &str,
     request: &Request,
@@ -95,15 +104,15 @@ pub fn check_upgrade(
         return Err(error_response(StatusCode::NOT_FOUND, "not found"));
     }
     match choose_subprotocol(request) {
-        Ok(Some(protocol)) => {
+        Subprotocol::Chosen(protocol) => {
             response.headers_mut().insert(
                 header::SEC_WEBSOCKET_PROTOCOL,
                 HeaderValue::from_static(protocol),
             );
             Ok(response)
         }
-        Ok(None) => Ok(response),
-        Err(()) => Err(error_response(
+        Subprotocol::NoneOffered => Ok(response),
+        Subprotocol::Unsupported => Err(error_response(
             StatusCode::BAD_REQUEST,
             "unsupported subprotocol: offer mqtt",
         )),
