@@ -176,6 +176,14 @@ async fn certificate_common_name_is_the_username() {
     let (mut client, connack) = RawClient::over(stream, V5).connect_as(connect).await;
     assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
     client.ping().await;
+    // No username at all: anonymous clients are refused here, the CN is the username.
+    let stream = tls_connect(addr, pki.client_config(Some((&client_cert, &client_key))))
+        .await
+        .unwrap();
+    let (_, connack) = RawClient::over(stream, V3_1_1)
+        .connect_as(connect_packet(V3_1_1, "cn-only"))
+        .await;
+    assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
     // The same username and password on plain TCP are refused: the CN did it.
     let mut connect = connect_packet(V5, "tcp-user");
     connect.username = Some("mallory".into());
@@ -422,6 +430,8 @@ fn mosquitto_clients_over_mutual_tls() {
         );
         assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), message);
     }
+    // use_identity_as_username: the broker knows them by their certificate's CN.
+    broker.wait_for_output("username=mosquitto-user");
     let mut refused = std::process::Command::new("mosquitto_pub");
     refused
         .args(tls_args(false))

@@ -219,10 +219,10 @@ impl Broker {
             let bound = socket.local_addr()?;
             match &listener.kind {
                 Kind::Ws { path, .. } => {
-                    tracing::info!(address = %bound, kind = listener.kind.name(), path = %path, "listening for MQTT connections")
+                    tracing::info!(address = %bound, kind = %listener.kind.name(), path = %path, "listening for MQTT connections")
                 }
                 kind => {
-                    tracing::info!(address = %bound, kind = kind.name(), "listening for MQTT connections")
+                    tracing::info!(address = %bound, kind = %kind.name(), "listening for MQTT connections")
                 }
             }
             tokio::spawn(net::listener::accept_loop(state.clone(), socket, listener));

@@ -184,6 +184,7 @@ impl Connection {
             client_id = %client_id,
             listener = %self.listener,
             peer = %self.peer,
+            username = %connect.username.as_deref().unwrap_or(""),
             version = ?self.version,
             clean_start = connect.clean_start,
             session_present = opened.present,
