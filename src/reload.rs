@@ -1,7 +1,8 @@
 //! Hot reload of shared-subscription strategies: on SIGHUP, on `sharq reload`, and when the
 //! config file or a plugin file it names changes on disk. Each reload also rebuilds the
 //! authenticator from `[auth]`, re-reading the password file (which is not watched: it is
-//! reloaded on SIGHUP and `sharq reload`, as mosquitto does).
+//! reloaded on SIGHUP and `sharq reload`, as mosquitto does). TLS certificates and keys are read
+//! again at each reload too.
 //!
 //! Directories are watched rather than files, because editors and deploy tools replace a file
 //! by writing a new one and renaming it over the old, which a watch on the old inode would miss.
@@ -70,6 +71,12 @@ pub async fn reload_once(
     config_path: &Path,
     trigger: Trigger,
 ) -> Option<Config> {
+    // Certificates first, and whatever becomes of the strategies: a renewed certificate must
+    // not wait for a config edit to be valid.
+    let certified = broker.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || certified.reload_certificates()).await {
+        tracing::error!(error = %e, "certificate reload task failed");
+    }
     tracing::info!(?trigger, config = %config_path.display(), "reloading shared-subscription strategies");
     let path = config_path.to_path_buf();
     let config = match tokio::task::spawn_blocking(move || Config::from_file(&path)).await {

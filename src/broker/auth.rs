@@ -28,6 +28,10 @@ pub struct Credentials<'a> {
     pub client_id: &'a ByteString,
     pub username: Option<&'a ByteString>,
     pub password: Option<&'a Bytes>,
+    /// `username` is the subject CN of a client certificate that the TLS handshake verified
+    /// (a listener with `use_identity_as_username`): the certificate authenticated it, so no
+    /// password is checked, as Mosquitto does.
+    pub username_from_certificate: bool,
 }
 
 /// Decides whether a client may connect. A real backend (files, HTTP, JWT) implements this.
@@ -123,6 +127,9 @@ pub fn password_file_path(config: &AuthConfig, base_dir: Option<&Path>) -> Optio
 
 impl Authenticator for ConfigAuthenticator {
     fn authenticate(&self, credentials: Credentials<'_>) -> Result<(), ReasonCode> {
+        if credentials.username_from_certificate && credentials.username.is_some() {
+            return Ok(());
+        }
         let Some(username) = credentials.username else {
             return if self.allow_anonymous {
                 Ok(())
@@ -167,6 +174,7 @@ mod tests {
             client_id: &id,
             username: None,
             password: None,
+            username_from_certificate: false,
         };
         assert!(config(true, &[]).authenticate(creds).is_ok());
         assert_eq!(
@@ -186,6 +194,7 @@ mod tests {
             client_id: &id,
             username: Some(&user),
             password: p,
+            username_from_certificate: false,
         };
         assert!(auth.authenticate(with(Some(&good))).is_ok());
         assert_eq!(
@@ -196,6 +205,12 @@ mod tests {
             auth.authenticate(with(None)),
             Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
         );
+        // A username a verified client certificate gave needs no password.
+        let certified = Credentials {
+            username_from_certificate: true,
+            ..with(None)
+        };
+        assert!(auth.authenticate(certified).is_ok());
     }
 
     #[test]

@@ -13,9 +13,12 @@
 //! 4. a `SharedGroup`'s state (its members, queue and strategy instance);
 //! 5. a `Session`'s state (queue, in flight, connection link).
 //!
-//! The retained store, admission counts, log limits, a strategy's spare instances and the
-//! authenticator slot each have a leaf lock, taken under none of the above. All are `parking_lot` locks, never held across an
-//! `.await`; no Wasm instance is created under 1–3, and a group's failed instance is rebuilt
+//! The retained store, admission counts, log limits (refused sockets, failed handshakes, failed
+//! logins), a strategy's spare instances, the authenticator slot, the ACL slot and the store
+//! journal's pending batch each have a leaf lock, taken under none of the above except the
+//! journal's (taken under a queue's lock; nothing is called under it). A TLS listener's settings
+//! are in an `ArcSwap` (`net/tls.rs`): swapped on reload, read per handshake, no lock. All are
+//! `parking_lot` locks, never held across an `.await`; no Wasm instance is created under 1–3, and a group's failed instance is rebuilt
 //! under none of them.
 
 pub mod acl;
@@ -55,6 +58,8 @@ use crate::topic::{
 };
 use log_limit::LogLimit;
 use net::admission::Admission;
+use net::listener::{Kind, Listener};
+use net::tls::{ReloadableTls, TlsError, TlsFiles};
 use routing::delivery::{self, Delivery, QueueLimits};
 use routing::message::Message;
 use routing::retain::{RetainLimits, RetainStore, Retained};
@@ -95,6 +100,11 @@ pub struct BrokerState {
     refusal_log: LogLimit,
     /// Likewise for failed logins, which a client can repeat as fast as it can connect.
     pub(crate) auth_failure_log: LogLimit,
+    /// Likewise for failed TLS handshakes and WebSocket upgrades.
+    handshake_log: LogLimit,
+    /// The TLS settings of every TLS and wss listener, in config order (TLS, then wss): what
+    /// a reload reads again. Each holds its `ServerConfig` in an `ArcSwap`, without a lock.
+    certificates: Vec<Arc<ReloadableTls>>,
     /// This state itself, for the timers that `&self` methods arm (a lingering group's end).
     me: Weak<BrokerState>,
 }
@@ -110,6 +120,8 @@ impl std::fmt::Debug for BrokerState {
 pub struct Broker {
     state: Arc<BrokerState>,
     local_addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
+    ws_addrs: Vec<SocketAddr>,
 }
 
 impl Broker {
@@ -143,6 +155,13 @@ impl Broker {
             }
             None => None,
         };
+        // Certificates first: a missing or bad file fails the start before anything is opened.
+        let config_for_tls = config.clone();
+        let (secured, certificates) =
+            tokio::task::spawn_blocking(move || secured_listeners(&config_for_tls))
+                .await
+                .map_err(|e| io::Error::other(format!("TLS loading task failed: {e}")))?
+                .map_err(|e| io::Error::other(e.to_string()))?;
         // Compiling plugins takes seconds for Python and JavaScript components (milliseconds
         // from the disk cache): keep it off the async workers, so a broker started inside a
         // runtime that already serves other tasks does not stall them. Listeners open only
@@ -194,6 +213,8 @@ impl Broker {
             ),
             refusal_log: LogLimit::new(Duration::from_secs(1)),
             auth_failure_log: LogLimit::new(Duration::from_secs(1)),
+            handshake_log: LogLimit::new(Duration::from_secs(1)),
+            certificates,
             me: me.clone(),
             config,
         });
@@ -209,23 +230,64 @@ impl Broker {
                 .map_err(|e| io::Error::other(e.to_string()))?;
         }
         let mut local_addrs = Vec::new();
-        for address in &state.config.server.listeners {
-            let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+        let mut tls_addrs = Vec::new();
+        let mut ws_addrs = Vec::new();
+        let plain = state
+            .config
+            .server
+            .listeners
+            .iter()
+            .map(|address| (*address, Kind::Tcp));
+        // Every socket is bound before any accepts: a failure leaves nothing half-started.
+        let mut bound_listeners = Vec::new();
+        for (address, kind) in plain.chain(secured) {
+            let socket = tokio::net::TcpListener::bind(address).await.map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {address}: {e}"))
             })?;
-            let bound = listener.local_addr()?;
-            tracing::info!(address = %bound, "listening for MQTT connections");
-            local_addrs.push(bound);
-            tokio::spawn(net::listener::accept_loop(state.clone(), listener));
+            let bound = socket.local_addr()?;
+            match &kind {
+                Kind::Tcp => local_addrs.push(bound),
+                Kind::Tls { .. } => tls_addrs.push(bound),
+                Kind::Ws { .. } => ws_addrs.push(bound),
+            }
+            bound_listeners.push((socket, Listener::new(kind, bound)));
+        }
+        for (socket, listener) in bound_listeners {
+            let bound = socket.local_addr()?;
+            match &listener.kind {
+                Kind::Ws { path, .. } => {
+                    tracing::info!(address = %bound, kind = %listener.kind.name(), path = %path, "listening for MQTT connections")
+                }
+                kind => {
+                    tracing::info!(address = %bound, kind = %kind.name(), "listening for MQTT connections")
+                }
+            }
+            tokio::spawn(net::listener::accept_loop(state.clone(), socket, listener));
         }
         if state.config.server.sys_interval_secs > 0 {
             tokio::spawn(sys::publish_loop(state.clone()));
         }
-        Ok(Broker { state, local_addrs })
+        Ok(Broker {
+            state,
+            local_addrs,
+            tls_addrs,
+            ws_addrs,
+        })
     }
 
+    /// The bound addresses of `server.listeners` (plain TCP), in config order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The bound addresses of `server.tls_listeners`, in config order.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
+    }
+
+    /// The bound addresses of `server.ws_listeners` (ws and wss), in config order.
+    pub fn ws_addrs(&self) -> &[SocketAddr] {
+        &self.ws_addrs
     }
 
     pub fn state(&self) -> &Arc<BrokerState> {
@@ -250,6 +312,57 @@ impl Broker {
     }
 }
 
+/// The TLS and WebSocket listeners of `config` with their certificates loaded, and the
+/// certificates alone (for reload). Errors name the config key and the file.
+#[allow(clippy::type_complexity)]
+fn secured_listeners(
+    config: &Config,
+) -> Result<(Vec<(SocketAddr, Kind)>, Vec<Arc<ReloadableTls>>), TlsError> {
+    let mut listeners = Vec::new();
+    let mut certificates = Vec::new();
+    for (index, tls) in config.server.tls_listeners.iter().enumerate() {
+        let loaded = Arc::new(ReloadableTls::load(TlsFiles {
+            key_prefix: format!("server.tls_listeners[{index}]"),
+            cert: config.resolve_path(&tls.cert),
+            key: config.resolve_path(&tls.key),
+            client_ca: tls.client_ca.as_deref().map(|p| config.resolve_path(p)),
+            require_client_cert: tls.require_client_cert,
+        })?);
+        certificates.push(loaded.clone());
+        listeners.push((
+            tls.address,
+            Kind::Tls {
+                tls: loaded,
+                use_identity_as_username: tls.use_identity_as_username,
+            },
+        ));
+    }
+    for (index, ws) in config.server.ws_listeners.iter().enumerate() {
+        let tls = match (&ws.cert, &ws.key) {
+            (Some(cert), Some(key)) => {
+                let loaded = Arc::new(ReloadableTls::load(TlsFiles {
+                    key_prefix: format!("server.ws_listeners[{index}]"),
+                    cert: config.resolve_path(cert),
+                    key: config.resolve_path(key),
+                    client_ca: None,
+                    require_client_cert: false,
+                })?);
+                certificates.push(loaded.clone());
+                Some(loaded)
+            }
+            _ => None,
+        };
+        listeners.push((
+            ws.address,
+            Kind::Ws {
+                path: Arc::from(ws.path.as_str()),
+                tls,
+            },
+        ));
+    }
+    Ok((listeners, certificates))
+}
+
 impl BrokerState {
     /// The authenticator in force now.
     pub fn authenticator(&self) -> Arc<dyn Authenticator> {
@@ -270,6 +383,29 @@ impl BrokerState {
         let users = authenticator.user_count();
         self.set_authenticator(Arc::new(authenticator));
         Ok(users)
+    }
+
+    /// Reads every TLS listener's certificate, key and client CA files again (the paths of
+    /// the config the broker started with). New handshakes use what was read; established
+    /// connections keep theirs. A listener whose files fail keeps its current settings, and
+    /// the error (naming the key and file) is logged. Returns how many were reloaded and the
+    /// errors. Blocking: reads files.
+    pub fn reload_certificates(&self) -> (usize, Vec<TlsError>) {
+        let mut reloaded = 0;
+        let mut errors = Vec::new();
+        for tls in &self.certificates {
+            match tls.reload() {
+                Ok(()) => {
+                    reloaded += 1;
+                    tracing::info!(listener = %tls.files.key_prefix, cert = %tls.files.cert.display(), "TLS certificate reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(listener = %tls.files.key_prefix, error = %e, "TLS certificate reload failed; the current certificate stays");
+                    errors.push(e);
+                }
+            }
+        }
+        (reloaded, errors)
     }
 
     pub fn queue_limits(&self) -> QueueLimits {

@@ -325,6 +325,43 @@ impl SpawnedBroker {
         self.child.id()
     }
 
+    /// The bound address of the first listener of `kind` (`tcp`, `tls`, `ws`, `wss`), from its
+    /// `listening for MQTT connections` line; waits for it up to 10 s.
+    pub fn listening(&self, kind: &str) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self
+                .output
+                .lock()
+                .unwrap()
+                .lines()
+                .filter(|line| listening_kind(line).as_deref() == Some(kind))
+                .find_map(parse_listening);
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sharq did not log a `{kind}` listener; output:\n{}",
+                self.output.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (up to 10 s) until the output holds a line containing `text`.
+    pub fn wait_for_output(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.output.lock().unwrap().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "sharq did not log `{text}`; output:\n{}",
+                self.output.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM with `kill -TERM <pid>`.
     pub fn terminate(&self) {
         let status = Command::new("kill")
@@ -385,6 +422,20 @@ pub fn parse_listening(line: &str) -> Option<SocketAddr> {
     let rest = &line[line.find("address=")? + "address=".len()..];
     let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
     rest[..end].trim_matches('"').parse().ok()
+}
+
+/// The `kind` field (`tcp`, `tls`, `ws`, `wss`) of a `listening for MQTT connections` line.
+pub fn listening_kind(line: &str) -> Option<String> {
+    if !line.contains("listening for MQTT connections") {
+        return None;
+    }
+    if line.trim_start().starts_with('{') {
+        let event: serde_json::Value = serde_json::from_str(line).ok()?;
+        return Some(event.get("fields")?.get("kind")?.as_str()?.to_owned());
+    }
+    let rest = &line[line.find("kind=")? + "kind=".len()..];
+    let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+    Some(rest[..end].trim_matches('"').to_owned())
 }
 
 pub fn strip_ansi(s: &str) -> String {
@@ -531,7 +582,7 @@ pub enum Event {
 /// `disconnect_and_wait`.
 #[derive(Debug)]
 pub struct RawClient {
-    stream: TcpStream,
+    stream: Box<dyn ClientStream>,
     pub version: ProtocolVersion,
     /// The CONNECT's client id (empty until one is sent), to name the client in failures.
     pub client_id: String,
@@ -548,6 +599,16 @@ pub struct RawClient {
     reset: bool,
 }
 
+/// What a [`RawClient`] talks over: a TCP socket, or a TLS or WebSocket stream.
+pub trait ClientStream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + std::fmt::Debug
+{
+}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + std::fmt::Debug> ClientStream
+    for T
+{
+}
+
 impl RawClient {
     /// Opens a TCP connection; sends nothing.
     pub async fn open(addr: SocketAddr, version: ProtocolVersion) -> RawClient {
@@ -556,8 +617,13 @@ impl RawClient {
             .expect("TCP connect timed out")
             .expect("TCP connect failed");
         stream.set_nodelay(true).unwrap();
+        RawClient::over(stream, version)
+    }
+
+    /// A client over an established stream (TLS, WebSocket); sends nothing.
+    pub fn over(stream: impl ClientStream + 'static, version: ProtocolVersion) -> RawClient {
         RawClient {
-            stream,
+            stream: Box::new(stream),
             version,
             client_id: String::new(),
             decoder: Decoder::with_version(version, 268_435_460),
@@ -572,7 +638,13 @@ impl RawClient {
 
     /// Opens a connection, sends `connect` and returns the CONNACK.
     pub async fn connect_with(addr: SocketAddr, connect: Connect) -> (RawClient, ConnAck) {
-        let mut client = RawClient::open(addr, connect.protocol).await;
+        let client = RawClient::open(addr, connect.protocol).await;
+        client.connect_as(connect).await
+    }
+
+    /// Sends `connect` on this (fresh) connection and returns the CONNACK.
+    pub async fn connect_as(self, connect: Connect) -> (RawClient, ConnAck) {
+        let mut client = self;
         client.client_id = connect.client_id.to_string();
         client.send(&Packet::Connect(Box::new(connect))).await;
         match client.recv().await {
@@ -625,13 +697,24 @@ impl RawClient {
 
     pub async fn send_bytes(&mut self, bytes: &[u8]) {
         // A broker that already closed may reset the socket: tests check what it sent instead.
-        let _ = tokio::time::timeout(TIMEOUT, self.stream.write_all(bytes)).await;
+        // Flushed: a TLS or WebSocket stream may hold written bytes until then.
+        let stream = &mut self.stream;
+        let _ = tokio::time::timeout(TIMEOUT, async move {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        })
+        .await;
     }
 
     /// Writes `bytes` and reports the write's own result: a write after the broker reset the
     /// connection fails.
     pub async fn try_send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match tokio::time::timeout(TIMEOUT, self.stream.write_all(bytes)).await {
+        let stream = &mut self.stream;
+        let write = async move {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(TIMEOUT, write).await {
             Ok(result) => result,
             Err(_) => Err(std::io::Error::other("write timed out")),
         }
@@ -1568,4 +1651,249 @@ pub fn store_sessions(
         .collect();
     store.commit(&ops, encoding::unix_now_ms(), 1).unwrap();
     store.close();
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS and WebSocket clients, and certificates made at test time
+// ---------------------------------------------------------------------------------------------
+
+/// A CA made at test time, writing PEM files into its own temp dir: the CA certificate, and
+/// server and client certificates it signs.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    /// The CA certificate, PEM.
+    pub ca_pem: std::path::PathBuf,
+    next_serial: u64,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        let dir = tempfile::tempdir().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "sharq test CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        let ca_pem = dir.path().join("ca.pem");
+        std::fs::write(&ca_pem, ca.pem()).unwrap();
+        TestPki {
+            dir,
+            ca,
+            ca_pem,
+            next_serial: 1,
+        }
+    }
+
+    /// Writes `NAME.pem` and `NAME.key` in the PKI's dir: a certificate with subject CN `cn`
+    /// for `localhost` and 127.0.0.1, usable by a server or (`client`) a client.
+    pub fn issue(
+        &mut self,
+        name: &str,
+        cn: &str,
+        client: bool,
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.serial_number = Some(rcgen::SerialNumber::from(self.next_serial));
+        self.next_serial += 1;
+        params.extended_key_usages = vec![if client {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let cert_path = self.dir.path().join(format!("{name}.pem"));
+        let key_path = self.dir.path().join(format!("{name}.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    pub fn server(&mut self, name: &str, cn: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        self.issue(name, cn, false)
+    }
+
+    pub fn client(&mut self, name: &str, cn: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        self.issue(name, cn, true)
+    }
+
+    /// A rustls client trusting this CA, presenting `identity` (cert, key files) if given.
+    pub fn client_config(
+        &self,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Arc<tokio_rustls::rustls::ClientConfig> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(&self.ca_pem).unwrap())
+            .unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let config = match identity {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    CertificateDer::pem_file_iter(cert)
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .collect(),
+                    PrivateKeyDer::from_pem_file(key).unwrap(),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        Arc::new(config)
+    }
+}
+
+pub type TlsClientStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// A TLS handshake with the broker at `addr` as `localhost`.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    config: Arc<tokio_rustls::rustls::ClientConfig>,
+) -> std::io::Result<TlsClientStream> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost")
+        .map_err(std::io::Error::other)?;
+    tokio::time::timeout(
+        TIMEOUT,
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| std::io::Error::other("TLS handshake timed out"))?
+}
+
+/// The subject CN of the certificate the server presented.
+pub fn server_cn(stream: &TlsClientStream) -> String {
+    let leaf = &stream.get_ref().1.peer_certificates().unwrap()[0];
+    sharq::broker::net::tls::subject_common_name(leaf).unwrap()
+}
+
+/// A WebSocket upgrade to `url` (`ws://HOST:PORT/PATH`) over `stream`, offering `protocols`
+/// (none: no Sec-WebSocket-Protocol header).
+pub async fn ws_upgrade<S>(
+    stream: S,
+    url: &str,
+    protocols: Option<&str>,
+) -> Result<
+    (
+        tokio_tungstenite::WebSocketStream<S>,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request()?;
+    if let Some(protocols) = protocols {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            protocols.parse().expect("a header value"),
+        );
+    }
+    tokio::time::timeout(TIMEOUT, tokio_tungstenite::client_async(request, stream))
+        .await
+        .expect("WebSocket upgrade timed out")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Third-party client tools (mosquitto_pub/sub, paho-mqtt for Python)
+// ---------------------------------------------------------------------------------------------
+
+/// True if tests with third-party tools should run; fails the test if they should but the
+/// tools are missing (`.ci/install-test-tools` installs them). `SHARQ_SKIP_INTEROP=1` skips.
+pub fn interop_ready(needs_paho: bool) -> bool {
+    if std::env::var("SHARQ_SKIP_INTEROP").as_deref() == Ok("1") {
+        eprintln!("SHARQ_SKIP_INTEROP=1: interop test skipped");
+        return false;
+    }
+    let have = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let mut missing = Vec::new();
+    for tool in ["mosquitto_pub", "mosquitto_sub"] {
+        if !have("sh", &["-c", &format!("command -v {tool}")]) {
+            missing.push(tool);
+        }
+    }
+    if needs_paho && !have("python3", &["-c", "import paho.mqtt"]) {
+        missing.push("python3 paho-mqtt");
+    }
+    assert!(
+        missing.is_empty(),
+        "interop tools missing: {missing:?}; run `.ci/install-test-tools` (or set SHARQ_SKIP_INTEROP=1 to skip)"
+    );
+    true
+}
+
+/// Runs `command` to its end within `limit` (killed and failing the test after), collecting
+/// its output.
+pub fn run_tool(mut command: Command, limit: Duration) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "{command:?} did not finish within {limit:?}; stdout {:?} stderr {:?}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `tests/interop/SCRIPT` with python3 and `args`; fails the test unless it exits 0.
+pub fn run_python_script(script: &str, args: &[String]) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop")
+        .join(script);
+    let mut command = Command::new("python3");
+    command.arg(&path).args(args);
+    let output = run_tool(command, Duration::from_secs(60));
+    assert!(
+        output.status.success(),
+        "{script} {args:?} failed: stdout {} stderr {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -66,6 +66,10 @@ impl Connection {
         connect: &Connect,
     ) -> Result<ConnectAuth, ConnectionError> {
         let authenticator = self.broker.authenticator();
+        let username_from_certificate = matches!(
+            self.certificate_username,
+            crate::broker::net::connection::CertificateUsername::Verified(_)
+        );
         let result = if connect.username.is_some() && connect.password.is_some() {
             // A password hash (argon2 takes tens of milliseconds) must not hold up the other
             // connections of this worker thread.
@@ -77,6 +81,7 @@ impl Connection {
                     client_id: &client_id,
                     username: username.as_ref(),
                     password: password.as_ref(),
+                    username_from_certificate,
                 })
             })
             .await
@@ -86,6 +91,7 @@ impl Connection {
                 client_id: &connect.client_id,
                 username: connect.username.as_ref(),
                 password: connect.password.as_ref(),
+                username_from_certificate,
             })
         };
         match result {

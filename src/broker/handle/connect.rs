@@ -171,7 +171,9 @@ impl Connection {
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             client_id = %client_id,
+            listener = %self.listener,
             peer = %self.peer,
+            username = %connect.username.as_deref().unwrap_or(""),
             version = ?self.version,
             clean_start = connect.clean_start,
             session_present = opened.present,

@@ -1,4 +1,4 @@
-//! One task per TCP connection: reads and decodes packets, hands them to the `handle_*`
+//! One task per connection, whatever the listener (TCP, TLS, WebSocket): reads and decodes packets, hands them to the `handle_*`
 //! modules, and writes what the session has queued for the client.
 //!
 //! A single task owns both directions of the socket. Output is batched: everything the
@@ -17,10 +17,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BufMut;
 use bytes::{Buf, BytesMut};
 use bytestring::ByteString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
 use crate::codec::{self, DecodeError, Decoder};
@@ -31,6 +31,7 @@ use crate::packet::{
 use crate::broker::handle::auth::{AuthState, ConnectAuth};
 use crate::broker::net::admission::Admitted;
 use crate::broker::net::error::ConnectionError;
+use crate::broker::net::stream::{Input, Stream};
 use crate::broker::net::topic_alias::{Aliased, OutgoingAliases};
 use crate::broker::session::will;
 use crate::broker::session::Session;
@@ -75,10 +76,25 @@ pub(crate) enum End {
     Refused,
 }
 
+/// What a TLS listener with `use_identity_as_username` learnt from the client's certificate.
+#[derive(Debug, Clone)]
+pub enum CertificateUsername {
+    /// The listener does not take usernames from certificates.
+    NotUsed,
+    /// It does, and the client presented no certificate (or one without a common name).
+    Missing,
+    /// The verified certificate's subject CN.
+    Verified(ByteString),
+}
+
 pub(crate) struct Connection {
     pub broker: Arc<BrokerState>,
-    stream: TcpStream,
+    stream: Stream,
     pub peer: SocketAddr,
+    /// The listener it came from, as logs name it (`tls 127.0.0.1:8883`).
+    pub listener: Arc<str>,
+    /// The username the client certificate gives, on a listener that uses it.
+    pub certificate_username: CertificateUsername,
     read_buf: BytesMut,
     pub write_buf: BytesMut,
     decoder: Decoder,
@@ -116,8 +132,10 @@ pub(crate) struct Connection {
 
 pub async fn run(
     broker: Arc<BrokerState>,
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
+    listener: Arc<str>,
+    certificate_username: CertificateUsername,
     admitted: Admitted,
 ) {
     let max_packet_size = broker.config.limits.max_packet_size;
@@ -125,6 +143,8 @@ pub async fn run(
         broker,
         stream,
         peer,
+        listener,
+        certificate_username,
         // Both buffers start empty and get memory when there is something to hold: at 10k idle
         // connections, two eager 4 KiB buffers each were most of the broker's memory.
         read_buf: BytesMut::new(),
@@ -160,7 +180,7 @@ impl Connection {
         match self.main_loop().await {
             Ok(end) => end,
             Err(ConnectionError::Io(e)) => {
-                tracing::debug!(peer = %self.peer, error = %e, "socket error");
+                tracing::debug!(listener = %self.listener, peer = %self.peer, error = %e, "socket error");
                 End::Lost
             }
             Err(e) => End::Error(e),
@@ -184,9 +204,24 @@ impl Connection {
                     let mut frame = BytesMut::from(&self.read_buf[..size]);
                     self.read_buf.advance(size);
                     return match self.decoder.decode(&mut frame) {
-                        Ok(Some(Packet::Connect(connect))) => {
+                        Ok(Some(Packet::Connect(mut connect))) => {
                             self.version = connect.protocol;
                             self.decoder.set_version(connect.protocol);
+                            // A TLS listener with `use_identity_as_username`: the certificate's
+                            // CN is the username, whatever CONNECT says; no certificate, no
+                            // connection.
+                            match &self.certificate_username {
+                                CertificateUsername::NotUsed => {}
+                                CertificateUsername::Missing => {
+                                    tracing::info!(listener = %self.listener, peer = %self.peer, "connection refused: no client certificate with a common name");
+                                    self.refuse(ReasonCode::NOT_AUTHORIZED);
+                                    self.flush().await?;
+                                    return Ok(false);
+                                }
+                                CertificateUsername::Verified(name) => {
+                                    connect.username = Some(name.clone());
+                                }
+                            }
                             let accepted =
                                 match self.authenticate_connect(&connect, deadline).await? {
                                     ConnectAuth::Accepted { method, data } => {
@@ -215,7 +250,7 @@ impl Connection {
             let read = tokio::select! {
                 read = self.stream.read_buf(&mut self.read_buf) => read?,
                 _ = tokio::time::sleep_until(deadline) => {
-                    tracing::debug!(peer = %self.peer, "no CONNECT in time");
+                    tracing::debug!(listener = %self.listener, peer = %self.peer, "no CONNECT in time");
                     return Ok(false);
                 }
                 _ = self.broker.shutdown.cancelled() => return Ok(false),
@@ -308,7 +343,7 @@ impl Connection {
                     biased;
                     _ = self.broker.shutdown.cancelled() => return Ok(End::Shutdown),
                     reason = &mut kicked => return Ok(End::Kicked(reason.unwrap_or(ReasonCode::SESSION_TAKEN_OVER))),
-                    written = self.stream.write_all_buf(&mut self.write_buf) => written?,
+                    written = self.stream.write_all_flush(&mut self.write_buf) => written?,
                 }
                 self.broker
                     .stats
@@ -328,12 +363,19 @@ impl Connection {
                 reason = &mut kicked => return Ok(End::Kicked(reason.unwrap_or(ReasonCode::SESSION_TAKEN_OVER))),
                 // Wait for readiness without a buffer, and only then reserve one: an idle
                 // connection holds no read buffer at all.
-                ready = self.stream.readable(), if !hold_input => {
-                    ready?;
+                input = self.stream.wait_input(), if !hold_input => {
+                    let first = match input? {
+                        Input::Ready => None,
+                        Input::Byte(byte) => Some(byte),
+                        Input::Closed => return Ok(End::Lost),
+                    };
                     self.read_buf.reserve(self.read_size);
+                    if let Some(byte) = first {
+                        self.read_buf.put_u8(byte);
+                    }
                     let spare = self.read_buf.capacity() - self.read_buf.len();
                     let read = match self.stream.try_read_buf(&mut self.read_buf) {
-                        Ok(0) => return Ok(End::Lost),
+                        Ok(0) if first.is_none() => return Ok(End::Lost),
                         Ok(n) => {
                             // A read that filled the space means more was waiting: read bigger
                             // next time (large payloads, busy publishers); shrink back when
@@ -343,9 +385,14 @@ impl Connection {
                             } else if n < self.read_size / 4 {
                                 self.read_size = (self.read_size / 2).max(MIN_READ_SIZE);
                             }
-                            n
+                            n + usize::from(first.is_some())
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        // Readiness can be spurious on TCP; a stream that gave one byte may
+                        // have no more yet.
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => match first {
+                            None => continue,
+                            Some(_) => 1,
+                        },
                         Err(e) => return Err(e.into()),
                     };
                     self.broker.stats.bytes_received.fetch_add(read as u64, Ordering::Relaxed);
@@ -416,7 +463,7 @@ impl Connection {
     /// Decodes and handles every whole packet in the read buffer.
     fn process_input(&mut self) -> Result<(), ConnectionError> {
         while let Some(packet) = self.decoder.decode(&mut self.read_buf)? {
-            tracing::trace!(peer = %self.peer, packet = packet.name(), "received");
+            tracing::trace!(listener = %self.listener, peer = %self.peer, packet = packet.name(), "received");
             self.handle_packet(packet)?;
             if self.disconnect_received.is_some() {
                 break;
@@ -451,11 +498,11 @@ impl Connection {
 
     /// Encodes one packet into the write buffer; false if it could not be encoded (logged).
     fn encode_out(&mut self, packet: &Packet) -> bool {
-        tracing::trace!(peer = %self.peer, packet = packet.name(), "sending");
+        tracing::trace!(listener = %self.listener, peer = %self.peer, packet = packet.name(), "sending");
         match codec::encode(packet, self.version, &mut self.write_buf) {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!(peer = %self.peer, packet = packet.name(), error = %e, "cannot encode packet");
+                tracing::warn!(listener = %self.listener, peer = %self.peer, packet = packet.name(), error = %e, "cannot encode packet");
                 false
             }
         }
@@ -520,7 +567,7 @@ impl Connection {
     pub(crate) async fn flush(&mut self) -> Result<(), ConnectionError> {
         if !self.write_buf.is_empty() {
             let len = self.write_buf.len();
-            self.stream.write_all_buf(&mut self.write_buf).await?;
+            self.stream.write_all_flush(&mut self.write_buf).await?;
             self.broker
                 .stats
                 .bytes_sent
@@ -586,7 +633,7 @@ impl Connection {
     fn settle(&mut self, end: &End) {
         let Some(client) = self.client.take() else {
             if let End::Error(e) = end {
-                tracing::info!(peer = %self.peer, error = %e, "connection closed before CONNECT completed");
+                tracing::info!(listener = %self.listener, peer = %self.peer, error = %e, "connection closed before CONNECT completed");
             }
             return;
         };
@@ -597,10 +644,10 @@ impl Connection {
             .fetch_sub(1, Ordering::Relaxed);
         match end {
             End::Error(e) => {
-                tracing::info!(client_id = %session.client_id, peer = %self.peer, error = %e, code = %e.reason_code(), "client disconnected: protocol violation")
+                tracing::info!(client_id = %session.client_id, listener = %self.listener, peer = %self.peer, error = %e, code = %e.reason_code(), "client disconnected: protocol violation")
             }
             other => {
-                tracing::info!(client_id = %session.client_id, peer = %self.peer, reason = ?other, "client disconnected")
+                tracing::info!(client_id = %session.client_id, listener = %self.listener, peer = %self.peer, reason = ?other, "client disconnected")
             }
         }
         let Some(redispatch) = session.detach(client.generation) else {
