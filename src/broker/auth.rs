@@ -244,6 +244,7 @@ mod tests {
                 client_id: &id,
                 username: Some(&user),
                 password: Some(&password),
+                username_from_certificate: false,
             })
         };
         // The file's entry wins over the config's.
@@ -271,6 +272,7 @@ mod tests {
                 client_id: &id,
                 username: Some(&user),
                 password: None,
+                username_from_certificate: false,
             })
             .is_err());
         // A missing file is an error naming the key and the file.
