@@ -61,7 +61,8 @@ start_sharq() { # LOG
     broker_pid=$!
 }
 
-echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+machine=$(wait_idle)
+echo "machine at start: $machine; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 log=$STORE_PARENT/broker.log
 start_sharq "$log"
 wait_for_broker "$log" 30
@@ -119,14 +120,14 @@ stop_broker
 
 hz=$(getconf CLK_TCK)
 jq -n --argjson fill "$fill" --argjson drain "$drain" --arg recovered "$recovered" \
-    --argjson messages "$MESSAGES" --arg payload "$PAYLOAD" \
+    --argjson messages "$MESSAGES" --arg payload "$PAYLOAD" --arg machine "$machine" \
     --argjson rss_idle "$rss_idle" --argjson rss_hwm "$rss_filled_hwm" --argjson rss_waiting "$rss_waiting" \
     --argjson rss_recovered "$rss_recovered" --argjson rss_after_drain "$rss_after_drain" \
     --argjson store_bytes "$store_bytes" --argjson store_disk_kib "$store_disk_kib" \
     --argjson store_after_drain "$store_after_drain" --argjson listen_ms "$listen_ms" \
     --argjson recovered_ms "${recovered_ms:-null}" --argjson recovered_queued "${recovered_queued:-null}" \
     --argjson fill_cpu_us "$(((cpu1 - cpu0) * 1000000 / hz))" --argjson drain_cpu_us "$(((cpu3 - cpu2) * 1000000 / hz))" \
-    '{messages: $messages, payload: $payload, fill: $fill, drain: $drain, recovered_line: $recovered,
+    '{machine: $machine, messages: $messages, payload: $payload, fill: $fill, drain: $drain, recovered_line: $recovered,
       rss_kib: {idle: $rss_idle, peak_while_filling: $rss_hwm, waiting: $rss_waiting, after_restart: $rss_recovered, after_drain: $rss_after_drain},
       store_file_bytes: {after_fill: $store_bytes, after_fill_on_disk: ($store_disk_kib * 1024), after_drain: $store_after_drain},
       restart: {spawn_to_listening_ms: $listen_ms, store_recovered_elapsed_ms: $recovered_ms, recovered_queued: $recovered_queued},

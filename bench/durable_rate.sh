@@ -35,6 +35,10 @@ start() { # NAME [COMMIT_INTERVAL_MS]
     local name=$1 ci=${2:-2}
     rm -rf "$work/store" "$work/mosq"
     mkdir -p "$work/store" "$work/mosq"
+    # Started as root, Mosquitto runs as `mosquitto` and must be able to write its database.
+    if [[ $(id -u) == 0 ]] && id mosquitto >/dev/null 2>&1; then
+        chown mosquitto: "$work/mosq"
+    fi
     case "$name" in
         sharq_*)
             {
@@ -85,6 +89,8 @@ thread_ticks() {
 
 one_run() { # NAME PAYLOAD ROUND [CI]
     local name=$1 payload=$2 round=$3 ci=${4:-}
+    local machine
+    machine=$(wait_idle)
     start "$name" "${ci:-2}"
     local before after json hz
     hz=$(getconf CLK_TCK)
@@ -100,8 +106,8 @@ one_run() { # NAME PAYLOAD ROUND [CI]
     stop_broker
     jq -c --arg b "$name" --arg p "$payload" --argjson r "$round" --arg ci "$ci" \
         --argjson ticks $((after - before)) --argjson hz "$hz" --argjson threads "$threads" \
-        --argjson store "$store_bytes" \
-        '. + {broker: $b, payload: $p, round: $r, commit_interval_ms: ($ci | if . == "" then null else tonumber end),
+        --argjson store "$store_bytes" --arg machine "$machine" \
+        '. + {machine: $machine, broker: $b, payload: $p, round: $r, commit_interval_ms: ($ci | if . == "" then null else tonumber end),
               cpu_ticks: $ticks, clk_tck: $hz, thread_ticks: $threads, store_file_bytes: $store,
               cpu_us_per_msg: (if .delivered > 0 then $ticks / $hz * 1e6 / .delivered else null end)}' \
         <<<"$json" | tee -a "$OUT"

@@ -54,6 +54,11 @@ def rate(path):
             print(f"| {p} | {b} | {fmt(m)} | {per} | {ratio} | {lost} | {dup} | {fmt(p99)} "
                   f"| {fmt(med([r['cpu_us_per_msg'] for r in rs]), 2)} | {fmt(store_us, 2)} | {fmt(store_mib, 1)} |")
     errors = [(r["label"], e) for r in runs for e in r.get("errors", [])]
+    idle = sum(1 for r in runs if str(r.get("machine", "")).startswith("idle"))
+    loads = [float(str(r.get("machine", "")).rsplit(" ", 1)[-1]) for r in runs if r.get("machine")]
+    print()
+    print(f"machine: {idle} of {len(runs)} runs started with no compiler running"
+          + (f"; 1-min load average at run start {min(loads):.2f}–{max(loads):.2f} (median {statistics.median(loads):.2f})" if loads else ""))
     if sweep:
         print()
         print("commit_interval_ms sweep (sharq, sync = true, 64 B):")

@@ -72,6 +72,12 @@ EOF
             ;;
         mosquitto)
             mkdir -p "$DATA/mosquitto/db"
+            # Started as root, Mosquitto drops to the `mosquitto` user: without this it cannot
+            # write its database ("Error saving in-memory database ... Permission denied") and
+            # loses everything on a restart, whatever the persistence settings.
+            if [[ $(id -u) == 0 ]] && id mosquitto >/dev/null 2>&1; then
+                chown mosquitto: "$DATA/mosquitto/db"
+            fi
             cat >"$DATA/mosquitto/mosquitto.conf" <<EOF
 listener $PORT 127.0.0.1
 allow_anonymous true
@@ -114,7 +120,8 @@ subscribers() { # BROKER -> "name|filter" lines
 }
 
 : >"$OUT"
-echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+machine=$(wait_idle)
+echo "machine at start: $machine; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for broker in $BROKERS; do
     configure "$broker"
     echo "== $broker: sessions" >&2
@@ -144,7 +151,7 @@ for broker in $BROKERS; do
         drain=$("$BENCH" drain --port "$PORT" --filter "$filter" --members 1 --qos 1 --persistent \
             --client-prefix "k9-$name" --quiet-secs "$QUIET" --max-secs 900 \
             --ids-out "$DATA/$broker.received.$name" --label "$broker $name drain") || true
-        echo "$drain" | jq -c '{label, session_present, delivered, unique, duplicates, drain_rate, errors}' >&2
+        echo "$drain" | jq -c '{name: .label, session_present, delivered, unique, duplicates, drain_rate, errors}' >&2
         python3 - "$DATA" "$broker" "$name" "$ROUNDS" "$drain" <<'PY' | tee -a "$OUT"
 import glob, json, sys
 data, broker, name, rounds, drain = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5])
@@ -166,7 +173,7 @@ print(json.dumps({
 PY
     done < <(subscribers "$broker")
     stop_broker
-    grep -iE "store recovered|error|warn" "$DATA/$broker.log" | tail -5 >&2 || true
+    grep -iE "store recovered|error|warn|saving|restored|loaded" "$DATA/$broker.log" | tail -8 >&2 || true
 done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 python3 bench/durable_report.py kill9 "$OUT"
