@@ -28,7 +28,7 @@ STORE_PARENT=${STORE_PARENT:-target/durable_backlog}
 rm -rf "$STORE_PARENT"
 mkdir -p "$STORE_PARENT/store"
 STORE_PARENT=$(cd "$STORE_PARENT" && pwd)
-trap 'cleanup; rm -rf "$STORE_PARENT"' EXIT
+trap 'cleanup; for f in "$STORE_PARENT"/broker*.log; do cp "$f" "target/durable_backlog.${f##*/}" 2>/dev/null; done; rm -rf "$STORE_PARENT"' EXIT
 cat >"$STORE_PARENT/sharq.toml" <<EOF
 [server]
 listeners = ["127.0.0.1:$PORT"]
@@ -103,6 +103,27 @@ recovered=$(grep -m1 'store recovered' "$log2" || true)
 echo "$recovered" >&2
 recovered_ms=$(sed -n 's/.*elapsed_ms=\([0-9]*\).*/\1/p' <<<"$recovered")
 recovered_queued=$(sed -n 's/.*queued_messages=\([0-9]*\).*/\1/p' <<<"$recovered")
+# Where the start-up time goes, from the restarted broker's log timestamps (ms after its first
+# line): the store is opened (redb repairs a file closed uncleanly here) before the `storage:`
+# line, then recovery, then the listener.
+startup_split=$(python3 - "$log2" <<'PY'
+import datetime, json, re, sys
+marks = {"storage": "storage: durable", "recovered": "store recovered", "listening": "listening for MQTT"}
+t = {}
+first = None
+for line in open(sys.argv[1]):
+    m = re.match(r"(\S+Z)\s", line)
+    if not m:
+        continue
+    ts = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+    first = ts if first is None else first
+    for k, v in marks.items():
+        if v in line and k not in t:
+            t[k] = round((ts - first) * 1000)
+print(json.dumps(t))
+PY
+)
+echo "start-up split (ms after the first log line): $startup_split" >&2
 sleep 1
 rss_recovered=$(rss_kib)
 
@@ -125,12 +146,12 @@ jq -n --argjson fill "$fill" --argjson drain "$drain" --arg recovered "$recovere
     --argjson rss_recovered "$rss_recovered" --argjson rss_after_drain "$rss_after_drain" \
     --argjson store_bytes "$store_bytes" --argjson store_disk_kib "$store_disk_kib" \
     --argjson store_after_drain "$store_after_drain" --argjson listen_ms "$listen_ms" \
-    --argjson recovered_ms "${recovered_ms:-null}" --argjson recovered_queued "${recovered_queued:-null}" \
+    --argjson startup_split "$startup_split" --argjson recovered_ms "${recovered_ms:-null}" --argjson recovered_queued "${recovered_queued:-null}" \
     --argjson fill_cpu_us "$(((cpu1 - cpu0) * 1000000 / hz))" --argjson drain_cpu_us "$(((cpu3 - cpu2) * 1000000 / hz))" \
     '{machine: $machine, messages: $messages, payload: $payload, fill: $fill, drain: $drain, recovered_line: $recovered,
       rss_kib: {idle: $rss_idle, peak_while_filling: $rss_hwm, waiting: $rss_waiting, after_restart: $rss_recovered, after_drain: $rss_after_drain},
       store_file_bytes: {after_fill: $store_bytes, after_fill_on_disk: ($store_disk_kib * 1024), after_drain: $store_after_drain},
-      restart: {spawn_to_listening_ms: $listen_ms, store_recovered_elapsed_ms: $recovered_ms, recovered_queued: $recovered_queued},
+      restart: {spawn_to_listening_ms: $listen_ms, log_ms_after_first_line: $startup_split, store_recovered_elapsed_ms: $recovered_ms, recovered_queued: $recovered_queued},
       cpu_us_per_msg: {fill: ($fill_cpu_us / ($fill.acked | if . > 0 then . else 1 end)), drain: ($drain_cpu_us / ($drain.delivered | if . > 0 then . else 1 end))}}' |
     tee "$OUT" >/dev/null
 
@@ -146,6 +167,7 @@ jq -r '
   "| store file after fill: size / allocated on disk (MiB) | \(.store_file_bytes.after_fill | mib) / \(.store_file_bytes.after_fill_on_disk | mib) | |",
   "| kill -9, then spawn → port accepts (ms) | \(.restart.spawn_to_listening_ms) | ≤ 5,000 |",
   "| `store recovered` elapsed_ms / queued_messages | \(.restart.store_recovered_elapsed_ms) / \(.restart.recovered_queued) | |",
+  "| restarted broker log, ms after its first line: `storage: durable` (store opened) / `store recovered` / `listening` | \(.restart.log_ms_after_first_line.storage) / \(.restart.log_ms_after_first_line.recovered) / \(.restart.log_ms_after_first_line.listening) | |",
   "| broker RSS after restart (MiB) | \(.rss_kib.after_restart / 1024 * 10 | round / 10) | |",
   "| drained: delivered / unique / duplicates | \(.drain.delivered) / \(.drain.unique) / \(.drain.duplicates) | unique = acknowledged |",
   "| drain rate, SUBACK → last message (msg/s) | \(.drain.drain_rate) (\(.drain.drain_secs) s) | |",

@@ -96,7 +96,7 @@ one_run() { # NAME PAYLOAD ROUND [CI]
     hz=$(getconf CLK_TCK)
     before=$(cpu_ticks)
     json=$("$BENCH" shared --port "$PORT" --publishers 4 --groups 1 --members 4 --qos 1 \
-        --payload "$payload" --messages "$MESSAGES" --inflight 100 --max-secs 20 \
+        --payload "$payload" --messages "$MESSAGES" --inflight "${INFLIGHT:-100}" --max-secs 20 \
         --label "$name $payload round $round${ci:+ ci $ci}") || true
     after=$(cpu_ticks)
     local threads
@@ -106,8 +106,8 @@ one_run() { # NAME PAYLOAD ROUND [CI]
     stop_broker
     jq -c --arg b "$name" --arg p "$payload" --argjson r "$round" --arg ci "$ci" \
         --argjson ticks $((after - before)) --argjson hz "$hz" --argjson threads "$threads" \
-        --argjson store "$store_bytes" --arg machine "$machine" \
-        '. + {machine: $machine, broker: $b, payload: $p, round: $r, commit_interval_ms: ($ci | if . == "" then null else tonumber end),
+        --argjson store "$store_bytes" --arg machine "$machine" --argjson inflight "${INFLIGHT:-100}" \
+        '. + {machine: $machine, inflight: $inflight, broker: $b, payload: $p, round: $r, commit_interval_ms: ($ci | if . == "" then null else tonumber end),
               cpu_ticks: $ticks, clk_tck: $hz, thread_ticks: $threads, store_file_bytes: $store,
               cpu_us_per_msg: (if .delivered > 0 then $ticks / $hz * 1e6 / .delivered else null end)}' \
         <<<"$json" | tee -a "$OUT"
