@@ -47,3 +47,21 @@ wait_for_broker() { # LOG SECS
 # The broker's user+system CPU time in clock ticks: CPU per message is far less sensitive to
 # other load on a shared machine than wall-clock throughput.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$broker_pid/stat"; }
+
+# Waits up to IDLE_WAIT seconds (default 120) until no compiler runs on the machine (rustc, cc1:
+# someone else's build would skew the numbers), and prints what it found: `idle` or
+# `busy: N compilers, load L` — record it next to the numbers.
+wait_idle() {
+    local deadline=$((SECONDS + ${IDLE_WAIT:-120}))
+    while pgrep -x rustc >/dev/null || pgrep -x cc1 >/dev/null; do
+        ((SECONDS >= deadline)) && break
+        sleep 5
+    done
+    local n
+    n=$( (pgrep -x rustc; pgrep -x cc1) | wc -l)
+    if ((n == 0)); then
+        echo "idle, load $(cut -d' ' -f1 /proc/loadavg)"
+    else
+        echo "busy: $n compilers, load $(cut -d' ' -f1 /proc/loadavg)"
+    fi
+}

@@ -19,6 +19,8 @@
 //!   should receive every message exactly once (QoS ≥ 1), spread evenly over its members.
 //! - `fanout`: P publishers → S plain subscribers of `<prefix>/#`; each subscriber should
 //!   receive every message.
+//! - `fill` / `drain`: a backlog published with nobody subscribed, and taken down later
+//!   (`backlog.rs`).
 
 use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +34,7 @@ use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+mod backlog;
 mod churn_loop;
 mod idle;
 mod subchurn;
@@ -78,6 +81,11 @@ enum Scenario {
     /// Issue #9's stress, looped: a shared group of clean-session QoS 1 members, one leaving
     /// every 500 ms; every message id must arrive, in every run.
     ChurnLoop(churn_loop::ChurnLoopArgs),
+    /// Publishers only: build a backlog (QoS 1 pipelined, PUBACKs counted), e.g. into a
+    /// declared group with no member.
+    Fill(backlog::FillArgs),
+    /// Members that take a backlog down (or `--setup-only`: create persistent sessions).
+    Drain(backlog::DrainArgs),
 }
 
 /// Member churn in the `shared` scenario.
@@ -1145,6 +1153,8 @@ fn main() -> std::process::ExitCode {
         Scenario::Idle(args) => runtime.block_on(idle::run(args)),
         Scenario::SubChurn(args) => runtime.block_on(subchurn::run(args)),
         Scenario::ChurnLoop(args) => runtime.block_on(churn_loop::run(args)),
+        Scenario::Fill(args) => runtime.block_on(backlog::fill(args)),
+        Scenario::Drain(args) => runtime.block_on(backlog::drain(args)),
     };
     let failed = out["errors"].as_array().is_some_and(|e| !e.is_empty());
     println!("{out}");
