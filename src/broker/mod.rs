@@ -818,9 +818,13 @@ fn open_store(
     dir: &std::path::Path,
     storage: &crate::config::StorageConfig,
 ) -> Result<(Arc<Journal>, store::Recovered), store::StoreError> {
+    let opening = Instant::now();
     let backend = RedbBackend::open(dir, storage.sync)?;
     tracing::info!(
         store = %backend.describe(),
+        // After a crash, redb checks and repairs the file before it opens: this grows with
+        // the file's size, and is most of the time from start to listening.
+        opened_ms = opening.elapsed().as_millis() as u64,
         sync = if storage.sync { "fsync per commit" } else { "OS-buffered (not safe against power loss)" },
         commit_interval_ms = storage.commit_interval_ms,
         "storage: durable; sessions, queues and retained messages are kept here"

@@ -74,6 +74,8 @@ pub struct SharedGroup {
     pub strategy_counters: StrategyCounters,
     /// Where the group's queue is kept; none when the broker keeps no store.
     disk: Option<GroupDisk>,
+    /// A full queue refuses every message that follows: one warning a second, not one each.
+    refusal_log: crate::broker::log_limit::LogLimit,
 }
 
 #[derive(Debug)]
@@ -183,6 +185,7 @@ impl SharedGroup {
             queued: AtomicUsize::new(0),
             counters: GroupCounters::default(),
             strategy_counters: StrategyCounters::default(),
+            refusal_log: crate::broker::log_limit::LogLimit::new(std::time::Duration::from_secs(1)),
         }
     }
 
@@ -579,7 +582,9 @@ impl SharedGroup {
         };
         if let Some(quota) = refused {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(group = %self.name, filter = %self.filter, quota = quota.key(), "shared group queue full, message dropped");
+            if let Some(suppressed) = self.refusal_log.allow() {
+                tracing::warn!(group = %self.name, filter = %self.filter, quota = quota.key(), suppressed, "shared group queue full: message refused (v5 publishers hear 0x97)");
+            }
             self.forget_stored(item.stored);
             return Err(quota);
         }
