@@ -8,69 +8,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// True if the interop tests should run; panics if they should but cannot.
-fn tools_ready(needs_paho: bool) -> bool {
-    if std::env::var("SHARQ_SKIP_INTEROP").as_deref() == Ok("1") {
-        eprintln!("SHARQ_SKIP_INTEROP=1: interop test skipped");
-        return false;
-    }
-    let have = |cmd: &str, args: &[&str]| {
-        Command::new(cmd)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
-    let mut missing = Vec::new();
-    if !have("sh", &["-c", "command -v mosquitto_pub"]) {
-        missing.push("mosquitto_pub");
-    }
-    if !have("sh", &["-c", "command -v mosquitto_sub"]) {
-        missing.push("mosquitto_sub");
-    }
-    if !have("sh", &["-c", "command -v stdbuf"]) {
-        missing.push("stdbuf (coreutils)");
-    }
-    if needs_paho && !have("python3", &["-c", "import paho.mqtt"]) {
-        missing.push("python3 paho-mqtt");
-    }
-    assert!(
-        missing.is_empty(),
-        "interop tools missing: {missing:?}; run `.ci/install-test-tools` (or set SHARQ_SKIP_INTEROP=1 to skip)"
-    );
-    true
-}
-
-fn run_bounded(mut command: Command, limit: Duration) -> Output {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "{command:?} did not finish within {limit:?}; stdout {:?} stderr {:?}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn mosquitto(tool: &str, broker: &SpawnedBroker, version: &str) -> Command {
     let mut command = Command::new(tool);
@@ -87,7 +28,7 @@ fn mosquitto(tool: &str, broker: &SpawnedBroker, version: &str) -> Command {
 fn publish(broker: &SpawnedBroker, version: &str, topic: &str, message: &str, extra: &[&str]) {
     let mut command = mosquitto("mosquitto_pub", broker, version);
     command.args(["-t", topic, "-m", message]).args(extra);
-    let output = run_bounded(command, Duration::from_secs(10));
+    let output = run_tool(command, Duration::from_secs(10));
     assert!(
         output.status.success(),
         "mosquitto_pub failed: {}",
@@ -199,7 +140,7 @@ fn finish(mut child: Child) -> Vec<String> {
 
 #[test]
 fn mosquitto_clients_qos_0_1_2_v311_and_v5() {
-    if !tools_ready(false) {
+    if !interop_ready(false) {
         return;
     }
     let broker = SpawnedBroker::start();
@@ -223,7 +164,7 @@ fn mosquitto_clients_qos_0_1_2_v311_and_v5() {
 
 #[test]
 fn mosquitto_clients_retained() {
-    if !tools_ready(false) {
+    if !interop_ready(false) {
         return;
     }
     let broker = SpawnedBroker::start();
@@ -239,7 +180,7 @@ fn mosquitto_clients_retained() {
 
 #[test]
 fn mosquitto_clients_will() {
-    if !tools_ready(false) {
+    if !interop_ready(false) {
         return;
     }
     let broker = SpawnedBroker::start();
@@ -276,7 +217,7 @@ fn run_paho_script(script: &str) {
 
 /// Like [`run_paho_script`], with the broker started on `toml`.
 fn run_paho_script_with(script: &str, toml: &str) {
-    if !tools_ready(true) {
+    if !interop_ready(true) {
         return;
     }
     let broker = SpawnedBroker::with_config(toml);
@@ -286,7 +227,7 @@ fn run_paho_script_with(script: &str, toml: &str) {
         .arg(path)
         .arg("127.0.0.1")
         .arg(broker.addr.port().to_string());
-    let output = run_bounded(command, Duration::from_secs(60));
+    let output = run_tool(command, Duration::from_secs(60));
     assert!(
         output.status.success(),
         "{script} failed:\nstdout {}\nstderr {}\nbroker output:\n{}",

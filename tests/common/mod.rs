@@ -1840,7 +1840,7 @@ pub fn interop_ready(needs_paho: bool) -> bool {
             .unwrap_or(false)
     };
     let mut missing = Vec::new();
-    for tool in ["mosquitto_pub", "mosquitto_sub"] {
+    for tool in ["mosquitto_pub", "mosquitto_sub", "stdbuf"] {
         if !have("sh", &["-c", &format!("command -v {tool}")]) {
             missing.push(tool);
         }
