@@ -21,6 +21,11 @@
 //!   receive every message.
 //! - `fill` / `drain`: a backlog published with nobody subscribed, and taken down later
 //!   (`backlog.rs`).
+//! - `handshakes`: connections per second — connect, CONNACK, DISCONNECT, over and over by
+//!   concurrent workers (`handshakes.rs`).
+//!
+//! `--tls-ca FILE` (`shared`, `fanout`, `handshakes`) connects over TLS trusting that CA
+//! (`tls.rs`; not used by the `--runs` stress mode).
 
 use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
