@@ -21,6 +21,11 @@
 //!   receive every message.
 //! - `fill` / `drain`: a backlog published with nobody subscribed, and taken down later
 //!   (`backlog.rs`).
+//! - `handshakes`: connections per second — connect, CONNACK, DISCONNECT, over and over by
+//!   concurrent workers (`handshakes.rs`).
+//!
+//! `--tls-ca FILE` (`shared`, `fanout`, `handshakes`) connects over TLS trusting that CA
+//! (`tls.rs`; not used by the `--runs` stress mode).
 
 use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,8 +41,10 @@ use tokio::task::JoinHandle;
 
 mod backlog;
 mod churn_loop;
+mod handshakes;
 mod idle;
 mod subchurn;
+mod tls;
 
 /// Bytes of the header every payload starts with: run id, publisher, sequence, send time.
 const HEADER: usize = 28;
@@ -86,6 +93,9 @@ enum Scenario {
     Fill(backlog::FillArgs),
     /// Members that take a backlog down (or `--setup-only`: create persistent sessions).
     Drain(backlog::DrainArgs),
+    /// Connections per second: connect (TLS with `--tls-ca`), CONNACK, DISCONNECT, repeated
+    /// by concurrent workers.
+    Handshakes(handshakes::HandshakesArgs),
 }
 
 /// Member churn in the `shared` scenario.
@@ -178,6 +188,9 @@ struct Common {
     /// Free text copied into the JSON line (e.g. which broker or config this was).
     #[arg(long, default_value = "")]
     label: String,
+    /// Connect with TLS, trusting the CA certificate(s) in this PEM file (`shared`, `fanout`).
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 /// Share names are `g<k>`, or `<SHARQ_BENCH_GROUP_PREFIX><k>` when that is set, so that
@@ -232,6 +245,8 @@ struct Run {
     qos: QoS,
     inflight: u16,
     payload: usize,
+    /// TCP, or TLS with `--tls-ca`.
+    transport: rumqttc::Transport,
     /// Deliveries so far, over all receivers.
     received: AtomicU64,
     /// Time of the latest delivery (`now_ns`).
@@ -251,6 +266,7 @@ impl Run {
         o.set_clean_session(true);
         o.set_max_packet_size(1 << 20, 1 << 20);
         o.set_inflight(self.inflight.max(1));
+        o.set_transport(self.transport.clone());
         o
     }
 
@@ -683,6 +699,7 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
         "publishers": common.publishers,
         "messages_target": common.messages,
         "rate_target": common.rate,
+        "tls": common.tls_ca.is_some(),
     });
     merge(&mut out, extra);
 
@@ -695,7 +712,15 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
         return out;
     }
 
+    let transport = match tls::transport(common.tls_ca.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            out["errors"] = json!([e]);
+            return out;
+        }
+    };
     let run = Arc::new(Run {
+        transport,
         host: common.host.clone(),
         port: common.port,
         id: rand::random::<u64>(),
@@ -1155,6 +1180,7 @@ fn main() -> std::process::ExitCode {
         Scenario::ChurnLoop(args) => runtime.block_on(churn_loop::run(args)),
         Scenario::Fill(args) => runtime.block_on(backlog::fill(args)),
         Scenario::Drain(args) => runtime.block_on(backlog::drain(args)),
+        Scenario::Handshakes(args) => runtime.block_on(handshakes::run(args)),
     };
     let failed = out["errors"].as_array().is_some_and(|e| !e.is_empty());
     println!("{out}");
