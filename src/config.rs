@@ -35,6 +35,10 @@ pub struct Config {
     /// The directory of the config file: relative plugin paths are resolved against it.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
+    /// The config file itself, which a reload reads again; none for the embedded default or
+    /// a config built in code.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
     pub server: ServerConfig,
     pub limits: LimitsConfig,
     pub session: SessionConfig,
@@ -42,6 +46,45 @@ pub struct Config {
     pub shared: SharedConfig,
     pub auth: AuthConfig,
     pub storage: StorageConfig,
+    pub http: HttpConfig,
+}
+
+/// `[http]`: Prometheus metrics, the admin API and the live dashboard.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `ADDR:PORT` to serve HTTP on; `""` serves none. Port 0 picks a free port.
+    pub listen: String,
+    /// The bearer token that mutating API calls need (and every call, off loopback). `""` on a
+    /// loopback address: a random one is made at start and printed with the dashboard's URL.
+    pub token: String,
+    /// Users of `[auth]` (the password file or `[auth] users`) who may use the API with HTTP
+    /// Basic authentication, as the token allows.
+    pub users: Vec<String>,
+    /// Groups labelled one by one in `/metrics`; the rest are summed under `group="_other"`,
+    /// so that thousands of groups cannot flood a Prometheus server.
+    pub max_labelled_groups: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: String::new(),
+            token: String::new(),
+            users: Vec::new(),
+            max_labelled_groups: 200,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The address to serve on, if any (validated with the config).
+    pub fn address(&self) -> Option<SocketAddr> {
+        if self.listen.is_empty() {
+            return None;
+        }
+        self.listen.parse().ok()
+    }
 }
 
 /// `[storage]`: where sessions, queues and retained messages are kept across restarts.
@@ -432,6 +475,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             base_dir: None,
+            source: None,
             server: ServerConfig::default(),
             limits: LimitsConfig::default(),
             session: SessionConfig::default(),
@@ -439,6 +483,7 @@ impl Default for Config {
             shared: SharedConfig::default(),
             auth: AuthConfig::default(),
             storage: StorageConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -461,6 +506,7 @@ impl Config {
         })?;
         let mut config = Config::from_toml(&text, &path.display().to_string())?;
         config.base_dir = path.parent().map(Path::to_path_buf);
+        config.source = Some(path.to_path_buf());
         Ok(config)
     }
 
@@ -526,6 +572,23 @@ impl Config {
                 }
                 _ => {}
             }
+        }
+        if !self.http.listen.is_empty() {
+            let Ok(address) = self.http.listen.parse::<SocketAddr>() else {
+                return Err(invalid(
+                    "http.listen",
+                    &format!("must be ADDR:PORT such as \"127.0.0.1:8088\", got {:?}", self.http.listen),
+                ));
+            };
+            if !address.ip().is_loopback() && self.http.token.is_empty() && self.http.users.is_empty() {
+                return Err(invalid(
+                    "http.listen",
+                    &format!("{address} is not a loopback address: set `http.token` (or `http.users`) so that only you can use the API"),
+                ));
+            }
+        }
+        if self.http.users.iter().any(|u| u.is_empty()) {
+            return Err(invalid("http.users", "a user name cannot be empty"));
         }
         if self.limits.max_packet_size < 64 || self.limits.max_packet_size > 268_435_460 {
             return Err(invalid(

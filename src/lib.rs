@@ -3,6 +3,7 @@
 pub mod broker;
 pub mod codec;
 pub mod config;
+pub mod http;
 pub mod packet;
 pub mod reload;
 pub mod strategy;

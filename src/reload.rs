@@ -27,6 +27,19 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 pub enum Trigger {
     Signal,
     FileChanged,
+    /// `POST /api/v1/reload`.
+    Api,
+}
+
+/// Why a reload changed nothing (the broker goes on with what it had).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the config is invalid: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("the strategies were refused: {0}")]
+    Strategies(#[from] crate::strategy::StrategyError),
+    #[error("the reload task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Reloads strategies whenever asked through `triggers`, and whenever a watched file changes.
@@ -57,7 +70,7 @@ pub async fn run(
                 tracing::error!(error = %e, "ACL reload refused: the current rules stay");
             }
         }
-        if let Some(config) = reload_once(&broker, &config_path, trigger).await {
+        if let Ok(config) = reload_once(&broker, &config_path, trigger).await {
             // The set of plugin files may have changed: watch the new set.
             watcher = watch(&config, &config_path, file_events.clone());
         }
@@ -65,12 +78,13 @@ pub async fn run(
     }
 }
 
-/// Reads the config again and applies its strategies. Returns the config if it was applied.
+/// Reads the config again and applies its strategies. Returns the config if it was applied;
+/// the error (also logged) if it was not.
 pub async fn reload_once(
     broker: &Arc<BrokerState>,
     config_path: &Path,
     trigger: Trigger,
-) -> Option<Config> {
+) -> Result<Config, ReloadError> {
     // Certificates first, and whatever becomes of the strategies: a renewed certificate must
     // not wait for a config edit to be valid.
     let certified = broker.clone();
@@ -83,11 +97,11 @@ pub async fn reload_once(
         Ok(Ok(config)) => config,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "reload refused: the config is invalid; the current strategies stay");
-            return None;
+            return Err(e.into());
         }
         Err(e) => {
             tracing::error!(error = %e, "reload task failed");
-            return None;
+            return Err(e.into());
         }
     };
     reload_auth(broker, &config).await;
@@ -97,15 +111,15 @@ pub async fn reload_once(
     match tokio::task::spawn_blocking(move || state.reload_strategies(&applied)).await {
         Ok(Ok(swapped)) => {
             tracing::info!(groups_swapped = swapped, "strategies reloaded");
-            Some(config)
+            Ok(config)
         }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "reload refused: the current strategies stay");
-            None
+            Err(e.into())
         }
         Err(e) => {
             tracing::error!(error = %e, "reload task failed");
-            None
+            Err(e.into())
         }
     }
 }

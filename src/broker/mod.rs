@@ -23,6 +23,7 @@
 
 pub mod acl;
 mod auth;
+pub mod events;
 mod handle;
 mod log_limit;
 pub mod net;
@@ -48,7 +49,7 @@ use tokio_util::task::TaskTracker;
 
 pub use auth::{password_file, scram, AuthError, Authenticator, ConfigAuthenticator, Credentials};
 pub use net::error::ConnectionError;
-pub use stats::Stats;
+pub use stats::{DropReason, Stats};
 
 use crate::config::Config;
 use crate::strategy::{Dispatcher, StrategyRegistry};
@@ -66,7 +67,7 @@ use routing::retain::{RetainLimits, RetainStore, Retained};
 use routing::router::{Lingering, Router};
 use session::Session;
 use shared::group::Queued;
-use shared::{GroupLimits, SharedGroup};
+use shared::{GroupLimits, Redelivery, SharedGroup};
 use store::redb_backend::RedbBackend;
 use store::{Journal, StoreBackend, StoreSettings};
 
@@ -105,6 +106,8 @@ pub struct BrokerState {
     /// The TLS settings of every TLS and wss listener, in config order (TLS, then wss): what
     /// a reload reads again. Each holds its `ServerConfig` in an `ArcSwap`, without a lock.
     certificates: Vec<Arc<ReloadableTls>>,
+    /// Every bound listener's label and socket counts, for `/metrics`; written once at start.
+    pub listeners: RwLock<Vec<(Arc<str>, Arc<net::admission::ListenerStats>)>>,
     /// This state itself, for the timers that `&self` methods arm (a lingering group's end).
     me: Weak<BrokerState>,
 }
@@ -122,6 +125,8 @@ pub struct Broker {
     local_addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
     ws_addrs: Vec<SocketAddr>,
+    /// The HTTP server of `[http] listen`, if one is configured.
+    http: Option<crate::http::HttpServer>,
 }
 
 impl Broker {
@@ -215,6 +220,7 @@ impl Broker {
             auth_failure_log: LogLimit::new(Duration::from_secs(1)),
             handshake_log: LogLimit::new(Duration::from_secs(1)),
             certificates,
+            listeners: RwLock::default(),
             me: me.clone(),
             config,
         });
@@ -250,7 +256,12 @@ impl Broker {
                 Kind::Tls { .. } => tls_addrs.push(bound),
                 Kind::Ws { .. } => ws_addrs.push(bound),
             }
-            bound_listeners.push((socket, Listener::new(kind, bound)));
+            let listener = Listener::new(kind, bound);
+            state
+                .listeners
+                .write()
+                .push((listener.label.clone(), listener.stats.clone()));
+            bound_listeners.push((socket, listener));
         }
         for (socket, listener) in bound_listeners {
             let bound = socket.local_addr()?;
@@ -267,11 +278,13 @@ impl Broker {
         if state.config.server.sys_interval_secs > 0 {
             tokio::spawn(sys::publish_loop(state.clone()));
         }
+        let http = crate::http::start(state.clone()).await?;
         Ok(Broker {
             state,
             local_addrs,
             tls_addrs,
             ws_addrs,
+            http,
         })
     }
 
@@ -288,6 +301,11 @@ impl Broker {
     /// The bound addresses of `server.ws_listeners` (ws and wss), in config order.
     pub fn ws_addrs(&self) -> &[SocketAddr] {
         &self.ws_addrs
+    }
+
+    /// The HTTP server (`[http] listen`), with its bound address and token.
+    pub fn http(&self) -> Option<&crate::http::HttpServer> {
+        self.http.as_ref()
     }
 
     pub fn state(&self) -> &Arc<BrokerState> {
@@ -484,6 +502,9 @@ impl BrokerState {
                 owner: store::group_owner(name, filter),
             });
         }
+        self.router
+            .events
+            .emit(events::EventKind::Declared, name, filter, "");
         Ok(group)
     }
 
@@ -508,7 +529,13 @@ impl BrokerState {
                 owner: store::group_owner(name, filter),
             });
         }
-        self.router.undeclare_group(name, filter)
+        let undeclared = self.router.undeclare_group(name, filter);
+        if undeclared {
+            self.router
+                .events
+                .emit(events::EventKind::Undeclared, name, filter, "");
+        }
+        undeclared
     }
 
     /// Declares the `[[shared.declared]]` groups of the configuration.
@@ -538,30 +565,92 @@ impl BrokerState {
     ) -> Result<usize, crate::strategy::StrategyError> {
         self.strategies
             .reload(&config.shared, config.base_dir.as_deref())?;
-        let mut swapped = 0;
-        for group in self.router.groups() {
-            let wanted = self.strategies.resolve(&group.name);
-            let current = group.resolved_strategy();
-            let unchanged = match (&wanted, &current) {
-                (None, None) => true,
-                // A pinned group gets a fresh instance on reload, even of the same plugin.
-                (Some(w), Some(c)) => w.same_as(c) && !group.strategy_is_pinned(),
-                _ => false,
-            };
-            if unchanged {
-                continue;
+        let groups = self.router.groups();
+        Ok(groups.iter().filter(|g| self.refresh_strategy(g)).count())
+    }
+
+    /// Gives `group` the strategy the registry now resolves for it, if that differs from its
+    /// current one (or it is pinned to the fallback); true if a new one was swapped in.
+    fn refresh_strategy(&self, group: &SharedGroup) -> bool {
+        let wanted = self.strategies.resolve(&group.name);
+        let current = group.resolved_strategy();
+        let unchanged = match (&wanted, &current) {
+            (None, None) => true,
+            // A pinned group gets a fresh instance on reload, even of the same plugin.
+            (Some(w), Some(c)) => w.same_as(c) && !group.strategy_is_pinned(),
+            _ => false,
+        };
+        if unchanged {
+            return false;
+        }
+        match Dispatcher::build(&group.name, wanted) {
+            Ok(dispatcher) => {
+                group.swap_dispatcher(dispatcher);
+                true
             }
-            match Dispatcher::build(&group.name, wanted) {
-                Ok(dispatcher) => {
-                    group.swap_dispatcher(dispatcher);
-                    swapped += 1;
-                }
-                Err(e) => {
-                    tracing::error!(group = %group.name, error = %e, "reload: strategy failed for this group; it keeps its current one");
-                }
+            Err(e) => {
+                tracing::error!(group = %group.name, error = %e, "strategy failed for this group; it keeps its current one");
+                false
             }
         }
-        Ok(swapped)
+    }
+
+    /// Sets the strategy of every group named `name` (all its filters, and any created later)
+    /// while messages flow, as a reload would: compiled and initialised first, so a plugin
+    /// that fails leaves every group as it was. `None` gives the name back to the config's
+    /// `[shared]` rules. Returns how many live groups got a new strategy. Blocking.
+    pub fn set_group_strategy(
+        &self,
+        name: &str,
+        rule: Option<&crate::config::GroupStrategyConfig>,
+    ) -> Result<usize, crate::strategy::StrategyError> {
+        match rule {
+            Some(rule) => self.strategies.set_override(
+                rule,
+                &self.config.shared,
+                self.config.base_dir.as_deref(),
+            )?,
+            None => {
+                self.strategies.clear_override(name);
+            }
+        }
+        let groups = self.router.groups();
+        Ok(groups
+            .iter()
+            .filter(|g| g.name == name && self.refresh_strategy(g))
+            .count())
+    }
+
+    /// Drops the messages waiting in the groups named `name` (only the one with `filter`,
+    /// if given); `None` if there is no such group. Copies members hold are left to them.
+    pub fn purge_group(&self, name: &str, filter: Option<&str>) -> Option<u64> {
+        let groups: Vec<Arc<SharedGroup>> = self
+            .router
+            .groups()
+            .into_iter()
+            .filter(|g| g.name == name && filter.is_none_or(|f| g.filter == f))
+            .collect();
+        if groups.is_empty() {
+            return None;
+        }
+        Some(groups.iter().map(|g| g.purge()).sum())
+    }
+
+    /// Closes `client_id`'s connection with DISCONNECT 0x98 (Administrative action) where v5
+    /// has it; its session stays, as after any disconnection. False if it is not connected.
+    pub fn disconnect_client(&self, client_id: &str) -> bool {
+        match self.session(client_id) {
+            Some(session) if session.is_online() => {
+                session.kick(crate::packet::ReasonCode::ADMINISTRATIVE_ACTION);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every session the broker holds, online or not.
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions.lock().values().cloned().collect()
     }
 
     pub fn session(&self, client_id: &str) -> Option<Arc<Session>> {
@@ -658,7 +747,7 @@ impl BrokerState {
         }
         // A group this session was the last member of still exists here if it lingers or is
         // declared, and keeps these copies for the next member; otherwise they are dropped.
-        self.redispatch(ended.redispatch);
+        self.redispatch(ended.redispatch, Redelivery::SessionEnded);
         tracing::debug!(client_id = %session.client_id, "session ended");
     }
 
@@ -731,7 +820,7 @@ impl BrokerState {
     }
 
     /// Hands shared copies a member could not finish back to their groups.
-    pub fn redispatch(&self, deliveries: Vec<Delivery>) {
+    pub fn redispatch(&self, deliveries: Vec<Delivery>, reason: Redelivery) {
         if deliveries.is_empty() {
             return;
         }
@@ -739,7 +828,7 @@ impl BrokerState {
         // Keep each group's copies together and in order.
         let mut per_group: Vec<(delivery::GroupId, Vec<Queued>)> = Vec::new();
         for delivery in deliveries {
-            let Some(group) = delivery.group else {
+            let Some(group) = delivery.group.map(|tag| tag.id) else {
                 continue;
             };
             let copy = Queued {
@@ -760,11 +849,11 @@ impl BrokerState {
                     count = copies.len(),
                     "shared copies returned to a group that has ended"
                 );
-                self.stats.record_dropped(copies.len());
+                self.stats.record_drop(DropReason::GroupEnded, copies.len());
                 continue;
             };
             tracing::debug!(group = %group.name, filter = %group.filter, count = copies.len(), "redispatching shared messages");
-            group.redispatch(copies, limits);
+            group.redispatch(copies, limits, reason);
         }
     }
 

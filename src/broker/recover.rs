@@ -16,7 +16,7 @@ use bytestring::ByteString;
 use crate::packet::QoS;
 use crate::topic::{parse_subscription_with, session_key, SubscriptionFilter};
 
-use crate::broker::routing::delivery::Delivery;
+use crate::broker::routing::delivery::{Delivery, GroupTag};
 use crate::broker::routing::router;
 use crate::broker::session::{self, will, Restored, Session};
 use crate::broker::shared::group::Queued;
@@ -214,7 +214,10 @@ impl BrokerState {
                             qos: record.copy.qos,
                             retain: record.copy.retain,
                             subscription_ids: record.copy.subscription_ids.clone(),
-                            group: Some(group.id),
+                            group: Some(GroupTag {
+                                id: group.id,
+                                tally: group.tally.clone(),
+                            }),
                             stored: group.stored_ref(*id),
                         },
                     )),

@@ -1,9 +1,47 @@
-//! Broker-wide counters, published under `$SYS/broker/...`.
+//! Broker-wide counters, published under `$SYS/broker/...` and on `/metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::broker::routing::message::Quota;
 use crate::broker::routing::router::Routed;
+use crate::broker::session::Dropped;
+
+/// Why a copy of a message was not delivered. A refusal by a bound is named by its
+/// [`Quota`] instead (`refused_by_quota`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Its Message Expiry Interval ran out before it could be sent.
+    Expired,
+    /// Larger than the receiving client's Maximum Packet Size.
+    TooLarge,
+    /// The oldest QoS 0 message of a full session queue, given up for a newer one.
+    Qos0Overflow,
+    /// Reached a shared group that had ended (its last member left), or came back to one.
+    GroupEnded,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 4] = [
+        DropReason::Expired,
+        DropReason::TooLarge,
+        DropReason::Qos0Overflow,
+        DropReason::GroupEnded,
+    ];
+
+    /// The `reason` label on `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Expired => "expired",
+            DropReason::TooLarge => "too_large",
+            DropReason::Qos0Overflow => "qos0_overflow",
+            DropReason::GroupEnded => "group_ended",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -19,8 +57,11 @@ pub struct Stats {
     pub messages_sent: AtomicU64,
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
-    /// Messages not delivered because a queue was full, they expired, or were too large.
+    /// Copies not delivered, whatever the reason: the sum of `dropped_by` and of the session
+    /// and group refusals in `refused_by_quota`.
     pub messages_dropped: AtomicU64,
+    /// Copies not delivered for a reason other than a bound, per [`DropReason`].
+    dropped_by: [AtomicU64; DropReason::ALL.len()],
     /// PUBLISHes, subscriptions and group joins the ACL refused.
     pub acl_denied: AtomicU64,
     /// Copies refused by a bound, per [`Quota::index`]: what a v5 publisher hears as 0x97.
@@ -28,16 +69,29 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn record_dropped(&self, count: usize) {
+    pub fn record_drop(&self, reason: DropReason, count: usize) {
         if count > 0 {
+            self.dropped_by[reason.index()].fetch_add(count as u64, Ordering::Relaxed);
             self.messages_dropped
                 .fetch_add(count as u64, Ordering::Relaxed);
         }
     }
 
+    /// Counts what one round of sending to a client gave up on.
+    pub fn record_sending_drops(&self, dropped: Dropped) {
+        self.record_drop(DropReason::Expired, dropped.expired);
+        self.record_drop(DropReason::TooLarge, dropped.too_large);
+    }
+
     /// Counts what routing one message dropped, and why.
     pub fn record_routed(&self, routed: &Routed) {
-        self.record_dropped(routed.dropped);
+        self.record_drop(DropReason::Qos0Overflow, routed.overflowed);
+        self.record_drop(DropReason::GroupEnded, routed.group_ended);
+        let refused = routed.dropped - routed.overflowed;
+        if refused > 0 {
+            self.messages_dropped
+                .fetch_add(refused as u64, Ordering::Relaxed);
+        }
         for quota in Quota::ALL {
             self.record_refused(quota, routed.refused[quota.index()]);
         }
@@ -47,6 +101,10 @@ impl Stats {
         if count > 0 {
             self.refused_by_quota[quota.index()].fetch_add(u64::from(count), Ordering::Relaxed);
         }
+    }
+
+    pub fn dropped_by(&self, reason: DropReason) -> u64 {
+        Stats::get(&self.dropped_by[reason.index()])
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {

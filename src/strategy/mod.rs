@@ -10,6 +10,7 @@
 
 pub mod builtin;
 pub mod check;
+pub mod latency;
 pub mod registry;
 pub mod wasm;
 
@@ -180,6 +181,13 @@ pub struct StrategyCounters {
     pub rebuilds: AtomicU64,
     /// Choices of an online member whose window was full, placed by round robin instead.
     pub spills: AtomicU64,
+    /// Messages the native round robin placed while the group was pinned to it after
+    /// repeated failures (the strategy is no longer asked, so the counters above stand still).
+    pub pinned_messages: AtomicU64,
+    /// New strategies swapped in while the group lived (config reload, admin API).
+    pub reloads: AtomicU64,
+    /// How long each `select` call took, answered or failed.
+    pub select_latency: latency::LatencyHistogram,
 }
 
 /// The outcome of asking a group's strategy.
@@ -270,6 +278,17 @@ impl Dispatcher {
         }
     }
 
+    /// The strategy's name and version (a digest of its component), pinned or not.
+    pub fn name_and_version(&self) -> (String, String) {
+        match &self.resolved {
+            None => (
+                builtin::NATIVE_ROUND_ROBIN.to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+            ),
+            Some(r) => (r.label.clone(), r.version()),
+        }
+    }
+
     pub fn is_wasm(&self) -> bool {
         self.instance.is_some()
     }
@@ -340,7 +359,10 @@ impl Dispatcher {
         let Some(instance) = self.instance.as_mut() else {
             return Choice::Fallback;
         };
-        match instance.select(message) {
+        let started = std::time::Instant::now();
+        let answer = instance.select(message);
+        counters.select_latency.observe(started.elapsed());
+        match answer {
             Ok(Some(id)) => match locate(id) {
                 Some((index, true)) => {
                     self.consecutive_failures = 0;

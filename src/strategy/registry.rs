@@ -1,6 +1,7 @@
 //! Which strategy each group uses: the `[shared]` config resolved into compiled plugins, and
 //! the reload that swaps them while messages flow.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -103,6 +104,15 @@ impl ResolvedStrategy {
         });
     }
 
+    /// The component's version as `/metrics` and the API show it: the start of its SHA-256,
+    /// which changes with every rebuild of the plugin.
+    pub fn version(&self) -> String {
+        self.plugin.digest[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Same component bytes, params, WASI grant and limits: a reload need not touch groups
     /// using it.
     pub fn same_as(&self, other: &ResolvedStrategy) -> bool {
@@ -138,6 +148,10 @@ struct Rules {
 pub struct StrategyRegistry {
     host: WasmHost,
     rules: RwLock<Rules>,
+    /// Strategies set for one share name through the admin API: they win over the config's
+    /// rules, across reloads, until cleared (or the broker restarts). A leaf lock, like
+    /// `rules`, held for a lookup or a replacement.
+    overrides: RwLock<HashMap<String, Option<Arc<ResolvedStrategy>>>>,
 }
 
 impl std::fmt::Debug for StrategyRegistry {
@@ -167,6 +181,7 @@ impl StrategyRegistry {
         Ok(StrategyRegistry {
             host,
             rules: RwLock::new(rules),
+            overrides: RwLock::default(),
         })
     }
 
@@ -176,12 +191,39 @@ impl StrategyRegistry {
 
     /// The strategy for a group name: the first matching rule, else the default.
     pub fn resolve(&self, group: &str) -> Option<Arc<ResolvedStrategy>> {
+        if let Some(strategy) = self.overrides.read().get(group) {
+            return strategy.clone();
+        }
         let rules = self.rules.read();
         rules
             .groups
             .iter()
             .find(|rule| rule.pattern == group || rule.matcher.is_match(group))
             .map_or_else(|| rules.default.clone(), |rule| rule.strategy.clone())
+    }
+
+    /// Sets the strategy of share name `rule.name` (taken as a name, not a glob) from now on,
+    /// over the config's rules. Compiled and initialised first: on failure nothing changes.
+    /// Blocking.
+    pub fn set_override(
+        &self,
+        rule: &GroupStrategyConfig,
+        config: &SharedConfig,
+        base_dir: Option<&Path>,
+    ) -> Result<(), StrategyError> {
+        let strategy = resolve_strategy(&self.host, rule, base_dir, config)?;
+        self.overrides.write().insert(rule.name.clone(), strategy);
+        Ok(())
+    }
+
+    /// Gives share name `group` back to the config's rules; false if it had no override.
+    pub fn clear_override(&self, group: &str) -> bool {
+        self.overrides.write().remove(group).is_some()
+    }
+
+    /// Whether `group`'s strategy was set through the admin API.
+    pub fn is_overridden(&self, group: &str) -> bool {
+        self.overrides.read().contains_key(group)
     }
 
     /// Replaces the rules from a new `[shared]` config. Compiles off the caller's thread is the
@@ -228,6 +270,21 @@ fn resolve_rule(
             source,
         })?
         .compile_matcher();
+    Ok(Rule {
+        pattern: entry.name.clone(),
+        matcher,
+        strategy: resolve_strategy(host, entry, base_dir, config)?,
+    })
+}
+
+/// The strategy one rule names, compiled and proven to initialise; `None` for the native
+/// round robin.
+fn resolve_strategy(
+    host: &WasmHost,
+    entry: &GroupStrategyConfig,
+    base_dir: Option<&Path>,
+    config: &SharedConfig,
+) -> Result<Option<Arc<ResolvedStrategy>>, StrategyError> {
     let params = entry.params_as_strings();
     let options = PluginOptions {
         wasi: entry.wasi,
@@ -253,11 +310,7 @@ fn resolve_rule(
         }
         (None, None) => None,
     };
-    Ok(Rule {
-        pattern: entry.name.clone(),
-        matcher,
-        strategy,
-    })
+    Ok(strategy)
 }
 
 fn resolve_named(

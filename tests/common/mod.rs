@@ -37,6 +37,8 @@ use sharq::{Broker, Config};
 #[allow(unused_imports)]
 pub use ProtocolVersion::{V3_1_1, V5};
 
+pub mod http;
+
 /// The longest any single wait in a test may take.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// How long "nothing arrives" is watched for.
@@ -96,6 +98,12 @@ impl TestBroker {
 
     pub fn state(&self) -> &Arc<BrokerState> {
         self.broker.state()
+    }
+
+    /// The HTTP side's address and token (the config must set `http.listen`).
+    pub fn http(&self) -> (SocketAddr, String) {
+        let http = self.broker.http().expect("the config sets no http.listen");
+        (http.address, http.token.clone())
     }
 
     pub async fn shutdown(&self) {

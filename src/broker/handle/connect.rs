@@ -14,6 +14,7 @@ use crate::broker::net::connection::{Client, Connection};
 use crate::broker::net::error::ConnectionError;
 use crate::broker::net::topic_alias::OutgoingAliases;
 use crate::broker::session::will;
+use crate::broker::shared::Redelivery;
 
 /// Largest packet the spec allows; the default for a client that states no Maximum Packet Size.
 const SPEC_MAX_PACKET_SIZE: u32 = 268_435_460;
@@ -108,7 +109,8 @@ impl Connection {
         // Take over any connection still attached before attaching this one: its unfinished
         // shared copies must go to other members, not back to this same client.
         let taken = session.take_over(ReasonCode::SESSION_TAKEN_OVER);
-        self.broker.redispatch(taken.redispatch);
+        self.broker
+            .redispatch(taken.redispatch, Redelivery::SessionTakenOver);
         if let Some(previous_will) = taken.previous_will {
             // The connection we took over ended without DISCONNECT; a delayed will is
             // cancelled by this very reconnection, an immediate one goes out now.
@@ -124,7 +126,8 @@ impl Connection {
             connect.will,
             expiry,
         );
-        self.broker.redispatch(attached.redispatch);
+        self.broker
+            .redispatch(attached.redispatch, Redelivery::SessionTakenOver);
 
         let mut properties = ConnAckProperties::default();
         if v5 {

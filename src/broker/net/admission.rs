@@ -50,6 +50,17 @@ impl Refusal {
 pub struct Admitted {
     counts: Arc<Counts>,
     ip: IpAddr,
+    /// The listener's own count of open sockets, when the socket came through one.
+    listener: Option<Arc<ListenerStats>>,
+}
+
+/// Sockets one listener accepted, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Open now (handshake or MQTT connection under way).
+    pub open: std::sync::atomic::AtomicU64,
+    /// Accepted since start (within the connection limits).
+    pub accepted: std::sync::atomic::AtomicU64,
 }
 
 impl Admission {
@@ -76,6 +87,7 @@ impl Admission {
         Ok(Admitted {
             counts: self.inner.clone(),
             ip,
+            listener: None,
         })
     }
 
@@ -85,8 +97,24 @@ impl Admission {
     }
 }
 
+impl Admitted {
+    /// Counts the socket as open on `listener` until it closes.
+    pub fn on_listener(mut self, listener: &Arc<ListenerStats>) -> Admitted {
+        use std::sync::atomic::Ordering::Relaxed;
+        listener.accepted.fetch_add(1, Relaxed);
+        listener.open.fetch_add(1, Relaxed);
+        self.listener = Some(listener.clone());
+        self
+    }
+}
+
 impl Drop for Admitted {
     fn drop(&mut self) {
+        if let Some(listener) = &self.listener {
+            listener
+                .open
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut open = self.counts.open.lock();
         open.total = open.total.saturating_sub(1);
         if let Some(count) = open.per_ip.get_mut(&self.ip) {

@@ -34,7 +34,8 @@ use crate::broker::net::error::ConnectionError;
 use crate::broker::net::stream::{Input, Stream};
 use crate::broker::net::topic_alias::{Aliased, OutgoingAliases};
 use crate::broker::session::will;
-use crate::broker::session::Session;
+use crate::broker::session::{Dropped, Session};
+use crate::broker::shared::Redelivery;
 use crate::broker::BrokerState;
 
 /// How long a goodbye (DISCONNECT, refusing CONNACK) may take to write before we just close.
@@ -534,7 +535,7 @@ impl Connection {
             // Enough waits for the disk already; the session keeps the rest.
             return;
         }
-        let mut dropped = 0;
+        let mut dropped = Dropped::default();
         let mut outgoing = std::mem::take(&mut self.outgoing);
         let hold = client.session.take_sendable(
             client.generation,
@@ -561,7 +562,7 @@ impl Connection {
             // The session's queue shrank: a shared group waiting for room may hand it more.
             self.broker.drain_groups_of(&session);
         }
-        self.broker.stats.record_dropped(dropped);
+        self.broker.stats.record_sending_drops(dropped);
     }
 
     pub(crate) async fn flush(&mut self) -> Result<(), ConnectionError> {
@@ -654,7 +655,8 @@ impl Connection {
             // A newer connection owns the session now; it has done the settling.
             return;
         };
-        self.broker.redispatch(redispatch);
+        self.broker
+            .redispatch(redispatch, Redelivery::MemberDisconnected);
         match end {
             End::Shutdown => {
                 let _ = session.take_will();

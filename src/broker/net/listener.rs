@@ -12,7 +12,7 @@ use bytestring::ByteString;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
-use crate::broker::net::admission::Admitted;
+use crate::broker::net::admission::{Admitted, ListenerStats};
 use crate::broker::net::connection::{self, CertificateUsername};
 use crate::broker::net::stream::Stream;
 use crate::broker::net::tls::{subject_common_name, ReloadableTls};
@@ -52,12 +52,17 @@ impl Kind {
 pub struct Listener {
     pub kind: Kind,
     pub label: Arc<str>,
+    pub stats: Arc<ListenerStats>,
 }
 
 impl Listener {
     pub fn new(kind: Kind, bound: SocketAddr) -> Listener {
         let label = Arc::from(format!("{} {bound}", kind.name()));
-        Listener { kind, label }
+        Listener {
+            kind,
+            label,
+            stats: Arc::default(),
+        }
     }
 }
 
@@ -77,7 +82,7 @@ pub async fn accept_loop(broker: Arc<BrokerState>, socket: TcpListener, listener
             }
         };
         let admitted = match broker.admission.admit(peer.ip()) {
-            Ok(admitted) => admitted,
+            Ok(admitted) => admitted.on_listener(&listener.stats),
             Err(refusal) => {
                 broker
                     .stats

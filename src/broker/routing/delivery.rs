@@ -7,6 +7,7 @@
 //! [`Mailbox`] trait, so a shared group can hand messages to its members without holding, or
 //! even naming, the session type.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytestring::ByteString;
@@ -21,6 +22,37 @@ use crate::broker::store::StoredRef;
 /// names its group by id, so a session never holds a group.
 pub type GroupId = u64;
 
+/// How a group's copies end once members hold them, counted by the members' sessions without
+/// reaching the group (they never hold it). Every copy out with a member holds one reference,
+/// so the references beyond the group's own are its copies in flight.
+#[derive(Debug, Default)]
+pub struct CopyTally {
+    /// Finished by the member: PUBACK, PUBCOMP (or a failure code, which also ends the
+    /// exchange), or written at QoS 0.
+    pub acked: AtomicU64,
+    /// Expired in the member's queue before it could be sent.
+    pub expired: AtomicU64,
+    /// Larger than the member accepts (its Maximum Packet Size).
+    pub too_large: AtomicU64,
+    /// In flight at QoS 2 when the member's session ended: such a copy never goes to another
+    /// member [MQTT-4.8.2-5].
+    pub ended_with_member: AtomicU64,
+}
+
+impl CopyTally {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The group a shared copy came through: where it goes back if the member cannot finish it,
+/// and the tally its ending is counted in.
+#[derive(Debug, Clone)]
+pub struct GroupTag {
+    pub id: GroupId,
+    pub tally: Arc<CopyTally>,
+}
+
 /// One copy of a message on its way to one session.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -33,7 +65,7 @@ pub struct Delivery {
     pub subscription_ids: Vec<u32>,
     /// Set when the copy came through a shared subscription: the group it goes back to if
     /// this member cannot finish it.
-    pub group: Option<GroupId>,
+    pub group: Option<GroupTag>,
     /// Where this copy is kept on disk, if it is: removed there when the copy is finished.
     pub stored: Option<StoredRef>,
 }
@@ -55,7 +87,7 @@ impl Delivery {
         options: &SubscriptionOptions,
         identifiers: Vec<u32>,
         occasion: Occasion,
-        group: Option<GroupId>,
+        group: Option<GroupTag>,
     ) -> Delivery {
         let retain = match occasion {
             Occasion::Publish => options.retain_as_published && message.retain,

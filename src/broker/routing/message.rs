@@ -30,6 +30,9 @@ pub struct Message {
     pub publisher_client_id: Option<ByteString>,
     /// When the Message Expiry Interval runs out; none means never.
     pub expires_at: Option<Instant>,
+    /// When the broker got it (read back from the store: when the broker started), for the
+    /// age of a group's oldest waiting message.
+    pub received_at: Instant,
     /// What the message costs every bound it is held under: topic, payload and every property.
     /// Fixed at construction, so a queue's byte count always adds and subtracts the same value.
     weight: usize,
@@ -60,6 +63,7 @@ impl Message {
             publisher,
             publisher_client_id,
             expires_at,
+            received_at: Instant::now(),
             weight,
         })
     }
@@ -86,6 +90,7 @@ impl Message {
             publisher: None,
             publisher_client_id,
             expires_at,
+            received_at: Instant::now(),
             weight,
         })
     }
@@ -103,6 +108,7 @@ impl Message {
             publisher: None,
             publisher_client_id: None,
             expires_at: None,
+            received_at: Instant::now(),
             weight,
         })
     }

@@ -20,6 +20,7 @@ use crate::packet::SubscriptionOptions;
 use crate::strategy::Dispatcher;
 use crate::topic::TopicTree;
 
+use crate::broker::events::EventFeed;
 use crate::broker::routing::delivery::{
     Delivery, Enqueued, GroupId, Mailbox, Occasion, QueueLimits,
 };
@@ -65,6 +66,10 @@ pub struct Routed {
     /// Copies lost to a full queue: refused ones, and the oldest QoS 0 message a full session
     /// queue gave up to take this one.
     pub dropped: usize,
+    /// Of `dropped`: the oldest QoS 0 messages given up for this one.
+    pub overflowed: usize,
+    /// Copies offered to a group that ended while the message was routed.
+    pub group_ended: usize,
     /// Refusals by the bound behind them, indexed by [`Quota::index`].
     pub refused: [u32; Quota::ALL.len()],
 }
@@ -127,6 +132,8 @@ pub struct Router {
     journal: Option<Arc<Journal>>,
     /// How long an undeclared group outlives its last member (`shared.group_linger_secs`).
     group_linger: Duration,
+    /// Where groups announce what happens to them (the dashboard's event feed).
+    pub events: EventFeed,
 }
 
 #[derive(Debug, Default)]
@@ -320,6 +327,7 @@ impl Router {
                         key.1.clone(),
                         dispatcher,
                         self.journal.clone(),
+                        self.events.clone(),
                     ));
                     entry.groups.insert(key.0.clone(), created.clone());
                     let mut groups = self.groups.write();
@@ -535,6 +543,7 @@ impl Router {
                 Enqueued::QueuedDroppingOldestQos0 => {
                     routed.delivered += 1;
                     routed.dropped += 1;
+                    routed.overflowed += 1;
                 }
                 Enqueued::Queued => routed.delivered += 1,
                 // Ended between matching and delivery: as if it had unsubscribed first.
@@ -545,7 +554,7 @@ impl Router {
             match group.dispatch(message.clone(), group_limits) {
                 Dispatched::Accepted => routed.delivered += 1,
                 Dispatched::Refused(quota) => routed.record_refusal(quota),
-                Dispatched::Ended => {}
+                Dispatched::Ended => routed.group_ended += 1,
             }
         }
         routed

@@ -22,13 +22,22 @@ use crate::packet::{
     Ack, LastWill, Packet, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionOptions,
 };
 
-use crate::broker::routing::delivery::{Delivery, Enqueued, Mailbox, QueueLimits};
+use crate::broker::routing::delivery::{CopyTally, Delivery, Enqueued, Mailbox, QueueLimits};
 use crate::broker::routing::message::{Quota, SessionId};
 use crate::broker::store::encoding::{decode_entry, unix_now_ms, Clock, StoredSession};
 use crate::broker::store::journal::RefillResult;
 use crate::broker::store::spill::Spill;
 use crate::broker::store::{Journal, StoredRef};
 use durable::SessionDisk;
+
+/// Copies [`Session::take_sendable`] gave up on, by why.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    /// Their Message Expiry Interval ran out while they waited.
+    pub expired: usize,
+    /// Larger than the client's Maximum Packet Size.
+    pub too_large: usize,
+}
 
 /// A subscription as the session remembers it, keyed by the filter string the client sent.
 #[derive(Debug, Clone)]
@@ -480,7 +489,7 @@ impl Session {
         generation: u64,
         now: Instant,
         out: &mut Vec<Packet>,
-        dropped: &mut usize,
+        dropped: &mut Dropped,
         max_packets: usize,
     ) -> bool {
         let mut hold = false;
@@ -515,13 +524,19 @@ impl Session {
                 }
             };
             let Ok(publish) = build_publish(&delivery, packet_id, false, now) else {
-                *dropped += 1;
+                dropped.expired += 1;
+                if let Some(tag) = &delivery.group {
+                    CopyTally::count(&tag.tally.expired);
+                }
                 self.finished(&delivery);
                 continue;
             };
             let packet = Packet::Publish(publish);
             if !fits(&packet, version, max_packet_size) {
-                *dropped += 1;
+                dropped.too_large += 1;
+                if let Some(tag) = &delivery.group {
+                    CopyTally::count(&tag.tally.too_large);
+                }
                 self.finished(&delivery);
                 continue;
             }
@@ -542,6 +557,9 @@ impl Session {
                 );
             } else {
                 // Sent at QoS 0 (a stored shared copy to a member granted QoS 0): done with.
+                if let Some(tag) = &delivery.group {
+                    CopyTally::count(&tag.tally.acked);
+                }
                 self.finished(&delivery);
             }
             out.push(packet);
@@ -555,6 +573,14 @@ impl Session {
         if let Some(disk) = &self.disk {
             disk.finished(delivery);
         }
+    }
+
+    /// The client acknowledged a copy: it is done with, and its group (if any) counts it.
+    fn finished_by_member(&self, delivery: &Delivery) {
+        if let Some(tag) = &delivery.group {
+            CopyTally::count(&tag.tally.acked);
+        }
+        self.finished(delivery);
     }
 
     /// Handles PUBACK (`qos2 == false`) or PUBREC (`qos2 == true`) for `packet_id`, received on
@@ -592,7 +618,7 @@ impl Session {
         // PUBACK, or PUBREC with a failure code: the exchange is over; a failed message is
         // discarded, never sent elsewhere [MQTT-4.8.2-6].
         if let Some(entry) = state.remove_inflight(packet_id) {
-            self.finished(&entry.delivery);
+            self.finished_by_member(&entry.delivery);
         }
         AckOutcome::Done
     }
@@ -606,7 +632,7 @@ impl Session {
         match state.inflight.get(&packet_id) {
             Some(entry) if entry.stage == OutboundStage::Released => {
                 if let Some(entry) = state.remove_inflight(packet_id) {
-                    self.finished(&entry.delivery);
+                    self.finished_by_member(&entry.delivery);
                 }
                 AckOutcome::Done
             }
@@ -720,6 +746,11 @@ impl Session {
     }
 
     fn end_locked(&self, state: &mut SessionState) -> EndedSession {
+        for entry in state.inflight.values() {
+            if let (Some(tag), QoS::ExactlyOnce) = (&entry.delivery.group, entry.delivery.qos) {
+                CopyTally::count(&tag.tally.ended_with_member);
+            }
+        }
         if let Some(disk) = &self.disk {
             // Shared QoS 2 copies in flight end with the session [MQTT-4.8.2-5].
             for entry in state.inflight.values() {
@@ -1004,7 +1035,7 @@ fn fits(packet: &Packet, version: ProtocolVersion, max_packet_size: u32) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::routing::delivery::GroupId;
+    use crate::broker::routing::delivery::{GroupId, GroupTag};
     use crate::broker::routing::message::Message;
     use bytes::Bytes;
 
@@ -1023,7 +1054,10 @@ mod tests {
             qos,
             retain: false,
             subscription_ids: Vec::new(),
-            group,
+            group: group.map(|id| GroupTag {
+                id,
+                tally: Default::default(),
+            }),
             stored: None,
         }
     }
@@ -1072,7 +1106,7 @@ mod tests {
         );
         let attached = online(&session, 10);
         let mut out = Vec::new();
-        let mut dropped = 0;
+        let mut dropped = Dropped::default();
         session.take_sendable(
             attached.generation,
             Instant::now(),
@@ -1098,7 +1132,7 @@ mod tests {
             session.enqueue(delivery(p, QoS::AtLeastOnce, None), LIMITS);
         }
         let mut out = Vec::new();
-        let mut dropped = 0;
+        let mut dropped = Dropped::default();
         session.take_sendable(
             attached.generation,
             Instant::now(),
@@ -1138,7 +1172,7 @@ mod tests {
         session.enqueue(delivery(b"1", QoS::AtLeastOnce, None), LIMITS);
         session.enqueue(delivery(b"2", QoS::ExactlyOnce, None), LIMITS);
         let mut out = Vec::new();
-        let mut dropped = 0;
+        let mut dropped = Dropped::default();
         session.take_sendable(
             attached.generation,
             Instant::now(),
@@ -1186,7 +1220,7 @@ mod tests {
             LIMITS,
         );
         let mut out = Vec::new();
-        let mut dropped = 0;
+        let mut dropped = Dropped::default();
         session.take_sendable(
             attached.generation,
             Instant::now(),
@@ -1227,7 +1261,7 @@ mod tests {
         let old = online(&session, 10);
         session.enqueue(delivery(b"first", QoS::AtLeastOnce, Some(group)), LIMITS);
         let mut out = Vec::new();
-        let mut dropped = 0;
+        let mut dropped = Dropped::default();
         session.take_sendable(old.generation, Instant::now(), &mut out, &mut dropped, 100);
         let Some(Packet::Publish(first)) = out.first() else {
             panic!("nothing sent")
@@ -1286,7 +1320,7 @@ mod tests {
         let new = online(&session, 10);
         session.enqueue(delivery(b"x", QoS::AtMostOnce, None), LIMITS);
         let mut out = Vec::new();
-        let mut dropped = 0;
+        let mut dropped = Dropped::default();
         session.take_sendable(old.generation, Instant::now(), &mut out, &mut dropped, 100);
         assert!(out.is_empty());
         assert!(session.detach(old.generation).is_none());

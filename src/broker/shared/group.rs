@@ -7,7 +7,7 @@
 //! (it went offline, was taken over or its session ended) come back here and go to another.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytestring::ByteString;
@@ -18,9 +18,11 @@ use crate::strategy::{
     key_hash, Choice, Dispatcher, MemberInfo, MemberLoad, MessageView, StrategyCounters,
 };
 
+use crate::broker::events::{EventFeed, EventKind};
 use crate::broker::routing::delivery::{
-    Delivery, Enqueued, GroupId, Mailbox, Occasion, QueueLimits,
+    CopyTally, Delivery, Enqueued, GroupId, GroupTag, Mailbox, Occasion, QueueLimits,
 };
+use crate::broker::shared::counters::{GroupCounters, GroupDrop, Redelivery};
 use crate::broker::routing::message::{Message, Quota, SessionId};
 use crate::broker::store::encoding::{decode_entry, encode_entry, Clock};
 use crate::broker::store::journal::RefillResult;
@@ -71,7 +73,11 @@ pub struct SharedGroup {
     /// check on every acknowledgement stays lock-free.
     queued: AtomicUsize,
     pub counters: GroupCounters,
+    /// How copies end with members; every copy a member holds carries a reference.
+    pub tally: Arc<CopyTally>,
     pub strategy_counters: StrategyCounters,
+    /// Where membership changes, redispatches and strategy swaps are announced.
+    events: EventFeed,
     /// Where the group's queue is kept; none when the broker keeps no store.
     disk: Option<GroupDisk>,
     /// A full queue refuses every message that follows: one warning a second, not one each.
@@ -89,14 +95,6 @@ struct GroupDisk {
 pub struct Queued {
     pub message: Arc<Message>,
     pub stored: Option<u64>,
-}
-
-/// Per-group counters, published under `$SYS/broker/shared/...`.
-#[derive(Debug, Default)]
-pub struct GroupCounters {
-    pub dispatched: AtomicU64,
-    pub redispatched: AtomicU64,
-    pub dropped: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -146,6 +144,37 @@ impl GroupState {
     }
 }
 
+/// A group as the admin API, `/metrics` and the dashboard show it, read under its lock once.
+#[derive(Debug, Clone)]
+pub struct GroupView {
+    pub declared: bool,
+    pub strategy: String,
+    pub strategy_version: String,
+    pub pinned: bool,
+    pub members: Vec<MemberView>,
+    /// Messages waiting, in memory and on disk, and their whole-message bytes.
+    pub queued: usize,
+    pub queued_bytes: usize,
+    /// How long the oldest waiting message has waited since the broker received it (since
+    /// the broker started, for one read back from the store).
+    pub lag: std::time::Duration,
+}
+
+/// One member of a [`GroupView`].
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub session_id: SessionId,
+    pub client_id: ByteString,
+    pub weight: u32,
+    pub online: bool,
+    /// Messages handed to it by this group since it joined.
+    pub dispatched: u64,
+    /// Its session's messages in flight and queued (all subscriptions), against its window.
+    pub busy: u32,
+    pub window: u32,
+    pub subscribed_at_ms: u64,
+}
+
 /// A member's share of the group's traffic, for statistics.
 #[derive(Debug, Clone)]
 pub struct MemberStats {
@@ -161,7 +190,9 @@ impl SharedGroup {
         filter: ByteString,
         dispatcher: Dispatcher,
         journal: Option<Arc<Journal>>,
+        events: EventFeed,
     ) -> SharedGroup {
+        events.emit(EventKind::GroupCreated, &name, &filter, dispatcher.label());
         SharedGroup {
             id,
             disk: journal.map(|journal| GroupDisk {
@@ -184,7 +215,9 @@ impl SharedGroup {
             }),
             queued: AtomicUsize::new(0),
             counters: GroupCounters::default(),
+            tally: Arc::default(),
             strategy_counters: StrategyCounters::default(),
+            events,
             refusal_log: crate::broker::log_limit::LogLimit::new(std::time::Duration::from_secs(1)),
         }
     }
@@ -219,6 +252,12 @@ impl SharedGroup {
         state
             .dispatcher
             .update_load(info.id, load, &self.strategy_counters);
+        self.events.emit(
+            EventKind::MemberJoined,
+            &self.name,
+            &self.filter,
+            &*info.client_id,
+        );
         state.members.push(Member {
             session,
             info,
@@ -235,7 +274,18 @@ impl SharedGroup {
         let members = state.members_with_load();
         dispatcher.replay(&members, &self.strategy_counters);
         let old = std::mem::replace(&mut state.dispatcher, dispatcher);
-        tracing::info!(group = %self.name, filter = %self.filter, from = %old.label(), to = %state.dispatcher.label(), "shared group strategy swapped");
+        self.strategy_counters
+            .reloads
+            .fetch_add(1, Ordering::Relaxed);
+        let to = state.dispatcher.label();
+        drop(state);
+        tracing::info!(group = %self.name, filter = %self.filter, from = %old.label(), to = %to, "shared group strategy swapped");
+        self.events.emit(
+            EventKind::StrategySwapped,
+            &self.name,
+            &self.filter,
+            format!("{} -> {to}", old.label()),
+        );
     }
 
     /// Takes the group's strategy out (the group has ended), so the caller can drop the
@@ -269,11 +319,14 @@ impl SharedGroup {
     /// is declared or `linger` asks it to keep collecting for a while.
     pub fn remove_member(&self, session_id: SessionId, linger: bool) -> Option<AfterLeave> {
         let mut state = self.state.lock();
-        let before = state.members.len();
-        state.members.retain(|m| m.info.id != session_id);
-        if state.members.len() == before {
-            return None;
-        }
+        let index = state.members.iter().position(|m| m.info.id == session_id)?;
+        let left = state.members.remove(index);
+        self.events.emit(
+            EventKind::MemberLeft,
+            &self.name,
+            &self.filter,
+            &*left.info.client_id,
+        );
         state
             .dispatcher
             .member_left(session_id, &self.strategy_counters);
@@ -357,7 +410,9 @@ impl SharedGroup {
             });
         }
         self.queued.store(0, Ordering::Relaxed);
-        self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+        self.counters.record_drop(GroupDrop::GroupEnded, dropped);
+        self.events
+            .emit(EventKind::GroupEnded, &self.name, &self.filter, "");
     }
 
     pub fn member_count(&self) -> usize {
@@ -372,6 +427,80 @@ impl SharedGroup {
     /// Messages waiting in the group's memory window (the rest are on disk).
     pub fn queued_in_memory(&self) -> usize {
         self.state.lock().queue.len()
+    }
+
+    pub fn view(&self) -> GroupView {
+        let state = self.state.lock();
+        let (strategy, strategy_version) = state.dispatcher.name_and_version();
+        let lag = state
+            .queue
+            .front()
+            .map(|oldest| oldest.message.received_at.elapsed())
+            .unwrap_or_default();
+        GroupView {
+            declared: state.declared,
+            strategy,
+            strategy_version,
+            pinned: state.dispatcher.is_pinned(),
+            members: state
+                .members
+                .iter()
+                .map(|m| {
+                    let load = m.session.load();
+                    MemberView {
+                        session_id: m.info.id,
+                        client_id: m.info.client_id.clone(),
+                        weight: m.info.weight,
+                        online: load.online,
+                        dispatched: m.dispatched,
+                        busy: load.inflight,
+                        window: load.capacity,
+                        subscribed_at_ms: m.info.subscribed_at_ms,
+                    }
+                })
+                .collect(),
+            queued: state.queue.len() + state.spill.count,
+            queued_bytes: state.queued_bytes + state.spill.bytes,
+            lag,
+        }
+    }
+
+    /// Copies out with members and not finished: queued in their sessions or unacknowledged.
+    pub fn in_flight(&self) -> usize {
+        // Every such copy holds a reference to the tally; the group holds one more.
+        Arc::strong_count(&self.tally).saturating_sub(1)
+    }
+
+    /// Drops every message waiting in the group (memory and disk); copies members hold are
+    /// left to them. Returns how many were dropped.
+    pub fn purge(&self) -> u64 {
+        let mut state = self.state.lock();
+        let purged = (state.queue.len() + state.spill.count) as u64;
+        for item in std::mem::take(&mut state.queue) {
+            self.forget_stored(item.stored);
+        }
+        state.queued_bytes = 0;
+        if state.spill.count > 0 {
+            // The disk tail is not in memory to name row by row: drop the group's rows and
+            // put back those of the copies members hold, which must survive a restart.
+            if let Some(disk) = &self.disk {
+                disk.journal.append(Op::DeleteFrom {
+                    owner: disk.owner.clone(),
+                    from: state.spill.next_id,
+                });
+            }
+        }
+        state.spill.clear();
+        self.publish_queued(&state);
+        drop(state);
+        self.counters.record_drop(GroupDrop::Purged, purged);
+        self.events.emit(
+            EventKind::Purged,
+            &self.name,
+            &self.filter,
+            purged.to_string(),
+        );
+        purged
     }
 
     pub fn member_stats(&self) -> Vec<MemberStats> {
@@ -391,7 +520,7 @@ impl SharedGroup {
     pub fn dispatch(self: &Arc<Self>, message: Arc<Message>, limits: GroupLimits) -> Dispatched {
         let mut state = self.state.lock();
         if state.ended {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters.record_drop(GroupDrop::GroupEnded, 1);
             return Dispatched::Ended;
         }
         // Stored before any member can see it, so that its finishing (appended by the
@@ -446,20 +575,23 @@ impl SharedGroup {
     }
 
     /// Takes back copies a member could not finish and hands them to other members, oldest first.
-    pub fn redispatch(self: &Arc<Self>, copies: Vec<Queued>, limits: GroupLimits) {
+    pub fn redispatch(self: &Arc<Self>, copies: Vec<Queued>, limits: GroupLimits, reason: Redelivery) {
+        let count = copies.len() as u64;
         let mut state = self.state.lock();
         if state.ended {
-            self.counters
-                .dropped
-                .fetch_add(copies.len() as u64, Ordering::Relaxed);
+            self.counters.record_drop(GroupDrop::GroupEnded, count);
             for copy in copies {
                 self.forget_stored(copy.stored);
             }
             return;
         }
-        self.counters
-            .redispatched
-            .fetch_add(copies.len() as u64, Ordering::Relaxed);
+        self.counters.record_redelivery(reason, count);
+        self.events.emit(
+            EventKind::Redispatched,
+            &self.name,
+            &self.filter,
+            format!("{count} ({})", reason.label()),
+        );
         // Ahead of the queue: they were published before anything still waiting.
         for copy in copies.into_iter().rev() {
             state.queued_bytes += copy.message.weight();
@@ -581,7 +713,7 @@ impl SharedGroup {
             None
         };
         if let Some(quota) = refused {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters.record_drop(GroupDrop::of_quota(quota), 1);
             if let Some(suppressed) = self.refusal_log.allow() {
                 tracing::warn!(group = %self.name, filter = %self.filter, quota = quota.key(), suppressed, "shared group queue full: message refused (v5 publishers hear 0x97)");
             }
@@ -647,6 +779,15 @@ impl SharedGroup {
     ) -> bool {
         if state.dispatcher.is_wasm() {
             let chosen = self.hand_out_by_strategy(state, item, limits);
+            if state.dispatcher.is_pinned() {
+                // This very call gave up on the strategy.
+                self.events.emit(
+                    EventKind::Pinned,
+                    &self.name,
+                    &self.filter,
+                    state.dispatcher.label(),
+                );
+            }
             // A failed call drops the instance: start its rebuild now, so it is likely back
             // for the next message.
             if state.dispatcher.needs_rebuild() {
@@ -659,7 +800,13 @@ impl SharedGroup {
             // It failed outside a selection (a membership call), or its rebuild failed.
             self.rebuild_in_background(state);
         }
-        self.hand_out_round_robin(state, item, limits)
+        let delivered = self.hand_out_round_robin(state, item, limits);
+        if delivered && state.dispatcher.is_pinned() {
+            self.strategy_counters
+                .pinned_messages
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        delivered
     }
 
     /// Lets the group's Wasm strategy choose. `None` asks the round robin to place the message
@@ -759,7 +906,10 @@ impl SharedGroup {
             &member.options,
             member.identifier.into_iter().collect(),
             Occasion::Publish,
-            Some(self.id),
+            Some(GroupTag {
+                id: self.id,
+                tally: self.tally.clone(),
+            }),
         );
         delivery.stored = item.stored.and_then(|id| self.stored_ref(id));
         match member.session.enqueue(delivery, limits.member_queue) {

@@ -2,6 +2,8 @@
 //! The registry of groups lives with the topic tree (`routing::router`), whose lock it shares
 //! when groups are created and ended.
 
+pub mod counters;
 pub mod group;
 
-pub use group::{AfterLeave, Dispatched, GroupCounters, GroupLimits, MemberStats, SharedGroup};
+pub use counters::{GroupCounters, GroupDrop, Redelivery};
+pub use group::{AfterLeave, Dispatched, GroupLimits, GroupView, MemberStats, MemberView, SharedGroup};

@@ -424,6 +424,10 @@ mod props {
                     entries.retain(|(o, _)| **o != **owner);
                     inflight.retain(|(o, _)| **o != **owner);
                 }
+                Op::DeleteFrom { owner, from } => {
+                    entries.retain(|(o, id)| **o != **owner || id < from);
+                    inflight.retain(|(o, id)| **o != **owner || id < from);
+                }
                 _ => {}
             }
         }
@@ -455,6 +459,7 @@ mod props {
                     1 => ops.push(Op::PutInflight { owner, id, value: vec![] }),
                     2 => ops.push(Op::DeleteEntry { owner, id }),
                     3 if id == 0 => ops.push(Op::DeleteOwner { owner }),
+                    3 if id == 1 => ops.push(Op::DeleteFrom { owner, from: 6 }),
                     _ => {}
                 }
             }

@@ -98,6 +98,11 @@ pub enum Op {
     DeleteOwner {
         owner: Owner,
     },
+    /// The entries of a queue from copy id `from` on: its disk tail (a purged group queue).
+    DeleteFrom {
+        owner: Owner,
+        from: u64,
+    },
     PutIncoming {
         client_id: Arc<str>,
         packet_id: u16,

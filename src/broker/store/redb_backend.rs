@@ -324,6 +324,24 @@ impl StoreBackend for RedbBackend {
                             .map_err(|e| self.io(e))?;
                         *stats_of!(owner) = QueueStats::default();
                     }
+                    Op::DeleteFrom { owner, from } => {
+                        let o: &str = owner;
+                        let mut removed = QueueStats::default();
+                        entries
+                            .retain_in((o, *from)..=(o, u64::MAX), |_, value| {
+                                removed.count += 1;
+                                // A row too damaged to weigh still goes; it weighs nothing.
+                                removed.bytes += entry_weight(value).map_or(0, u64::from);
+                                false
+                            })
+                            .map_err(|e| self.io(e))?;
+                        inflight
+                            .retain_in((o, *from)..=(o, u64::MAX), |_, _| false)
+                            .map_err(|e| self.io(e))?;
+                        let s = stats_of!(owner);
+                        s.count = s.count.saturating_sub(removed.count);
+                        s.bytes = s.bytes.saturating_sub(removed.bytes);
+                    }
                     Op::PutIncoming {
                         client_id,
                         packet_id,
@@ -553,6 +571,37 @@ mod tests {
             .unwrap();
         assert!(store.recover().unwrap().queues.is_empty());
         assert!(store.read_entries(&owner, 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn deleting_a_queue_tail_keeps_the_head_and_its_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbBackend::open(dir.path(), true).unwrap();
+        let owner: crate::broker::store::Owner = Arc::from("g:jobs/t");
+        let ops: Vec<Op> = (1..=5)
+            .map(|id| Op::PutEntry {
+                owner: owner.clone(),
+                id,
+                value: entry(7),
+            })
+            .chain([Op::DeleteFrom {
+                owner: owner.clone(),
+                from: 3,
+            }])
+            .collect();
+        store.commit(&ops, 1, 6).unwrap();
+        let ids: Vec<u64> = store
+            .read_entries(&owner, 0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, vec![1, 2]);
+        let recovered = store.recover().unwrap();
+        assert_eq!(
+            recovered.queues,
+            vec![("g:jobs/t".to_owned(), QueueStats { count: 2, bytes: 14 })]
+        );
     }
 
     #[test]

@@ -1,0 +1,116 @@
+//! What a shared group counts: messages handed out, sent back, dropped, and why. Read by
+//! `$SYS/broker/shared/...`, `/metrics` and the admin API.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::broker::routing::message::Quota;
+
+/// Why copies came back to a group from a member, to go to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redelivery {
+    /// The member's connection closed (or broke) with the copies queued or unacknowledged.
+    MemberDisconnected,
+    /// Another connection took the member's session over.
+    SessionTakenOver,
+    /// The member's session ended (expired, or discarded by a clean start).
+    SessionEnded,
+}
+
+impl Redelivery {
+    pub const ALL: [Redelivery; 3] = [
+        Redelivery::MemberDisconnected,
+        Redelivery::SessionTakenOver,
+        Redelivery::SessionEnded,
+    ];
+
+    /// The `reason` label on `/metrics` and in the API.
+    pub fn label(self) -> &'static str {
+        match self {
+            Redelivery::MemberDisconnected => "member_disconnected",
+            Redelivery::SessionTakenOver => "session_taken_over",
+            Redelivery::SessionEnded => "session_ended",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a group dropped a message it held or was offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupDrop {
+    /// `shared.group_queue_max_messages` was reached.
+    QueueFullMessages,
+    /// `shared.group_queue_max_bytes` was reached.
+    QueueFullBytes,
+    /// The group ended (its last member left) with messages queued, or got one after.
+    GroupEnded,
+    /// An operator purged the queue.
+    Purged,
+}
+
+impl GroupDrop {
+    pub const ALL: [GroupDrop; 4] = [
+        GroupDrop::QueueFullMessages,
+        GroupDrop::QueueFullBytes,
+        GroupDrop::GroupEnded,
+        GroupDrop::Purged,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            GroupDrop::QueueFullMessages => "queue_full_messages",
+            GroupDrop::QueueFullBytes => "queue_full_bytes",
+            GroupDrop::GroupEnded => "group_ended",
+            GroupDrop::Purged => "purged",
+        }
+    }
+
+    /// The drop a refusal by this bound is.
+    pub fn of_quota(quota: Quota) -> GroupDrop {
+        match quota {
+            Quota::GroupBytes => GroupDrop::QueueFullBytes,
+            _ => GroupDrop::QueueFullMessages,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Per-group counters; members' sessions count how copies end in the group's
+/// [`CopyTally`](crate::broker::routing::delivery::CopyTally).
+#[derive(Debug, Default)]
+pub struct GroupCounters {
+    pub dispatched: AtomicU64,
+    /// Copies that came back from members, whatever the reason.
+    pub redispatched: AtomicU64,
+    redelivered: [AtomicU64; Redelivery::ALL.len()],
+    /// Messages the group dropped, whatever the reason.
+    pub dropped: AtomicU64,
+    dropped_by: [AtomicU64; GroupDrop::ALL.len()],
+}
+
+impl GroupCounters {
+    pub fn record_drop(&self, reason: GroupDrop, count: u64) {
+        if count > 0 {
+            self.dropped.fetch_add(count, Ordering::Relaxed);
+            self.dropped_by[reason.index()].fetch_add(count, Ordering::Relaxed);
+        }
+    }
+
+    pub fn record_redelivery(&self, reason: Redelivery, count: u64) {
+        self.redispatched.fetch_add(count, Ordering::Relaxed);
+        self.redelivered[reason.index()].fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub fn dropped_by(&self, reason: GroupDrop) -> u64 {
+        self.dropped_by[reason.index()].load(Ordering::Relaxed)
+    }
+
+    pub fn redelivered(&self, reason: Redelivery) -> u64 {
+        self.redelivered[reason.index()].load(Ordering::Relaxed)
+    }
+}

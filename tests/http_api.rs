@@ -1,0 +1,267 @@
+//! The admin API under `/api/v1`: every endpoint over real HTTP, an error case for each, and a
+//! strategy swap under load that loses nothing.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::http::{self, request};
+use common::*;
+use serde_json::json;
+use sharq::packet::QoS;
+
+async fn http_broker(configure: impl FnOnce(&mut sharq::Config)) -> TestBroker {
+    TestBroker::with(|c| {
+        c.http.listen = "127.0.0.1:0".into();
+        c.http.token = "s3cret".into();
+        configure(c);
+    })
+    .await
+}
+
+const TOKEN: &str = "Bearer s3cret";
+
+async fn call(addr: SocketAddr, method: &str, path: &str, body: Option<serde_json::Value>) -> http::Reply {
+    let body = body.map(|b| b.to_string());
+    request(addr, method, path, Some(TOKEN), body.as_deref()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_list_detail_declare_purge_and_undeclare() {
+    let broker = http_broker(|_| {}).await;
+    let (api, _) = broker.http();
+
+    // Declare: 201, then 200 when it already is; a bad filter is 400; no token is 401.
+    let created = call(api, "POST", "/api/v1/groups", Some(json!({"group": "jobs", "filter": "jobs/#"}))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let again = call(api, "POST", "/api/v1/groups", Some(json!({"group": "jobs", "filter": "jobs/#"}))).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    let bad = call(api, "POST", "/api/v1/groups", Some(json!({"group": "jobs", "filter": "a/#/b"}))).await;
+    assert!(bad.error(400).contains("a/#/b"), "{}", bad.body);
+    let malformed = call(api, "POST", "/api/v1/groups", Some(json!({"group": "jobs"}))).await;
+    assert!(malformed.error(400).contains("filter"), "{}", malformed.body);
+    let anonymous = request(api, "POST", "/api/v1/groups", None, Some(r#"{"group":"x","filter":"x"}"#)).await;
+    assert!(anonymous.error(401).contains("Bearer"));
+    assert!(anonymous.header("www-authenticate").is_some());
+    let wrong = request(api, "POST", "/api/v1/groups", Some("Bearer nope"), Some(r#"{"group":"x","filter":"x"}"#)).await;
+    assert!(wrong.error(401).contains("wrong credentials"));
+    assert!(broker.state().router.group("x", "x").is_none(), "a refused call changed nothing");
+
+    // Messages wait in the declared group; list and detail show them.
+    let mut publisher = RawClient::v5(broker.addr(), "producer").await;
+    publisher.publish_seqs("jobs/1", 0..3, QoS::AtLeastOnce).await;
+    let list = http::get(api, "/api/v1/groups").await;
+    assert_eq!(list.status, 200);
+    let groups = list.json()["groups"].as_array().unwrap().clone();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0]["group"], "jobs");
+    assert_eq!(groups[0]["declared"], true);
+    assert_eq!(groups[0]["queued"], 3);
+    assert!(groups[0].get("members").is_none(), "the list leaves members to the detail");
+    let detail = http::get(api, "/api/v1/groups/jobs").await.json();
+    assert_eq!(detail["filters"][0]["filter"], "jobs/#");
+    assert_eq!(detail["filters"][0]["members"], json!([]));
+    assert!(http::get(api, "/api/v1/groups/nope").await.error(404).contains("nope"));
+
+    // Purge: the 3 waiting messages go, counted; an unknown group is 404.
+    let purged = call(api, "POST", "/api/v1/groups/jobs/purge", None).await;
+    assert_eq!(purged.status, 200, "{}", purged.body);
+    assert_eq!(purged.json()["purged"], 3);
+    assert_eq!(broker.state().router.group("jobs", "jobs/#").unwrap().queued(), 0);
+    assert!(call(api, "POST", "/api/v1/groups/nope/purge", None).await.error(404).contains("nope"));
+    let detail = http::get(api, "/api/v1/groups/jobs").await.json();
+    let dropped: Vec<(String, u64)> = serde_json::from_value(detail["filters"][0]["dropped_by"].clone()).unwrap();
+    assert!(dropped.contains(&("purged".into(), 3)), "{dropped:?}");
+
+    // Undeclare needs the filter; then the memberless group ends.
+    assert!(call(api, "DELETE", "/api/v1/groups/jobs", None).await.error(400).contains("filter"));
+    let undeclared = call(api, "DELETE", "/api/v1/groups/jobs?filter=jobs%2F%23", None).await;
+    assert_eq!(undeclared.status, 200, "{}", undeclared.body);
+    assert!(broker.state().router.group("jobs", "jobs/#").is_none());
+    assert!(call(api, "DELETE", "/api/v1/groups/jobs?filter=jobs%2F%23", None).await.error(404).contains("declared"));
+
+    // The events saw it all.
+    let events = http::get(api, "/api/v1/events").await.json();
+    let kinds: Vec<String> = events["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
+    for kind in ["group_created", "declared", "purged", "undeclared", "group_ended"] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} not in {kinds:?}");
+    }
+    assert!(http::get(api, "/api/v1/nothing").await.error(404).contains("openapi"));
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_list_detail_and_disconnect() {
+    let broker = http_broker(|_| {}).await;
+    let (api, _) = broker.http();
+    let mut client = RawClient::v5(broker.addr(), "sensor/7").await;
+    client.subscribe("a/b", QoS::AtLeastOnce).await;
+    let list = http::get(api, "/api/v1/clients").await.json();
+    assert_eq!(list["clients"][0]["client_id"], "sensor/7");
+    assert_eq!(list["clients"][0]["online"], true);
+    let detail = http::get(api, "/api/v1/clients/sensor%2F7").await;
+    assert_eq!(detail.status, 200, "{}", detail.body);
+    assert_eq!(detail.json()["subscriptions"], json!(["a/b"]));
+    assert!(http::get(api, "/api/v1/clients/ghost").await.error(404).contains("ghost"));
+
+    assert_eq!(request(api, "POST", "/api/v1/clients/sensor%2F7/disconnect", None, None).await.status, 401);
+    let kicked = call(api, "POST", "/api/v1/clients/sensor%2F7/disconnect", None).await;
+    assert_eq!(kicked.status, 200, "{}", kicked.body);
+    client.expect_disconnect(0x98).await;
+    broker.wait_session_offline("sensor/7").await;
+    assert!(call(api, "POST", "/api/v1/clients/sensor%2F7/disconnect", None).await.error(404).contains("not connected"));
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strategy_swap_under_load_loses_nothing_and_errors_change_nothing() {
+    let broker = http_broker(|_| {}).await;
+    let (api, _) = broker.http();
+    let mut members = Vec::new();
+    for i in 0..3 {
+        let mut client = RawClient::v5(broker.addr(), &format!("w{i}")).await;
+        client.subscribe("$share/load/l/#", QoS::AtLeastOnce).await;
+        members.push(Member::spawn(client, AckMode::Ack));
+    }
+    let configured = broker.state().router.group("load", "l/#").unwrap().strategy_label();
+    // Errors first: unknown built-in (422), both kinds (400), no token (401), bad JSON (400).
+    assert!(call(api, "PUT", "/api/v1/groups/load/strategy", Some(json!({"strategy": "no_such"}))).await.error(422).contains("no_such"));
+    assert!(call(api, "PUT", "/api/v1/groups/load/strategy", Some(json!({"strategy": "round_robin", "plugin": "x.wasm"}))).await.error(400).contains("exactly one"));
+    assert_eq!(request(api, "PUT", "/api/v1/groups/load/strategy", None, Some(r#"{"strategy":"round_robin"}"#)).await.status, 401);
+    assert_eq!(request(api, "PUT", "/api/v1/groups/load/strategy", Some(TOKEN), Some("{not json")).await.status, 400);
+    assert!(call(api, "PUT", "/api/v1/groups/load/strategy", Some(json!({"plugin": "/nowhere/x.wasm"}))).await.error(422).contains("/nowhere/x.wasm"));
+    assert_eq!(broker.state().router.group("load", "l/#").unwrap().strategy_label(), configured);
+    assert!(call(api, "DELETE", "/api/v1/groups/load/strategy", None).await.error(404).contains("API"));
+
+    // Now swap back and forth while 3000 QoS 1 messages flow.
+    let publishing = {
+        let addr = broker.addr();
+        tokio::spawn(async move {
+            let mut publisher = RawClient::v5(addr, "producer").await;
+            for chunk in 0..30u32 {
+                publisher.publish_seqs("l/x", chunk * 100..(chunk + 1) * 100, QoS::AtLeastOnce).await;
+            }
+            publisher
+        })
+    };
+    let strategies = ["least_inflight", "sticky", "random", "round_robin"];
+    let mut swaps = 0;
+    while !publishing.is_finished() || swaps < 4 {
+        let strategy = strategies[swaps % strategies.len()];
+        let params = if strategy == "random" { json!({"seed": 7}) } else { json!({}) };
+        let reply = call(api, "PUT", "/api/v1/groups/load/strategy", Some(json!({"strategy": strategy, "params": params}))).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.json()["groups_swapped"], 1);
+        swaps += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    publishing.await.unwrap();
+    let refs: Vec<&Member> = members.iter().collect();
+    wait_total(&refs, 3000).await;
+    assert_exactly_once("after swaps", members.iter().flat_map(|m| m.seqs()), 0..3000);
+    let group = broker.state().router.group("load", "l/#").unwrap();
+    assert!(group.strategy_counters.reloads.load(std::sync::atomic::Ordering::Relaxed) >= 4);
+    let events = http::get(api, "/api/v1/events").await.json();
+    assert!(events["events"].as_array().unwrap().iter().any(|e| e["kind"] == "strategy_swapped"));
+
+    // Back to the config's rules.
+    let cleared = call(api, "DELETE", "/api/v1/groups/load/strategy", None).await;
+    assert_eq!(cleared.status, 200, "{}", cleared.body);
+    assert_eq!(group.strategy_label(), configured);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_reads_the_config_file_or_says_why_not() {
+    // No file: the embedded default (or a config built in code) cannot be reloaded.
+    let broker = http_broker(|_| {}).await;
+    let (api, _) = broker.http();
+    assert!(call(api, "POST", "/api/v1/reload", None).await.error(409).contains("--config"));
+    broker.shutdown().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sharq.toml");
+    let toml = "[server]\nlisteners = [\"127.0.0.1:0\"]\nsys_interval_secs = 0\n[http]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n";
+    std::fs::write(&path, toml).unwrap();
+    let broker = TestBroker::from_config(sharq::Config::from_file(&path).unwrap()).await;
+    let (api, _) = broker.http();
+    let mut member = RawClient::v5(broker.addr(), "m").await;
+    member.subscribe("$share/r/t", QoS::AtMostOnce).await;
+    std::fs::write(&path, format!("{toml}[[shared.groups]]\nname = \"r\"\nstrategy = \"round_robin\"\n")).unwrap();
+    let reloaded = call(api, "POST", "/api/v1/reload", None).await;
+    assert_eq!(reloaded.status, 200, "{}", reloaded.body);
+    assert_eq!(broker.state().router.group("r", "t").unwrap().strategy_label(), "round_robin");
+    std::fs::write(&path, format!("{toml}[shared]\nno_such_key = 1\n")).unwrap();
+    assert!(call(api, "POST", "/api/v1/reload", None).await.error(422).contains("no_such_key"));
+    assert_eq!(broker.state().router.group("r", "t").unwrap().strategy_label(), "round_robin");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_may_call_with_basic_auth_and_the_openapi_document_lists_every_route() {
+    let broker = http_broker(|c| {
+        c.auth.users.insert("admin".into(), "pw".into());
+        c.http.users = vec!["admin".into()];
+    })
+    .await;
+    let (api, _) = broker.http();
+    let basic = |user: &str, password: &str| {
+        use base64::Engine;
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+    };
+    let ok = request(api, "POST", "/api/v1/groups", Some(&basic("admin", "pw")), Some(r#"{"group":"b","filter":"b"}"#)).await;
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    let wrong = request(api, "POST", "/api/v1/groups", Some(&basic("admin", "nope")), Some(r#"{"group":"c","filter":"c"}"#)).await;
+    assert_eq!(wrong.status, 401);
+
+    let spec = http::get(api, "/api/v1/openapi.json").await.json();
+    assert_eq!(spec["openapi"], "3.0.3");
+    let paths = spec["paths"].as_object().unwrap();
+    for (path, methods) in [
+        ("/groups", &["get", "post"][..]),
+        ("/groups/{group}", &["get", "delete"]),
+        ("/groups/{group}/strategy", &["put", "delete"]),
+        ("/groups/{group}/purge", &["post"]),
+        ("/clients", &["get"]),
+        ("/clients/{client_id}", &["get"]),
+        ("/clients/{client_id}/disconnect", &["post"]),
+        ("/reload", &["post"]),
+        ("/events", &["get"]),
+        ("/live", &["get"]),
+        ("/openapi.json", &["get"]),
+    ] {
+        for method in methods {
+            assert!(paths.get(path).and_then(|p| p.get(*method)).is_some(), "{method} {path} is not described");
+        }
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_feed_pushes_snapshots_and_events() {
+    let broker = http_broker(|_| {}).await;
+    let (api, _) = broker.http();
+    let mut feed = http::SseStream::open(api, "/api/v1/live?watch=feed").await;
+    feed.next_named("events", TIMEOUT).await;
+    let mut member = RawClient::v5(broker.addr(), "listener").await;
+    member.subscribe("$share/feed/f", QoS::AtMostOnce).await;
+    let joined = feed.next_named("event", TIMEOUT).await;
+    let joined: serde_json::Value = serde_json::from_str(&joined.data).unwrap();
+    assert_eq!(joined["kind"], "group_created");
+    let snapshot = feed.next_named("snapshot", Duration::from_secs(3)).await;
+    let snapshot: serde_json::Value = serde_json::from_str(&snapshot.data).unwrap();
+    let group = &snapshot["groups"][0];
+    assert_eq!(group["group"], "feed");
+    assert_eq!(group["members"][0]["client_id"], "listener");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn listening_off_loopback_without_a_token_is_refused_naming_the_key() {
+    let err = sharq::Config::from_toml("[http]\nlisten = \"0.0.0.0:8088\"\n", "test").unwrap_err().to_string();
+    assert!(err.contains("http.listen") && err.contains("http.token"), "{err}");
+    let err = sharq::Config::from_toml("[http]\nlisten = \"localhost\"\n", "test").unwrap_err().to_string();
+    assert!(err.contains("http.listen"), "{err}");
+    sharq::Config::from_toml("[http]\nlisten = \"0.0.0.0:8088\"\ntoken = \"t\"\n", "test").unwrap();
+}
