@@ -90,6 +90,12 @@ def main():
         wait_for("worker-b to take a share", lambda: (share(page, "worker-b") or 0) > 0.25)
         expect(page.locator("#events")).to_contain_text("member joined", timeout=5000)
 
+        # A wrong token is refused and said so, and changes nothing.
+        page.fill("#s-token", "wrong")
+        page.fill("#s-strategy", "round_robin")
+        page.click("#swap button[type=submit]")
+        expect(page.locator("#s-result")).to_contain_text("refused", timeout=15000)
+        page.fill("#s-token", TOKEN)
         page.fill("#s-strategy", "least_inflight")
         page.fill("#s-params", "{}")
         page.click("#swap button[type=submit]")
@@ -98,15 +104,11 @@ def main():
             detail = json.load(reply)
         assert detail["filters"][0]["strategy"] == "least_inflight", detail
         expect(page.locator("#events")).to_contain_text("strategy swapped", timeout=5000)
-        # A wrong token is refused and said so.
-        page.fill("#s-token", "wrong")
-        page.fill("#s-strategy", "round_robin")
-        page.click("#swap button[type=submit]")
-        expect(page.locator("#s-result")).to_contain_text("refused", timeout=15000)
-        page.fill("#s-token", TOKEN)
+        expect(page.locator("#d-strategy")).to_contain_text("least_inflight", timeout=5000)
         page.fill("#search", "")
         time.sleep(2.5)  # let the charts gather a few points for the screenshot
-        page.screenshot(path=SCREENSHOT, full_page=True)
+        page.evaluate("document.getElementById('detail').scrollTop = 0")
+        page.screenshot(path=SCREENSHOT)
         browser.close()
     stop.set()
     publisher.join()

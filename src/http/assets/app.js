@@ -148,6 +148,7 @@ function drawReasons(table, pairs) {
 }
 
 function chart(canvas, values) {
+  if (canvas.clientWidth && canvas.width !== canvas.clientWidth) canvas.width = canvas.clientWidth;
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height;
   ctx.clearRect(0, 0, w, h);
@@ -160,7 +161,7 @@ function chart(canvas, values) {
   ctx.lineWidth = 2;
   ctx.beginPath();
   values.forEach((v, i) => {
-    const x = (i / (HISTORY - 1)) * w;
+    const x = (i / (Math.max(values.length, 60) - 1)) * w;
     const y = h - 4 - (v / max) * (h - 20);
     if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
   });
