@@ -265,3 +265,41 @@ async fn listening_off_loopback_without_a_token_is_refused_naming_the_key() {
     assert!(err.contains("http.listen"), "{err}");
     sharq::Config::from_toml("[http]\nlisten = \"0.0.0.0:8088\"\ntoken = \"t\"\n", "test").unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purging_a_durable_group_drops_its_disk_tail_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let durable = |c: &mut sharq::Config| {
+        c.http.listen = "127.0.0.1:0".into();
+        c.http.token = "s3cret".into();
+        c.storage.dir = dir.path().to_path_buf();
+        c.storage.memory_window_messages = 4;
+    };
+    let broker = TestBroker::with(durable).await;
+    let (api, _) = broker.http();
+    let created = call(api, "POST", "/api/v1/groups", Some(json!({"group": "backlog", "filter": "b/#"}))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let mut publisher = RawClient::v5(broker.addr(), "producer").await;
+    publisher.publish_seqs("b/1", 0..20, QoS::AtLeastOnce).await;
+    let group = broker.state().router.group("backlog", "b/#").unwrap();
+    assert_eq!((group.queued(), group.queued_in_memory()), (20, 4), "16 wait on disk only");
+    let purged = call(api, "POST", "/api/v1/groups/backlog/purge?filter=b%2F%23", None).await;
+    assert_eq!(purged.json()["purged"], 20, "{}", purged.body);
+    // What arrives after the purge stays.
+    publisher.publish_seqs("b/1", 100..102, QoS::AtLeastOnce).await;
+    assert_eq!(group.queued(), 2);
+    publisher.disconnect().await;
+    broker.shutdown().await;
+    drop(group);
+    drop(broker);
+
+    let broker = TestBroker::with(durable).await;
+    let group = broker.state().router.group("backlog", "b/#").expect("declared through the API, kept by the store");
+    assert_eq!(group.queued(), 2);
+    let mut member = RawClient::v5(broker.addr(), "late").await;
+    member.subscribe("$share/backlog/b/#", QoS::AtLeastOnce).await;
+    let seqs = [member.recv_and_ack().await, member.recv_and_ack().await].map(|p| payload_seq(&p.payload));
+    assert_eq!(seqs, [100, 101]);
+    member.expect_no_publish(QUIET).await;
+    broker.shutdown().await;
+}

@@ -345,6 +345,13 @@ async fn forbidden_import_is_refused_at_start_naming_the_wasi_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_member_is_pinned_until_the_next_reload() {
     let (mut scene, counts) = always_failing("wrong_member", GENEROUS_DEADLINE_MS).await;
+    // The strategy's own counters stand still once pinned; what the fallback handled from then
+    // on is counted apart (the 40 messages less the failed calls).
+    let pinned = &scene.group("hostile").strategy_counters.pinned_messages;
+    assert_eq!(
+        pinned.load(std::sync::atomic::Ordering::Relaxed),
+        40 - MAX_FAILURES as u64
+    );
     assert_eq!(
         counts,
         Counts {

@@ -777,6 +777,8 @@ impl SharedGroup {
         item: &Queued,
         limits: GroupLimits,
     ) -> bool {
+        // Counted apart from the failure that pins the group (a fallback already).
+        let was_pinned = state.dispatcher.is_pinned();
         if state.dispatcher.is_wasm() {
             let chosen = self.hand_out_by_strategy(state, item, limits);
             if state.dispatcher.is_pinned() {
@@ -801,7 +803,7 @@ impl SharedGroup {
             self.rebuild_in_background(state);
         }
         let delivered = self.hand_out_round_robin(state, item, limits);
-        if delivered && state.dispatcher.is_pinned() {
+        if delivered && was_pinned {
             self.strategy_counters
                 .pinned_messages
                 .fetch_add(1, Ordering::Relaxed);
