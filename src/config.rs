@@ -577,10 +577,16 @@ impl Config {
             let Ok(address) = self.http.listen.parse::<SocketAddr>() else {
                 return Err(invalid(
                     "http.listen",
-                    &format!("must be ADDR:PORT such as \"127.0.0.1:8088\", got {:?}", self.http.listen),
+                    &format!(
+                        "must be ADDR:PORT such as \"127.0.0.1:8088\", got {:?}",
+                        self.http.listen
+                    ),
                 ));
             };
-            if !address.ip().is_loopback() && self.http.token.is_empty() && self.http.users.is_empty() {
+            if !address.ip().is_loopback()
+                && self.http.token.is_empty()
+                && self.http.users.is_empty()
+            {
                 return Err(invalid(
                     "http.listen",
                     &format!("{address} is not a loopback address: set `http.token` (or `http.users`) so that only you can use the API"),

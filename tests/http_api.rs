@@ -22,7 +22,12 @@ async fn http_broker(configure: impl FnOnce(&mut sharq::Config)) -> TestBroker {
 
 const TOKEN: &str = "Bearer s3cret";
 
-async fn call(addr: SocketAddr, method: &str, path: &str, body: Option<serde_json::Value>) -> http::Reply {
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> http::Reply {
     let body = body.map(|b| b.to_string());
     request(addr, method, path, Some(TOKEN), body.as_deref()).await
 }
@@ -33,24 +38,71 @@ async fn groups_list_detail_declare_purge_and_undeclare() {
     let (api, _) = broker.http();
 
     // Declare: 201, then 200 when it already is; a bad filter is 400; no token is 401.
-    let created = call(api, "POST", "/api/v1/groups", Some(json!({"group": "jobs", "filter": "jobs/#"}))).await;
+    let created = call(
+        api,
+        "POST",
+        "/api/v1/groups",
+        Some(json!({"group": "jobs", "filter": "jobs/#"})),
+    )
+    .await;
     assert_eq!(created.status, 201, "{}", created.body);
-    let again = call(api, "POST", "/api/v1/groups", Some(json!({"group": "jobs", "filter": "jobs/#"}))).await;
+    let again = call(
+        api,
+        "POST",
+        "/api/v1/groups",
+        Some(json!({"group": "jobs", "filter": "jobs/#"})),
+    )
+    .await;
     assert_eq!(again.status, 200, "{}", again.body);
-    let bad = call(api, "POST", "/api/v1/groups", Some(json!({"group": "jobs", "filter": "a/#/b"}))).await;
+    let bad = call(
+        api,
+        "POST",
+        "/api/v1/groups",
+        Some(json!({"group": "jobs", "filter": "a/#/b"})),
+    )
+    .await;
     assert!(bad.error(400).contains("a/#/b"), "{}", bad.body);
-    let malformed = call(api, "POST", "/api/v1/groups", Some(json!({"group": "jobs"}))).await;
-    assert!(malformed.error(400).contains("filter"), "{}", malformed.body);
-    let anonymous = request(api, "POST", "/api/v1/groups", None, Some(r#"{"group":"x","filter":"x"}"#)).await;
+    let malformed = call(
+        api,
+        "POST",
+        "/api/v1/groups",
+        Some(json!({"group": "jobs"})),
+    )
+    .await;
+    assert!(
+        malformed.error(400).contains("filter"),
+        "{}",
+        malformed.body
+    );
+    let anonymous = request(
+        api,
+        "POST",
+        "/api/v1/groups",
+        None,
+        Some(r#"{"group":"x","filter":"x"}"#),
+    )
+    .await;
     assert!(anonymous.error(401).contains("Bearer"));
     assert!(anonymous.header("www-authenticate").is_some());
-    let wrong = request(api, "POST", "/api/v1/groups", Some("Bearer nope"), Some(r#"{"group":"x","filter":"x"}"#)).await;
+    let wrong = request(
+        api,
+        "POST",
+        "/api/v1/groups",
+        Some("Bearer nope"),
+        Some(r#"{"group":"x","filter":"x"}"#),
+    )
+    .await;
     assert!(wrong.error(401).contains("wrong credentials"));
-    assert!(broker.state().router.group("x", "x").is_none(), "a refused call changed nothing");
+    assert!(
+        broker.state().router.group("x", "x").is_none(),
+        "a refused call changed nothing"
+    );
 
     // Messages wait in the declared group; list and detail show them.
     let mut publisher = RawClient::v5(broker.addr(), "producer").await;
-    publisher.publish_seqs("jobs/1", 0..3, QoS::AtLeastOnce).await;
+    publisher
+        .publish_seqs("jobs/1", 0..3, QoS::AtLeastOnce)
+        .await;
     let list = http::get(api, "/api/v1/groups").await;
     assert_eq!(list.status, 200);
     let groups = list.json()["groups"].as_array().unwrap().clone();
@@ -58,36 +110,76 @@ async fn groups_list_detail_declare_purge_and_undeclare() {
     assert_eq!(groups[0]["group"], "jobs");
     assert_eq!(groups[0]["declared"], true);
     assert_eq!(groups[0]["queued"], 3);
-    assert!(groups[0].get("members").is_none(), "the list leaves members to the detail");
+    assert!(
+        groups[0].get("members").is_none(),
+        "the list leaves members to the detail"
+    );
     let detail = http::get(api, "/api/v1/groups/jobs").await.json();
     assert_eq!(detail["filters"][0]["filter"], "jobs/#");
     assert_eq!(detail["filters"][0]["members"], json!([]));
-    assert!(http::get(api, "/api/v1/groups/nope").await.error(404).contains("nope"));
+    assert!(http::get(api, "/api/v1/groups/nope")
+        .await
+        .error(404)
+        .contains("nope"));
 
     // Purge: the 3 waiting messages go, counted; an unknown group is 404.
     let purged = call(api, "POST", "/api/v1/groups/jobs/purge", None).await;
     assert_eq!(purged.status, 200, "{}", purged.body);
     assert_eq!(purged.json()["purged"], 3);
-    assert_eq!(broker.state().router.group("jobs", "jobs/#").unwrap().queued(), 0);
-    assert!(call(api, "POST", "/api/v1/groups/nope/purge", None).await.error(404).contains("nope"));
+    assert_eq!(
+        broker
+            .state()
+            .router
+            .group("jobs", "jobs/#")
+            .unwrap()
+            .queued(),
+        0
+    );
+    assert!(call(api, "POST", "/api/v1/groups/nope/purge", None)
+        .await
+        .error(404)
+        .contains("nope"));
     let detail = http::get(api, "/api/v1/groups/jobs").await.json();
-    let dropped: Vec<(String, u64)> = serde_json::from_value(detail["filters"][0]["dropped_by"].clone()).unwrap();
+    let dropped: Vec<(String, u64)> =
+        serde_json::from_value(detail["filters"][0]["dropped_by"].clone()).unwrap();
     assert!(dropped.contains(&("purged".into(), 3)), "{dropped:?}");
 
     // Undeclare needs the filter; then the memberless group ends.
-    assert!(call(api, "DELETE", "/api/v1/groups/jobs", None).await.error(400).contains("filter"));
+    assert!(call(api, "DELETE", "/api/v1/groups/jobs", None)
+        .await
+        .error(400)
+        .contains("filter"));
     let undeclared = call(api, "DELETE", "/api/v1/groups/jobs?filter=jobs%2F%23", None).await;
     assert_eq!(undeclared.status, 200, "{}", undeclared.body);
     assert!(broker.state().router.group("jobs", "jobs/#").is_none());
-    assert!(call(api, "DELETE", "/api/v1/groups/jobs?filter=jobs%2F%23", None).await.error(404).contains("declared"));
+    assert!(
+        call(api, "DELETE", "/api/v1/groups/jobs?filter=jobs%2F%23", None)
+            .await
+            .error(404)
+            .contains("declared")
+    );
 
     // The events saw it all.
     let events = http::get(api, "/api/v1/events").await.json();
-    let kinds: Vec<String> = events["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
-    for kind in ["group_created", "declared", "purged", "undeclared", "group_ended"] {
+    let kinds: Vec<String> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    for kind in [
+        "group_created",
+        "declared",
+        "purged",
+        "undeclared",
+        "group_ended",
+    ] {
         assert!(kinds.iter().any(|k| k == kind), "{kind} not in {kinds:?}");
     }
-    assert!(http::get(api, "/api/v1/nothing").await.error(404).contains("openapi"));
+    assert!(http::get(api, "/api/v1/nothing")
+        .await
+        .error(404)
+        .contains("openapi"));
     broker.shutdown().await;
 }
 
@@ -103,14 +195,33 @@ async fn clients_list_detail_and_disconnect() {
     let detail = http::get(api, "/api/v1/clients/sensor%2F7").await;
     assert_eq!(detail.status, 200, "{}", detail.body);
     assert_eq!(detail.json()["subscriptions"], json!(["a/b"]));
-    assert!(http::get(api, "/api/v1/clients/ghost").await.error(404).contains("ghost"));
+    assert!(http::get(api, "/api/v1/clients/ghost")
+        .await
+        .error(404)
+        .contains("ghost"));
 
-    assert_eq!(request(api, "POST", "/api/v1/clients/sensor%2F7/disconnect", None, None).await.status, 401);
+    assert_eq!(
+        request(
+            api,
+            "POST",
+            "/api/v1/clients/sensor%2F7/disconnect",
+            None,
+            None
+        )
+        .await
+        .status,
+        401
+    );
     let kicked = call(api, "POST", "/api/v1/clients/sensor%2F7/disconnect", None).await;
     assert_eq!(kicked.status, 200, "{}", kicked.body);
     client.expect_disconnect(0x98).await;
     broker.wait_session_offline("sensor/7").await;
-    assert!(call(api, "POST", "/api/v1/clients/sensor%2F7/disconnect", None).await.error(404).contains("not connected"));
+    assert!(
+        call(api, "POST", "/api/v1/clients/sensor%2F7/disconnect", None)
+            .await
+            .error(404)
+            .contains("not connected")
+    );
     broker.shutdown().await;
 }
 
@@ -124,15 +235,77 @@ async fn strategy_swap_under_load_loses_nothing_and_errors_change_nothing() {
         client.subscribe("$share/load/l/#", QoS::AtLeastOnce).await;
         members.push(Member::spawn(client, AckMode::Ack));
     }
-    let configured = broker.state().router.group("load", "l/#").unwrap().strategy_label();
+    let configured = broker
+        .state()
+        .router
+        .group("load", "l/#")
+        .unwrap()
+        .strategy_label();
     // Errors first: unknown built-in (422), both kinds (400), no token (401), bad JSON (400).
-    assert!(call(api, "PUT", "/api/v1/groups/load/strategy", Some(json!({"strategy": "no_such"}))).await.error(422).contains("no_such"));
-    assert!(call(api, "PUT", "/api/v1/groups/load/strategy", Some(json!({"strategy": "round_robin", "plugin": "x.wasm"}))).await.error(400).contains("exactly one"));
-    assert_eq!(request(api, "PUT", "/api/v1/groups/load/strategy", None, Some(r#"{"strategy":"round_robin"}"#)).await.status, 401);
-    assert_eq!(request(api, "PUT", "/api/v1/groups/load/strategy", Some(TOKEN), Some("{not json")).await.status, 400);
-    assert!(call(api, "PUT", "/api/v1/groups/load/strategy", Some(json!({"plugin": "/nowhere/x.wasm"}))).await.error(422).contains("/nowhere/x.wasm"));
-    assert_eq!(broker.state().router.group("load", "l/#").unwrap().strategy_label(), configured);
-    assert!(call(api, "DELETE", "/api/v1/groups/load/strategy", None).await.error(404).contains("API"));
+    assert!(call(
+        api,
+        "PUT",
+        "/api/v1/groups/load/strategy",
+        Some(json!({"strategy": "no_such"}))
+    )
+    .await
+    .error(422)
+    .contains("no_such"));
+    assert!(call(
+        api,
+        "PUT",
+        "/api/v1/groups/load/strategy",
+        Some(json!({"strategy": "round_robin", "plugin": "x.wasm"}))
+    )
+    .await
+    .error(400)
+    .contains("exactly one"));
+    assert_eq!(
+        request(
+            api,
+            "PUT",
+            "/api/v1/groups/load/strategy",
+            None,
+            Some(r#"{"strategy":"round_robin"}"#)
+        )
+        .await
+        .status,
+        401
+    );
+    assert_eq!(
+        request(
+            api,
+            "PUT",
+            "/api/v1/groups/load/strategy",
+            Some(TOKEN),
+            Some("{not json")
+        )
+        .await
+        .status,
+        400
+    );
+    assert!(call(
+        api,
+        "PUT",
+        "/api/v1/groups/load/strategy",
+        Some(json!({"plugin": "/nowhere/x.wasm"}))
+    )
+    .await
+    .error(422)
+    .contains("/nowhere/x.wasm"));
+    assert_eq!(
+        broker
+            .state()
+            .router
+            .group("load", "l/#")
+            .unwrap()
+            .strategy_label(),
+        configured
+    );
+    assert!(call(api, "DELETE", "/api/v1/groups/load/strategy", None)
+        .await
+        .error(404)
+        .contains("API"));
 
     // Now swap back and forth while 3000 QoS 1 messages flow.
     let publishing = {
@@ -140,7 +313,9 @@ async fn strategy_swap_under_load_loses_nothing_and_errors_change_nothing() {
         tokio::spawn(async move {
             let mut publisher = RawClient::v5(addr, "producer").await;
             for chunk in 0..30u32 {
-                publisher.publish_seqs("l/x", chunk * 100..(chunk + 1) * 100, QoS::AtLeastOnce).await;
+                publisher
+                    .publish_seqs("l/x", chunk * 100..(chunk + 1) * 100, QoS::AtLeastOnce)
+                    .await;
             }
             publisher
         })
@@ -149,8 +324,18 @@ async fn strategy_swap_under_load_loses_nothing_and_errors_change_nothing() {
     let mut swaps = 0;
     while !publishing.is_finished() || swaps < 4 {
         let strategy = strategies[swaps % strategies.len()];
-        let params = if strategy == "random" { json!({"seed": 7}) } else { json!({}) };
-        let reply = call(api, "PUT", "/api/v1/groups/load/strategy", Some(json!({"strategy": strategy, "params": params}))).await;
+        let params = if strategy == "random" {
+            json!({"seed": 7})
+        } else {
+            json!({})
+        };
+        let reply = call(
+            api,
+            "PUT",
+            "/api/v1/groups/load/strategy",
+            Some(json!({"strategy": strategy, "params": params})),
+        )
+        .await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert_eq!(reply.json()["groups_swapped"], 1);
         swaps += 1;
@@ -159,11 +344,25 @@ async fn strategy_swap_under_load_loses_nothing_and_errors_change_nothing() {
     publishing.await.unwrap();
     let refs: Vec<&Member> = members.iter().collect();
     wait_total(&refs, 3000).await;
-    assert_exactly_once("after swaps", members.iter().flat_map(|m| m.seqs()), 0..3000);
+    assert_exactly_once(
+        "after swaps",
+        members.iter().flat_map(|m| m.seqs()),
+        0..3000,
+    );
     let group = broker.state().router.group("load", "l/#").unwrap();
-    assert!(group.strategy_counters.reloads.load(std::sync::atomic::Ordering::Relaxed) >= 4);
+    assert!(
+        group
+            .strategy_counters
+            .reloads
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 4
+    );
     let events = http::get(api, "/api/v1/events").await.json();
-    assert!(events["events"].as_array().unwrap().iter().any(|e| e["kind"] == "strategy_swapped"));
+    assert!(events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "strategy_swapped"));
 
     // Back to the config's rules.
     let cleared = call(api, "DELETE", "/api/v1/groups/load/strategy", None).await;
@@ -177,7 +376,10 @@ async fn reload_reads_the_config_file_or_says_why_not() {
     // No file: the embedded default (or a config built in code) cannot be reloaded.
     let broker = http_broker(|_| {}).await;
     let (api, _) = broker.http();
-    assert!(call(api, "POST", "/api/v1/reload", None).await.error(409).contains("--config"));
+    assert!(call(api, "POST", "/api/v1/reload", None)
+        .await
+        .error(409)
+        .contains("--config"));
     broker.shutdown().await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -188,13 +390,36 @@ async fn reload_reads_the_config_file_or_says_why_not() {
     let (api, _) = broker.http();
     let mut member = RawClient::v5(broker.addr(), "m").await;
     member.subscribe("$share/r/t", QoS::AtMostOnce).await;
-    std::fs::write(&path, format!("{toml}[[shared.groups]]\nname = \"r\"\nstrategy = \"round_robin\"\n")).unwrap();
+    std::fs::write(
+        &path,
+        format!("{toml}[[shared.groups]]\nname = \"r\"\nstrategy = \"round_robin\"\n"),
+    )
+    .unwrap();
     let reloaded = call(api, "POST", "/api/v1/reload", None).await;
     assert_eq!(reloaded.status, 200, "{}", reloaded.body);
-    assert_eq!(broker.state().router.group("r", "t").unwrap().strategy_label(), "round_robin");
+    assert_eq!(
+        broker
+            .state()
+            .router
+            .group("r", "t")
+            .unwrap()
+            .strategy_label(),
+        "round_robin"
+    );
     std::fs::write(&path, format!("{toml}[shared]\nno_such_key = 1\n")).unwrap();
-    assert!(call(api, "POST", "/api/v1/reload", None).await.error(422).contains("no_such_key"));
-    assert_eq!(broker.state().router.group("r", "t").unwrap().strategy_label(), "round_robin");
+    assert!(call(api, "POST", "/api/v1/reload", None)
+        .await
+        .error(422)
+        .contains("no_such_key"));
+    assert_eq!(
+        broker
+            .state()
+            .router
+            .group("r", "t")
+            .unwrap()
+            .strategy_label(),
+        "round_robin"
+    );
     broker.shutdown().await;
 }
 
@@ -208,11 +433,28 @@ async fn users_may_call_with_basic_auth_and_the_openapi_document_lists_every_rou
     let (api, _) = broker.http();
     let basic = |user: &str, password: &str| {
         use base64::Engine;
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
     };
-    let ok = request(api, "POST", "/api/v1/groups", Some(&basic("admin", "pw")), Some(r#"{"group":"b","filter":"b"}"#)).await;
+    let ok = request(
+        api,
+        "POST",
+        "/api/v1/groups",
+        Some(&basic("admin", "pw")),
+        Some(r#"{"group":"b","filter":"b"}"#),
+    )
+    .await;
     assert_eq!(ok.status, 201, "{}", ok.body);
-    let wrong = request(api, "POST", "/api/v1/groups", Some(&basic("admin", "nope")), Some(r#"{"group":"c","filter":"c"}"#)).await;
+    let wrong = request(
+        api,
+        "POST",
+        "/api/v1/groups",
+        Some(&basic("admin", "nope")),
+        Some(r#"{"group":"c","filter":"c"}"#),
+    )
+    .await;
     assert_eq!(wrong.status, 401);
 
     let spec = http::get(api, "/api/v1/openapi.json").await.json();
@@ -232,7 +474,10 @@ async fn users_may_call_with_basic_auth_and_the_openapi_document_lists_every_rou
         ("/openapi.json", &["get"]),
     ] {
         for method in methods {
-            assert!(paths.get(path).and_then(|p| p.get(*method)).is_some(), "{method} {path} is not described");
+            assert!(
+                paths.get(path).and_then(|p| p.get(*method)).is_some(),
+                "{method} {path} is not described"
+            );
         }
     }
     broker.shutdown().await;
@@ -259,9 +504,16 @@ async fn the_live_feed_pushes_snapshots_and_events() {
 
 #[tokio::test]
 async fn listening_off_loopback_without_a_token_is_refused_naming_the_key() {
-    let err = sharq::Config::from_toml("[http]\nlisten = \"0.0.0.0:8088\"\n", "test").unwrap_err().to_string();
-    assert!(err.contains("http.listen") && err.contains("http.token"), "{err}");
-    let err = sharq::Config::from_toml("[http]\nlisten = \"localhost\"\n", "test").unwrap_err().to_string();
+    let err = sharq::Config::from_toml("[http]\nlisten = \"0.0.0.0:8088\"\n", "test")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("http.listen") && err.contains("http.token"),
+        "{err}"
+    );
+    let err = sharq::Config::from_toml("[http]\nlisten = \"localhost\"\n", "test")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("http.listen"), "{err}");
     sharq::Config::from_toml("[http]\nlisten = \"0.0.0.0:8088\"\ntoken = \"t\"\n", "test").unwrap();
 }
@@ -277,16 +529,34 @@ async fn purging_a_durable_group_drops_its_disk_tail_for_good() {
     };
     let broker = TestBroker::with(durable).await;
     let (api, _) = broker.http();
-    let created = call(api, "POST", "/api/v1/groups", Some(json!({"group": "backlog", "filter": "b/#"}))).await;
+    let created = call(
+        api,
+        "POST",
+        "/api/v1/groups",
+        Some(json!({"group": "backlog", "filter": "b/#"})),
+    )
+    .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let mut publisher = RawClient::v5(broker.addr(), "producer").await;
     publisher.publish_seqs("b/1", 0..20, QoS::AtLeastOnce).await;
     let group = broker.state().router.group("backlog", "b/#").unwrap();
-    assert_eq!((group.queued(), group.queued_in_memory()), (20, 4), "16 wait on disk only");
-    let purged = call(api, "POST", "/api/v1/groups/backlog/purge?filter=b%2F%23", None).await;
+    assert_eq!(
+        (group.queued(), group.queued_in_memory()),
+        (20, 4),
+        "16 wait on disk only"
+    );
+    let purged = call(
+        api,
+        "POST",
+        "/api/v1/groups/backlog/purge?filter=b%2F%23",
+        None,
+    )
+    .await;
     assert_eq!(purged.json()["purged"], 20, "{}", purged.body);
     // What arrives after the purge stays.
-    publisher.publish_seqs("b/1", 100..102, QoS::AtLeastOnce).await;
+    publisher
+        .publish_seqs("b/1", 100..102, QoS::AtLeastOnce)
+        .await;
     assert_eq!(group.queued(), 2);
     publisher.disconnect().await;
     broker.shutdown().await;
@@ -294,11 +564,18 @@ async fn purging_a_durable_group_drops_its_disk_tail_for_good() {
     drop(broker);
 
     let broker = TestBroker::with(durable).await;
-    let group = broker.state().router.group("backlog", "b/#").expect("declared through the API, kept by the store");
+    let group = broker
+        .state()
+        .router
+        .group("backlog", "b/#")
+        .expect("declared through the API, kept by the store");
     assert_eq!(group.queued(), 2);
     let mut member = RawClient::v5(broker.addr(), "late").await;
-    member.subscribe("$share/backlog/b/#", QoS::AtLeastOnce).await;
-    let seqs = [member.recv_and_ack().await, member.recv_and_ack().await].map(|p| payload_seq(&p.payload));
+    member
+        .subscribe("$share/backlog/b/#", QoS::AtLeastOnce)
+        .await;
+    let seqs =
+        [member.recv_and_ack().await, member.recv_and_ack().await].map(|p| payload_seq(&p.payload));
     assert_eq!(seqs, [100, 101]);
     member.expect_no_publish(QUIET).await;
     broker.shutdown().await;

@@ -18,14 +18,17 @@ async fn the_dashboard_shows_groups_shares_and_swaps_strategies() {
     let state = broker.state().clone();
     tokio::task::spawn_blocking(move || {
         for i in 0..1000 {
-            state.declare_group(&format!("idle-{i:04}"), "idle/#").unwrap();
+            state
+                .declare_group(&format!("idle-{i:04}"), "idle/#")
+                .unwrap();
         }
     })
     .await
     .unwrap();
     let screenshot = tempfile::tempdir().unwrap();
     let path = screenshot.path().join("dashboard.png");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/dashboard_browser.py");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/dashboard_browser.py");
     let args = [
         http_addr.to_string(),
         broker.port().to_string(),
@@ -47,7 +50,10 @@ async fn the_dashboard_shows_groups_shares_and_swaps_strategies() {
         String::from_utf8_lossy(&output.stderr)
     );
     if std::env::var_os("SHARQ_DASHBOARD_SCREENSHOT").is_none() {
-        assert!(std::fs::metadata(&path).unwrap().len() > 10_000, "the screenshot is empty");
+        assert!(
+            std::fs::metadata(&path).unwrap().len() > 10_000,
+            "the screenshot is empty"
+        );
     }
     broker.shutdown().await;
 }

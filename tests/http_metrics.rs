@@ -17,7 +17,8 @@ type Sample = (String, BTreeMap<String, String>, f64);
 /// Runs the reference parser on `text`; `openmetrics` selects its strict OpenMetrics parser.
 fn parse(text: &str, openmetrics: bool) -> Vec<Sample> {
     use std::io::Write;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/parse_metrics.py");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/parse_metrics.py");
     let mut child = std::process::Command::new("python3")
         .arg(script)
         .args(openmetrics.then_some("openmetrics"))
@@ -26,7 +27,12 @@ fn parse(text: &str, openmetrics: bool) -> Vec<Sample> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("python3");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(
         output.status.success(),
@@ -51,7 +57,12 @@ fn parse(text: &str, openmetrics: bool) -> Vec<Sample> {
 fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     let found: Vec<&Sample> = samples
         .iter()
-        .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+        .filter(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
         .collect();
     assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
     found[0].2
@@ -60,7 +71,10 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 async fn scrape(addr: std::net::SocketAddr) -> Vec<Sample> {
     let reply: Reply = http::get(addr, "/metrics").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    assert!(reply.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(reply
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
     parse(&reply.body, false)
 }
 
@@ -79,18 +93,28 @@ async fn group_counters_match_what_the_members_saw() {
     let mut members = Vec::new();
     for i in 0..3 {
         let mut client = RawClient::v5(broker.addr(), &format!("worker-{i}")).await;
-        client.subscribe("$share/work/jobs/#", QoS::AtLeastOnce).await;
+        client
+            .subscribe("$share/work/jobs/#", QoS::AtLeastOnce)
+            .await;
         members.push(Member::spawn(client, AckMode::AckConfirmed));
     }
     let mut publisher = RawClient::v5(broker.addr(), "producer").await;
-    publisher.publish_seqs("jobs/a", 0..30, QoS::AtLeastOnce).await;
+    publisher
+        .publish_seqs("jobs/a", 0..30, QoS::AtLeastOnce)
+        .await;
     let refs: Vec<&Member> = members.iter().collect();
     wait_total(&refs, 30).await;
-    wait_until(Duration::from_secs(5), "all acked", || members.iter().map(|m| m.acked()).sum::<usize>() == 30).await;
+    wait_until(Duration::from_secs(5), "all acked", || {
+        members.iter().map(|m| m.acked()).sum::<usize>() == 30
+    })
+    .await;
 
     let samples = scrape(http_addr).await;
     let group = [("group", "work"), ("filter", "jobs/#")];
-    assert_eq!(value(&samples, "sharq_group_dispatched_total", &group), 30.0);
+    assert_eq!(
+        value(&samples, "sharq_group_dispatched_total", &group),
+        30.0
+    );
     for (i, member) in members.iter().enumerate() {
         let client = format!("worker-{i}");
         let labels = [group[0], group[1], ("client_id", client.as_str())];
@@ -111,15 +135,46 @@ async fn group_counters_match_what_the_members_saw() {
     }
     assert_eq!(acked, 30.0);
     let samples = scrape(http_addr).await;
-    assert_eq!(value(&samples, "sharq_group_members", &[group[0], group[1], ("state", "online")]), 3.0);
-    assert_eq!(value(&samples, "sharq_group_members", &[group[0], group[1], ("state", "offline")]), 0.0);
+    assert_eq!(
+        value(
+            &samples,
+            "sharq_group_members",
+            &[group[0], group[1], ("state", "online")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "sharq_group_members",
+            &[group[0], group[1], ("state", "offline")]
+        ),
+        0.0
+    );
     assert_eq!(value(&samples, "sharq_group_queued_messages", &group), 0.0);
     assert_eq!(value(&samples, "sharq_group_in_flight", &group), 0.0);
-    assert_eq!(value(&samples, "sharq_group_strategy_info", &[group[0], group[1], ("strategy", "round_robin")]), 1.0);
+    assert_eq!(
+        value(
+            &samples,
+            "sharq_group_strategy_info",
+            &[group[0], group[1], ("strategy", "round_robin")]
+        ),
+        1.0
+    );
     assert!(value(&samples, "sharq_messages_received_total", &[]) >= 30.0);
-    assert_eq!(value(&samples, "sharq_sessions", &[("state", "online")]), 4.0);
+    assert_eq!(
+        value(&samples, "sharq_sessions", &[("state", "online")]),
+        4.0
+    );
     let listener = format!("tcp {}", broker.addr());
-    assert_eq!(value(&samples, "sharq_connections", &[("listener", listener.as_str())]), 4.0);
+    assert_eq!(
+        value(
+            &samples,
+            "sharq_connections",
+            &[("listener", listener.as_str())]
+        ),
+        4.0
+    );
 
     // A member that takes copies and never acknowledges them, then goes away: its copies come
     // back, counted as redelivered because it disconnected.
@@ -127,8 +182,12 @@ async fn group_counters_match_what_the_members_saw() {
         member.stop().await.disconnect().await;
     }
     let mut hoarder = RawClient::v5(broker.addr(), "hoarder").await;
-    hoarder.subscribe("$share/work/jobs/#", QoS::AtLeastOnce).await;
-    publisher.publish_seqs("jobs/b", 100..104, QoS::AtLeastOnce).await;
+    hoarder
+        .subscribe("$share/work/jobs/#", QoS::AtLeastOnce)
+        .await;
+    publisher
+        .publish_seqs("jobs/b", 100..104, QoS::AtLeastOnce)
+        .await;
     for _ in 0..4 {
         hoarder.recv_publish().await;
     }
@@ -138,7 +197,14 @@ async fn group_counters_match_what_the_members_saw() {
     broker.wait_session_offline("hoarder").await;
     // Nobody is left to take them: the group queue holds 5, so 4 wait and are counted.
     let samples = scrape(http_addr).await;
-    assert_eq!(value(&samples, "sharq_group_redelivered_total", &[group[0], group[1], ("reason", "member_disconnected")]), 4.0);
+    assert_eq!(
+        value(
+            &samples,
+            "sharq_group_redelivered_total",
+            &[group[0], group[1], ("reason", "member_disconnected")]
+        ),
+        4.0
+    );
     assert_eq!(value(&samples, "sharq_group_queued_messages", &group), 4.0);
     assert!(value(&samples, "sharq_group_lag_seconds", &group) > 0.0);
 
@@ -147,7 +213,14 @@ async fn group_counters_match_what_the_members_saw() {
     let mut refused = 0;
     for seq in 200..203u32 {
         let id = publisher.packet_id();
-        publisher.send(&sharq::packet::Packet::Publish(publish_packet("jobs/c", &seq_payload(seq), QoS::AtLeastOnce, Some(id)))).await;
+        publisher
+            .send(&sharq::packet::Packet::Publish(publish_packet(
+                "jobs/c",
+                &seq_payload(seq),
+                QoS::AtLeastOnce,
+                Some(id),
+            )))
+            .await;
         let ack = publisher.recv_ack("PUBACK", id).await;
         if ack.reason_code == ReasonCode(0x97) {
             refused += 1;
@@ -155,8 +228,22 @@ async fn group_counters_match_what_the_members_saw() {
     }
     assert_eq!(refused, 2);
     let samples = scrape(http_addr).await;
-    assert_eq!(value(&samples, "sharq_group_dropped_total", &[group[0], group[1], ("reason", "queue_full_messages")]), 2.0);
-    assert_eq!(value(&samples, "sharq_messages_dropped_total", &[("reason", "group_queue_messages")]), 2.0);
+    assert_eq!(
+        value(
+            &samples,
+            "sharq_group_dropped_total",
+            &[group[0], group[1], ("reason", "queue_full_messages")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "sharq_messages_dropped_total",
+            &[("reason", "group_queue_messages")]
+        ),
+        2.0
+    );
     assert_eq!(value(&samples, "sharq_group_queued_messages", &group), 5.0);
     assert!(value(&samples, "sharq_group_queued_bytes", &group) > 0.0);
     broker.shutdown().await;
@@ -169,7 +256,9 @@ async fn groups_past_the_label_limit_are_summed_under_other() {
     let mut clients = Vec::new();
     for i in 0..4 {
         let mut client = RawClient::v5(broker.addr(), &format!("m{i}")).await;
-        client.subscribe(&format!("$share/g{i}/t/{i}"), QoS::AtMostOnce).await;
+        client
+            .subscribe(&format!("$share/g{i}/t/{i}"), QoS::AtMostOnce)
+            .await;
         clients.push(client);
     }
     let samples = scrape(http_addr).await;
@@ -180,9 +269,18 @@ async fn groups_past_the_label_limit_are_summed_under_other() {
         .collect();
     assert_eq!(labelled, ["_other", "g0", "g1"].map(String::from).into());
     assert_eq!(value(&samples, "sharq_groups", &[]), 4.0);
-    assert_eq!(value(&samples, "sharq_group_members", &[("group", "_other"), ("state", "online")]), 2.0);
+    assert_eq!(
+        value(
+            &samples,
+            "sharq_group_members",
+            &[("group", "_other"), ("state", "online")]
+        ),
+        2.0
+    );
     // No per-member series for the summed groups: that is what the guard is for.
-    assert!(!samples.iter().any(|(n, l, _)| n == "sharq_group_member_dispatched_total" && l["group"] == "_other"));
+    assert!(!samples
+        .iter()
+        .any(|(n, l, _)| n == "sharq_group_member_dispatched_total" && l["group"] == "_other"));
     broker.shutdown().await;
 }
 
@@ -194,16 +292,49 @@ async fn select_latency_and_failures_of_a_wasm_strategy_are_exported_as_openmetr
     member.subscribe("$share/wasm/w/#", QoS::AtMostOnce).await;
     let mut publisher = RawClient::v5(broker.addr(), "pub").await;
     for i in 0..10u32 {
-        publisher.publish("w/x", &i.to_be_bytes(), QoS::AtMostOnce, false).await;
+        publisher
+            .publish("w/x", &i.to_be_bytes(), QoS::AtMostOnce, false)
+            .await;
         member.recv_publish().await;
     }
     let samples = scrape(http_addr).await;
     let group = [("group", "wasm"), ("filter", "w/#")];
-    assert_eq!(value(&samples, "sharq_group_select_duration_seconds_count", &group), 10.0);
-    assert_eq!(value(&samples, "sharq_group_select_duration_seconds_bucket", &[group[0], group[1], ("le", "+Inf")]), 10.0);
-    assert_eq!(value(&samples, "sharq_group_strategy_selections_total", &group), 10.0);
-    assert_eq!(value(&samples, "sharq_group_strategy_failures_total", &[group[0], group[1], ("kind", "trap")]), 0.0);
-    assert_eq!(value(&samples, "sharq_group_strategy_info", &[group[0], group[1], ("strategy", "round_robin")]), 1.0);
+    assert_eq!(
+        value(
+            &samples,
+            "sharq_group_select_duration_seconds_count",
+            &group
+        ),
+        10.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "sharq_group_select_duration_seconds_bucket",
+            &[group[0], group[1], ("le", "+Inf")]
+        ),
+        10.0
+    );
+    assert_eq!(
+        value(&samples, "sharq_group_strategy_selections_total", &group),
+        10.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "sharq_group_strategy_failures_total",
+            &[group[0], group[1], ("kind", "trap")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "sharq_group_strategy_info",
+            &[group[0], group[1], ("strategy", "round_robin")]
+        ),
+        1.0
+    );
 
     // The same numbers as OpenMetrics, for a scraper that asks for it, through the strict
     // OpenMetrics parser.
@@ -225,7 +356,14 @@ async fn select_latency_and_failures_of_a_wasm_strategy_are_exported_as_openmetr
     };
     let samples = parse(&body, true);
     assert!(body.ends_with("# EOF\n"), "{body}");
-    assert_eq!(value(&samples, "sharq_group_select_duration_seconds_count", &group), 10.0);
+    assert_eq!(
+        value(
+            &samples,
+            "sharq_group_select_duration_seconds_count",
+            &group
+        ),
+        10.0
+    );
     broker.shutdown().await;
 }
 

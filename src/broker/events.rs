@@ -110,6 +110,9 @@ mod tests {
         let recent = feed.recent();
         assert_eq!(recent.len(), RECENT);
         assert_eq!(recent[0].detail, "c5");
-        assert_eq!(live.try_recv().map(|e| e.detail.clone()).ok(), Some("c0".into()));
+        assert_eq!(
+            live.try_recv().map(|e| e.detail.clone()).ok(),
+            Some("c0".into())
+        );
     }
 }

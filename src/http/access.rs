@@ -70,10 +70,7 @@ pub async fn check(State(http): State<Arc<HttpState>>, request: Request, next: N
 
 /// The caller the request proves to be, if any; an error for credentials that are wrong
 /// (rather than absent).
-async fn identify(
-    http: &HttpState,
-    presented: Option<String>,
-) -> Result<Option<Caller>, ApiError> {
+async fn identify(http: &HttpState, presented: Option<String>) -> Result<Option<Caller>, ApiError> {
     let Some(presented) = presented else {
         return Ok(None);
     };
@@ -124,7 +121,7 @@ fn query_token(query: Option<&str>) -> Option<String> {
     query?
         .split('&')
         .find_map(|pair| pair.strip_prefix("token="))
-        .map(|t| percent_decode(t))
+        .map(percent_decode)
 }
 
 /// Decodes `%XX` escapes (tokens are URL-safe, but a browser may escape anyway).
@@ -134,7 +131,10 @@ fn percent_decode(text: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         match (bytes[i], bytes.get(i + 1..i + 3)) {
-            (b'%', Some(hex)) => match std::str::from_utf8(hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            (b'%', Some(hex)) => match std::str::from_utf8(hex)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 Some(byte) => {
                     out.push(byte);
                     i += 3;
@@ -160,7 +160,10 @@ pub fn generate_token() -> String {
 mod tests {
     #[test]
     fn tokens_in_the_query_are_found_and_decoded() {
-        assert_eq!(super::query_token(Some("a=1&token=ab%2Dc")), Some("ab-c".into()));
+        assert_eq!(
+            super::query_token(Some("a=1&token=ab%2Dc")),
+            Some("ab-c".into())
+        );
         assert_eq!(super::query_token(Some("a=1")), None);
         assert_eq!(super::query_token(None), None);
         assert_ne!(super::generate_token(), super::generate_token());

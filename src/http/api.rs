@@ -46,7 +46,9 @@ pub async fn group_detail(
         .filter(|g| g.group == group)
         .collect();
     if filters.is_empty() {
-        return Err(ApiError::not_found(format!("no shared group named {group:?}")));
+        return Err(ApiError::not_found(format!(
+            "no shared group named {group:?}"
+        )));
     }
     ok(json!({ "group": group, "filters": filters }))
 }
@@ -69,16 +71,30 @@ pub async fn declare_group(
     let (name, filter) = (request.group.clone(), request.filter.clone());
     // A new group's strategy instance is made here: off the async workers.
     let declared = tokio::task::spawn_blocking(move || {
-        let existed = broker.router.group(&name, &filter).is_some_and(|g| g.is_declared());
+        let existed = broker
+            .router
+            .group(&name, &filter)
+            .is_some_and(|g| g.is_declared());
         broker.declare_group(&name, &filter).map(|_| existed)
     })
     .await?;
     match declared {
         Ok(existed) => {
-            let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
-            Ok((status, Json(json!({ "group": request.group, "filter": request.filter, "declared": true }))).into_response())
+            let status = if existed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            Ok((
+                status,
+                Json(json!({ "group": request.group, "filter": request.filter, "declared": true })),
+            )
+                .into_response())
         }
-        Err(e) => Err(ApiError::bad_request(format!("cannot declare group {:?} with filter {:?}: {e}", request.group, request.filter))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "cannot declare group {:?} with filter {:?}: {e}",
+            request.group, request.filter
+        ))),
     }
 }
 
@@ -94,12 +110,16 @@ pub async fn undeclare_group(
     Query(query): Query<FilterQuery>,
 ) -> ApiResult {
     let Some(filter) = query.filter else {
-        return Err(ApiError::bad_request("say which group: ?filter=<its topic filter> (URL-encoded)"));
+        return Err(ApiError::bad_request(
+            "say which group: ?filter=<its topic filter> (URL-encoded)",
+        ));
     };
     if http.broker.undeclare_group(&group, &filter) {
         ok(json!({ "group": group, "filter": filter, "declared": false }))
     } else {
-        Err(ApiError::not_found(format!("no declared group {group:?} with filter {filter:?}")))
+        Err(ApiError::not_found(format!(
+            "no declared group {group:?} with filter {filter:?}"
+        )))
     }
 }
 
@@ -132,9 +152,17 @@ impl StrategyRequest {
                 Value::Number(n) => match (n.as_i64(), n.as_f64()) {
                     (Some(i), _) => toml::Value::Integer(i),
                     (None, Some(f)) => toml::Value::Float(f),
-                    _ => return Err(ApiError::bad_request(format!("params.{key}: number out of range"))),
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "params.{key}: number out of range"
+                        )))
+                    }
                 },
-                _ => return Err(ApiError::bad_request(format!("params.{key}: must be a string, number or boolean"))),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "params.{key}: must be a string, number or boolean"
+                    )))
+                }
             };
             params.insert(key, value);
         }
@@ -168,7 +196,9 @@ pub async fn clear_strategy(
     Path(group): Path<String>,
 ) -> ApiResult {
     if !http.broker.strategies.is_overridden(&group) {
-        return Err(ApiError::not_found(format!("group {group:?} has no strategy set through the API")));
+        return Err(ApiError::not_found(format!(
+            "group {group:?} has no strategy set through the API"
+        )));
     }
     swap(&http, group, None).await
 }
@@ -177,7 +207,9 @@ async fn swap(http: &HttpState, group: String, rule: Option<GroupStrategyConfig>
     let broker = http.broker.clone();
     let name = group.clone();
     // Compiling and initialising a component: off the async workers.
-    let swapped = tokio::task::spawn_blocking(move || broker.set_group_strategy(&name, rule.as_ref())).await?;
+    let swapped =
+        tokio::task::spawn_blocking(move || broker.set_group_strategy(&name, rule.as_ref()))
+            .await?;
     match swapped {
         Ok(swapped) => {
             let strategy = http
@@ -189,7 +221,10 @@ async fn swap(http: &HttpState, group: String, rule: Option<GroupStrategyConfig>
                 .map(|g| g.strategy_label());
             ok(json!({ "group": group, "groups_swapped": swapped, "strategy": strategy }))
         }
-        Err(e) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("strategy refused, nothing changed: {e}"))),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("strategy refused, nothing changed: {e}"),
+        )),
     }
 }
 
@@ -217,7 +252,9 @@ pub async fn client_detail(
 ) -> ApiResult {
     match http.broker.session(&client_id) {
         Some(session) => ok(json!(ClientSample::of(&session))),
-        None => Err(ApiError::not_found(format!("no session for client id {client_id:?}"))),
+        None => Err(ApiError::not_found(format!(
+            "no session for client id {client_id:?}"
+        ))),
     }
 }
 
@@ -229,7 +266,9 @@ pub async fn disconnect_client(
     if http.broker.disconnect_client(&client_id) {
         ok(json!({ "client_id": client_id, "disconnected": true }))
     } else {
-        Err(ApiError::not_found(format!("client {client_id:?} is not connected")))
+        Err(ApiError::not_found(format!(
+            "client {client_id:?} is not connected"
+        )))
     }
 }
 
@@ -239,11 +278,17 @@ pub async fn reload_config(State(http): State<Arc<HttpState>>) -> ApiResult {
         return Err(ApiError::new(StatusCode::CONFLICT, "the broker runs on the embedded default configuration: there is no file to reload (start it with --config FILE)"));
     };
     if let Err(e) = http.broker.reload_acl() {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("ACL refused, nothing changed: {e}")));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("ACL refused, nothing changed: {e}"),
+        ));
     }
     match reload::reload_once(&http.broker, &path, Trigger::Api).await {
         Ok(_) => ok(json!({ "reloaded": true, "config": path.display().to_string() })),
-        Err(e) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("reload refused, the current configuration stays: {e}"))),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("reload refused, the current configuration stays: {e}"),
+        )),
     }
 }
 

@@ -71,7 +71,11 @@ async fn push(broker: Arc<BrokerState>, watched: Vec<String>, feed: mpsc::Sender
         .map(|e| json!(**e))
         .collect();
     if feed
-        .send(Event::default().event("events").data(json!(recent).to_string()))
+        .send(
+            Event::default()
+                .event("events")
+                .data(json!(recent).to_string()),
+        )
         .await
         .is_err()
     {
@@ -121,7 +125,9 @@ fn per_second(now: u64, before: Option<u64>, seconds: f64) -> f64 {
 
 fn snapshot(broker: &BrokerState, watched: &[String], rates: &mut Rates) -> Value {
     let now = Instant::now();
-    let seconds = rates.at.map_or(0.0, |at| now.duration_since(at).as_secs_f64());
+    let seconds = rates
+        .at
+        .map_or(0.0, |at| now.duration_since(at).as_secs_f64());
     let stats = &broker.stats;
     let received = Stats::get(&stats.messages_received);
     let sent = Stats::get(&stats.messages_sent);
@@ -152,7 +158,7 @@ fn snapshot(broker: &BrokerState, watched: &[String], rates: &mut Rates) -> Valu
                 "redelivered": g.redelivered, "dropped": g.dropped, "rate": rate,
                 "failures": g.strategy_stats.traps + g.strategy_stats.timeouts + g.strategy_stats.invalid_answers,
             });
-            let wanted = detailed.contains(&g.id) || watched.iter().any(|w| *w == g.group);
+            let wanted = detailed.contains(&g.id) || watched.contains(&g.group);
             if let (true, Some(object)) = (wanted, row.as_object_mut()) {
                 let members: Vec<Value> = g
                     .members

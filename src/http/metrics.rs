@@ -11,8 +11,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::broker::routing::message::Quota;
-use crate::broker::{DropReason, Stats};
 use crate::broker::BrokerState;
+use crate::broker::{DropReason, Stats};
 use crate::strategy::latency::{LatencyHistogram, LatencySnapshot};
 
 use super::views::{GroupSample, GROUP_DROP_REASONS};
@@ -50,7 +50,11 @@ impl Collector for BrokerCollector {
         let broker = &self.broker;
         encode_broker(&mut encoder, broker)?;
         let groups = GroupSample::all(broker);
-        encode_groups(&mut encoder, &groups, broker.config.http.max_labelled_groups)
+        encode_groups(
+            &mut encoder,
+            &groups,
+            broker.config.http.max_labelled_groups,
+        )
     }
 }
 
@@ -88,41 +92,85 @@ fn one(value: u64) -> Vec<(Labels, Value)> {
     vec![(Vec::new(), Value::Int(value))]
 }
 
-fn encode_broker(encoder: &mut DescriptorEncoder, broker: &BrokerState) -> Result<(), std::fmt::Error> {
+fn encode_broker(
+    encoder: &mut DescriptorEncoder,
+    broker: &BrokerState,
+) -> Result<(), std::fmt::Error> {
     let stats = &broker.stats;
     let get = Stats::get;
-    let listeners: Vec<(Labels, Value, u64)> = broker
-        .listeners
-        .read()
+    let (mut open, mut accepted) = (Vec::new(), Vec::new());
+    for (label, counts) in broker.listeners.read().iter() {
+        let labels: Labels = vec![("listener", label.to_string())];
+        open.push((
+            labels.clone(),
+            Value::Int(counts.open.load(Ordering::Relaxed)),
+        ));
+        accepted.push((labels, Value::Int(counts.accepted.load(Ordering::Relaxed))));
+    }
+    family(
+        encoder,
+        "sharq_connections",
+        "Sockets open now, per listener (TLS handshakes and CONNECTs under way included).",
+        MetricType::Gauge,
+        &open,
+    )?;
+    family(
+        encoder,
+        "sharq_connections_accepted",
+        "Sockets accepted per listener since start.",
+        MetricType::Counter,
+        &accepted,
+    )?;
+    family(
+        encoder,
+        "sharq_connections_refused",
+        "Sockets closed at accept by limits.max_connections or limits.max_connections_per_ip.",
+        MetricType::Counter,
+        &one(get(&stats.connections_refused)),
+    )?;
+    family(
+        encoder,
+        "sharq_auth_failures",
+        "Logins refused by authentication.",
+        MetricType::Counter,
+        &one(get(&stats.auth_failed)),
+    )?;
+    family(
+        encoder,
+        "sharq_acl_denied",
+        "PUBLISHes, subscriptions and group joins the ACL refused.",
+        MetricType::Counter,
+        &one(get(&stats.acl_denied)),
+    )?;
+    family(
+        encoder,
+        "sharq_messages_received",
+        "PUBLISH packets received from clients.",
+        MetricType::Counter,
+        &one(get(&stats.messages_received)),
+    )?;
+    family(
+        encoder,
+        "sharq_messages_sent",
+        "PUBLISH packets sent to clients.",
+        MetricType::Counter,
+        &one(get(&stats.messages_sent)),
+    )?;
+    let mut dropped: Vec<(Labels, Value)> = DropReason::ALL
         .iter()
-        .map(|(label, counts)| {
+        .map(|r| {
             (
-                vec![("listener", label.to_string())],
-                Value::Int(counts.open.load(Ordering::Relaxed)),
-                counts.accepted.load(Ordering::Relaxed),
+                vec![("reason", r.label().to_owned())],
+                Value::Int(stats.dropped_by(*r)),
             )
         })
         .collect();
-    let open: Vec<(Labels, Value)> = listeners
-        .iter()
-        .map(|(l, v, _)| (l.clone(), Value::Int(match v { Value::Int(v) => *v, Value::Float(_) => 0 })))
-        .collect();
-    let accepted: Vec<(Labels, Value)> = listeners
-        .iter()
-        .map(|(l, _, a)| (l.clone(), Value::Int(*a)))
-        .collect();
-    family(encoder, "sharq_connections", "Sockets open now, per listener (TLS handshakes and CONNECTs under way included).", MetricType::Gauge, &open)?;
-    family(encoder, "sharq_connections_accepted", "Sockets accepted per listener since start.", MetricType::Counter, &accepted)?;
-    family(encoder, "sharq_connections_refused", "Sockets closed at accept by limits.max_connections or limits.max_connections_per_ip.", MetricType::Counter, &one(get(&stats.connections_refused)))?;
-    family(encoder, "sharq_auth_failures", "Logins refused by authentication.", MetricType::Counter, &one(get(&stats.auth_failed)))?;
-    family(encoder, "sharq_acl_denied", "PUBLISHes, subscriptions and group joins the ACL refused.", MetricType::Counter, &one(get(&stats.acl_denied)))?;
-    family(encoder, "sharq_messages_received", "PUBLISH packets received from clients.", MetricType::Counter, &one(get(&stats.messages_received)))?;
-    family(encoder, "sharq_messages_sent", "PUBLISH packets sent to clients.", MetricType::Counter, &one(get(&stats.messages_sent)))?;
-    let mut dropped: Vec<(Labels, Value)> = DropReason::ALL
-        .iter()
-        .map(|r| (vec![("reason", r.label().to_owned())], Value::Int(stats.dropped_by(*r))))
-        .collect();
-    for quota in [Quota::SessionMessages, Quota::SessionBytes, Quota::GroupMessages, Quota::GroupBytes] {
+    for quota in [
+        Quota::SessionMessages,
+        Quota::SessionBytes,
+        Quota::GroupMessages,
+        Quota::GroupBytes,
+    ] {
         dropped.push((
             vec![("reason", quota.label().to_owned())],
             Value::Int(get(&stats.refused_by_quota[quota.index()])),
@@ -131,27 +179,92 @@ fn encode_broker(encoder: &mut DescriptorEncoder, broker: &BrokerState) -> Resul
     family(encoder, "sharq_messages_dropped", "Copies of messages not delivered, by reason: a full queue (named by its bound), expiry, size, a group that ended.", MetricType::Counter, &dropped)?;
     let retained_refused: Vec<(Labels, Value)> = [Quota::RetainedMessages, Quota::RetainedBytes]
         .iter()
-        .map(|q| (vec![("reason", q.label().to_owned())], Value::Int(get(&stats.refused_by_quota[q.index()]))))
+        .map(|q| {
+            (
+                vec![("reason", q.label().to_owned())],
+                Value::Int(get(&stats.refused_by_quota[q.index()])),
+            )
+        })
         .collect();
     family(encoder, "sharq_retained_refused", "Retained messages not kept because the retained store was full (the message is still routed).", MetricType::Counter, &retained_refused)?;
-    family(encoder, "sharq_received_bytes", "Bytes read from client sockets.", MetricType::Counter, &one(get(&stats.bytes_received)))?;
-    family(encoder, "sharq_sent_bytes", "Bytes written to client sockets.", MetricType::Counter, &one(get(&stats.bytes_sent)))?;
-    family(encoder, "sharq_retained_messages", "Retained messages held.", MetricType::Gauge, &one(broker.retained.len() as u64))?;
-    family(encoder, "sharq_retained_bytes", "Whole-message bytes of the retained messages held.", MetricType::Gauge, &one(broker.retained.bytes() as u64))?;
+    family(
+        encoder,
+        "sharq_received_bytes",
+        "Bytes read from client sockets.",
+        MetricType::Counter,
+        &one(get(&stats.bytes_received)),
+    )?;
+    family(
+        encoder,
+        "sharq_sent_bytes",
+        "Bytes written to client sockets.",
+        MetricType::Counter,
+        &one(get(&stats.bytes_sent)),
+    )?;
+    family(
+        encoder,
+        "sharq_retained_messages",
+        "Retained messages held.",
+        MetricType::Gauge,
+        &one(broker.retained.len() as u64),
+    )?;
+    family(
+        encoder,
+        "sharq_retained_bytes",
+        "Whole-message bytes of the retained messages held.",
+        MetricType::Gauge,
+        &one(broker.retained.bytes() as u64),
+    )?;
     let sessions = broker.sessions();
     let online = sessions.iter().filter(|s| s.is_online()).count() as u64;
-    family(encoder, "sharq_sessions", "Sessions held, by whether a connection is attached.", MetricType::Gauge, &[
-        (vec![("state", "online".to_owned())], Value::Int(online)),
-        (vec![("state", "offline".to_owned())], Value::Int(sessions.len() as u64 - online)),
-    ])?;
-    family(encoder, "sharq_subscriptions", "Subscriptions, plain and shared.", MetricType::Gauge, &one(broker.router.subscription_count() as u64))?;
-    family(encoder, "sharq_uptime_seconds", "Seconds since the broker started.", MetricType::Gauge, &[(Vec::new(), Value::Float(broker.started_at.elapsed().as_secs_f64()))])?;
-    family(encoder, "sharq_build_info", "The broker's version.", MetricType::Gauge, &[(vec![("version", env!("CARGO_PKG_VERSION").to_owned())], Value::Int(1))])?;
+    family(
+        encoder,
+        "sharq_sessions",
+        "Sessions held, by whether a connection is attached.",
+        MetricType::Gauge,
+        &[
+            (vec![("state", "online".to_owned())], Value::Int(online)),
+            (
+                vec![("state", "offline".to_owned())],
+                Value::Int(sessions.len() as u64 - online),
+            ),
+        ],
+    )?;
+    family(
+        encoder,
+        "sharq_subscriptions",
+        "Subscriptions, plain and shared.",
+        MetricType::Gauge,
+        &one(broker.router.subscription_count() as u64),
+    )?;
+    family(
+        encoder,
+        "sharq_uptime_seconds",
+        "Seconds since the broker started.",
+        MetricType::Gauge,
+        &[(
+            Vec::new(),
+            Value::Float(broker.started_at.elapsed().as_secs_f64()),
+        )],
+    )?;
+    family(
+        encoder,
+        "sharq_build_info",
+        "The broker's version.",
+        MetricType::Gauge,
+        &[(
+            vec![("version", env!("CARGO_PKG_VERSION").to_owned())],
+            Value::Int(1),
+        )],
+    )?;
     Ok(())
 }
 
 /// The groups labelled one by one, and the sum of the rest under [`OTHER`].
-fn labelled(groups: &[GroupSample], max_labelled: usize) -> (Vec<&GroupSample>, Option<GroupSample>) {
+fn labelled(
+    groups: &[GroupSample],
+    max_labelled: usize,
+) -> (Vec<&GroupSample>, Option<GroupSample>) {
     let (named, rest) = groups.split_at(groups.len().min(max_labelled));
     let other = rest.iter().fold(None::<GroupSample>, |sum, g| {
         Some(match sum {
@@ -204,7 +317,10 @@ fn group_labels(g: &GroupSample) -> Labels {
     vec![("group", g.group.clone()), ("filter", g.filter.clone())]
 }
 
-fn per_group(groups: &[&GroupSample], value: impl Fn(&GroupSample) -> Value) -> Vec<(Labels, Value)> {
+fn per_group(
+    groups: &[&GroupSample],
+    value: impl Fn(&GroupSample) -> Value,
+) -> Vec<(Labels, Value)> {
     groups.iter().map(|g| (group_labels(g), value(g))).collect()
 }
 
@@ -213,7 +329,13 @@ fn encode_groups(
     groups: &[GroupSample],
     max_labelled: usize,
 ) -> Result<(), std::fmt::Error> {
-    family(encoder, "sharq_groups", "Shared groups alive (one per share name and filter).", MetricType::Gauge, &one(groups.len() as u64))?;
+    family(
+        encoder,
+        "sharq_groups",
+        "Shared groups alive (one per share name and filter).",
+        MetricType::Gauge,
+        &one(groups.len() as u64),
+    )?;
     let (named, other) = labelled(groups, max_labelled);
     let mut all: Vec<&GroupSample> = named;
     if let Some(other) = &other {
@@ -222,37 +344,109 @@ fn encode_groups(
     let all = &all[..];
     let mut members = Vec::new();
     for g in all {
-        members.push((with(group_labels(g), "state", "online"), Value::Int(g.members_online as u64)));
-        members.push((with(group_labels(g), "state", "offline"), Value::Int(g.members_offline as u64)));
+        members.push((
+            with(group_labels(g), "state", "online"),
+            Value::Int(g.members_online as u64),
+        ));
+        members.push((
+            with(group_labels(g), "state", "offline"),
+            Value::Int(g.members_offline as u64),
+        ));
     }
-    family(encoder, "sharq_group_members", "Members of the group, by whether their session is connected.", MetricType::Gauge, &members)?;
+    family(
+        encoder,
+        "sharq_group_members",
+        "Members of the group, by whether their session is connected.",
+        MetricType::Gauge,
+        &members,
+    )?;
     let per_member: Vec<(Labels, Value)> = all
         .iter()
         .flat_map(|g| {
             g.members.iter().map(move |m| {
-                (with(group_labels(g), "client_id", &m.client_id), Value::Int(m.dispatched))
+                (
+                    with(group_labels(g), "client_id", &m.client_id),
+                    Value::Int(m.dispatched),
+                )
             })
         })
         .collect();
     family(encoder, "sharq_group_member_dispatched", "Messages the group handed to each member since it joined (not for groups summed under _other).", MetricType::Counter, &per_member)?;
-    family(encoder, "sharq_group_dispatched", "Messages the group handed to members.", MetricType::Counter, &per_group(all, |g| Value::Int(g.dispatched)))?;
-    family(encoder, "sharq_group_acked", "Copies members finished: PUBACK, PUBCOMP, or sent at QoS 0.", MetricType::Counter, &per_group(all, |g| Value::Int(g.acked)))?;
+    family(
+        encoder,
+        "sharq_group_dispatched",
+        "Messages the group handed to members.",
+        MetricType::Counter,
+        &per_group(all, |g| Value::Int(g.dispatched)),
+    )?;
+    family(
+        encoder,
+        "sharq_group_acked",
+        "Copies members finished: PUBACK, PUBCOMP, or sent at QoS 0.",
+        MetricType::Counter,
+        &per_group(all, |g| Value::Int(g.acked)),
+    )?;
     let redelivered: Vec<(Labels, Value)> = all
         .iter()
-        .flat_map(|g| g.redelivered_by.iter().map(move |(reason, n)| (with(group_labels(g), "reason", reason), Value::Int(*n))))
+        .flat_map(|g| {
+            g.redelivered_by
+                .iter()
+                .map(move |(reason, n)| (with(group_labels(g), "reason", reason), Value::Int(*n)))
+        })
         .collect();
-    family(encoder, "sharq_group_redelivered", "Copies that came back from a member to go to another, by reason.", MetricType::Counter, &redelivered)?;
+    family(
+        encoder,
+        "sharq_group_redelivered",
+        "Copies that came back from a member to go to another, by reason.",
+        MetricType::Counter,
+        &redelivered,
+    )?;
     let dropped: Vec<(Labels, Value)> = all
         .iter()
         .flat_map(|g| {
-            GROUP_DROP_REASONS.iter().zip(&g.dropped_by).map(move |(reason, (_, n))| (with(group_labels(g), "reason", reason), Value::Int(*n)))
+            GROUP_DROP_REASONS
+                .iter()
+                .zip(&g.dropped_by)
+                .map(move |(reason, (_, n))| {
+                    (with(group_labels(g), "reason", reason), Value::Int(*n))
+                })
         })
         .collect();
-    family(encoder, "sharq_group_dropped", "Messages of the group not delivered, by reason.", MetricType::Counter, &dropped)?;
-    family(encoder, "sharq_group_queued_messages", "Messages waiting in the group for a member with room (memory and disk).", MetricType::Gauge, &per_group(all, |g| Value::Int(g.queued as u64)))?;
-    family(encoder, "sharq_group_queued_bytes", "Whole-message bytes waiting in the group.", MetricType::Gauge, &per_group(all, |g| Value::Int(g.queued_bytes as u64)))?;
-    family(encoder, "sharq_group_lag_seconds", "Age of the oldest message waiting in the group (0 when none waits).", MetricType::Gauge, &per_group(all, |g| Value::Float(g.lag_seconds)))?;
-    family(encoder, "sharq_group_in_flight", "Copies handed to members and not finished yet.", MetricType::Gauge, &per_group(all, |g| Value::Int(g.in_flight as u64)))?;
+    family(
+        encoder,
+        "sharq_group_dropped",
+        "Messages of the group not delivered, by reason.",
+        MetricType::Counter,
+        &dropped,
+    )?;
+    family(
+        encoder,
+        "sharq_group_queued_messages",
+        "Messages waiting in the group for a member with room (memory and disk).",
+        MetricType::Gauge,
+        &per_group(all, |g| Value::Int(g.queued as u64)),
+    )?;
+    family(
+        encoder,
+        "sharq_group_queued_bytes",
+        "Whole-message bytes waiting in the group.",
+        MetricType::Gauge,
+        &per_group(all, |g| Value::Int(g.queued_bytes as u64)),
+    )?;
+    family(
+        encoder,
+        "sharq_group_lag_seconds",
+        "Age of the oldest message waiting in the group (0 when none waits).",
+        MetricType::Gauge,
+        &per_group(all, |g| Value::Float(g.lag_seconds)),
+    )?;
+    family(
+        encoder,
+        "sharq_group_in_flight",
+        "Copies handed to members and not finished yet.",
+        MetricType::Gauge,
+        &per_group(all, |g| Value::Int(g.in_flight as u64)),
+    )?;
     let info: Vec<(Labels, Value)> = all
         .iter()
         .filter(|g| g.group != OTHER)
@@ -263,24 +457,76 @@ fn encode_groups(
             (labels, Value::Int(1))
         })
         .collect();
-    family(encoder, "sharq_group_strategy_info", "The group's strategy and its version (a digest of the component).", MetricType::Gauge, &info)?;
-    family(encoder, "sharq_group_strategy_pinned", "1 while the group is pinned to the native round robin after repeated strategy failures.", MetricType::Gauge, &per_group(all, |g| Value::Int(u64::from(g.pinned))))?;
+    family(
+        encoder,
+        "sharq_group_strategy_info",
+        "The group's strategy and its version (a digest of the component).",
+        MetricType::Gauge,
+        &info,
+    )?;
+    family(
+        encoder,
+        "sharq_group_strategy_pinned",
+        "1 while the group is pinned to the native round robin after repeated strategy failures.",
+        MetricType::Gauge,
+        &per_group(all, |g| Value::Int(u64::from(g.pinned))),
+    )?;
     let failures: Vec<(Labels, Value)> = all
         .iter()
         .flat_map(|g| {
             let s = &g.strategy_stats;
-            [("trap", s.traps), ("timeout", s.timeouts), ("invalid_answer", s.invalid_answers)]
-                .into_iter()
-                .map(move |(kind, n)| (with(group_labels(g), "kind", kind), Value::Int(n)))
+            [
+                ("trap", s.traps),
+                ("timeout", s.timeouts),
+                ("invalid_answer", s.invalid_answers),
+            ]
+            .into_iter()
+            .map(move |(kind, n)| (with(group_labels(g), "kind", kind), Value::Int(n)))
         })
         .collect();
     family(encoder, "sharq_group_strategy_failures", "Strategy calls that failed, by kind; each message is placed by the native round robin instead.", MetricType::Counter, &failures)?;
-    family(encoder, "sharq_group_strategy_selections", "Members the strategy chose.", MetricType::Counter, &per_group(all, |g| Value::Int(g.strategy_stats.selections)))?;
-    family(encoder, "sharq_group_strategy_fallbacks", "Messages the native round robin placed because the strategy failed or declined.", MetricType::Counter, &per_group(all, |g| Value::Int(g.strategy_stats.fallbacks)))?;
-    family(encoder, "sharq_group_strategy_spills", "Choices of a member whose window was full, placed elsewhere.", MetricType::Counter, &per_group(all, |g| Value::Int(g.strategy_stats.spills)))?;
-    family(encoder, "sharq_group_strategy_rebuilds", "Strategy instances rebuilt after a failure.", MetricType::Counter, &per_group(all, |g| Value::Int(g.strategy_stats.rebuilds)))?;
-    family(encoder, "sharq_group_strategy_reloads", "New strategies swapped in while the group lived (config reload, admin API).", MetricType::Counter, &per_group(all, |g| Value::Int(g.strategy_stats.reloads)))?;
-    family(encoder, "sharq_group_pinned_messages", "Messages handled while the group was pinned to the native round robin.", MetricType::Counter, &per_group(all, |g| Value::Int(g.strategy_stats.pinned_messages)))?;
+    family(
+        encoder,
+        "sharq_group_strategy_selections",
+        "Members the strategy chose.",
+        MetricType::Counter,
+        &per_group(all, |g| Value::Int(g.strategy_stats.selections)),
+    )?;
+    family(
+        encoder,
+        "sharq_group_strategy_fallbacks",
+        "Messages the native round robin placed because the strategy failed or declined.",
+        MetricType::Counter,
+        &per_group(all, |g| Value::Int(g.strategy_stats.fallbacks)),
+    )?;
+    family(
+        encoder,
+        "sharq_group_strategy_spills",
+        "Choices of a member whose window was full, placed elsewhere.",
+        MetricType::Counter,
+        &per_group(all, |g| Value::Int(g.strategy_stats.spills)),
+    )?;
+    family(
+        encoder,
+        "sharq_group_strategy_rebuilds",
+        "Strategy instances rebuilt after a failure.",
+        MetricType::Counter,
+        &per_group(all, |g| Value::Int(g.strategy_stats.rebuilds)),
+    )?;
+    family(
+        encoder,
+        "sharq_group_strategy_reloads",
+        "New strategies swapped in while the group lived (config reload, admin API).",
+        MetricType::Counter,
+        &per_group(all, |g| Value::Int(g.strategy_stats.reloads)),
+    )?;
+    family(
+        encoder,
+        "sharq_group_pinned_messages",
+        "Messages handled while the group was pinned to the native round robin.",
+        MetricType::Counter,
+        &per_group(all, |g| Value::Int(g.strategy_stats.pinned_messages)),
+    )?;
     let mut latency = encoder.encode_descriptor(
         "sharq_group_select_duration_seconds",
         "How long the strategy's select call took.",
@@ -288,16 +534,19 @@ fn encode_groups(
         MetricType::Histogram,
     )?;
     for g in all {
-        let Some(snapshot): Option<&LatencySnapshot> = g.strategy_stats.select_latency.as_ref() else {
+        let Some(snapshot): Option<&LatencySnapshot> = g.strategy_stats.select_latency.as_ref()
+        else {
             continue;
         };
         let labels = group_labels(g);
-        latency.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-            snapshot.sum_seconds,
-            snapshot.count,
-            &snapshot.buckets,
-            None,
-        )?;
+        latency
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(
+                snapshot.sum_seconds,
+                snapshot.count,
+                &snapshot.buckets,
+                None,
+            )?;
     }
     Ok(())
 }

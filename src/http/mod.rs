@@ -70,7 +70,9 @@ pub async fn start(broker: Arc<BrokerState>) -> io::Result<Option<HttpServer>> {
         // Config::validate refuses this too; a Config built in code may not have been.
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("http.listen {address} is not a loopback address: set http.token (or http.users)"),
+            format!(
+                "http.listen {address} is not a loopback address: set http.token (or http.users)"
+            ),
         ));
     }
     let (token, token_generated) = if settings.token.is_empty() {
@@ -79,7 +81,10 @@ pub async fn start(broker: Arc<BrokerState>) -> io::Result<Option<HttpServer>> {
         (settings.token.clone(), false)
     };
     let socket = tokio::net::TcpListener::bind(address).await.map_err(|e| {
-        io::Error::new(e.kind(), format!("http.listen: cannot listen on {address}: {e}"))
+        io::Error::new(
+            e.kind(),
+            format!("http.listen: cannot listen on {address}: {e}"),
+        )
     })?;
     let bound = socket.local_addr()?;
     let state = Arc::new(HttpState {
@@ -110,12 +115,21 @@ pub async fn start(broker: Arc<BrokerState>) -> io::Result<Option<HttpServer>> {
 fn routes(state: Arc<HttpState>) -> Router {
     let api = Router::new()
         .route("/groups", get(api::list_groups).post(api::declare_group))
-        .route("/groups/{group}", get(api::group_detail).delete(api::undeclare_group))
-        .route("/groups/{group}/strategy", put(api::set_strategy).delete(api::clear_strategy))
+        .route(
+            "/groups/{group}",
+            get(api::group_detail).delete(api::undeclare_group),
+        )
+        .route(
+            "/groups/{group}/strategy",
+            put(api::set_strategy).delete(api::clear_strategy),
+        )
         .route("/groups/{group}/purge", post(api::purge_group))
         .route("/clients", get(api::list_clients))
         .route("/clients/{client_id}", get(api::client_detail))
-        .route("/clients/{client_id}/disconnect", post(api::disconnect_client))
+        .route(
+            "/clients/{client_id}/disconnect",
+            post(api::disconnect_client),
+        )
         .route("/reload", post(api::reload_config))
         .route("/events", get(api::recent_events))
         .route("/live", get(live::live))
@@ -123,11 +137,20 @@ fn routes(state: Arc<HttpState>) -> Router {
         .fallback(api::not_found);
     Router::new()
         .route("/", get(|| asset(INDEX_HTML, "text/html; charset=utf-8")))
-        .route("/app.js", get(|| asset(APP_JS, "text/javascript; charset=utf-8")))
-        .route("/app.css", get(|| asset(APP_CSS, "text/css; charset=utf-8")))
+        .route(
+            "/app.js",
+            get(|| asset(APP_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/app.css",
+            get(|| asset(APP_CSS, "text/css; charset=utf-8")),
+        )
         .route("/metrics", get(scrape))
         .nest("/api/v1", api)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), access::check))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::check,
+        ))
         .with_state(state)
 }
 
@@ -168,6 +191,10 @@ async fn scrape(
             };
             ([(header::CONTENT_TYPE, content_type)], text).into_response()
         }
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the metrics").into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the metrics",
+        )
+            .into_response(),
     }
 }

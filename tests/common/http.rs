@@ -145,7 +145,8 @@ pub struct SseStream {
 impl SseStream {
     pub async fn open(addr: SocketAddr, path: &str) -> SseStream {
         let mut stream = TcpStream::connect(addr).await.expect("HTTP connect");
-        let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+        let head =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
         stream.write_all(head.as_bytes()).await.unwrap();
         let mut raw = Vec::new();
         let split = loop {
@@ -162,7 +163,10 @@ impl SseStream {
         };
         let head = String::from_utf8_lossy(&raw[..split]).into_owned();
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(head.to_ascii_lowercase().contains("text/event-stream"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("text/event-stream"),
+            "{head}"
+        );
         SseStream {
             stream,
             raw: raw[split + 4..].to_vec(),

@@ -22,8 +22,8 @@ use crate::broker::events::{EventFeed, EventKind};
 use crate::broker::routing::delivery::{
     CopyTally, Delivery, Enqueued, GroupId, GroupTag, Mailbox, Occasion, QueueLimits,
 };
-use crate::broker::shared::counters::{GroupCounters, GroupDrop, Redelivery};
 use crate::broker::routing::message::{Message, Quota, SessionId};
+use crate::broker::shared::counters::{GroupCounters, GroupDrop, Redelivery};
 use crate::broker::store::encoding::{decode_entry, encode_entry, Clock};
 use crate::broker::store::journal::RefillResult;
 use crate::broker::store::spill::Spill;
@@ -575,7 +575,12 @@ impl SharedGroup {
     }
 
     /// Takes back copies a member could not finish and hands them to other members, oldest first.
-    pub fn redispatch(self: &Arc<Self>, copies: Vec<Queued>, limits: GroupLimits, reason: Redelivery) {
+    pub fn redispatch(
+        self: &Arc<Self>,
+        copies: Vec<Queued>,
+        limits: GroupLimits,
+        reason: Redelivery,
+    ) {
         let count = copies.len() as u64;
         let mut state = self.state.lock();
         if state.ended {

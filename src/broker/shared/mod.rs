@@ -6,4 +6,6 @@ pub mod counters;
 pub mod group;
 
 pub use counters::{GroupCounters, GroupDrop, Redelivery};
-pub use group::{AfterLeave, Dispatched, GroupLimits, GroupView, MemberStats, MemberView, SharedGroup};
+pub use group::{
+    AfterLeave, Dispatched, GroupLimits, GroupView, MemberStats, MemberView, SharedGroup,
+};

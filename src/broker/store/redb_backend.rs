@@ -600,7 +600,13 @@ mod tests {
         let recovered = store.recover().unwrap();
         assert_eq!(
             recovered.queues,
-            vec![("g:jobs/t".to_owned(), QueueStats { count: 2, bytes: 14 })]
+            vec![(
+                "g:jobs/t".to_owned(),
+                QueueStats {
+                    count: 2,
+                    bytes: 14
+                }
+            )]
         );
     }
 
