@@ -580,3 +580,43 @@ async fn purging_a_durable_group_drops_its_disk_tail_for_good() {
     member.expect_no_publish(QUIET).await;
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_loopback_every_read_needs_credentials_but_the_page_itself() {
+    let broker = http_broker(|c| c.http.listen = "0.0.0.0:0".into()).await;
+    let (bound, _) = broker.http();
+    let api = SocketAddr::from(([127, 0, 0, 1], bound.port()));
+    for path in [
+        "/metrics",
+        "/api/v1/groups",
+        "/api/v1/groups/g",
+        "/api/v1/clients",
+        "/api/v1/clients/c",
+        "/api/v1/events",
+        "/api/v1/live",
+    ] {
+        let anonymous = http::get(api, path).await;
+        assert!(anonymous.error(401).contains("Bearer"), "{path}");
+        let wrong = request(api, "GET", path, Some("Bearer wrong"), None).await;
+        assert_eq!(wrong.status, 401, "{path}");
+    }
+    for path in [
+        "/metrics",
+        "/api/v1/groups",
+        "/api/v1/clients",
+        "/api/v1/events",
+    ] {
+        assert_eq!(
+            request(api, "GET", path, Some(TOKEN), None).await.status,
+            200,
+            "{path}"
+        );
+    }
+    // The live feed takes the token in the query too (EventSource cannot set headers).
+    let mut feed = http::SseStream::open(api, "/api/v1/live?token=s3cret").await;
+    feed.next_named("snapshot", Duration::from_secs(3)).await;
+    for path in ["/", "/app.js", "/app.css", "/api/v1/openapi.json"] {
+        assert_eq!(http::get(api, path).await.status, 200, "{path} is public");
+    }
+    broker.shutdown().await;
+}

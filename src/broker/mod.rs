@@ -14,9 +14,11 @@
 //! 5. a `Session`'s state (queue, in flight, connection link).
 //!
 //! The retained store, admission counts, log limits (refused sockets, failed handshakes, failed
-//! logins), a strategy's spare instances, the authenticator slot, the ACL slot and the store
-//! journal's pending batch each have a leaf lock, taken under none of the above except the
-//! journal's (taken under a queue's lock; nothing is called under it). A TLS listener's settings
+//! logins), a strategy's spare instances, the strategy registry's rules and admin-API
+//! overrides, the authenticator slot, the ACL slot, the listeners' counts list, the group event
+//! feed and the store journal's pending batch each have a leaf lock, taken under none of the
+//! above except the journal's (taken under a queue's lock) and the event feed's (taken under a
+//! group's or the tree's, to announce a change in order; nothing is called under either). A TLS listener's settings
 //! are in an `ArcSwap` (`net/tls.rs`): swapped on reload, read per handshake, no lock. All are
 //! `parking_lot` locks, never held across an `.await`; no Wasm instance is created under 1–3, and a group's failed instance is rebuilt
 //! under none of them.

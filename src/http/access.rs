@@ -1,7 +1,9 @@
-//! Who may use the HTTP side. Reading (metrics, the API's GETs, the dashboard) is open on a
-//! loopback address; anything else needs the bearer token `http.token` (made at start when
-//! the config leaves it empty) or a user named in `http.users` with their `[auth]` password
-//! over HTTP Basic. Every call that changes something needs one of them and is logged.
+//! Who may use the HTTP side. The dashboard's own files and the API's description are public
+//! (they hold no data: the page asks for the token to show anything off loopback). Reading
+//! (metrics, the API's GETs, the live feed) is open on a loopback address; anything else needs
+//! the bearer token `http.token` (made at start when the config leaves it empty) or a user named
+//! in `http.users` with their `[auth]` password over HTTP Basic. Every call that changes
+//! something needs one of them and is logged.
 
 use std::sync::Arc;
 
@@ -18,6 +20,9 @@ use super::error::ApiError;
 use super::HttpState;
 use crate::broker::Credentials;
 
+/// What anyone may fetch: the dashboard's files and the API's description.
+const PUBLIC: [&str; 4] = ["/", "/app.js", "/app.css", "/api/v1/openapi.json"];
+
 /// Who a request was made by, for the log.
 #[derive(Debug, Clone)]
 enum Caller {
@@ -28,6 +33,9 @@ enum Caller {
 /// Checks the caller of every request; see the module's doc for the rules.
 pub async fn check(State(http): State<Arc<HttpState>>, request: Request, next: Next) -> Response {
     let mutating = !matches!(*request.method(), Method::GET | Method::HEAD);
+    if !mutating && PUBLIC.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
