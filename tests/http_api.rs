@@ -11,16 +11,8 @@ use common::*;
 use serde_json::json;
 use sharq::packet::QoS;
 
-async fn http_broker(configure: impl FnOnce(&mut sharq::Config)) -> TestBroker {
-    TestBroker::with(|c| {
-        c.http.listen = "127.0.0.1:0".into();
-        c.http.token = "s3cret".into();
-        configure(c);
-    })
-    .await
-}
-
-const TOKEN: &str = "Bearer s3cret";
+/// The Authorization header for the token of `TestBroker::with_http`.
+const AUTH: &str = "Bearer s3cret";
 
 async fn call(
     addr: SocketAddr,
@@ -29,12 +21,12 @@ async fn call(
     body: Option<serde_json::Value>,
 ) -> http::Reply {
     let body = body.map(|b| b.to_string());
-    request(addr, method, path, Some(TOKEN), body.as_deref()).await
+    request(addr, method, path, Some(AUTH), body.as_deref()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_list_detail_declare_purge_and_undeclare() {
-    let broker = http_broker(|_| {}).await;
+    let broker = TestBroker::with_http(|_| {}).await;
     let (api, _) = broker.http();
 
     // Declare: 201, then 200 when it already is; a bad filter is 400; no token is 401.
@@ -185,7 +177,7 @@ async fn groups_list_detail_declare_purge_and_undeclare() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_list_detail_and_disconnect() {
-    let broker = http_broker(|_| {}).await;
+    let broker = TestBroker::with_http(|_| {}).await;
     let (api, _) = broker.http();
     let mut client = RawClient::v5(broker.addr(), "sensor/7").await;
     client.subscribe("a/b", QoS::AtLeastOnce).await;
@@ -227,7 +219,7 @@ async fn clients_list_detail_and_disconnect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strategy_swap_under_load_loses_nothing_and_errors_change_nothing() {
-    let broker = http_broker(|_| {}).await;
+    let broker = TestBroker::with_http(|_| {}).await;
     let (api, _) = broker.http();
     let mut members = Vec::new();
     for i in 0..3 {
@@ -277,7 +269,7 @@ async fn strategy_swap_under_load_loses_nothing_and_errors_change_nothing() {
             api,
             "PUT",
             "/api/v1/groups/load/strategy",
-            Some(TOKEN),
+            Some(AUTH),
             Some("{not json")
         )
         .await
@@ -374,7 +366,7 @@ async fn strategy_swap_under_load_loses_nothing_and_errors_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_reads_the_config_file_or_says_why_not() {
     // No file: the embedded default (or a config built in code) cannot be reloaded.
-    let broker = http_broker(|_| {}).await;
+    let broker = TestBroker::with_http(|_| {}).await;
     let (api, _) = broker.http();
     assert!(call(api, "POST", "/api/v1/reload", None)
         .await
@@ -425,7 +417,7 @@ async fn reload_reads_the_config_file_or_says_why_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_may_call_with_basic_auth_and_the_openapi_document_lists_every_route() {
-    let broker = http_broker(|c| {
+    let broker = TestBroker::with_http(|c| {
         c.auth.users.insert("admin".into(), "pw".into());
         c.http.users = vec!["admin".into()];
     })
@@ -485,7 +477,7 @@ async fn users_may_call_with_basic_auth_and_the_openapi_document_lists_every_rou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_feed_pushes_snapshots_and_events() {
-    let broker = http_broker(|_| {}).await;
+    let broker = TestBroker::with_http(|_| {}).await;
     let (api, _) = broker.http();
     let mut feed = http::SseStream::open(api, "/api/v1/live?watch=feed").await;
     feed.next_named("events", TIMEOUT).await;
@@ -583,7 +575,7 @@ async fn purging_a_durable_group_drops_its_disk_tail_for_good() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn off_loopback_every_read_needs_credentials_but_the_page_itself() {
-    let broker = http_broker(|c| c.http.listen = "0.0.0.0:0".into()).await;
+    let broker = TestBroker::with_http(|c| c.http.listen = "0.0.0.0:0".into()).await;
     let (bound, _) = broker.http();
     let api = SocketAddr::from(([127, 0, 0, 1], bound.port()));
     for path in [
@@ -607,7 +599,7 @@ async fn off_loopback_every_read_needs_credentials_but_the_page_itself() {
         "/api/v1/events",
     ] {
         assert_eq!(
-            request(api, "GET", path, Some(TOKEN), None).await.status,
+            request(api, "GET", path, Some(AUTH), None).await.status,
             200,
             "{path}"
         );

@@ -78,17 +78,9 @@ async fn scrape(addr: std::net::SocketAddr) -> Vec<Sample> {
     parse(&reply.body, false)
 }
 
-async fn http_broker(configure: impl FnOnce(&mut sharq::Config)) -> TestBroker {
-    TestBroker::with(|c| {
-        c.http.listen = "127.0.0.1:0".into();
-        configure(c);
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_counters_match_what_the_members_saw() {
-    let broker = http_broker(|c| c.shared.group_queue_max_messages = 5).await;
+    let broker = TestBroker::with_http(|c| c.shared.group_queue_max_messages = 5).await;
     let (http_addr, _) = broker.http();
     let mut members = Vec::new();
     for i in 0..3 {
@@ -251,7 +243,7 @@ async fn group_counters_match_what_the_members_saw() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_past_the_label_limit_are_summed_under_other() {
-    let broker = http_broker(|c| c.http.max_labelled_groups = 2).await;
+    let broker = TestBroker::with_http(|c| c.http.max_labelled_groups = 2).await;
     let (http_addr, _) = broker.http();
     let mut clients = Vec::new();
     for i in 0..4 {
@@ -286,7 +278,7 @@ async fn groups_past_the_label_limit_are_summed_under_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn select_latency_and_failures_of_a_wasm_strategy_are_exported_as_openmetrics_too() {
-    let broker = http_broker(|c| c.shared.default_strategy = "round_robin".into()).await;
+    let broker = TestBroker::with_http(|c| c.shared.default_strategy = "round_robin".into()).await;
     let (http_addr, _) = broker.http();
     let mut member = RawClient::v5(broker.addr(), "solo").await;
     member.subscribe("$share/wasm/w/#", QoS::AtMostOnce).await;

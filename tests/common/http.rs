@@ -9,6 +9,9 @@ use tokio::net::TcpStream;
 
 use super::TIMEOUT;
 
+/// The `http.token` of [`super::TestBroker::with_http`].
+pub const TOKEN: &str = "s3cret";
+
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,

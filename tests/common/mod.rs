@@ -77,6 +77,17 @@ impl TestBroker {
         TestBroker::from_config(config).await
     }
 
+    /// Like [`TestBroker::with`], with the HTTP side on an ephemeral loopback port and the
+    /// token [`http::TOKEN`].
+    pub async fn with_http(configure: impl FnOnce(&mut Config)) -> TestBroker {
+        TestBroker::with(|c| {
+            c.http.listen = "127.0.0.1:0".into();
+            c.http.token = http::TOKEN.into();
+            configure(c);
+        })
+        .await
+    }
+
     /// Starts with `config` exactly as given (it must listen on one ephemeral port).
     pub async fn from_config(config: Config) -> TestBroker {
         init_tracing();
