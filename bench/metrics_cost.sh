@@ -13,8 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${PORT:-18851}
 HTTP_PORT=${HTTP_PORT:-18852}
-ROUNDS=${ROUNDS:-5}
-MESSAGES=${MESSAGES:-300000}
+ROUNDS=${ROUNDS:-7}
+MESSAGES=${MESSAGES:-2000000}
 SCRAPE_GROUPS=${SCRAPE_GROUPS:-1000}
 OUT=${OUT:-target/metrics_cost.jsonl}
 VARIANTS=${VARIANTS:-"no_http http_scraped http_idle"}
@@ -32,7 +32,7 @@ start() { # VARIANT
     {
         printf '[server]\nlisteners = ["127.0.0.1:%s"]\nlog = "warn"\nsys_interval_secs = 0\n' "$PORT"
         printf '[limits]\nmax_inflight = 64\nmax_queued_messages = 100000\nmax_queued_bytes = 1073741824\nmax_connections = 100000\n'
-        printf '[shared]\ngroup_queue_max_bytes = 1073741824\ndefault_strategy = "round_robin"\n'
+        printf '[shared]\ngroup_queue_max_messages = 10000000\ngroup_queue_max_bytes = 1073741824\ndefault_strategy = "round_robin"\n'
         case "$variant" in
             http_*) printf '[http]\nlisten = "127.0.0.1:%s"\ntoken = "bench"\n' "$HTTP_PORT" ;;
         esac
