@@ -404,6 +404,8 @@ fn write_message(w: &mut Writer, message: &Message, clock: Clock) {
         properties: message.properties.clone(),
     };
     write_publish(w, &publish);
+    // Last, so that records written before it existed still read: they lack it.
+    w.u64(clock.to_unix(message.received_at));
 }
 
 fn read_message(r: &mut Reader<'_>, clock: Clock) -> Result<Arc<Message>, Corrupt> {
@@ -412,11 +414,17 @@ fn read_message(r: &mut Reader<'_>, clock: Clock) -> Result<Arc<Message>, Corrup
     let publish = read_publish(r)?;
     let topic = publish.topic.clone();
     let expires_at = (expires_at_ms != 0).then(|| clock.to_instant(expires_at_ms));
+    // When the broker first received it: absent from records of earlier versions.
+    let received_at = match r.0.len() {
+        8 => clock.to_instant(r.u64()?),
+        _ => clock.instant,
+    };
     Ok(Message::restored(
         publish,
         topic,
         publisher_client_id,
         expires_at,
+        received_at,
     ))
 }
 
