@@ -416,8 +416,8 @@ fn read_message(r: &mut Reader<'_>, clock: Clock) -> Result<Arc<Message>, Corrup
     let expires_at = (expires_at_ms != 0).then(|| clock.to_instant(expires_at_ms));
     // When the broker first received it: absent from records of earlier versions.
     let received_at = match r.0.len() {
-        8 => clock.to_instant(r.u64()?),
-        _ => clock.instant,
+        0 => clock.instant,
+        _ => clock.to_instant(r.u64()?),
     };
     Ok(Message::restored(
         publish,
@@ -587,5 +587,20 @@ mod tests {
         foreign[0] = 99;
         assert!(decode_entry(&foreign, Clock::now()).is_err());
         assert!(decode_session(&[]).is_err());
+    }
+
+    #[test]
+    fn the_arrival_time_survives_and_records_without_it_still_read() {
+        let clock = Clock::now();
+        let value = encode_entry(&message(), None, clock);
+        let later = Clock {
+            instant: clock.instant + Duration::from_secs(5),
+            unix_ms: clock.unix_ms + 5000,
+        };
+        let read = decode_entry(&value, later).unwrap();
+        assert!(read.message.received_at <= clock.instant + Duration::from_millis(1));
+        // Written before the arrival time was kept: the last 8 bytes absent.
+        let older = decode_entry(&value[..value.len() - 8], later).unwrap();
+        assert_eq!(older.message.received_at, later.instant);
     }
 }
