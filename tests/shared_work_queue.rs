@@ -499,3 +499,61 @@ async fn ordered_keys_keep_their_order_under_churn_and_ack_timeouts() {
     }
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_0_2_strategy_sees_the_ordering_key() {
+    let plugin = fixture_plugin("fixture_key_affinity");
+    let broker = broker_with(
+        vec![rule("dev", |r| {
+            r.plugin = Some(plugin.clone());
+            r.ordered_by = Some("topic_levels:dev/{id}/#".into());
+        })],
+        |_| {},
+    )
+    .await;
+    let mut members = Vec::new();
+    for i in 0..3 {
+        let mut client = RawClient::v5(broker.addr(), &format!("w{i}")).await;
+        client.subscribe("$share/dev/dev/#", QoS::AtLeastOnce).await;
+        members.push(Member::spawn(client, AckMode::Ack));
+    }
+    let mut publisher = RawClient::v5(broker.addr(), "producer").await;
+    // Device d's messages on several topics: a topic-hash strategy would scatter them.
+    let mut seq = 0;
+    for device in 0..6 {
+        for metric in ["temp", "rpm", "volt", "amps"] {
+            publisher
+                .publish_seqs(
+                    &format!("dev/{device}/{metric}"),
+                    seq..seq + 1,
+                    QoS::AtLeastOnce,
+                )
+                .await;
+            seq += 1;
+        }
+    }
+    let refs: Vec<&Member> = members.iter().collect();
+    wait_total(&refs, 24).await;
+    let group = broker.state().router.group("dev", "dev/#").unwrap();
+    assert_eq!(
+        group
+            .strategy_counters
+            .selections
+            .load(std::sync::atomic::Ordering::Relaxed),
+        24,
+        "the strategy chose every one"
+    );
+    let mut holder: HashMap<String, usize> = HashMap::new();
+    for (i, member) in members.iter().enumerate() {
+        for got in member.got() {
+            let device = got.publish.topic.split('/').nth(1).unwrap().to_owned();
+            let previous = holder.insert(device.clone(), i);
+            assert!(
+                previous.is_none_or(|p| p == i),
+                "device {device} went to members {previous:?} and {i}"
+            );
+        }
+    }
+    assert_eq!(holder.len(), 6);
+    broker.shutdown().await;
+}

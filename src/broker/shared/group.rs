@@ -1074,11 +1074,13 @@ impl SharedGroup {
             return Some(false);
         }
         let publisher = message.publisher_client_id.as_deref().unwrap_or("");
+        let topic_hash = key_hash(message.topic.as_bytes());
         let view = MessageView {
             topic: &message.topic,
             publisher,
             payload: &message.payload,
-            topic_hash: key_hash(message.topic.as_bytes()),
+            topic_hash,
+            key_hash: item.key.unwrap_or(topic_hash),
             publisher_hash: if publisher.is_empty() {
                 0
             } else {
