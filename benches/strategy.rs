@@ -41,6 +41,7 @@ impl Message {
             publisher: &self.publisher,
             payload: &self.payload,
             topic_hash: self.topic_hash,
+            key_hash: self.topic_hash,
             publisher_hash: self.publisher_hash,
             qos: 1,
             retain: false,

@@ -77,6 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     publisher: "publisher",
                     payload: b"{}",
                     topic_hash: key_hash(topic.as_bytes()),
+                    key_hash: key_hash(topic.as_bytes()),
                     publisher_hash: key_hash(b"publisher"),
                     qos: 1,
                     retain: false,

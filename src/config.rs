@@ -323,16 +323,36 @@ pub struct SharedConfig {
 
 /// One `[[shared.declared]]` entry: the group `$share/{name}/{filter}` (`$queue/{filter}` is
 /// the name `$queue`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DeclaredGroupConfig {
     /// The share name: non-empty, without `/`, `+` or `#`.
     pub name: String,
     /// The topic filter the group's members subscribe with after the share name.
     pub filter: String,
+    /// Work-queue setting (off when unset): a QoS 1 copy a connected member has not
+    /// acknowledged within this many milliseconds goes to another member.
+    pub ack_timeout_ms: Option<u64>,
+    /// Work-queue setting: failed deliveries (disconnect, ack timeout, PUBACK/PUBREC >= 0x80)
+    /// after which a message is dead-lettered instead of retried.
+    pub max_deliveries: Option<u32>,
+    /// Work-queue setting: where dead-lettered messages are published; `{group}` and
+    /// `{topic}` are replaced. Unset: they are dropped and counted.
+    pub dead_letter_topic: Option<String>,
+    /// Work-queue setting: per-key order, `"topic"`, `"publisher"` or
+    /// `"topic_levels:PATTERN"`.
+    pub ordered_by: Option<String>,
+    /// Work-queue setting: queued messages older than this many seconds are dropped.
+    pub max_age_secs: Option<u64>,
+    /// Work-queue setting: the group queue keeps only the newest message per `ordered_by` key.
+    #[serde(default)]
+    pub compact: bool,
+    /// Work-queue setting: what a full group queue does with a new message.
+    #[serde(default)]
+    pub overflow: Overflow,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GroupStrategyConfig {
     /// The share name, or a glob over share names.
@@ -356,9 +376,128 @@ pub struct GroupStrategyConfig {
     pub deadline_ms: Option<u64>,
     /// This plugin's instantiate + `init` deadline, overriding `shared.plugin_init_deadline_ms`.
     pub init_deadline_ms: Option<u64>,
+    /// Work-queue setting (off when unset): a QoS 1 copy a connected member has not
+    /// acknowledged within this many milliseconds goes to another member.
+    pub ack_timeout_ms: Option<u64>,
+    /// Work-queue setting: failed deliveries (disconnect, ack timeout, PUBACK/PUBREC >= 0x80)
+    /// after which a message is dead-lettered instead of retried.
+    pub max_deliveries: Option<u32>,
+    /// Work-queue setting: where dead-lettered messages are published; `{group}` and
+    /// `{topic}` are replaced. Unset: they are dropped and counted.
+    pub dead_letter_topic: Option<String>,
+    /// Work-queue setting: per-key order, `"topic"`, `"publisher"` or
+    /// `"topic_levels:PATTERN"`.
+    pub ordered_by: Option<String>,
+    /// Work-queue setting: queued messages older than this many seconds are dropped.
+    pub max_age_secs: Option<u64>,
+    /// Work-queue setting: the group queue keeps only the newest message per `ordered_by` key.
+    #[serde(default)]
+    pub compact: bool,
+    /// Work-queue setting: what a full group queue does with a new message.
+    #[serde(default)]
+    pub overflow: Overflow,
+}
+
+/// What a full group queue does with a new message.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Refuse it (v5 publishers hear PUBACK/PUBREC 0x97).
+    #[default]
+    RejectNew,
+    /// Drop the oldest waiting message to make room.
+    DropOldest,
+}
+
+/// A group's work-queue settings, as a `[[shared.groups]]` rule or a `[[shared.declared]]`
+/// entry writes them (the same keys in both).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueConfig {
+    pub ack_timeout_ms: Option<u64>,
+    pub max_deliveries: Option<u32>,
+    pub dead_letter_topic: Option<String>,
+    pub ordered_by: Option<String>,
+    pub max_age_secs: Option<u64>,
+    pub compact: bool,
+    pub overflow: Overflow,
+}
+
+impl QueueConfig {
+    /// True when no setting is made: the group behaves as a plain shared group.
+    pub fn is_default(&self) -> bool {
+        *self == QueueConfig::default()
+    }
+
+    /// Checks the values; `key` names the entry (`shared.groups[2]`).
+    pub fn validate(&self, key: &str) -> Result<(), (String, String)> {
+        let bad = |field: &str, reason: String| Err((format!("{key}.{field}"), reason));
+        if self.ack_timeout_ms == Some(0) {
+            return bad(
+                "ack_timeout_ms",
+                "must be at least 1 (leave it out for none)".into(),
+            );
+        }
+        if self.max_deliveries == Some(0) {
+            return bad(
+                "max_deliveries",
+                "must be at least 1 (leave it out for no limit)".into(),
+            );
+        }
+        if self.max_age_secs == Some(0) {
+            return bad(
+                "max_age_secs",
+                "must be at least 1 (leave it out for no limit)".into(),
+            );
+        }
+        if let Some(topic) = &self.dead_letter_topic {
+            let sample = topic.replace("{group}", "g").replace("{topic}", "t");
+            if let Err(e) = crate::topic::validate_topic_name(&sample, usize::MAX) {
+                return bad(
+                    "dead_letter_topic",
+                    format!("{topic:?} is not a topic name: {e}"),
+                );
+            }
+        }
+        if let Some(spec) = &self.ordered_by {
+            if let Err(reason) = crate::broker::shared::settings::KeySpec::parse(spec) {
+                return bad("ordered_by", reason);
+            }
+        }
+        if self.compact && self.ordered_by.is_none() {
+            return bad(
+                "compact",
+                "needs `ordered_by`: it keeps the newest message per key".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+macro_rules! queue_config_of {
+    ($entry:expr) => {
+        QueueConfig {
+            ack_timeout_ms: $entry.ack_timeout_ms,
+            max_deliveries: $entry.max_deliveries,
+            dead_letter_topic: $entry.dead_letter_topic.clone(),
+            ordered_by: $entry.ordered_by.clone(),
+            max_age_secs: $entry.max_age_secs,
+            compact: $entry.compact,
+            overflow: $entry.overflow,
+        }
+    };
+}
+
+impl DeclaredGroupConfig {
+    pub fn queue_config(&self) -> QueueConfig {
+        queue_config_of!(self)
+    }
 }
 
 impl GroupStrategyConfig {
+    pub fn queue_config(&self) -> QueueConfig {
+        queue_config_of!(self)
+    }
+
     /// Params as the WIT contract passes them: strings.
     pub fn params_as_strings(&self) -> Vec<(String, String)> {
         self.params
@@ -708,7 +847,21 @@ impl Config {
                 }
             }
         }
+        for (index, rule) in self.shared.groups.iter().enumerate() {
+            if let Err((key, reason)) = rule
+                .queue_config()
+                .validate(&format!("shared.groups[{index}]"))
+            {
+                return Err(invalid(&key, &reason));
+            }
+        }
         for (index, declared) in self.shared.declared.iter().enumerate() {
+            if let Err((key, reason)) = declared
+                .queue_config()
+                .validate(&format!("shared.declared[{index}]"))
+            {
+                return Err(invalid(&key, &reason));
+            }
             if let Err(e) = crate::topic::validate_share_name(&declared.name) {
                 return Err(invalid(
                     &format!("shared.declared[{index}].name"),
@@ -815,10 +968,12 @@ mod tests {
                 DeclaredGroupConfig {
                     name: "jobs".to_owned(),
                     filter: "jobs/#".to_owned(),
+                    ..Default::default()
                 },
                 DeclaredGroupConfig {
                     name: "$queue".to_owned(),
                     filter: "tasks/+".to_owned(),
+                    ..Default::default()
                 },
             ]
         );

@@ -257,6 +257,7 @@ async fn a_declared_group_keeps_what_it_collected_across_a_restart() {
         c.shared.declared = vec![sharq::config::DeclaredGroupConfig {
             name: "jobs".to_owned(),
             filter: "jobs/#".to_owned(),
+            ..Default::default()
         }];
     };
     let broker = start(dir.path(), declare).await;

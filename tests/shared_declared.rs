@@ -17,6 +17,7 @@ fn declare(config: &mut Config, name: &str, filter: &str) {
     config.shared.declared.push(DeclaredGroupConfig {
         name: name.to_owned(),
         filter: filter.to_owned(),
+        ..Default::default()
     });
 }
 

@@ -11,9 +11,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::Ordering;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -21,75 +19,8 @@ use sharq::packet::QoS;
 use sharq::strategy::{MessageView, SandboxLimits, StrategyCounters, StrategyError, WasmHost};
 use sharq::{Broker, Config};
 
-/// The outer build's target dir: the test binary runs from `<target>/debug/deps/`.
-fn target_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        let dir = PathBuf::from(dir);
-        if dir.is_absolute() {
-            return dir;
-        }
-    }
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors()
-        .find(|p| p.file_name().is_some_and(|n| n == "deps"))
-        .and_then(|deps| deps.parent()?.parent())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-/// Builds the fixtures workspace once per test run and returns its release directory.
-fn fixtures_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let manifest =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile/Cargo.toml");
-        let target = target_dir().join("hostile-fixtures");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.arg("build")
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .args(["--release", "--locked", "--target", "wasm32-wasip2"])
-            .arg("--target-dir")
-            .arg(&target);
-        // As build.rs does: the outer build's host settings must not leak into the wasm build.
-        for (key, _) in std::env::vars_os() {
-            let Some(key) = key.to_str() else { continue };
-            let leaks = matches!(
-                key,
-                "RUSTFLAGS"
-                    | "CARGO_ENCODED_RUSTFLAGS"
-                    | "CARGO_BUILD_RUSTFLAGS"
-                    | "CARGO_BUILD_TARGET"
-                    | "CARGO_TARGET_DIR"
-                    | "CARGO_BUILD_TARGET_DIR"
-                    | "CARGO_BUILD_BUILD_DIR"
-                    | "RUSTC_WRAPPER"
-                    | "RUSTC_WORKSPACE_WRAPPER"
-                    | "CARGO_BUILD_RUSTC_WRAPPER"
-                    | "CARGO_BUILD_RUSTC_WORKSPACE_WRAPPER"
-                    | "CARGO_MAKEFLAGS"
-            ) || key.starts_with("CARGO_PROFILE_");
-            if leaks {
-                cmd.env_remove(key);
-            }
-        }
-        let output = cmd
-            .output()
-            .expect("cannot run cargo to build the hostile fixtures");
-        assert!(
-            output.status.success(),
-            "building tests/fixtures/hostile failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        target.join("wasm32-wasip2").join("release")
-    })
-}
-
 fn fixture(name: &str) -> PathBuf {
-    let path = fixtures_dir().join(format!("hostile_{name}.wasm"));
-    assert!(path.is_file(), "{} missing", path.display());
-    path
+    fixture_plugin(&format!("hostile_{name}"))
 }
 
 /// A per-call deadline no healthy call reaches however busy the machine: tests that are not
@@ -571,6 +502,7 @@ fn a_call_deadline_is_never_cut_short() {
         publisher: "p",
         payload: b"",
         topic_hash: 1,
+        key_hash: 1,
         publisher_hash: 2,
         qos: 1,
         retain: false,

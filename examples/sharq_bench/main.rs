@@ -191,6 +191,10 @@ struct Common {
     /// Connect with TLS, trusting the CA certificate(s) in this PEM file (`shared`, `fanout`).
     #[arg(long)]
     tls_ca: Option<std::path::PathBuf>,
+    /// Topics per publisher: message n of publisher i goes to `<prefix>/p<i>/k<n mod KEYS>`
+    /// (for groups with `ordered_by = "topic"`); 0 publishes each publisher on one topic.
+    #[arg(long, default_value_t = 0)]
+    keys: u64,
 }
 
 /// Share names are `g<k>`, or `<SHARQ_BENCH_GROUP_PREFIX><k>` when that is set, so that
@@ -245,6 +249,8 @@ struct Run {
     qos: QoS,
     inflight: u16,
     payload: usize,
+    /// Topics per publisher (`--keys`); 0: one.
+    keys: u64,
     /// TCP, or TLS with `--tls-ca`.
     transport: rumqttc::Transport,
     /// Deliveries so far, over all receivers.
@@ -599,9 +605,13 @@ async fn publish_loop(
         buf.put_u64_le(now_ns());
         buf.resize(run.payload, 0x5a);
         let payload: Bytes = buf.freeze();
+        let topic = match run.keys {
+            0 => topic.clone(),
+            keys => format!("{topic}/k{}", seq % keys),
+        };
         match tokio::time::timeout_at(
             deadline,
-            client.publish_bytes(topic.clone(), run.qos, false, payload),
+            client.publish_bytes(topic, run.qos, false, payload),
         )
         .await
         {
@@ -727,6 +737,7 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
         qos: qos_of(common.qos),
         inflight: common.inflight,
         payload: common.payload,
+        keys: common.keys,
         received: AtomicU64::new(0),
         last_receipt_ns: AtomicU64::new(0),
         errors: parking_lot::Mutex::new(Vec::new()),

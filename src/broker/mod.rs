@@ -54,6 +54,7 @@ pub use net::error::ConnectionError;
 pub use stats::{DropReason, Stats};
 
 use crate::config::Config;
+use crate::packet::ReasonCode;
 use crate::strategy::{Dispatcher, StrategyRegistry};
 use crate::topic::{
     parse_subscription, validate_filter, validate_share_name, ShareSyntax, SubscriptionFilter,
@@ -68,10 +69,17 @@ use routing::message::Message;
 use routing::retain::{RetainLimits, RetainStore, Retained};
 use routing::router::{Lingering, Router};
 use session::Session;
+use shared::backlog::{DeadLetter, Failure};
+use shared::group::GroupSetup;
 use shared::group::Queued;
+use shared::settings::GroupSettings;
 use shared::{GroupLimits, Redelivery, SharedGroup};
 use store::redb_backend::RedbBackend;
 use store::{Journal, StoreBackend, StoreSettings};
+
+/// How often groups' ack deadlines and message ages are checked: a deadline is met to within
+/// this.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Everything the connections of one broker share.
 pub struct BrokerState {
@@ -280,6 +288,7 @@ impl Broker {
         if state.config.server.sys_interval_secs > 0 {
             tokio::spawn(sys::publish_loop(state.clone()));
         }
+        tokio::spawn(BrokerState::sweep_groups(state.clone()));
         let http = crate::http::start(state.clone()).await?;
         Ok(Broker {
             state,
@@ -476,6 +485,30 @@ impl BrokerState {
         }
     }
 
+    /// What a new group (`name`, `filter`) starts with: its strategy and work-queue settings.
+    pub fn make_group(&self, name: &str, filter: &str) -> GroupSetup {
+        GroupSetup {
+            dispatcher: self.make_dispatcher(name),
+            settings: self.group_settings(name, filter),
+        }
+    }
+
+    /// The work-queue settings of group (`name`, `filter`): those of its `[[shared.declared]]`
+    /// entry if that sets any, else those of the `[[shared.groups]]` rule its name matches.
+    pub fn group_settings(&self, name: &str, filter: &str) -> GroupSettings {
+        let declared = self
+            .config
+            .shared
+            .declared
+            .iter()
+            .map(|d| (d, d.queue_config()))
+            .find(|(d, queue)| d.name == name && d.filter == filter && !queue.is_default());
+        match declared {
+            Some((_, queue)) => GroupSettings::from_config(&queue),
+            None => self.strategies.settings(name),
+        }
+    }
+
     /// The dispatcher a new group named `group` starts with. A strategy that cannot be
     /// instantiated for it leaves the group on the native round robin, loudly.
     pub fn make_dispatcher(&self, group: &str) -> Dispatcher {
@@ -519,7 +552,7 @@ impl BrokerState {
         validate_filter(filter, self.config.limits.max_topic_levels)?;
         Ok(self
             .router
-            .declare_group(name, filter, |group| self.make_dispatcher(group)))
+            .declare_group(name, filter, |group, filter| self.make_group(group, filter)))
     }
 
     /// Makes declared group (`name`, `filter`) an ordinary group: with members it goes on
@@ -568,6 +601,11 @@ impl BrokerState {
         self.strategies
             .reload(&config.shared, config.base_dir.as_deref())?;
         let groups = self.router.groups();
+        for group in &groups {
+            if group.set_settings(self.group_settings(&group.name, &group.filter)) {
+                tracing::info!(group = %group.name, filter = %group.filter, settings = %group.settings().to_json(), "reload: work-queue settings changed");
+            }
+        }
         Ok(groups.iter().filter(|g| self.refresh_strategy(g)).count())
     }
 
@@ -749,7 +787,11 @@ impl BrokerState {
         }
         // A group this session was the last member of still exists here if it lingers or is
         // declared, and keeps these copies for the next member; otherwise they are dropped.
-        self.redispatch(ended.redispatch, Redelivery::SessionEnded);
+        self.redispatch(
+            ended.redispatch,
+            Redelivery::SessionEnded,
+            &session.client_id,
+        );
         tracing::debug!(client_id = %session.client_id, "session ended");
     }
 
@@ -821,8 +863,9 @@ impl BrokerState {
         });
     }
 
-    /// Hands shared copies a member could not finish back to their groups.
-    pub fn redispatch(&self, deliveries: Vec<Delivery>, reason: Redelivery) {
+    /// Hands shared copies member `member` could not finish back to their groups, each with
+    /// this failure counted; those past their group's `max_deliveries` are dead-lettered.
+    pub fn redispatch(&self, deliveries: Vec<Delivery>, reason: Redelivery, member: &ByteString) {
         if deliveries.is_empty() {
             return;
         }
@@ -830,12 +873,21 @@ impl BrokerState {
         // Keep each group's copies together and in order.
         let mut per_group: Vec<(delivery::GroupId, Vec<Queued>)> = Vec::new();
         for delivery in deliveries {
-            let Some(group) = delivery.group.map(|tag| tag.id) else {
+            let Some(tag) = delivery.group else {
                 continue;
             };
+            // Back with the group: its key is no longer out.
+            tag.resolved();
+            let group = tag.id;
             let copy = Queued {
                 message: delivery.message,
                 stored: delivery.stored.map(|s| s.id),
+                failures: tag.failures + 1,
+                last_failure: Some(Failure {
+                    reason: reason.failure().into(),
+                    member: member.clone(),
+                }),
+                key: tag.key,
             };
             match per_group.iter_mut().find(|(g, _)| *g == group) {
                 Some((_, copies)) => copies.push(copy),
@@ -855,7 +907,79 @@ impl BrokerState {
                 continue;
             };
             tracing::debug!(group = %group.name, filter = %group.filter, count = copies.len(), "redispatching shared messages");
-            group.redispatch(copies, limits, reason);
+            let dead = group.redispatch(copies, limits, reason);
+            self.publish_dead_letters(dead);
+        }
+    }
+
+    /// Member `member` refused a shared copy with `code` (>= 0x80): its group dead-letters it,
+    /// or drops it when it has no dead-letter topic.
+    pub fn member_rejected(&self, delivery: Delivery, code: ReasonCode, member: &ByteString) {
+        let Some(tag) = delivery.group else { return };
+        let Some(group) = self.router.group_by_id(tag.id) else {
+            self.stats.record_drop(DropReason::GroupEnded, 1);
+            return;
+        };
+        let copy = Queued {
+            message: delivery.message,
+            // The member's session already let go of the stored row.
+            stored: None,
+            failures: tag.failures + 1,
+            last_failure: Some(Failure {
+                reason: format!("rejected 0x{:02x}", code.0),
+                member: member.clone(),
+            }),
+            key: tag.key,
+        };
+        let dead = group.rejected(copy);
+        self.publish_dead_letters(dead.into_iter().collect());
+    }
+
+    /// Publishes messages groups gave up on to their dead-letter topics, through normal
+    /// routing: subscribers there (ACL-checked when they subscribed) get them as any message.
+    fn publish_dead_letters(&self, letters: Vec<DeadLetter>) {
+        for letter in letters {
+            let about = vec![
+                (
+                    ByteString::from_static("sharq-original-topic"),
+                    letter.message.topic.clone(),
+                ),
+                (ByteString::from_static("sharq-group"), letter.group.clone()),
+                (
+                    ByteString::from_static("sharq-deliveries"),
+                    ByteString::from(letter.deliveries.to_string()),
+                ),
+                (
+                    ByteString::from_static("sharq-last-failure"),
+                    ByteString::from(letter.failure.reason.clone()),
+                ),
+                (
+                    ByteString::from_static("sharq-last-member"),
+                    letter.failure.member.clone(),
+                ),
+            ];
+            let message =
+                Message::dead_letter(&letter.message, ByteString::from(letter.topic), about);
+            tracing::debug!(group = %letter.group, topic = %message.topic, deliveries = letter.deliveries, failure = %letter.failure.reason, "message dead-lettered");
+            self.publish_internal(message);
+        }
+    }
+
+    /// Runs the groups' clock-driven work (ack deadlines, `max_age_secs`) until shutdown.
+    async fn sweep_groups(broker: Arc<BrokerState>) {
+        let mut ticker = tokio::time::interval(SWEEP_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = broker.shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let now = Instant::now();
+            let limits = broker.group_limits();
+            for group in broker.router.groups() {
+                let dead = group.sweep(now, limits);
+                broker.publish_dead_letters(dead);
+            }
         }
     }
 

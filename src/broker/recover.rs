@@ -177,7 +177,7 @@ impl BrokerState {
                 }
                 let group = self
                     .router
-                    .ensure_group(name, filter, |n| self.make_dispatcher(n));
+                    .ensure_group(name, filter, |n, f| self.make_group(n, f));
                 groups.push((owner.clone(), group));
             }
         }
@@ -217,6 +217,10 @@ impl BrokerState {
                             group: Some(GroupTag {
                                 id: group.id,
                                 tally: group.tally.clone(),
+                                // Its deadline counts from the restart.
+                                handed_at: std::time::Instant::now(),
+                                failures: 0,
+                                key: None,
                             }),
                             stored: group.stored_ref(*id),
                         },
@@ -326,10 +330,7 @@ impl BrokerState {
                     Ok(entry) => {
                         held.count += 1;
                         held.bytes += entry.message.weight() as u64;
-                        items.push(Queued {
-                            message: entry.message,
-                            stored: Some(id),
-                        });
+                        items.push(Queued::new(entry.message, Some(id), None));
                     }
                     Err(e) => {
                         counts.skipped += 1;
@@ -403,8 +404,8 @@ impl BrokerState {
                         weight: 1,
                     };
                     self.router
-                        .join_group(group, shared, session, membership, |name| {
-                            self.make_dispatcher(name)
+                        .join_group(group, shared, session, membership, |name, filter| {
+                            self.make_group(name, filter)
                         });
                 }
             }

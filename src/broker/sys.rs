@@ -135,6 +135,9 @@ fn publish_shared_groups(broker: &BrokerState) {
                 "redispatched": group.counters.redispatched.load(Ordering::Relaxed),
                 "dropped": group.counters.dropped.load(Ordering::Relaxed),
                 "queued": group.queued(),
+                "dead_lettered": group.counters.dead_lettered.load(Ordering::Relaxed),
+                "late_acks": group.tally.late_acks.load(Ordering::Relaxed),
+                "settings": group.settings().to_json(),
                 "strategy": strategy_json(&group),
                 "members": members,
             }));

@@ -175,6 +175,7 @@ impl StrategyRequest {
             memory_mib: self.memory_mib,
             deadline_ms: self.deadline_ms,
             init_deadline_ms: self.init_deadline_ms,
+            ..GroupStrategyConfig::default()
         })
     }
 }

@@ -15,7 +15,7 @@ use crate::broker::BrokerState;
 use crate::broker::{DropReason, Stats};
 use crate::strategy::latency::{LatencyHistogram, LatencySnapshot};
 
-use super::views::{GroupSample, GROUP_DROP_REASONS};
+use super::views::GroupSample;
 
 /// The label value that sums the groups past `http.max_labelled_groups`.
 pub const OTHER: &str = "_other";
@@ -284,6 +284,8 @@ fn labelled(
                 sum.in_flight += g.in_flight;
                 sum.dispatched += g.dispatched;
                 sum.acked += g.acked;
+                sum.dead_lettered += g.dead_lettered;
+                sum.late_acks += g.late_acks;
                 sum.redelivered += g.redelivered;
                 for (mine, theirs) in sum.redelivered_by.iter_mut().zip(&g.redelivered_by) {
                     mine.1 += theirs.1;
@@ -404,14 +406,25 @@ fn encode_groups(
     let dropped: Vec<(Labels, Value)> = all
         .iter()
         .flat_map(|g| {
-            GROUP_DROP_REASONS
+            g.dropped_by
                 .iter()
-                .zip(&g.dropped_by)
-                .map(move |(reason, (_, n))| {
-                    (with(group_labels(g), "reason", reason), Value::Int(*n))
-                })
+                .map(move |(reason, n)| (with(group_labels(g), "reason", reason), Value::Int(*n)))
         })
         .collect();
+    family(
+        encoder,
+        "sharq_group_dead_lettered",
+        "Messages published to the group's dead-letter topic (max_deliveries reached, or refused by a member).",
+        MetricType::Counter,
+        &per_group(all, |g| Value::Int(g.dead_lettered)),
+    )?;
+    family(
+        encoder,
+        "sharq_group_late_acks",
+        "PUBACKs that came after the ack deadline, when another member had the message already: each a message delivered twice.",
+        MetricType::Counter,
+        &per_group(all, |g| Value::Int(g.late_acks)),
+    )?;
     family(
         encoder,
         "sharq_group_dropped",

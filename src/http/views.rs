@@ -41,7 +41,13 @@ pub struct GroupSample {
     pub redelivered: u64,
     pub redelivered_by: Vec<(&'static str, u64)>,
     pub dropped: u64,
+    /// By reason: the group's own, then those its members' sessions count.
     pub dropped_by: Vec<(&'static str, u64)>,
+    pub dead_lettered: u64,
+    /// Acknowledgements after the ack deadline: messages delivered twice.
+    pub late_acks: u64,
+    /// The work-queue settings in force (those set).
+    pub settings: serde_json::Value,
     pub strategy_stats: StrategySample,
 }
 
@@ -73,17 +79,6 @@ pub struct StrategySample {
     pub select_count: u64,
     pub select_seconds_total: f64,
 }
-
-/// Drop reasons of a group's copies: its own, then those its members' sessions count.
-pub const GROUP_DROP_REASONS: [&str; 7] = [
-    "queue_full_messages",
-    "queue_full_bytes",
-    "group_ended",
-    "purged",
-    "expired",
-    "too_large",
-    "ended_with_member",
-];
 
 impl GroupSample {
     pub fn of(broker: &BrokerState, group: &SharedGroup) -> GroupSample {
@@ -139,6 +134,9 @@ impl GroupSample {
             redelivered_by,
             dropped: dropped_by.iter().map(|(_, n)| n).sum(),
             dropped_by,
+            dead_lettered: read(&counters.dead_lettered),
+            late_acks: read(&tally.late_acks),
+            settings: view.settings.to_json(),
             strategy_stats: StrategySample {
                 selections: read(&s.selections),
                 fallbacks: read(&s.fallbacks),

@@ -134,6 +134,7 @@ fn select_for(instance: &mut WasmInstance, seq: u32) -> Result<Option<u64>, Stra
         publisher: &publisher,
         payload: &payload,
         topic_hash: key_hash(topic.as_bytes()),
+        key_hash: key_hash(topic.as_bytes()),
         publisher_hash: key_hash(publisher.as_bytes()),
         qos: 1,
         retain: false,

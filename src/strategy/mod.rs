@@ -82,6 +82,9 @@ pub struct MessageView<'a> {
     pub payload: &'a [u8],
     pub topic_hash: u64,
     pub publisher_hash: u64,
+    /// The message's `ordered_by` key (xxh3), or `topic_hash` when the group has none;
+    /// contract 0.2.0 strategies see it.
+    pub key_hash: u64,
     pub qos: u8,
     pub retain: bool,
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use globset::{Glob, GlobMatcher};
 use parking_lot::{Mutex, RwLock};
 
+use crate::broker::shared::settings::GroupSettings;
 use crate::config::{GroupStrategyConfig, SharedConfig};
 
 use super::wasm::{Plugin, SandboxLimits, WasmHost, WasmInstance};
@@ -137,6 +138,8 @@ struct Rule {
     matcher: GlobMatcher,
     /// `None`: the native round robin.
     strategy: Option<Arc<ResolvedStrategy>>,
+    /// The rule's work-queue settings.
+    settings: GroupSettings,
 }
 
 struct Rules {
@@ -200,6 +203,17 @@ impl StrategyRegistry {
             .iter()
             .find(|rule| rule.pattern == group || rule.matcher.is_match(group))
             .map_or_else(|| rules.default.clone(), |rule| rule.strategy.clone())
+    }
+
+    /// The work-queue settings of share name `group`: its first matching rule's, else none.
+    pub fn settings(&self, group: &str) -> GroupSettings {
+        let rules = self.rules.read();
+        rules
+            .groups
+            .iter()
+            .find(|rule| rule.pattern == group || rule.matcher.is_match(group))
+            .map(|rule| rule.settings.clone())
+            .unwrap_or_default()
     }
 
     /// Sets the strategy of share name `rule.name` (taken as a name, not a glob) from now on,
@@ -274,6 +288,7 @@ fn resolve_rule(
         pattern: entry.name.clone(),
         matcher,
         strategy: resolve_strategy(host, entry, base_dir, config)?,
+        settings: GroupSettings::from_config(&entry.queue_config()),
     })
 }
 
@@ -308,7 +323,8 @@ fn resolve_strategy(
             let label = path.display().to_string();
             Some(resolve_bytes(host, &label, &bytes, params, options)?)
         }
-        (None, None) => None,
+        // A rule that sets only work-queue settings keeps the default strategy.
+        (None, None) => resolve_named(host, &config.default_strategy, &[], options)?,
     };
     Ok(strategy)
 }

@@ -37,6 +37,7 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
+/// `sharq:dispatch@0.1.0` (wit/sharq-dispatch.wit).
 mod bindings {
     wasmtime::component::bindgen!({
         path: "wit",
@@ -44,7 +45,47 @@ mod bindings {
     });
 }
 
-use bindings::exports::sharq::dispatch::select_member as guest;
+/// `sharq:dispatch@0.2.0` (wit/0.2.0/): 0.1.0 with the message's ordering key.
+mod bindings_v2 {
+    wasmtime::component::bindgen!({
+        path: "wit/0.2.0",
+        world: "strategy",
+    });
+}
+
+/// A component's contract, linked: the host speaks the version the component exports.
+enum Pre {
+    V1(bindings::StrategyPre<GuestState>),
+    V2(bindings_v2::StrategyPre<GuestState>),
+}
+
+/// An instance's exports, per contract version.
+enum Bindings {
+    V1(bindings::Strategy),
+    V2(bindings_v2::Strategy),
+}
+
+/// Runs `$body` with `$iface` (the instance's `select-member` exports) and `$guest` (the
+/// module of its types) for whichever contract version the instance speaks: the two share
+/// every call but `msg-meta`'s fields.
+macro_rules! on_contract {
+    ($bindings:expr, |$iface:ident, $guest:ident| $body:expr) => {
+        match $bindings {
+            Bindings::V1(b) => {
+                #[allow(unused_imports)]
+                use bindings::exports::sharq::dispatch::select_member as $guest;
+                let $iface = b.sharq_dispatch_select_member();
+                $body
+            }
+            Bindings::V2(b) => {
+                #[allow(unused_imports)]
+                use bindings_v2::exports::sharq::dispatch::select_member as $guest;
+                let $iface = b.sharq_dispatch_select_member();
+                $body
+            }
+        }
+    };
+}
 
 /// How long one engine epoch lasts; deadlines are counted in these.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -104,7 +145,7 @@ pub struct Plugin {
     pub wasi: bool,
     /// Kept to link the same compilation again with or without WASI.
     component: Component,
-    pre: bindings::StrategyPre<GuestState>,
+    pre: Pre,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -290,8 +331,13 @@ impl WasmHost {
                 .map_err(fail("link"))?;
         }
         let instance_pre = linker.instantiate_pre(&component).map_err(fail("link"))?;
-        let pre = bindings::StrategyPre::new(instance_pre)
-            .map_err(fail("link (does it implement the `strategy` world?)"))?;
+        // The newest contract the component exports; 0.1.0 components load unchanged.
+        let pre = match bindings_v2::StrategyPre::new(instance_pre.clone()) {
+            Ok(pre) => Pre::V2(pre),
+            Err(_) => Pre::V1(bindings::StrategyPre::new(instance_pre).map_err(fail(
+                "link (does it implement the `strategy` world of sharq:dispatch@0.1.0 or @0.2.0?)",
+            ))?),
+        };
         let plugin = Arc::new(Plugin {
             origin: origin.to_owned(),
             digest,
@@ -432,7 +478,11 @@ impl WasmHost {
         // Instantiation is setup, not the message path: the init deadline (`initialize` arms
         // it afresh for `init`).
         arm_store(&mut store, limits.init_deadline_ticks);
-        let bindings = plugin.pre.instantiate(&mut store).map_err(|source| {
+        let instantiated = match &plugin.pre {
+            Pre::V1(pre) => pre.instantiate(&mut store).map(Bindings::V1),
+            Pre::V2(pre) => pre.instantiate(&mut store).map(Bindings::V2),
+        };
+        let bindings = instantiated.map_err(|source| {
             if is_interrupt(&source) {
                 StrategyError::InitTimeout {
                     origin: plugin.origin.clone(),
@@ -468,7 +518,7 @@ fn is_interrupt(e: &wasmtime::Error) -> bool {
 /// One group's live guest instance.
 pub struct WasmInstance {
     store: Store<GuestState>,
-    bindings: bindings::Strategy,
+    bindings: Bindings,
     pub plugin: Arc<Plugin>,
     pub needs: Needs,
     limits: SandboxLimits,
@@ -545,17 +595,18 @@ impl WasmInstance {
 
     fn init(&mut self, group: &str, params: &[(String, String)]) -> Result<Needs, StrategyError> {
         self.arm();
-        let answer = self
-            .bindings
-            .sharq_dispatch_select_member()
+        let answer = on_contract!(&self.bindings, |iface, guest| iface
             .call_init(&mut self.store, group, params)
-            .map_err(|e| self.guest_error(e))?;
+            .map(|answer| {
+                answer.map(|needs| Needs {
+                    topic: needs.contains(guest::Needs::TOPIC),
+                    publisher: needs.contains(guest::Needs::PUBLISHER),
+                    payload: needs.contains(guest::Needs::PAYLOAD),
+                })
+            }))
+        .map_err(|e| self.guest_error(e))?;
         match answer {
-            Ok(needs) => Ok(Needs {
-                topic: needs.contains(guest::Needs::TOPIC),
-                publisher: needs.contains(guest::Needs::PUBLISHER),
-                payload: needs.contains(guest::Needs::PAYLOAD),
-            }),
+            Ok(needs) => Ok(needs),
             Err(message) => Err(StrategyError::InitRefused {
                 origin: self.plugin.origin.clone(),
                 message,
@@ -565,63 +616,84 @@ impl WasmInstance {
 
     pub fn member_joined(&mut self, member: &MemberInfo) -> Result<(), StrategyError> {
         self.arm();
-        let guest_member = guest::Member {
-            id: member.id,
-            client_id: member.client_id.to_string(),
-            weight: member.weight,
-            subscribed_at_ms: member.subscribed_at_ms,
-        };
-        self.bindings
-            .sharq_dispatch_select_member()
-            .call_member_joined(&mut self.store, &guest_member)
-            .map_err(|e| self.guest_error(e))
+        on_contract!(&self.bindings, |iface, guest| {
+            let guest_member = guest::Member {
+                id: member.id,
+                client_id: member.client_id.to_string(),
+                weight: member.weight,
+                subscribed_at_ms: member.subscribed_at_ms,
+            };
+            iface.call_member_joined(&mut self.store, &guest_member)
+        })
+        .map_err(|e| self.guest_error(e))
     }
 
     pub fn member_left(&mut self, id: u64) -> Result<(), StrategyError> {
         self.arm();
-        self.bindings
-            .sharq_dispatch_select_member()
-            .call_member_left(&mut self.store, id)
-            .map_err(|e| self.guest_error(e))
+        on_contract!(&self.bindings, |iface, guest| iface
+            .call_member_left(&mut self.store, id))
+        .map_err(|e| self.guest_error(e))
     }
 
     pub fn member_load(&mut self, id: u64, load: MemberLoad) -> Result<(), StrategyError> {
         self.arm();
-        self.bindings
-            .sharq_dispatch_select_member()
-            .call_member_load(
-                &mut self.store,
-                id,
-                load.inflight,
-                load.capacity,
-                load.online,
-            )
-            .map_err(|e| self.guest_error(e))
+        on_contract!(&self.bindings, |iface, guest| iface.call_member_load(
+            &mut self.store,
+            id,
+            load.inflight,
+            load.capacity,
+            load.online,
+        ))
+        .map_err(|e| self.guest_error(e))
     }
 
     /// Asks the guest for a member. Uses `select-full` only when `init` asked for more than the
     /// flat metadata, so the common path copies no strings into the guest.
     pub fn select(&mut self, message: &MessageView<'_>) -> Result<Option<u64>, StrategyError> {
         self.arm();
-        let meta = guest::MsgMeta {
-            topic_hash: message.topic_hash,
-            publisher_hash: message.publisher_hash,
-            qos: message.qos,
-            retain: message.retain,
-            payload_len: u32::try_from(message.payload.len()).unwrap_or(u32::MAX),
-        };
-        let interface = self.bindings.sharq_dispatch_select_member();
-        let answer = if self.needs.any() {
-            let topic = if self.needs.topic { message.topic } else { "" };
-            let publisher = if self.needs.publisher {
-                message.publisher
-            } else {
-                ""
-            };
-            let payload = self.needs.payload.then_some(message.payload);
-            interface.call_select_full(&mut self.store, topic, publisher, payload, meta)
+        let payload_len = u32::try_from(message.payload.len()).unwrap_or(u32::MAX);
+        let needs = self.needs;
+        let topic = if needs.topic { message.topic } else { "" };
+        let publisher = if needs.publisher {
+            message.publisher
         } else {
-            interface.call_select(&mut self.store, meta)
+            ""
+        };
+        let payload = needs.payload.then_some(message.payload);
+        let answer = match &self.bindings {
+            Bindings::V1(b) => {
+                use bindings::exports::sharq::dispatch::select_member as guest;
+                let meta = guest::MsgMeta {
+                    topic_hash: message.topic_hash,
+                    publisher_hash: message.publisher_hash,
+                    qos: message.qos,
+                    retain: message.retain,
+                    payload_len,
+                };
+                let iface = b.sharq_dispatch_select_member();
+                if needs.any() {
+                    iface.call_select_full(&mut self.store, topic, publisher, payload, meta)
+                } else {
+                    iface.call_select(&mut self.store, meta)
+                }
+            }
+            Bindings::V2(b) => {
+                use bindings_v2::exports::sharq::dispatch::select_member as guest;
+                let meta = guest::MsgMeta {
+                    topic_hash: message.topic_hash,
+                    publisher_hash: message.publisher_hash,
+                    qos: message.qos,
+                    retain: message.retain,
+                    payload_len,
+                    key_hash: message.key_hash,
+                };
+                let iface = b.sharq_dispatch_select_member();
+                if needs.any() {
+                    iface.call_select_full(&mut self.store, topic, publisher, payload, meta)
+                } else {
+                    iface.call_select(&mut self.store, meta)
+                }
+            }
         };
         answer.map_err(|e| self.guest_error(e))
     }
@@ -673,6 +745,7 @@ mod tests {
             publisher: "p",
             payload: b"",
             topic_hash: 1,
+            key_hash: 1,
             publisher_hash: 2,
             qos: 1,
             retain: false,

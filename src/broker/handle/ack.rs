@@ -9,12 +9,16 @@ use crate::broker::session::AckOutcome;
 impl Connection {
     pub(crate) fn handle_puback(&mut self, ack: Ack) -> Result<(), ConnectionError> {
         let (session, generation) = self.session_generation()?;
-        if session.acknowledge_publish(generation, ack.packet_id, ack.reason_code, false)
-            == AckOutcome::Done
-        {
-            self.broker.drain_groups_of(&session);
-        } else {
-            tracing::debug!(client_id = %session.client_id, packet_id = ack.packet_id, "PUBACK for a packet id not in flight");
+        match session.acknowledge_publish(generation, ack.packet_id, ack.reason_code, false) {
+            AckOutcome::Done => self.broker.drain_groups_of(&session),
+            AckOutcome::Rejected(copy) => {
+                self.broker
+                    .member_rejected(*copy, ack.reason_code, &session.client_id);
+                self.broker.drain_groups_of(&session);
+            }
+            AckOutcome::SendPubRel { .. } | AckOutcome::UnknownPacketId => {
+                tracing::debug!(client_id = %session.client_id, packet_id = ack.packet_id, "PUBACK for a packet id not in flight");
+            }
         }
         Ok(())
     }
@@ -29,6 +33,11 @@ impl Connection {
                 self.send_outbound_when_durable(Packet::PubRel(Ack::new(ack.packet_id)))
             }
             AckOutcome::Done => self.broker.drain_groups_of(&session),
+            AckOutcome::Rejected(copy) => {
+                self.broker
+                    .member_rejected(*copy, ack.reason_code, &session.client_id);
+                self.broker.drain_groups_of(&session);
+            }
             AckOutcome::UnknownPacketId => {
                 self.send(&Packet::PubRel(Ack::with_reason(
                     ack.packet_id,
@@ -52,7 +61,10 @@ impl Connection {
 
     pub(crate) fn handle_pubcomp(&mut self, ack: Ack) -> Result<(), ConnectionError> {
         let (session, generation) = self.session_generation()?;
-        if session.complete_publish(generation, ack.packet_id) == AckOutcome::Done {
+        if matches!(
+            session.complete_publish(generation, ack.packet_id),
+            AckOutcome::Done
+        ) {
             self.broker.drain_groups_of(&session);
         }
         Ok(())

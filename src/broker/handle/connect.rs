@@ -109,8 +109,11 @@ impl Connection {
         // Take over any connection still attached before attaching this one: its unfinished
         // shared copies must go to other members, not back to this same client.
         let taken = session.take_over(ReasonCode::SESSION_TAKEN_OVER);
-        self.broker
-            .redispatch(taken.redispatch, Redelivery::SessionTakenOver);
+        self.broker.redispatch(
+            taken.redispatch,
+            Redelivery::SessionTakenOver,
+            &session.client_id,
+        );
         if let Some(previous_will) = taken.previous_will {
             // The connection we took over ended without DISCONNECT; a delayed will is
             // cancelled by this very reconnection, an immediate one goes out now.
@@ -126,8 +129,11 @@ impl Connection {
             connect.will,
             expiry,
         );
-        self.broker
-            .redispatch(attached.redispatch, Redelivery::SessionTakenOver);
+        self.broker.redispatch(
+            attached.redispatch,
+            Redelivery::SessionTakenOver,
+            &session.client_id,
+        );
 
         let mut properties = ConnAckProperties::default();
         if v5 {

@@ -85,11 +85,13 @@ impl Connection {
                         weight,
                     };
                     let broker = &self.broker;
-                    broker
-                        .router
-                        .join_group(group, filter, &session, membership, |name| {
-                            broker.make_dispatcher(name)
-                        });
+                    broker.router.join_group(
+                        group,
+                        filter,
+                        &session,
+                        membership,
+                        |name, filter| broker.make_group(name, filter),
+                    );
                     joined_group = true;
                     // Shared subscriptions never receive retained messages at subscribe time.
                 }

@@ -655,8 +655,11 @@ impl Connection {
             // A newer connection owns the session now; it has done the settling.
             return;
         };
-        self.broker
-            .redispatch(redispatch, Redelivery::MemberDisconnected);
+        self.broker.redispatch(
+            redispatch,
+            Redelivery::MemberDisconnected,
+            &session.client_id,
+        );
         match end {
             End::Shutdown => {
                 let _ = session.take_will();

@@ -7,8 +7,12 @@
 //! [`Mailbox`] trait, so a shared group can hand messages to its members without holding, or
 //! even naming, the session type.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
 
 use bytestring::ByteString;
 
@@ -37,11 +41,46 @@ pub struct CopyTally {
     /// In flight at QoS 2 when the member's session ended: such a copy never goes to another
     /// member [MQTT-4.8.2-5].
     pub ended_with_member: AtomicU64,
+    /// PUBACKs of copies that had already gone to another member after the ack deadline:
+    /// accepted and ignored, each one a message delivered twice.
+    pub late_acks: AtomicU64,
+    /// With `ordered_by`: how many copies of each key members hold. A key's next message
+    /// waits while its count is above 0. A leaf lock: taken to count a copy out (under the
+    /// group's lock) or back (under a session's), nothing called under it.
+    keys_out: Mutex<HashMap<u64, u32, ahash::RandomState>>,
 }
 
 impl CopyTally {
     pub fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a copy of `key` is out with a member.
+    pub fn key_is_out(&self, key: u64) -> bool {
+        self.keys_out.lock().contains_key(&key)
+    }
+
+    /// The keys out now (for a scan that checks many).
+    pub fn keys_out(&self) -> Vec<u64> {
+        self.keys_out.lock().keys().copied().collect()
+    }
+
+    pub fn key_sent(&self, key: Option<u64>) {
+        if let Some(key) = key {
+            *self.keys_out.lock().entry(key).or_insert(0) += 1;
+        }
+    }
+
+    /// A copy of `key` is resolved: finished, dropped, or back with the group.
+    pub fn key_resolved(&self, key: Option<u64>) {
+        let Some(key) = key else { return };
+        let mut keys = self.keys_out.lock();
+        if let Some(count) = keys.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                keys.remove(&key);
+            }
+        }
     }
 }
 
@@ -51,6 +90,19 @@ impl CopyTally {
 pub struct GroupTag {
     pub id: GroupId,
     pub tally: Arc<CopyTally>,
+    /// When the group handed it to this member: the ack deadline counts from here.
+    pub handed_at: Instant,
+    /// Deliveries of this message that failed before this one.
+    pub failures: u32,
+    /// Its `ordered_by` key, if the group has one.
+    pub key: Option<u64>,
+}
+
+impl GroupTag {
+    /// This copy is resolved (see [`CopyTally::key_resolved`]).
+    pub fn resolved(&self) {
+        self.tally.key_resolved(self.key);
+    }
 }
 
 /// One copy of a message on its way to one session.
@@ -131,4 +183,10 @@ pub trait Mailbox: Send + Sync + std::fmt::Debug {
     fn enqueue(&self, delivery: Delivery, limits: QueueLimits) -> Enqueued;
     /// Connection state and load, lock-free.
     fn load(&self) -> MemberLoad;
+    /// Takes back the copies of group `group` that were handed to this member before
+    /// `deadline` and are still queued or unacknowledged at QoS 1 (QoS 2 copies stay
+    /// [MQTT-4.8.2-4]). Copies already sent stay in flight, so that a late PUBACK is accepted
+    /// and ignored. Counts the member's timeouts: one that keeps timing out takes no new
+    /// messages until it acknowledges one.
+    fn take_overdue(&self, group: GroupId, deadline: Instant) -> Vec<Delivery>;
 }

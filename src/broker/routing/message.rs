@@ -30,8 +30,8 @@ pub struct Message {
     pub publisher_client_id: Option<ByteString>,
     /// When the Message Expiry Interval runs out; none means never.
     pub expires_at: Option<Instant>,
-    /// When the broker got it (read back from the store: when the broker started), for the
-    /// age of a group's oldest waiting message.
+    /// When the broker got it (kept in the store in wall-clock time), for the age of a
+    /// group's oldest waiting message.
     pub received_at: Instant,
     /// What the message costs every bound it is held under: topic, payload and every property.
     /// Fixed at construction, so a queue's byte count always adds and subtracts the same value.
@@ -75,6 +75,7 @@ impl Message {
         topic: ByteString,
         publisher_client_id: Option<ByteString>,
         expires_at: Option<Instant>,
+        received_at: Instant,
     ) -> Arc<Message> {
         let mut properties = publish.properties;
         properties.topic_alias = None;
@@ -90,7 +91,7 @@ impl Message {
             publisher: None,
             publisher_client_id,
             expires_at,
-            received_at: Instant::now(),
+            received_at,
             weight,
         })
     }
@@ -108,6 +109,31 @@ impl Message {
             publisher: None,
             publisher_client_id: None,
             expires_at: None,
+            received_at: Instant::now(),
+            weight,
+        })
+    }
+
+    /// A copy of `original` for a dead-letter topic: same payload, QoS and properties (its
+    /// expiry kept), the user properties that tell where it came from added, no publisher (No
+    /// Local does not apply to it).
+    pub fn dead_letter(
+        original: &Message,
+        topic: ByteString,
+        about: Vec<(ByteString, ByteString)>,
+    ) -> Arc<Message> {
+        let mut properties = original.properties.clone();
+        properties.user_properties.extend(about);
+        let weight = whole_weight(&topic, &original.payload, &properties);
+        Arc::new(Message {
+            topic,
+            payload: original.payload.clone(),
+            qos: original.qos,
+            retain: false,
+            properties,
+            publisher: None,
+            publisher_client_id: original.publisher_client_id.clone(),
+            expires_at: original.expires_at,
             received_at: Instant::now(),
             weight,
         })

@@ -17,7 +17,6 @@ use bytestring::ByteString;
 use parking_lot::RwLock;
 
 use crate::packet::SubscriptionOptions;
-use crate::strategy::Dispatcher;
 use crate::topic::TopicTree;
 
 use crate::broker::events::EventFeed;
@@ -26,6 +25,7 @@ use crate::broker::routing::delivery::{
 };
 use crate::broker::routing::message::{Message, Quota, SessionId};
 use crate::broker::session::Session;
+use crate::broker::shared::group::GroupSetup;
 use crate::broker::shared::{AfterLeave, Dispatched, GroupLimits, SharedGroup};
 use crate::broker::store::Journal;
 
@@ -223,7 +223,7 @@ impl Router {
     }
 
     /// Makes `session` a member of group (`group`, `filter`), creating the group if needed.
-    /// A new group's strategy is made by `make_dispatcher` (a Wasm instance and its `init`)
+    /// A new group's strategy is made by `make_group` (a Wasm instance and its `init`)
     /// with no lock held; if another member created the group meanwhile, the spare is dropped.
     pub fn join_group(
         &self,
@@ -231,9 +231,9 @@ impl Router {
         filter: &str,
         session: &Arc<Session>,
         membership: Membership,
-        make_dispatcher: impl FnMut(&str) -> Dispatcher,
+        make_group: impl FnMut(&str, &str) -> GroupSetup,
     ) -> Arc<SharedGroup> {
-        let (shared, ()) = self.with_group(group, filter, make_dispatcher, |shared| {
+        let (shared, ()) = self.with_group(group, filter, make_group, |shared| {
             let before = shared.member_count();
             let mailbox: Arc<dyn Mailbox> = session.clone();
             shared.add_member(
@@ -256,17 +256,16 @@ impl Router {
     }
 
     /// Declares group (`group`, `filter`), creating it if needed (its strategy made by
-    /// `make_dispatcher` as for [`Router::join_group`]): it exists with or without members and
+    /// `make_group` as for [`Router::join_group`]): it exists with or without members and
     /// collects matching messages in its queue while nobody can take them. Declaring an
     /// existing group keeps its members and queue. The caller validates the name and filter.
     pub fn declare_group(
         &self,
         group: &str,
         filter: &str,
-        make_dispatcher: impl FnMut(&str) -> Dispatcher,
+        make_group: impl FnMut(&str, &str) -> GroupSetup,
     ) -> Arc<SharedGroup> {
-        let (shared, ()) =
-            self.with_group(group, filter, make_dispatcher, |shared| shared.declare());
+        let (shared, ()) = self.with_group(group, filter, make_group, |shared| shared.declare());
         shared
     }
 
@@ -305,11 +304,11 @@ impl Router {
         &self,
         group: &str,
         filter: &str,
-        mut make_dispatcher: impl FnMut(&str) -> Dispatcher,
+        mut make_group: impl FnMut(&str, &str) -> GroupSetup,
         then: impl FnOnce(&Arc<SharedGroup>) -> R,
     ) -> (Arc<SharedGroup>, R) {
         let key = (ByteString::from(group), ByteString::from(filter));
-        let mut prepared: Option<Dispatcher> = None;
+        let mut prepared: Option<GroupSetup> = None;
         let done = loop {
             let mut tree = self.tree.write();
             let entry = tree.get_or_insert_with(filter, FilterEntry::default);
@@ -319,13 +318,13 @@ impl Router {
                     prepared = spare;
                     shared.clone()
                 }
-                (None, Some(dispatcher)) => {
+                (None, Some(setup)) => {
                     let id = self.next_group_id.fetch_add(1, Ordering::Relaxed) + 1;
                     let created = Arc::new(SharedGroup::new(
                         id,
                         key.0.clone(),
                         key.1.clone(),
-                        dispatcher,
+                        setup,
                         self.journal.clone(),
                         self.events.clone(),
                     ));
@@ -340,7 +339,7 @@ impl Router {
                         tree.remove(filter);
                     }
                     drop(tree);
-                    prepared = Some(make_dispatcher(group));
+                    prepared = Some(make_group(group, filter));
                     continue;
                 }
             };
@@ -474,9 +473,9 @@ impl Router {
         &self,
         group: &str,
         filter: &str,
-        make_dispatcher: impl FnMut(&str) -> Dispatcher,
+        make_group: impl FnMut(&str, &str) -> GroupSetup,
     ) -> Arc<SharedGroup> {
-        self.with_group(group, filter, make_dispatcher, |_| ()).0
+        self.with_group(group, filter, make_group, |_| ()).0
     }
 
     pub fn group_by_id(&self, id: GroupId) -> Option<Arc<SharedGroup>> {

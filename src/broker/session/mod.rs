@@ -22,7 +22,9 @@ use crate::packet::{
     Ack, LastWill, Packet, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionOptions,
 };
 
-use crate::broker::routing::delivery::{CopyTally, Delivery, Enqueued, Mailbox, QueueLimits};
+use crate::broker::routing::delivery::{
+    CopyTally, Delivery, Enqueued, GroupId, Mailbox, QueueLimits,
+};
 use crate::broker::routing::message::{Quota, SessionId};
 use crate::broker::store::encoding::{decode_entry, unix_now_ms, Clock, StoredSession};
 use crate::broker::store::journal::RefillResult;
@@ -60,6 +62,10 @@ struct Inflight {
     sequence: u64,
     stage: OutboundStage,
     delivery: Delivery,
+    /// Set when the ack deadline passed and the copy went to another member: a late PUBACK is
+    /// accepted, counted in this tally and otherwise ignored. Weak: it no longer counts as
+    /// the group's copy in flight.
+    abandoned: Option<Weak<CopyTally>>,
 }
 
 /// The connection currently attached to a session.
@@ -98,7 +104,7 @@ pub struct TakenOver {
 }
 
 /// Outcome of an acknowledgement from the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum AckOutcome {
     /// The packet id was in flight; the slot is free (or, for PUBREC, PUBREL must be sent).
     Done,
@@ -106,8 +112,15 @@ pub enum AckOutcome {
     SendPubRel {
         stored: bool,
     },
+    /// A shared copy the member refused (PUBACK or PUBREC >= 0x80): done with here; its group
+    /// decides whether it is dead-lettered [MQTT-4.8.2-6: never sent to another member].
+    Rejected(Box<Delivery>),
     UnknownPacketId,
 }
+
+/// Ack deadlines missed in a row after which a member takes no new shared messages until it
+/// acknowledges one.
+const UNHEALTHY_AFTER_TIMEOUTS: u32 = 2;
 
 #[derive(Debug)]
 pub struct Session {
@@ -148,8 +161,12 @@ impl std::ops::DerefMut for StateGuard<'_> {
 
 impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
-        let busy = self.state.inflight.len() + self.state.queue.len();
         let window = self.state.link.as_ref().map_or(0, |l| l.window);
+        let mut busy = self.state.inflight.len() + self.state.queue.len();
+        if self.state.ack_timeouts >= UNHEALTHY_AFTER_TIMEOUTS {
+            // Unhealthy: full to the groups and their strategies until it acknowledges.
+            busy = busy.max(window);
+        }
         self.session
             .busy
             .store(u32::try_from(busy).unwrap_or(u32::MAX), Ordering::Relaxed);
@@ -162,6 +179,9 @@ impl Drop for StateGuard<'_> {
 #[derive(Debug, Default)]
 struct SessionState {
     link: Option<Link>,
+    /// Shared ack deadlines missed in a row (any acknowledgement resets it); from
+    /// [`UNHEALTHY_AFTER_TIMEOUTS`] on, the member reads as full.
+    ack_timeouts: u32,
     /// Bumped at every attach, so a stale connection cannot touch a session it lost.
     generation: u64,
     /// True once the session has ended; late deliveries to it are dropped.
@@ -553,6 +573,7 @@ impl Session {
                         sequence,
                         stage: OutboundStage::Published,
                         delivery,
+                        abandoned: None,
                     },
                 );
             } else {
@@ -568,8 +589,11 @@ impl Session {
         hold
     }
 
-    /// A copy is done with: it leaves the store, if it is there.
+    /// A copy is done with: it leaves the store, if it is there, and its group's key is free.
     fn finished(&self, delivery: &Delivery) {
+        if let Some(tag) = &delivery.group {
+            tag.resolved();
+        }
         if let Some(disk) = &self.disk {
             disk.finished(delivery);
         }
@@ -599,6 +623,15 @@ impl Session {
         let Some(entry) = state.inflight.get_mut(&packet_id) else {
             return AckOutcome::UnknownPacketId;
         };
+        if let Some(abandoned) = entry.abandoned.take() {
+            // Past its deadline and sent elsewhere: a duplicate, counted, nothing more.
+            if let Some(tally) = abandoned.upgrade() {
+                CopyTally::count(&tally.late_acks);
+            }
+            state.ack_timeouts = 0;
+            state.remove_inflight(packet_id);
+            return AckOutcome::Done;
+        }
         let expected_qos = if pubrec {
             QoS::ExactlyOnce
         } else {
@@ -617,9 +650,15 @@ impl Session {
         }
         // PUBACK, or PUBREC with a failure code: the exchange is over; a failed message is
         // discarded, never sent elsewhere [MQTT-4.8.2-6].
-        if let Some(entry) = state.remove_inflight(packet_id) {
-            self.finished_by_member(&entry.delivery);
+        state.ack_timeouts = 0;
+        let Some(entry) = state.remove_inflight(packet_id) else {
+            return AckOutcome::Done;
+        };
+        if reason.is_error() && entry.delivery.group.is_some() {
+            self.finished(&entry.delivery);
+            return AckOutcome::Rejected(Box::new(entry.delivery));
         }
+        self.finished_by_member(&entry.delivery);
         AckOutcome::Done
     }
 
@@ -631,6 +670,7 @@ impl Session {
         }
         match state.inflight.get(&packet_id) {
             Some(entry) if entry.stage == OutboundStage::Released => {
+                state.ack_timeouts = 0;
                 if let Some(entry) = state.remove_inflight(packet_id) {
                     self.finished_by_member(&entry.delivery);
                 }
@@ -749,6 +789,7 @@ impl Session {
         for entry in state.inflight.values() {
             if let (Some(tag), QoS::ExactlyOnce) = (&entry.delivery.group, entry.delivery.qos) {
                 CopyTally::count(&tag.tally.ended_with_member);
+                tag.resolved();
             }
         }
         if let Some(disk) = &self.disk {
@@ -832,6 +873,7 @@ impl Session {
                     sequence,
                     stage,
                     delivery,
+                    abandoned: None,
                 },
             );
         }
@@ -870,6 +912,61 @@ impl Mailbox for Session {
 
     fn load(&self) -> crate::strategy::MemberLoad {
         self.member_load()
+    }
+
+    fn take_overdue(&self, group: GroupId, deadline: Instant) -> Vec<Delivery> {
+        let mut state = self.lock();
+        if state.link.is_none() {
+            // Offline: its copies went back to the group when it left.
+            return Vec::new();
+        }
+        let overdue = |d: &Delivery| {
+            d.qos != QoS::ExactlyOnce
+                && d.group
+                    .as_ref()
+                    .is_some_and(|tag| tag.id == group && tag.handed_at < deadline)
+        };
+        let mut taken = Vec::new();
+        // Sent and unacknowledged: another member gets a copy; this one stays in flight so
+        // that the packet id is not reused under a late PUBACK.
+        let mut sent: Vec<(u64, u16)> = state
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.abandoned.is_none() && overdue(&f.delivery))
+            .map(|(id, f)| (f.sequence, *id))
+            .collect();
+        sent.sort_unstable();
+        for (_, id) in sent {
+            if let Some(entry) = state.inflight.get_mut(&id) {
+                let copy = entry.delivery.clone();
+                entry.abandoned = entry
+                    .delivery
+                    .group
+                    .take()
+                    .map(|tag| Arc::downgrade(&tag.tally));
+                // The group's copy (and its stored row) goes on with the next member.
+                entry.delivery.stored = None;
+                taken.push(copy);
+            }
+        }
+        // Still queued here, never sent: simply taken back.
+        let mut kept = VecDeque::with_capacity(state.queue.len());
+        for delivery in std::mem::take(&mut state.queue) {
+            if overdue(&delivery) {
+                state.queued_bytes -= delivery.message.weight();
+                taken.push(delivery);
+            } else {
+                kept.push_back(delivery);
+            }
+        }
+        state.queue = kept;
+        if !taken.is_empty() {
+            state.ack_timeouts += 1;
+            if state.ack_timeouts == UNHEALTHY_AFTER_TIMEOUTS {
+                tracing::info!(client_id = %self.client_id, "member missed its ack deadline repeatedly: it gets no new shared messages until it acknowledges one");
+            }
+        }
+        taken
     }
 }
 
@@ -951,6 +1048,17 @@ impl SessionState {
     /// this same client [MQTT-4.8.2-4].
     fn take_shared_unfinished(&mut self, out: &mut Vec<Delivery>) {
         // In-flight copies were sent before anything still queued, so they go back first.
+        // Copies past their ack deadline are with another member already: forgotten here, so
+        // that a resumed session does not send them again.
+        let abandoned: Vec<u16> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.abandoned.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in abandoned {
+            self.remove_inflight(id);
+        }
         let mut in_flight: Vec<(u64, u16)> = self
             .inflight
             .iter()
@@ -1057,6 +1165,9 @@ mod tests {
             group: group.map(|id| GroupTag {
                 id,
                 tally: Default::default(),
+                handed_at: Instant::now(),
+                failures: 0,
+                key: None,
             }),
             stored: None,
         }
@@ -1146,14 +1257,14 @@ mod tests {
             panic!("not a publish")
         };
         let id = first.packet_id.unwrap();
-        assert_eq!(
+        assert!(matches!(
             session.acknowledge_publish(attached.generation, id, ReasonCode::SUCCESS, false),
             AckOutcome::Done
-        );
-        assert_eq!(
+        ));
+        assert!(matches!(
             session.acknowledge_publish(attached.generation, id, ReasonCode::SUCCESS, false),
             AckOutcome::UnknownPacketId
-        );
+        ));
         out.clear();
         session.take_sendable(
             attached.generation,
@@ -1183,7 +1294,7 @@ mod tests {
         let Packet::Publish(second) = &out[1] else {
             panic!("not a publish")
         };
-        assert_eq!(
+        assert!(matches!(
             session.acknowledge_publish(
                 attached.generation,
                 second.packet_id.unwrap(),
@@ -1191,7 +1302,7 @@ mod tests {
                 true
             ),
             AckOutcome::SendPubRel { stored: false }
-        );
+        ));
         assert_eq!(
             session.detach(attached.generation).map(|r| r.len()),
             Some(0)
@@ -1279,10 +1390,10 @@ mod tests {
         assert!(matches!(out.first(), Some(Packet::Publish(p)) if p.packet_id == Some(reused)));
 
         // The old connection reads its client's PUBACK for "first".
-        assert_eq!(
+        assert!(matches!(
             session.acknowledge_publish(old.generation, reused, ReasonCode::SUCCESS, false),
             AckOutcome::UnknownPacketId
-        );
+        ));
         assert_eq!(session.inflight(), 1, "\"second\" is still in flight");
         // The new connection fails before its client acknowledged: "second" goes back.
         let back: Vec<Bytes> = session

@@ -14,13 +14,16 @@ pub enum Redelivery {
     SessionTakenOver,
     /// The member's session ended (expired, or discarded by a clean start).
     SessionEnded,
+    /// The member, still connected, did not acknowledge within `ack_timeout_ms`.
+    AckTimeout,
 }
 
 impl Redelivery {
-    pub const ALL: [Redelivery; 3] = [
+    pub const ALL: [Redelivery; 4] = [
         Redelivery::MemberDisconnected,
         Redelivery::SessionTakenOver,
         Redelivery::SessionEnded,
+        Redelivery::AckTimeout,
     ];
 
     /// The `reason` label on `/metrics` and in the API.
@@ -29,6 +32,15 @@ impl Redelivery {
             Redelivery::MemberDisconnected => "member_disconnected",
             Redelivery::SessionTakenOver => "session_taken_over",
             Redelivery::SessionEnded => "session_ended",
+            Redelivery::AckTimeout => "ack_timeout",
+        }
+    }
+
+    /// The failure a dead-lettered copy names.
+    pub fn failure(self) -> &'static str {
+        match self {
+            Redelivery::AckTimeout => "ack_timeout",
+            _ => "disconnect",
         }
     }
 
@@ -48,14 +60,29 @@ pub enum GroupDrop {
     GroupEnded,
     /// An operator purged the queue.
     Purged,
+    /// Waited longer than the group's `max_age_secs`.
+    MaxAge,
+    /// The oldest waiting message, given up for a new one (`overflow = "drop_oldest"`).
+    Overflow,
+    /// Replaced by a newer message of its key (`compact = true`).
+    Compacted,
+    /// Failed `max_deliveries` times, and the group has no dead-letter topic.
+    MaxDeliveries,
+    /// Refused by a member (PUBACK/PUBREC >= 0x80), and the group has no dead-letter topic.
+    Rejected,
 }
 
 impl GroupDrop {
-    pub const ALL: [GroupDrop; 4] = [
+    pub const ALL: [GroupDrop; 9] = [
         GroupDrop::QueueFullMessages,
         GroupDrop::QueueFullBytes,
         GroupDrop::GroupEnded,
         GroupDrop::Purged,
+        GroupDrop::MaxAge,
+        GroupDrop::Overflow,
+        GroupDrop::Compacted,
+        GroupDrop::MaxDeliveries,
+        GroupDrop::Rejected,
     ];
 
     pub fn label(self) -> &'static str {
@@ -64,6 +91,11 @@ impl GroupDrop {
             GroupDrop::QueueFullBytes => "queue_full_bytes",
             GroupDrop::GroupEnded => "group_ended",
             GroupDrop::Purged => "purged",
+            GroupDrop::MaxAge => "max_age",
+            GroupDrop::Overflow => "overflow",
+            GroupDrop::Compacted => "compacted",
+            GroupDrop::MaxDeliveries => "max_deliveries",
+            GroupDrop::Rejected => "rejected",
         }
     }
 
@@ -91,6 +123,8 @@ pub struct GroupCounters {
     /// Messages the group dropped, whatever the reason.
     pub dropped: AtomicU64,
     dropped_by: [AtomicU64; GroupDrop::ALL.len()],
+    /// Messages published to the group's dead-letter topic.
+    pub dead_lettered: AtomicU64,
 }
 
 impl GroupCounters {

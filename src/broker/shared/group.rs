@@ -23,11 +23,14 @@ use crate::broker::routing::delivery::{
     CopyTally, Delivery, Enqueued, GroupId, GroupTag, Mailbox, Occasion, QueueLimits,
 };
 use crate::broker::routing::message::{Message, Quota, SessionId};
+use crate::broker::shared::backlog::{DeadLetter, Failure};
 use crate::broker::shared::counters::{GroupCounters, GroupDrop, Redelivery};
+use crate::broker::shared::settings::GroupSettings;
 use crate::broker::store::encoding::{decode_entry, encode_entry, Clock};
 use crate::broker::store::journal::RefillResult;
 use crate::broker::store::spill::Spill;
 use crate::broker::store::{group_owner, Journal, Op, Owner, StoredRef};
+use crate::config::Overflow;
 
 /// Bounds on a group's own queue.
 #[derive(Debug, Clone, Copy)]
@@ -90,11 +93,13 @@ struct GroupDisk {
     owner: Owner,
 }
 
-/// A message in the group's queue, and where it is stored (QoS 1/2 with a store).
-#[derive(Debug, Clone)]
-pub struct Queued {
-    pub message: Arc<Message>,
-    pub stored: Option<u64>,
+pub use super::backlog::Queued;
+
+/// What a new group starts with: its strategy and its work-queue settings.
+#[derive(Debug)]
+pub struct GroupSetup {
+    pub dispatcher: Dispatcher,
+    pub settings: GroupSettings,
 }
 
 #[derive(Debug)]
@@ -113,6 +118,8 @@ struct Member {
 struct GroupState {
     /// Chooses the member; the native round robin below is its fallback.
     dispatcher: Dispatcher,
+    /// Ack deadline, delivery limit, per-key order and backlog policy; replaced on reload.
+    settings: GroupSettings,
     members: Vec<Member>,
     /// Round-robin position: the next member to try. Kept per group, so fairness does not
     /// depend on how many publishers there are.
@@ -155,9 +162,9 @@ pub struct GroupView {
     /// Messages waiting, in memory and on disk, and their whole-message bytes.
     pub queued: usize,
     pub queued_bytes: usize,
-    /// How long the oldest waiting message has waited since the broker received it (since
-    /// the broker started, for one read back from the store).
+    /// How long the oldest waiting message has waited since the broker received it.
     pub lag: std::time::Duration,
+    pub settings: GroupSettings,
 }
 
 /// One member of a [`GroupView`].
@@ -188,10 +195,14 @@ impl SharedGroup {
         id: GroupId,
         name: ByteString,
         filter: ByteString,
-        dispatcher: Dispatcher,
+        setup: GroupSetup,
         journal: Option<Arc<Journal>>,
         events: EventFeed,
     ) -> SharedGroup {
+        let GroupSetup {
+            dispatcher,
+            settings,
+        } = setup;
         events.emit(EventKind::GroupCreated, &name, &filter, dispatcher.label());
         SharedGroup {
             id,
@@ -203,6 +214,7 @@ impl SharedGroup {
             filter,
             state: Mutex::new(GroupState {
                 dispatcher,
+                settings,
                 members: Vec::new(),
                 cursor: 0,
                 queue: VecDeque::new(),
@@ -294,6 +306,20 @@ impl SharedGroup {
         let mut state = self.state.lock();
         let native = Dispatcher::native(self.name.clone());
         std::mem::replace(&mut state.dispatcher, native)
+    }
+
+    /// Puts new work-queue settings in force (a reload); true if they differ.
+    pub fn set_settings(&self, settings: GroupSettings) -> bool {
+        let mut state = self.state.lock();
+        if state.settings == settings {
+            return false;
+        }
+        state.settings = settings;
+        true
+    }
+
+    pub fn settings(&self) -> GroupSettings {
+        self.state.lock().settings.clone()
     }
 
     /// The strategy currently choosing for this group.
@@ -462,6 +488,7 @@ impl SharedGroup {
             queued: state.queue.len() + state.spill.count,
             queued_bytes: state.queued_bytes + state.spill.bytes,
             lag,
+            settings: state.settings.clone(),
         }
     }
 
@@ -526,13 +553,22 @@ impl SharedGroup {
         // Stored before any member can see it, so that its finishing (appended by the
         // member) always comes after.
         let stored = self.store_arrival(&message);
-        let item = Queued { message, stored };
-        // Anything already waiting is older and goes first.
+        let key = state
+            .settings
+            .ordered_by
+            .as_ref()
+            .map(|spec| spec.key(&message.topic, message.publisher_client_id.as_deref()));
+        let item = Queued::new(message, stored, key);
+        // Anything already waiting is older and goes first; a key with a copy out waits.
         if state.queue.is_empty()
             && state.spill.count == 0
+            && !key.is_some_and(|k| self.tally.key_is_out(k))
             && self.try_hand_out(&mut state, &item, limits)
         {
             return Dispatched::Accepted;
+        }
+        if state.settings.compact {
+            self.compact(&mut state, key);
         }
         if let Err(quota) = self.push_back(&mut state, item, limits) {
             return Dispatched::Refused(quota);
@@ -574,21 +610,41 @@ impl SharedGroup {
         })
     }
 
-    /// Takes back copies a member could not finish and hands them to other members, oldest first.
+    /// Takes back copies a member could not finish (each with this failure counted) and hands
+    /// them to other members, oldest first. Those that reached `max_deliveries` are returned
+    /// for the dead-letter topic, or dropped when the group has none.
     pub fn redispatch(
         self: &Arc<Self>,
         copies: Vec<Queued>,
         limits: GroupLimits,
         reason: Redelivery,
-    ) {
-        let count = copies.len() as u64;
+    ) -> Vec<DeadLetter> {
         let mut state = self.state.lock();
         if state.ended {
-            self.counters.record_drop(GroupDrop::GroupEnded, count);
+            self.counters
+                .record_drop(GroupDrop::GroupEnded, copies.len() as u64);
             for copy in copies {
                 self.forget_stored(copy.stored);
             }
-            return;
+            return Vec::new();
+        }
+        let mut dead = Vec::new();
+        let mut retried = Vec::with_capacity(copies.len());
+        for copy in copies {
+            match state.settings.max_deliveries {
+                Some(max) if copy.failures >= max => {
+                    if let Some(letter) = self.give_up(&state, copy, GroupDrop::MaxDeliveries) {
+                        dead.push(letter);
+                    }
+                }
+                _ => retried.push(copy),
+            }
+        }
+        let copies = retried;
+        let count = copies.len() as u64;
+        if count == 0 {
+            self.drain_locked(&mut state, limits);
+            return dead;
         }
         self.counters.record_redelivery(reason, count);
         self.events.emit(
@@ -604,13 +660,128 @@ impl SharedGroup {
         }
         self.publish_queued(&state);
         self.drain_locked(&mut state, limits);
+        dead
+    }
+
+    /// A member refused a copy (PUBACK/PUBREC >= 0x80): it is never sent to another member
+    /// [MQTT-4.8.2-6]; it goes to the dead-letter topic if the group has one, else it is
+    /// dropped and counted. The member's session has already let go of its stored row.
+    pub fn rejected(&self, copy: Queued) -> Option<DeadLetter> {
+        let state = self.state.lock();
+        self.give_up(&state, copy, GroupDrop::Rejected)
+    }
+
+    /// A message the group stops trying to deliver: bound for the dead-letter topic, or
+    /// dropped (counted as `otherwise`) when there is none.
+    fn give_up(
+        &self,
+        state: &GroupState,
+        copy: Queued,
+        otherwise: GroupDrop,
+    ) -> Option<DeadLetter> {
+        self.forget_stored(copy.stored);
+        let topic = state
+            .settings
+            .dead_letter_topic_for(&self.name, &copy.message.topic);
+        let Some(topic) = topic else {
+            self.counters.record_drop(otherwise, 1);
+            return None;
+        };
+        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        Some(DeadLetter {
+            message: copy.message,
+            topic,
+            group: self.name.clone(),
+            deliveries: copy.failures,
+            failure: copy.last_failure.unwrap_or_else(|| Failure {
+                reason: "unknown".into(),
+                member: ByteString::new(),
+            }),
+        })
+    }
+
+    /// Keeps only the newest message per key (`compact`): drops a waiting message of `key`
+    /// before a new one joins the queue. Covers the memory window; rows on disk stay.
+    fn compact(&self, state: &mut GroupState, key: Option<u64>) {
+        let Some(key) = key else { return };
+        let Some(index) = state.queue.iter().position(|q| q.key == Some(key)) else {
+            return;
+        };
+        if let Some(old) = state.queue.remove(index) {
+            state.queued_bytes -= old.message.weight();
+            self.forget_stored(old.stored);
+            self.counters.record_drop(GroupDrop::Compacted, 1);
+        }
+    }
+
+    /// Work done on a clock rather than on an event: copies whose ack deadline passed go to
+    /// other members, and waiting messages older than `max_age_secs` are dropped. Returns the
+    /// copies given up on for the dead-letter topic.
+    pub fn sweep(
+        self: &Arc<Self>,
+        now: std::time::Instant,
+        limits: GroupLimits,
+    ) -> Vec<DeadLetter> {
+        let (timeout, members) = {
+            let mut state = self.state.lock();
+            if state.ended {
+                return Vec::new();
+            }
+            if state.settings.max_age.is_some() {
+                self.drain_locked(&mut state, limits);
+            }
+            let Some(timeout) = state.settings.ack_timeout else {
+                return Vec::new();
+            };
+            let members: Vec<Arc<dyn Mailbox>> =
+                state.members.iter().map(|m| m.session.clone()).collect();
+            (timeout, members)
+        };
+        let Some(deadline) = now.checked_sub(timeout) else {
+            return Vec::new();
+        };
+        let mut dead = Vec::new();
+        // Each member's session is locked on its own, not under the group's lock (the order is
+        // group, then session; taking the copies back needs the group again after).
+        for member in members {
+            let overdue = member.take_overdue(self.id, deadline);
+            if overdue.is_empty() {
+                continue;
+            }
+            tracing::debug!(group = %self.name, filter = %self.filter, client_id = %member.client_id(), count = overdue.len(), "ack deadline passed: copies go to other members");
+            let copies = overdue
+                .into_iter()
+                .filter_map(|d| {
+                    let tag = d.group?;
+                    tag.resolved();
+                    Some(Queued {
+                        message: d.message,
+                        stored: d.stored.map(|s| s.id),
+                        failures: tag.failures + 1,
+                        last_failure: Some(Failure {
+                            reason: Redelivery::AckTimeout.failure().into(),
+                            member: member.client_id().clone(),
+                        }),
+                        key: tag.key,
+                    })
+                })
+                .collect();
+            dead.extend(self.redispatch(copies, limits, Redelivery::AckTimeout));
+        }
+        dead
     }
 
     /// Rebuilds the queue read back from the store at start: its memory window in order, and
     /// what waits on disk after it.
     pub fn restore_queue(&self, window: Vec<Queued>, spill: Spill) {
         let mut state = self.state.lock();
-        for item in window {
+        for mut item in window {
+            if let Some(spec) = &state.settings.ordered_by {
+                item.key = Some(spec.key(
+                    &item.message.topic,
+                    item.message.publisher_client_id.as_deref(),
+                ));
+            }
             state.queued_bytes += item.message.weight();
             state.queue.push_back(item);
         }
@@ -662,10 +833,15 @@ impl SharedGroup {
                 Ok(entry) => {
                     if state.spill.take_row(id, entry.message.weight()) {
                         state.queued_bytes += entry.message.weight();
-                        state.queue.push_back(Queued {
-                            message: entry.message,
-                            stored: Some(id),
+                        let key = state.settings.ordered_by.as_ref().map(|spec| {
+                            spec.key(
+                                &entry.message.topic,
+                                entry.message.publisher_client_id.as_deref(),
+                            )
                         });
+                        state
+                            .queue
+                            .push_back(Queued::new(entry.message, Some(id), key));
                     }
                 }
                 Err(e) => {
@@ -692,15 +868,65 @@ impl SharedGroup {
         // Pairs with the fence in `BrokerState::drain_groups_of`: the queue length stored
         // before this is seen by a member freeing room, or this sees the room it freed.
         std::sync::atomic::fence(Ordering::SeqCst);
-        while let Some(item) = state.queue.front().cloned() {
-            if !self.try_hand_out(state, &item, limits) {
-                break;
+        self.drop_too_old(state);
+        if state.settings.ordered_by.is_some() {
+            self.drain_ordered(state, limits);
+        } else {
+            while let Some(item) = state.queue.front().cloned() {
+                if !self.try_hand_out(state, &item, limits) {
+                    break;
+                }
+                state.queue.pop_front();
+                state.queued_bytes -= item.message.weight();
             }
-            state.queue.pop_front();
-            state.queued_bytes -= item.message.weight();
         }
         self.maybe_refill(state, limits);
         self.publish_queued(state);
+    }
+
+    /// Drops waiting messages older than `max_age_secs`. The queue is in arrival order (copies
+    /// that came back are older still, at its front), so they are at the front.
+    fn drop_too_old(&self, state: &mut GroupState) {
+        let Some(max_age) = state.settings.max_age else {
+            return;
+        };
+        let mut dropped = 0;
+        while let Some(front) = state.queue.front() {
+            if front.message.received_at.elapsed() <= max_age {
+                break;
+            }
+            if let Some(old) = state.queue.pop_front() {
+                state.queued_bytes -= old.message.weight();
+                self.forget_stored(old.stored);
+                dropped += 1;
+            }
+        }
+        self.counters.record_drop(GroupDrop::MaxAge, dropped);
+    }
+
+    /// Hands out waiting messages whose key has no copy out, in queue order: a key's messages
+    /// go one at a time and in order, and a key that waits never holds up the others.
+    fn drain_ordered(self: &Arc<Self>, state: &mut GroupState, limits: GroupLimits) {
+        let mut blocked: std::collections::HashSet<u64, ahash::RandomState> =
+            self.tally.keys_out().into_iter().collect();
+        let mut kept = VecDeque::with_capacity(state.queue.len());
+        let mut queue = std::mem::take(&mut state.queue);
+        while let Some(item) = queue.pop_front() {
+            let key = item.key.unwrap_or(0);
+            if blocked.contains(&key) {
+                kept.push_back(item);
+                continue;
+            }
+            if !self.try_hand_out(state, &item, limits) {
+                // Nobody has room: the rest waits, in order.
+                kept.push_back(item);
+                kept.extend(queue);
+                break;
+            }
+            state.queued_bytes -= item.message.weight();
+            blocked.insert(key);
+        }
+        state.queue = kept;
     }
 
     fn push_back(
@@ -717,6 +943,16 @@ impl SharedGroup {
         } else {
             None
         };
+        if refused.is_some() && state.settings.overflow == Overflow::DropOldest {
+            if let Some(oldest) = state.queue.pop_front() {
+                // Room for the new one at the cost of the oldest (memory holds the oldest; the
+                // disk tail is newer).
+                state.queued_bytes -= oldest.message.weight();
+                self.forget_stored(oldest.stored);
+                self.counters.record_drop(GroupDrop::Overflow, 1);
+                return self.push_back(state, item, limits);
+            }
+        }
         if let Some(quota) = refused {
             self.counters.record_drop(GroupDrop::of_quota(quota), 1);
             if let Some(suppressed) = self.refusal_log.allow() {
@@ -838,11 +1074,13 @@ impl SharedGroup {
             return Some(false);
         }
         let publisher = message.publisher_client_id.as_deref().unwrap_or("");
+        let topic_hash = key_hash(message.topic.as_bytes());
         let view = MessageView {
             topic: &message.topic,
             publisher,
             payload: &message.payload,
-            topic_hash: key_hash(message.topic.as_bytes()),
+            topic_hash,
+            key_hash: item.key.unwrap_or(topic_hash),
             publisher_hash: if publisher.is_empty() {
                 0
             } else {
@@ -916,11 +1154,20 @@ impl SharedGroup {
             Some(GroupTag {
                 id: self.id,
                 tally: self.tally.clone(),
+                handed_at: std::time::Instant::now(),
+                failures: item.failures,
+                key: item.key,
             }),
         );
         delivery.stored = item.stored.and_then(|id| self.stored_ref(id));
+        // Counted out before the member can see it, so that its acknowledgement always
+        // counts it back after.
+        self.tally.key_sent(item.key);
         match member.session.enqueue(delivery, limits.member_queue) {
-            Enqueued::Refused(_) | Enqueued::Ended => false,
+            Enqueued::Refused(_) | Enqueued::Ended => {
+                self.tally.key_resolved(item.key);
+                false
+            }
             Enqueued::Queued | Enqueued::QueuedDroppingOldestQos0 => {
                 member.dispatched += 1;
                 self.counters.dispatched.fetch_add(1, Ordering::Relaxed);

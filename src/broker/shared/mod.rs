@@ -2,8 +2,10 @@
 //! The registry of groups lives with the topic tree (`routing::router`), whose lock it shares
 //! when groups are created and ended.
 
+pub mod backlog;
 pub mod counters;
 pub mod group;
+pub mod settings;
 
 pub use counters::{GroupCounters, GroupDrop, Redelivery};
 pub use group::{

@@ -404,6 +404,8 @@ fn write_message(w: &mut Writer, message: &Message, clock: Clock) {
         properties: message.properties.clone(),
     };
     write_publish(w, &publish);
+    // Last, so that records written before it existed still read: they lack it.
+    w.u64(clock.to_unix(message.received_at));
 }
 
 fn read_message(r: &mut Reader<'_>, clock: Clock) -> Result<Arc<Message>, Corrupt> {
@@ -412,11 +414,17 @@ fn read_message(r: &mut Reader<'_>, clock: Clock) -> Result<Arc<Message>, Corrup
     let publish = read_publish(r)?;
     let topic = publish.topic.clone();
     let expires_at = (expires_at_ms != 0).then(|| clock.to_instant(expires_at_ms));
+    // When the broker first received it: absent from records of earlier versions.
+    let received_at = match r.0.len() {
+        0 => clock.instant,
+        _ => clock.to_instant(r.u64()?),
+    };
     Ok(Message::restored(
         publish,
         topic,
         publisher_client_id,
         expires_at,
+        received_at,
     ))
 }
 
@@ -579,5 +587,20 @@ mod tests {
         foreign[0] = 99;
         assert!(decode_entry(&foreign, Clock::now()).is_err());
         assert!(decode_session(&[]).is_err());
+    }
+
+    #[test]
+    fn the_arrival_time_survives_and_records_without_it_still_read() {
+        let clock = Clock::now();
+        let value = encode_entry(&message(), None, clock);
+        let later = Clock {
+            instant: clock.instant + Duration::from_secs(5),
+            unix_ms: clock.unix_ms + 5000,
+        };
+        let read = decode_entry(&value, later).unwrap();
+        assert!(read.message.received_at <= clock.instant + Duration::from_millis(1));
+        // Written before the arrival time was kept: the last 8 bytes absent.
+        let older = decode_entry(&value[..value.len() - 8], later).unwrap();
+        assert_eq!(older.message.received_at, later.instant);
     }
 }
