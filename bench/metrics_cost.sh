@@ -86,8 +86,12 @@ one_run() { # VARIANT ROUND
 
 : >"$OUT"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+# The machine's speed drifts during a run: each round starts the rotation one variant later, so
+# that no variant always runs first (or last) in its round.
+read -r -a order <<<"$VARIANTS"
 for round in $(seq 1 "$ROUNDS"); do
-    for variant in $VARIANTS; do
+    for i in "${!order[@]}"; do
+        variant=${order[$(((i + round - 1) % ${#order[@]}))]}
         one_run "$variant" "$round" >/dev/null
     done
 done
@@ -99,14 +103,20 @@ by = {}
 for r in runs:
     by.setdefault(r["variant"], []).append(r)
 base = statistics.median(r.get("delivered_rate", 0) for r in by.get("no_http", [{"delivered_rate": 0}]))
-print("| variant | runs | median delivered msg/s | vs no_http | median broker CPU µs/msg | median /metrics scrape ms |")
-print("|---|---|---|---|---|---|")
+# Paired per round: each variant against no_http of the same round, which cancels the drift
+# between rounds.
+base_of = {r["round"]: r for r in by.get("no_http", [])}
+def paired(rs, key):
+    ratios = [r[key] / base_of[r["round"]][key] for r in rs if r["round"] in base_of and r.get(key) and base_of[r["round"]].get(key)]
+    return f"{(statistics.median(ratios) - 1) * 100:+.1f} %" if ratios else "-"
+
+print("| variant | runs | median delivered msg/s | rate vs no_http (paired median) | median broker CPU µs/msg | CPU vs no_http (paired median) | median /metrics scrape ms |")
+print("|---|---|---|---|---|---|---|")
 for variant, rs in by.items():
     rate = statistics.median(r.get("delivered_rate", 0) for r in rs)
     cpu = statistics.median(r["cpu_us_per_msg"] for r in rs if r.get("cpu_us_per_msg"))
     scrape = [r["scrape_ms"] for r in rs if r.get("scrape_ms") is not None]
-    ratio = f"{(rate / base - 1) * 100:+.1f} %" if base else "-"
-    print(f"| {variant} | {len(rs)} | {rate:,.0f} | {ratio} | {cpu:.2f} | {statistics.median(scrape):.1f} |" if scrape else
-          f"| {variant} | {len(rs)} | {rate:,.0f} | {ratio} | {cpu:.2f} | - |")
+    scrape_ms = f"{statistics.median(scrape):.1f}" if scrape else "-"
+    print(f"| {variant} | {len(rs)} | {rate:,.0f} | {paired(rs, 'delivered_rate')} | {cpu:.2f} | {paired(rs, 'cpu_us_per_msg')} | {scrape_ms} |")
 PY
 echo "results in $OUT" >&2

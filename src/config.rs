@@ -809,10 +809,15 @@ impl Config {
                         ),
                     ))
                 }
+                // Only work-queue settings: the group keeps the default strategy.
+                (None, None) if !group.queue_config().is_default() => {}
                 (None, None) => {
                     return Err(invalid(
                         "shared.groups",
-                        &format!("group `{}` needs `strategy` or `plugin`", group.name),
+                        &format!(
+                            "group `{}` needs `strategy` or `plugin` (or work-queue settings only)",
+                            group.name
+                        ),
                     ))
                 }
                 _ => {}
@@ -895,6 +900,40 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rule_may_set_only_work_queue_settings_and_bad_ones_are_named() {
+        let config = Config::from_toml(
+            "[[shared.groups]]\nname = \"jobs\"\nack_timeout_ms = 500\nordered_by = \"topic_levels:d/{id}/#\"\noverflow = \"drop_oldest\"\n",
+            "test",
+        )
+        .unwrap();
+        let queue = config.shared.groups[0].queue_config();
+        assert_eq!(queue.ack_timeout_ms, Some(500));
+        assert_eq!(queue.overflow, Overflow::DropOldest);
+        let err = Config::from_toml("[[shared.groups]]\nname = \"jobs\"\n", "test").unwrap_err();
+        assert!(err.to_string().contains("needs `strategy`"), "{err}");
+        for (toml, key) in [
+            ("ordered_by = \"device\"", "shared.groups[0].ordered_by"),
+            ("compact = true", "shared.groups[0].compact"),
+            ("ack_timeout_ms = 0", "shared.groups[0].ack_timeout_ms"),
+            (
+                "dead_letter_topic = \"dlq/#\"",
+                "shared.groups[0].dead_letter_topic",
+            ),
+        ] {
+            let text = format!("[[shared.groups]]\nname = \"jobs\"\n{toml}\n");
+            let err = Config::from_toml(&text, "test").unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let err = Config::from_toml(
+            "[[shared.declared]]\nname = \"j\"\nfilter = \"j\"\nmax_age_secs = 0\n",
+            "test",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("shared.declared[0].max_age_secs"), "{err}");
+    }
 
     #[test]
     fn embedded_default_parses_and_listens_on_1883() {
