@@ -905,28 +905,28 @@ impl SharedGroup {
     }
 
     /// Hands out waiting messages whose key has no copy out, in queue order: a key's messages
-    /// go one at a time and in order, and a key that waits never holds up the others.
+    /// go one at a time and in order, and a key that waits never holds up the others. Items
+    /// leave the queue where they are (near its front, where the scan finds free keys), so a
+    /// drain costs the blocked items it passes, not the whole queue.
     fn drain_ordered(self: &Arc<Self>, state: &mut GroupState, limits: GroupLimits) {
         let mut blocked: std::collections::HashSet<u64, ahash::RandomState> =
             self.tally.keys_out().into_iter().collect();
-        let mut kept = VecDeque::with_capacity(state.queue.len());
-        let mut queue = std::mem::take(&mut state.queue);
-        while let Some(item) = queue.pop_front() {
-            let key = item.key.unwrap_or(0);
+        let mut index = 0;
+        while index < state.queue.len() {
+            let key = state.queue[index].key.unwrap_or(0);
             if blocked.contains(&key) {
-                kept.push_back(item);
+                index += 1;
                 continue;
             }
+            let item = state.queue[index].clone();
             if !self.try_hand_out(state, &item, limits) {
                 // Nobody has room: the rest waits, in order.
-                kept.push_back(item);
-                kept.extend(queue);
                 break;
             }
+            state.queue.remove(index);
             state.queued_bytes -= item.message.weight();
             blocked.insert(key);
         }
-        state.queue = kept;
     }
 
     fn push_back(
