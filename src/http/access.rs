@@ -158,7 +158,7 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A token for a broker whose config sets none: 32 random bytes, URL-safe.
+/// A token for a broker whose config sets none: 24 random bytes, URL-safe base64.
 pub fn generate_token() -> String {
     let bytes: [u8; 24] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)

@@ -178,6 +178,8 @@ fn snapshot(broker: &BrokerState, watched: &[String], rates: &mut Rates) -> Valu
                 let s = &g.strategy_stats;
                 object.insert("failures_by".into(), json!({"trap": s.traps, "timeout": s.timeouts, "invalid_answer": s.invalid_answers}));
                 object.insert("pinned_messages".into(), json!(s.pinned_messages));
+                object.insert("settings".into(), g.settings.clone());
+                object.insert("dead_lettered".into(), json!(g.dead_lettered));
             }
             let per_member = g.members.iter().map(|m| (m.client_id.clone(), m.dispatched)).collect();
             next.insert(g.id, (g.dispatched, per_member));

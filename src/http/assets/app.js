@@ -108,7 +108,8 @@ function drawDetail() {
   if (!g) return;
   text($("d-name"), g.group);
   text($("d-filter"), g.filter + (g.declared ? " · declared" : ""));
-  text($("d-strategy"), `strategy ${g.strategy} (${g.strategy_version})${g.strategy_overridden ? " · set through the API" : ""}${g.pinned ? " · pinned to the fallback" : ""} · in flight ${g.in_flight} · acked ${fmt(g.acked)}`);
+  const settings = Object.entries(g.settings || {}).map(([k, v]) => `${k} ${v}`).join(", ");
+  text($("d-strategy"), `strategy ${g.strategy} (${g.strategy_version})${g.strategy_overridden ? " · set through the API" : ""}${g.pinned ? " · pinned to the fallback" : ""} · in flight ${g.in_flight} · acked ${fmt(g.acked)}${g.dead_lettered ? " · dead-lettered " + fmt(g.dead_lettered) : ""}${settings ? " · " + settings : ""}`);
   text($("d-rate"), `${fmt(g.rate)} msg/s in all`);
   const bars = $("d-members");
   bars.replaceChildren();
