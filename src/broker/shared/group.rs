@@ -553,11 +553,7 @@ impl SharedGroup {
         // Stored before any member can see it, so that its finishing (appended by the
         // member) always comes after.
         let stored = self.store_arrival(&message);
-        let key = state
-            .settings
-            .ordered_by
-            .as_ref()
-            .map(|spec| spec.key(&message.topic, message.publisher_client_id.as_deref()));
+        let key = state.settings.key_of(&message);
         let item = Queued::new(message, stored, key);
         // Anything already waiting is older and goes first; a key with a copy out waits.
         if state.queue.is_empty()
@@ -776,12 +772,7 @@ impl SharedGroup {
     pub fn restore_queue(&self, window: Vec<Queued>, spill: Spill) {
         let mut state = self.state.lock();
         for mut item in window {
-            if let Some(spec) = &state.settings.ordered_by {
-                item.key = Some(spec.key(
-                    &item.message.topic,
-                    item.message.publisher_client_id.as_deref(),
-                ));
-            }
+            item.key = state.settings.key_of(&item.message);
             state.queued_bytes += item.message.weight();
             state.queue.push_back(item);
         }
@@ -833,12 +824,7 @@ impl SharedGroup {
                 Ok(entry) => {
                     if state.spill.take_row(id, entry.message.weight()) {
                         state.queued_bytes += entry.message.weight();
-                        let key = state.settings.ordered_by.as_ref().map(|spec| {
-                            spec.key(
-                                &entry.message.topic,
-                                entry.message.publisher_client_id.as_deref(),
-                            )
-                        });
+                        let key = state.settings.key_of(&entry.message);
                         state
                             .queue
                             .push_back(Queued::new(entry.message, Some(id), key));

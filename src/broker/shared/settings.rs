@@ -36,6 +36,12 @@ impl GroupSettings {
         }
     }
 
+    /// A message's ordering key, when the group has `ordered_by`.
+    pub fn key_of(&self, message: &crate::broker::routing::message::Message) -> Option<u64> {
+        let spec = self.ordered_by.as_ref()?;
+        Some(spec.key(&message.topic, message.publisher_client_id.as_deref()))
+    }
+
     /// The dead-letter topic for a message of `group` published on `topic`.
     pub fn dead_letter_topic_for(&self, group: &str, topic: &str) -> Option<String> {
         self.dead_letter_topic
