@@ -27,7 +27,7 @@ pub mod acl;
 mod auth;
 pub mod events;
 mod handle;
-mod log_limit;
+pub(crate) mod log_limit;
 pub mod net;
 mod recover;
 pub mod routing;

@@ -402,6 +402,9 @@ impl BrokerState {
                         options,
                         identifier,
                         weight: 1,
+                        // Not kept in the store (nor is the weight): a restored member is
+                        // seen as if it had subscribed without user properties.
+                        user_properties: Vec::new(),
                     };
                     self.router
                         .join_group(group, shared, session, membership, |name, filter| {

@@ -161,12 +161,21 @@ fn strategy_json(group: &SharedGroup) -> serde_json::Value {
         "name": group.strategy_label(),
         "pinned_to_fallback": group.strategy_is_pinned(),
         "selections": read(&counters.selections),
-        "fallbacks": read(&counters.fallbacks),
+        "fallbacks": counters.fallbacks.total(),
+        "fallbacks_by": {
+            "trap": read(&counters.fallbacks.trap),
+            "timeout": read(&counters.fallbacks.timeout),
+            "invalid_answer": read(&counters.fallbacks.invalid_answer),
+            "declined": read(&counters.fallbacks.declined),
+            "rebuilding": read(&counters.fallbacks.rebuilding),
+        },
         "spills": read(&counters.spills),
+        "pinned_messages": read(&counters.pinned_messages),
         "traps": read(&counters.traps),
         "timeouts": read(&counters.timeouts),
-        "invalid_answers": read(&counters.invalid_answers),
+        "invalid_answers": read(&counters.fallbacks.invalid_answer),
         "rebuilds": read(&counters.rebuilds),
+        "log_dropped": read(&counters.log_dropped),
     })
 }
 

@@ -178,6 +178,7 @@ fn snapshot(broker: &BrokerState, watched: &[String], rates: &mut Rates) -> Valu
                 let s = &g.strategy_stats;
                 object.insert("failures_by".into(), json!({"trap": s.traps, "timeout": s.timeouts, "invalid_answer": s.invalid_answers}));
                 object.insert("pinned_messages".into(), json!(s.pinned_messages));
+                object.insert("fallbacks_by".into(), json!(s.fallbacks_by));
                 object.insert("settings".into(), g.settings.clone());
                 object.insert("dead_lettered".into(), json!(g.dead_lettered));
             }

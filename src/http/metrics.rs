@@ -297,6 +297,8 @@ fn labelled(
                 let (s, t) = (&mut sum.strategy_stats, &g.strategy_stats);
                 s.selections += t.selections;
                 s.fallbacks += t.fallbacks;
+                s.fallbacks_by.absorb(&t.fallbacks_by);
+                s.log_dropped += t.log_dropped;
                 s.spills += t.spills;
                 s.traps += t.traps;
                 s.timeouts += t.timeouts;
@@ -497,25 +499,48 @@ fn encode_groups(
             .map(move |(kind, n)| (with(group_labels(g), "kind", kind), Value::Int(n)))
         })
         .collect();
-    family(encoder, "sharq_group_strategy_failures", "Strategy calls that failed, by kind; each message is placed by the native round robin instead.", MetricType::Counter, &failures)?;
     family(
         encoder,
-        "sharq_group_strategy_selections",
-        "Members the strategy chose.",
+        "sharq_group_strategy_failures",
+        "Strategy calls that failed (membership calls too), by kind.",
         MetricType::Counter,
-        &per_group(all, |g| Value::Int(g.strategy_stats.selections)),
+        &failures,
     )?;
     family(
         encoder,
-        "sharq_group_strategy_fallbacks",
-        "Messages the native round robin placed because the strategy failed or declined.",
+        "sharq_group_strategy_selections",
+        "Messages delivered to the member the strategy chose.",
         MetricType::Counter,
-        &per_group(all, |g| Value::Int(g.strategy_stats.fallbacks)),
+        &per_group(all, |g| Value::Int(g.strategy_stats.selections)),
+    )?;
+    let fallbacks: Vec<(Labels, Value)> = all
+        .iter()
+        .flat_map(|g| {
+            g.strategy_stats
+                .fallbacks_by
+                .by_cause()
+                .into_iter()
+                .map(move |(cause, n)| (with(group_labels(g), "cause", cause), Value::Int(n)))
+        })
+        .collect();
+    family(
+        encoder,
+        "sharq_group_strategy_fallbacks",
+        "Messages the native round robin placed because the strategy did not choose, by cause: trap, timeout, invalid_answer, declined (it answered none), rebuilding (its instance was being rebuilt after a failure).",
+        MetricType::Counter,
+        &fallbacks,
+    )?;
+    family(
+        encoder,
+        "sharq_group_plugin_log_dropped",
+        "Plugin log lines dropped by the log import's rate limit.",
+        MetricType::Counter,
+        &per_group(all, |g| Value::Int(g.strategy_stats.log_dropped)),
     )?;
     family(
         encoder,
         "sharq_group_strategy_spills",
-        "Choices of a member whose window was full, placed elsewhere.",
+        "Messages whose chosen member had no room, placed by the round robin on a member with room.",
         MetricType::Counter,
         &per_group(all, |g| Value::Int(g.strategy_stats.spills)),
     )?;

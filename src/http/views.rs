@@ -63,10 +63,44 @@ pub struct MemberSample {
     pub subscribed_at_ms: u64,
 }
 
+/// Messages placed by the round robin instead of the strategy, by cause (see
+/// `strategy::FallbackCounters`).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct FallbackSample {
+    pub trap: u64,
+    pub timeout: u64,
+    pub invalid_answer: u64,
+    pub declined: u64,
+    pub rebuilding: u64,
+}
+
+impl FallbackSample {
+    /// Each cause with its name, as metrics and the API label them.
+    pub fn by_cause(&self) -> [(&'static str, u64); 5] {
+        [
+            ("trap", self.trap),
+            ("timeout", self.timeout),
+            ("invalid_answer", self.invalid_answer),
+            ("declined", self.declined),
+            ("rebuilding", self.rebuilding),
+        ]
+    }
+
+    pub fn absorb(&mut self, other: &FallbackSample) {
+        self.trap += other.trap;
+        self.timeout += other.timeout;
+        self.invalid_answer += other.invalid_answer;
+        self.declined += other.declined;
+        self.rebuilding += other.rebuilding;
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StrategySample {
     pub selections: u64,
+    /// The sum of `fallbacks_by`.
     pub fallbacks: u64,
+    pub fallbacks_by: FallbackSample,
     pub spills: u64,
     pub traps: u64,
     pub timeouts: u64,
@@ -74,6 +108,7 @@ pub struct StrategySample {
     pub rebuilds: u64,
     pub reloads: u64,
     pub pinned_messages: u64,
+    pub log_dropped: u64,
     #[serde(skip)]
     pub select_latency: Option<LatencySnapshot>,
     pub select_count: u64,
@@ -139,14 +174,22 @@ impl GroupSample {
             settings: view.settings.to_json(),
             strategy_stats: StrategySample {
                 selections: read(&s.selections),
-                fallbacks: read(&s.fallbacks),
+                fallbacks: s.fallbacks.total(),
+                fallbacks_by: FallbackSample {
+                    trap: read(&s.fallbacks.trap),
+                    timeout: read(&s.fallbacks.timeout),
+                    invalid_answer: read(&s.fallbacks.invalid_answer),
+                    declined: read(&s.fallbacks.declined),
+                    rebuilding: read(&s.fallbacks.rebuilding),
+                },
                 spills: read(&s.spills),
                 traps: read(&s.traps),
                 timeouts: read(&s.timeouts),
-                invalid_answers: read(&s.invalid_answers),
+                invalid_answers: read(&s.fallbacks.invalid_answer),
                 rebuilds: read(&s.rebuilds),
                 reloads: read(&s.reloads),
                 pinned_messages: read(&s.pinned_messages),
+                log_dropped: read(&s.log_dropped),
                 select_count: latency.count,
                 select_seconds_total: latency.sum_seconds,
                 select_latency: Some(latency),

@@ -108,6 +108,7 @@ fn join(instance: &mut WasmInstance, id: u64) -> Result<(), StrategyError> {
         client_id: ByteString::from(format!("member-{id}")),
         weight: 1,
         subscribed_at_ms: 1_700_000_000_000 + id,
+        user_properties: Vec::new(),
     })?;
     instance.member_load(
         id,
@@ -138,6 +139,8 @@ fn select_for(instance: &mut WasmInstance, seq: u32) -> Result<Option<u64>, Stra
         publisher_hash: key_hash(publisher.as_bytes()),
         qos: 1,
         retain: false,
+        user_properties: &[],
+        content_type: None,
     })
 }
 

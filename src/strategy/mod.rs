@@ -11,6 +11,7 @@
 pub mod builtin;
 pub mod check;
 pub mod latency;
+pub mod plugin_log;
 pub mod registry;
 pub mod wasm;
 
@@ -19,6 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytestring::ByteString;
+
+use crate::broker::log_limit::LogLimit;
+use crate::packet::UserProperties;
 
 pub use registry::{ResolvedStrategy, StrategyRegistry};
 pub use wasm::{SandboxLimits, WasmHost, WasmInstance};
@@ -29,11 +33,15 @@ pub struct Needs {
     pub topic: bool,
     pub publisher: bool,
     pub payload: bool,
+    /// Contract 0.2.0 only.
+    pub user_properties: bool,
+    /// Contract 0.2.0 only.
+    pub content_type: bool,
 }
 
 impl Needs {
     pub fn any(self) -> bool {
-        self.topic || self.publisher || self.payload
+        self.topic || self.publisher || self.payload || self.user_properties || self.content_type
     }
 }
 
@@ -44,6 +52,9 @@ pub struct MemberInfo {
     pub client_id: ByteString,
     pub weight: u32,
     pub subscribed_at_ms: u64,
+    /// The user properties of the SUBSCRIBE that made the session a member; contract 0.2.0
+    /// strategies see them.
+    pub user_properties: UserProperties,
 }
 
 /// A member's connection state and load, as pushed with `member-load`.
@@ -87,6 +98,9 @@ pub struct MessageView<'a> {
     pub key_hash: u64,
     pub qos: u8,
     pub retain: bool,
+    /// The PUBLISH's user properties and content type; contract 0.2.0 strategies may ask.
+    pub user_properties: &'a [(ByteString, ByteString)],
+    pub content_type: Option<&'a str>,
 }
 
 /// xxh3-64 (seed 0), the hash the WIT contract promises for topic and publisher.
@@ -144,16 +158,20 @@ pub enum StrategyError {
     },
     #[error("plugin {origin}: init refused the configuration: {message}")]
     InitRefused { origin: String, message: String },
-    #[error("plugin {origin}: trapped: {source:#}{}", wasi_hint(*.calls_wasi))]
+    #[error("plugin {origin}: trapped: {trap}{}{}", logged(.last_error), wasi_hint(*.calls_wasi))]
     Trap {
         origin: String,
+        /// The trap's one-line cause; `source` has the wasm backtrace too.
+        trap: String,
+        /// The last line the call logged at `error` before it trapped: a panic hook's message.
+        last_error: Option<String>,
         #[source]
         source: wasmtime::Error,
         /// The trap came from a WASI import of a plugin loaded without WASI.
         calls_wasi: bool,
     },
-    #[error("plugin {origin}: call exceeded its deadline")]
-    Timeout { origin: String },
+    #[error("plugin {origin}: call exceeded its deadline of {deadline_ms} ms")]
+    Timeout { origin: String, deadline_ms: u64 },
     #[error("unknown built-in strategy `{0}` (known: {known})", known = builtin::names().join(", "))]
     UnknownBuiltin(String),
 }
@@ -161,7 +179,9 @@ pub enum StrategyError {
 fn wasi_hint(calls_wasi: bool) -> String {
     if calls_wasi {
         format!(
-            " (the plugin called WASI, which needs `{} = true`)",
+            " (the plugin called WASI, which needs `{} = true`; a Rust guest does when it \
+             panics, because the standard panic hook reads the environment: sharq-sdk's hook \
+             logs the panic's message instead)",
             wasm::WASI_KEY
         )
     } else {
@@ -169,28 +189,74 @@ fn wasi_hint(calls_wasi: bool) -> String {
     }
 }
 
+fn logged(last_error: &Option<String>) -> String {
+    match last_error {
+        Some(line) => format!("; it logged: {line}"),
+        None => String::new(),
+    }
+}
+
 /// Counters of what a group's strategy did, published with the group's statistics.
+///
+/// Every message a Wasm group hands out is counted once, in exactly one of `selections`,
+/// `spills`, `fallbacks` (by cause) and `pinned_messages`. `traps` and `timeouts` count failed
+/// calls of any kind (membership calls too), not messages.
 #[derive(Debug, Default)]
 pub struct StrategyCounters {
-    /// Choices made by the strategy (Wasm or, for native groups, the round robin).
+    /// Messages delivered to the member the strategy chose.
     pub selections: AtomicU64,
-    /// Messages the native round robin placed because the strategy failed or declined.
-    pub fallbacks: AtomicU64,
-    pub traps: AtomicU64,
-    pub timeouts: AtomicU64,
-    /// Answers naming no current online member.
-    pub invalid_answers: AtomicU64,
-    /// Instances rebuilt after a failure.
-    pub rebuilds: AtomicU64,
-    /// Choices of an online member whose window was full, placed by round robin instead.
+    /// Messages whose chosen member was online but had no room (or could not take this
+    /// message): the round robin placed them on a member with room.
     pub spills: AtomicU64,
-    /// Messages the native round robin placed while the group was pinned to it after
-    /// repeated failures (the strategy is no longer asked, so the counters above stand still).
+    /// Messages the round robin placed because the strategy did not choose, by cause.
+    pub fallbacks: FallbackCounters,
+    /// Messages the round robin placed while the group was pinned to it after `max_failures`
+    /// failures in a row; the strategy is no longer asked.
     pub pinned_messages: AtomicU64,
+    /// Calls that trapped (a panic, running out of memory, an unreachable instruction).
+    pub traps: AtomicU64,
+    /// Calls stopped at their deadline.
+    pub timeouts: AtomicU64,
+    /// Instances rebuilt after a failed call. A failure that pins the group is not followed
+    /// by a rebuild, so a pinned group shows one rebuild fewer than failures.
+    pub rebuilds: AtomicU64,
+    /// Plugin log lines dropped by the `log` import's rate limit.
+    pub log_dropped: AtomicU64,
     /// New strategies swapped in while the group lived (config reload, admin API).
     pub reloads: AtomicU64,
     /// How long each `select` call took, answered or failed.
     pub select_latency: latency::LatencyHistogram,
+}
+
+/// Messages the round robin placed instead of the strategy, by why the strategy did not
+/// choose.
+#[derive(Debug, Default)]
+pub struct FallbackCounters {
+    /// The `select` call trapped.
+    pub trap: AtomicU64,
+    /// The `select` call ran past its deadline.
+    pub timeout: AtomicU64,
+    /// The answer named no current online member.
+    pub invalid_answer: AtomicU64,
+    /// The strategy answered `none`.
+    pub declined: AtomicU64,
+    /// An earlier failure had dropped the instance and its rebuild was not in place yet.
+    pub rebuilding: AtomicU64,
+}
+
+impl FallbackCounters {
+    pub fn total(&self) -> u64 {
+        [
+            &self.trap,
+            &self.timeout,
+            &self.invalid_answer,
+            &self.declined,
+            &self.rebuilding,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum()
+    }
 }
 
 /// The outcome of asking a group's strategy.
@@ -215,6 +281,8 @@ pub struct Dispatcher {
     consecutive_failures: u32,
     /// True once the group gave up on its strategy until the next reload.
     pinned: bool,
+    /// Failure warnings repeat per message when a strategy fails on many: one a second.
+    failure_log: LogLimit,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -236,6 +304,7 @@ impl Dispatcher {
             pushed: HashMap::default(),
             consecutive_failures: 0,
             pinned: false,
+            failure_log: LogLimit::new(std::time::Duration::from_secs(1)),
         }
     }
 
@@ -365,27 +434,36 @@ impl Dispatcher {
         let started = std::time::Instant::now();
         let answer = instance.select(message);
         counters.select_latency.observe(started.elapsed());
+        let dropped = instance.take_log_dropped();
+        if dropped > 0 {
+            counters.log_dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+        let fallback = &counters.fallbacks;
         match answer {
             Ok(Some(id)) => match locate(id) {
                 Some((index, true)) => {
                     self.consecutive_failures = 0;
-                    counters.selections.fetch_add(1, Ordering::Relaxed);
                     Choice::Member(index)
                 }
                 _ => {
-                    counters.invalid_answers.fetch_add(1, Ordering::Relaxed);
-                    counters.fallbacks.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(group = %self.group, strategy = %self.label(), member = id, "strategy chose no current online member; round robin delivers instead");
+                    fallback.invalid_answer.fetch_add(1, Ordering::Relaxed);
+                    if let Some(suppressed) = self.failure_log.allow() {
+                        tracing::warn!(group = %self.group, strategy = %self.label(), member = id, suppressed, "strategy chose no current online member; round robin delivers instead");
+                    }
                     self.count_failure();
                     Choice::Fallback
                 }
             },
             Ok(None) => {
-                counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                fallback.declined.fetch_add(1, Ordering::Relaxed);
                 Choice::Fallback
             }
             Err(e) => {
-                counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                match e {
+                    StrategyError::Timeout { .. } => &fallback.timeout,
+                    _ => &fallback.trap,
+                }
+                .fetch_add(1, Ordering::Relaxed);
                 self.failed(e, counters);
                 Choice::Fallback
             }
@@ -399,7 +477,13 @@ impl Dispatcher {
             StrategyError::Timeout { .. } => counters.timeouts.fetch_add(1, Ordering::Relaxed),
             _ => counters.traps.fetch_add(1, Ordering::Relaxed),
         };
-        tracing::warn!(group = %self.group, error = %error, "strategy call failed; round robin delivers instead");
+        if let Some(suppressed) = self.failure_log.allow() {
+            tracing::warn!(group = %self.group, error = %error, suppressed, "strategy call failed; round robin delivers instead");
+            if let StrategyError::Trap { source, .. } = &error {
+                // With the wasm backtrace, for the plugin's author.
+                tracing::debug!(group = %self.group, trap = %format!("{source:#}"), "strategy trap in full");
+            }
+        }
         // A trapped instance is poisoned: drop it now; `needs_rebuild` tells the group.
         self.instance = None;
         self.count_failure();

@@ -18,13 +18,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytestring::ByteString;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use wasmtime::component::ResourceTable;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config as EngineConfig, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::plugin_log::{PluginLevel, PluginLog};
 use super::{MemberInfo, MemberLoad, MessageView, Needs, StrategyError};
 
 /// Creates `dir` (and its parents) readable only by the broker's user: a compiled component is
@@ -45,24 +47,25 @@ mod bindings {
     });
 }
 
-/// `sharq:dispatch@0.2.0` (wit/0.2.0/): 0.1.0 with the message's ordering key.
+/// `sharq:dispatch@0.2.0` (wit/0.2.0/), in its world with the `log` import: a component of
+/// world `strategy` (no imports) links against it just as well.
 mod bindings_v2 {
     wasmtime::component::bindgen!({
         path: "wit/0.2.0",
-        world: "strategy",
+        world: "strategy-with-log",
     });
 }
 
 /// A component's contract, linked: the host speaks the version the component exports.
 enum Pre {
     V1(bindings::StrategyPre<GuestState>),
-    V2(bindings_v2::StrategyPre<GuestState>),
+    V2(bindings_v2::StrategyWithLogPre<GuestState>),
 }
 
 /// An instance's exports, per contract version.
 enum Bindings {
     V1(bindings::Strategy),
-    V2(bindings_v2::Strategy),
+    V2(bindings_v2::StrategyWithLog),
 }
 
 /// Runs `$body` with `$iface` (the instance's `select-member` exports) and `$guest` (the
@@ -156,12 +159,27 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
-/// Per-instance host state: the resource limiter, and the WASI context for guests that opted
-/// in (empty and unused for the others).
+/// Per-instance host state: the resource limiter, the WASI context for guests that opted in
+/// (empty and unused for the others), and the `log` import's rate limit.
 pub struct GuestState {
     limits: StoreLimits,
     wasi: WasiCtx,
     table: ResourceTable,
+    log: PluginLog,
+}
+
+impl bindings_v2::sharq::dispatch::log::Host for GuestState {
+    fn log(&mut self, level: bindings_v2::sharq::dispatch::log::Level, message: String) {
+        use bindings_v2::sharq::dispatch::log::Level as Guest;
+        let level = match level {
+            Guest::Error => PluginLevel::Error,
+            Guest::Warn => PluginLevel::Warn,
+            Guest::Info => PluginLevel::Info,
+            Guest::Debug => PluginLevel::Debug,
+            Guest::Trace => PluginLevel::Trace,
+        };
+        self.log.write(level, &message);
+    }
 }
 
 impl WasiView for GuestState {
@@ -312,6 +330,12 @@ impl WasmHost {
             }
         };
         let mut linker: Linker<GuestState> = Linker::new(&self.inner.engine);
+        // Offered to every component; one that does not import it never sees it.
+        bindings_v2::sharq::dispatch::log::add_to_linker::<GuestState, HasSelf<GuestState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(fail("link the log import"))?;
         if wasi {
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(fail("link WASI"))?;
         } else if let Some(import) = self.runtime_wasi_import(&component) {
@@ -332,7 +356,7 @@ impl WasmHost {
         }
         let instance_pre = linker.instantiate_pre(&component).map_err(fail("link"))?;
         // The newest contract the component exports; 0.1.0 components load unchanged.
-        let pre = match bindings_v2::StrategyPre::new(instance_pre.clone()) {
+        let pre = match bindings_v2::StrategyWithLogPre::new(instance_pre.clone()) {
             Ok(pre) => Pre::V2(pre),
             Err(_) => Pre::V1(bindings::StrategyPre::new(instance_pre).map_err(fail(
                 "link (does it implement the `strategy` world of sharq:dispatch@0.1.0 or @0.2.0?)",
@@ -471,6 +495,7 @@ impl WasmHost {
                     .build(),
                 wasi: null_wasi(),
                 table: ResourceTable::new(),
+                log: PluginLog::new(plugin.origin.clone()),
             },
         );
         store.limiter(|state| &mut state.limits);
@@ -508,6 +533,22 @@ impl WasmHost {
     }
 }
 
+fn owned_pairs(pairs: &[(ByteString, ByteString)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A trap's one-line cause (`wasm trap: ...`, or the failing host function's error), without
+/// the wasm backtrace that `{:#}` would add: that goes to the debug log.
+fn trap_summary(e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => e.root_cause().to_string(),
+    }
+}
+
 fn is_interrupt(e: &wasmtime::Error) -> bool {
     matches!(
         e.downcast_ref::<wasmtime::Trap>(),
@@ -536,27 +577,40 @@ impl std::fmt::Debug for WasmInstance {
 }
 
 impl WasmInstance {
-    fn guest_error(&self, e: wasmtime::Error) -> StrategyError {
+    fn guest_error(&mut self, e: wasmtime::Error) -> StrategyError {
         if is_interrupt(&e) {
             StrategyError::Timeout {
                 origin: self.plugin.origin.clone(),
+                deadline_ms: if self.in_setup {
+                    self.limits.init_deadline_ticks
+                } else {
+                    self.limits.deadline_ticks
+                },
             }
         } else {
             // A guest without WASI that calls it traps in a function named after the import.
             let calls_wasi = !self.plugin.wasi && format!("{e:#}").contains("wasi:");
             StrategyError::Trap {
                 origin: self.plugin.origin.clone(),
+                trap: trap_summary(&e),
+                last_error: self.store.data_mut().log.take_last_error(),
                 source: e,
                 calls_wasi,
             }
         }
     }
 
-    /// Arms the deadline for the next call.
+    /// Arms the deadline for the next call, and forgets the previous call's last error line.
     fn arm(&mut self) {
         if !self.in_setup {
             arm_store(&mut self.store, self.limits.deadline_ticks);
         }
+        self.store.data_mut().log.start_call();
+    }
+
+    /// Log lines dropped by the rate limit since the last call of this.
+    pub fn take_log_dropped(&mut self) -> u64 {
+        self.store.data_mut().log.take_dropped()
     }
 
     /// Starts setting up this instance (replaying membership into it): the calls until
@@ -580,9 +634,10 @@ impl WasmInstance {
         params: &[(String, String)],
     ) -> Result<(), StrategyError> {
         self.begin_setup();
+        self.store.data_mut().log.set_group(group);
         let limits = self.limits;
         self.needs = self.init(group, params).map_err(|e| match e {
-            StrategyError::Timeout { origin } => StrategyError::InitTimeout {
+            StrategyError::Timeout { origin, .. } => StrategyError::InitTimeout {
                 origin,
                 stage: "init",
                 deadline_ms: limits.init_deadline_ticks,
@@ -595,15 +650,35 @@ impl WasmInstance {
 
     fn init(&mut self, group: &str, params: &[(String, String)]) -> Result<Needs, StrategyError> {
         self.arm();
-        let answer = on_contract!(&self.bindings, |iface, guest| iface
-            .call_init(&mut self.store, group, params)
-            .map(|answer| {
-                answer.map(|needs| Needs {
-                    topic: needs.contains(guest::Needs::TOPIC),
-                    publisher: needs.contains(guest::Needs::PUBLISHER),
-                    payload: needs.contains(guest::Needs::PAYLOAD),
-                })
-            }))
+        let answer = match &self.bindings {
+            Bindings::V1(b) => {
+                use bindings::exports::sharq::dispatch::select_member::Needs as Flags;
+                b.sharq_dispatch_select_member()
+                    .call_init(&mut self.store, group, params)
+                    .map(|answer| {
+                        answer.map(|needs| Needs {
+                            topic: needs.contains(Flags::TOPIC),
+                            publisher: needs.contains(Flags::PUBLISHER),
+                            payload: needs.contains(Flags::PAYLOAD),
+                            ..Needs::default()
+                        })
+                    })
+            }
+            Bindings::V2(b) => {
+                use bindings_v2::exports::sharq::dispatch::select_member::Needs as Flags;
+                b.sharq_dispatch_select_member()
+                    .call_init(&mut self.store, group, params)
+                    .map(|answer| {
+                        answer.map(|needs| Needs {
+                            topic: needs.contains(Flags::TOPIC),
+                            publisher: needs.contains(Flags::PUBLISHER),
+                            payload: needs.contains(Flags::PAYLOAD),
+                            user_properties: needs.contains(Flags::USER_PROPERTIES),
+                            content_type: needs.contains(Flags::CONTENT_TYPE),
+                        })
+                    })
+            }
+        }
         .map_err(|e| self.guest_error(e))?;
         match answer {
             Ok(needs) => Ok(needs),
@@ -616,16 +691,33 @@ impl WasmInstance {
 
     pub fn member_joined(&mut self, member: &MemberInfo) -> Result<(), StrategyError> {
         self.arm();
-        on_contract!(&self.bindings, |iface, guest| {
-            let guest_member = guest::Member {
-                id: member.id,
-                client_id: member.client_id.to_string(),
-                weight: member.weight,
-                subscribed_at_ms: member.subscribed_at_ms,
-            };
-            iface.call_member_joined(&mut self.store, &guest_member)
-        })
-        .map_err(|e| self.guest_error(e))
+        let client_id = member.client_id.to_string();
+        let joined = match &self.bindings {
+            Bindings::V1(b) => {
+                use bindings::exports::sharq::dispatch::select_member as guest;
+                let guest_member = guest::Member {
+                    id: member.id,
+                    client_id,
+                    weight: member.weight,
+                    subscribed_at_ms: member.subscribed_at_ms,
+                };
+                b.sharq_dispatch_select_member()
+                    .call_member_joined(&mut self.store, &guest_member)
+            }
+            Bindings::V2(b) => {
+                use bindings_v2::exports::sharq::dispatch::select_member as guest;
+                let guest_member = guest::Member {
+                    id: member.id,
+                    client_id,
+                    weight: member.weight,
+                    subscribed_at_ms: member.subscribed_at_ms,
+                    user_properties: owned_pairs(&member.user_properties),
+                };
+                b.sharq_dispatch_select_member()
+                    .call_member_joined(&mut self.store, &guest_member)
+            }
+        };
+        joined.map_err(|e| self.guest_error(e))
     }
 
     pub fn member_left(&mut self, id: u64) -> Result<(), StrategyError> {
@@ -689,7 +781,21 @@ impl WasmInstance {
                 };
                 let iface = b.sharq_dispatch_select_member();
                 if needs.any() {
-                    iface.call_select_full(&mut self.store, topic, publisher, payload, meta)
+                    let full = guest::Message {
+                        topic: topic.to_owned(),
+                        publisher: publisher.to_owned(),
+                        payload: payload.map(<[u8]>::to_vec),
+                        user_properties: if needs.user_properties {
+                            owned_pairs(message.user_properties)
+                        } else {
+                            Vec::new()
+                        },
+                        content_type: message
+                            .content_type
+                            .filter(|_| needs.content_type)
+                            .map(str::to_owned),
+                    };
+                    iface.call_select_full(&mut self.store, &full, meta)
                 } else {
                     iface.call_select(&mut self.store, meta)
                 }
@@ -728,6 +834,7 @@ mod tests {
                 client_id: "m".into(),
                 weight: 1,
                 subscribed_at_ms: 0,
+                user_properties: Vec::new(),
             })
             .unwrap();
         instance
@@ -749,6 +856,8 @@ mod tests {
             publisher_hash: 2,
             qos: 1,
             retain: false,
+            user_properties: &[],
+            content_type: None,
         };
         assert_eq!(instance.select(&view).unwrap(), Some(7));
     }

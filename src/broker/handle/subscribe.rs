@@ -83,6 +83,7 @@ impl Connection {
                         options,
                         identifier,
                         weight,
+                        user_properties: subscribe.properties.user_properties.clone(),
                     };
                     let broker = &self.broker;
                     broker.router.join_group(

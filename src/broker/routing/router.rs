@@ -49,12 +49,14 @@ struct Subscriber {
 }
 
 /// How a session joins a shared group.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Membership {
     pub options: SubscriptionOptions,
     pub identifier: Option<u32>,
     /// From the SUBSCRIBE user property `weight`; 1 when absent.
     pub weight: u32,
+    /// The SUBSCRIBE's user properties, which contract 0.2.0 strategies see.
+    pub user_properties: crate::packet::UserProperties,
 }
 
 /// What routing one message did: for the publisher's acknowledgement and for statistics.
@@ -236,12 +238,7 @@ impl Router {
         let (shared, ()) = self.with_group(group, filter, make_group, |shared| {
             let before = shared.member_count();
             let mailbox: Arc<dyn Mailbox> = session.clone();
-            shared.add_member(
-                mailbox,
-                membership.options,
-                membership.identifier,
-                membership.weight,
-            );
+            shared.add_member(mailbox, membership);
             if shared.member_count() > before {
                 self.subscriptions.fetch_add(1, Ordering::Relaxed);
                 self.groups

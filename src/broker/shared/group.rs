@@ -23,6 +23,7 @@ use crate::broker::routing::delivery::{
     CopyTally, Delivery, Enqueued, GroupId, GroupTag, Mailbox, Occasion, QueueLimits,
 };
 use crate::broker::routing::message::{Message, Quota, SessionId};
+use crate::broker::routing::router::Membership;
 use crate::broker::shared::backlog::{DeadLetter, Failure};
 use crate::broker::shared::counters::{GroupCounters, GroupDrop, Redelivery};
 use crate::broker::shared::settings::GroupSettings;
@@ -235,13 +236,13 @@ impl SharedGroup {
     }
 
     /// Adds `session` as a member, or updates its options if it already is one.
-    pub fn add_member(
-        &self,
-        session: Arc<dyn Mailbox>,
-        options: SubscriptionOptions,
-        identifier: Option<u32>,
-        weight: u32,
-    ) {
+    pub fn add_member(&self, session: Arc<dyn Mailbox>, membership: Membership) {
+        let Membership {
+            options,
+            identifier,
+            weight,
+            user_properties,
+        } = membership;
         let mut state = self.state.lock();
         state.ended = false;
         let id = session.session_id();
@@ -256,6 +257,7 @@ impl SharedGroup {
             client_id: session.client_id().clone(),
             weight,
             subscribed_at_ms: unix_millis(),
+            user_properties,
         };
         let load = session.load();
         state
@@ -1006,7 +1008,11 @@ impl SharedGroup {
     ) -> bool {
         // Counted apart from the failure that pins the group (a fallback already).
         let was_pinned = state.dispatcher.is_pinned();
-        if state.dispatcher.is_wasm() {
+        // Down after an earlier failure (in a selection, a membership call, or its rebuild).
+        let rebuilding = state.dispatcher.needs_rebuild();
+        if rebuilding {
+            self.rebuild_in_background(state);
+        } else if state.dispatcher.is_wasm() {
             let chosen = self.hand_out_by_strategy(state, item, limits);
             if state.dispatcher.is_pinned() {
                 // This very call gave up on the strategy.
@@ -1025,14 +1031,16 @@ impl SharedGroup {
             if let Some(delivered) = chosen {
                 return delivered;
             }
-        } else if state.dispatcher.needs_rebuild() {
-            // It failed outside a selection (a membership call), or its rebuild failed.
-            self.rebuild_in_background(state);
         }
         let delivered = self.hand_out_round_robin(state, item, limits);
         if delivered && was_pinned {
             self.strategy_counters
                 .pinned_messages
+                .fetch_add(1, Ordering::Relaxed);
+        } else if delivered && rebuilding {
+            self.strategy_counters
+                .fallbacks
+                .rebuilding
                 .fetch_add(1, Ordering::Relaxed);
         }
         delivered
@@ -1074,6 +1082,8 @@ impl SharedGroup {
             },
             qos: message.qos as u8,
             retain: message.retain,
+            user_properties: &message.properties.user_properties,
+            content_type: message.properties.content_type.as_deref(),
         };
         let members = &state.members;
         let choice = state
@@ -1087,19 +1097,21 @@ impl SharedGroup {
         let Choice::Member(index) = choice else {
             return None;
         };
-        if !state.members[index].session.load().has_room() {
-            // The chosen member is online but its window is full: honouring the choice would
-            // let one slow member stall its keys, so the message spills to a member with room.
+        // A chosen member that is online but whose window is full: honouring the choice
+        // would let one slow member stall its keys, so the message spills to a member with
+        // room (as it does when the member cannot take this message).
+        if state.members[index].session.load().has_room()
+            && self.deliver_to(state, index, item, limits)
+        {
             self.strategy_counters
-                .spills
+                .selections
                 .fetch_add(1, Ordering::Relaxed);
-            return None;
+            return Some(true);
         }
-        if self.deliver_to(state, index, item, limits) {
-            Some(true)
-        } else {
-            None
-        }
+        self.strategy_counters
+            .spills
+            .fetch_add(1, Ordering::Relaxed);
+        None
     }
 
     /// The native fair round robin over members with room.
