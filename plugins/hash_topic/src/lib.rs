@@ -2,6 +2,4 @@
 //! exporting `sharq:dispatch/select-member`. All logic lives in
 //! `sharq_strategies::hash_topic`, shared with the broker's native path.
 
-wit_bindgen::generate!({ world: "strategy", path: "../../wit" });
-
-sharq_plugin_guest::export_strategy!(sharq_plugin_guest::strategies::hash_topic::HashTopic);
+sharq_sdk::export_strategy!(sharq_strategies::hash_topic::HashTopic);

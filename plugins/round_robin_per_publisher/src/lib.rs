@@ -2,8 +2,4 @@
 //! exporting `sharq:dispatch/select-member`. All logic lives in
 //! `sharq_strategies::round_robin_per_publisher`, shared with the broker's native path.
 
-wit_bindgen::generate!({ world: "strategy", path: "../../wit" });
-
-sharq_plugin_guest::export_strategy!(
-    sharq_plugin_guest::strategies::round_robin_per_publisher::RoundRobinPerPublisher
-);
+sharq_sdk::export_strategy!(sharq_strategies::round_robin_per_publisher::RoundRobinPerPublisher);

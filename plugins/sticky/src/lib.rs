@@ -2,6 +2,4 @@
 //! exporting `sharq:dispatch/select-member`. All logic lives in
 //! `sharq_strategies::sticky`, shared with the broker's native path.
 
-wit_bindgen::generate!({ world: "strategy", path: "../../wit" });
-
-sharq_plugin_guest::export_strategy!(sharq_plugin_guest::strategies::sticky::Sticky);
+sharq_sdk::export_strategy!(sharq_strategies::sticky::Sticky);
