@@ -45,6 +45,8 @@ impl Message {
             publisher_hash: self.publisher_hash,
             qos: 1,
             retain: false,
+            user_properties: &[],
+            content_type: None,
         }
     }
 
@@ -105,6 +107,7 @@ fn wasm_instance(host: &WasmHost, name: &str) -> WasmInstance {
                 client_id: ByteString::from(m.client_id),
                 weight: m.weight,
                 subscribed_at_ms: m.subscribed_at_ms,
+                user_properties: Vec::new(),
             })
             .unwrap();
         instance

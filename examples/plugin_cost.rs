@@ -57,6 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 client_id: format!("m{id}").into(),
                 weight: 1,
                 subscribed_at_ms: id,
+                user_properties: Vec::new(),
             })?;
             instance.member_load(
                 id,
@@ -81,6 +82,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     publisher_hash: key_hash(b"publisher"),
                     qos: 1,
                     retain: false,
+                    user_properties: &[],
+                    content_type: None,
                 })?;
             }
             Ok(started.elapsed() / n as u32)

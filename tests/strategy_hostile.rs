@@ -164,10 +164,10 @@ impl Counts {
     fn of(c: &StrategyCounters) -> Counts {
         Counts {
             selections: c.selections.load(Ordering::Relaxed),
-            fallbacks: c.fallbacks.load(Ordering::Relaxed),
+            fallbacks: c.fallbacks.total(),
             traps: c.traps.load(Ordering::Relaxed),
             timeouts: c.timeouts.load(Ordering::Relaxed),
-            invalid_answers: c.invalid_answers.load(Ordering::Relaxed),
+            invalid_answers: c.fallbacks.invalid_answer.load(Ordering::Relaxed),
             rebuilds: c.rebuilds.load(Ordering::Relaxed),
             spills: c.spills.load(Ordering::Relaxed),
         }
@@ -506,6 +506,8 @@ fn a_call_deadline_is_never_cut_short() {
         publisher_hash: 2,
         qos: 1,
         retain: false,
+        user_properties: &[],
+        content_type: None,
     };
     // Several calls, so that some are armed just before a tick.
     for _ in 0..5 {

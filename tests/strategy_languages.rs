@@ -185,7 +185,7 @@ async fn four_languages_distribute_identically() {
         let fallbacks = group
             .strategy_counters
             .fallbacks
-            .load(std::sync::atomic::Ordering::Relaxed);
+            .total();
         assert_eq!(
             fallbacks, 0,
             "lang-{language}: the strategy failed or declined"
