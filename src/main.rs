@@ -342,6 +342,9 @@ fn read_new_password() -> Result<String, String> {
 fn plugin_new(args: NewArgs) -> ExitCode {
     match sharq::scaffold::create(&args.dir, &args.name, args.lang) {
         Ok(dir) => {
+            for note in sharq::scaffold::notes(args.lang) {
+                eprintln!("sharq plugin new: note: {note}");
+            }
             println!(
                 "created {}: see its README.md; build with `cd {} && ./build.sh`",
                 dir.display(),

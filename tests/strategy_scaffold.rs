@@ -58,9 +58,18 @@ fn scaffold_build_check(lang: &str) {
     let parent = tempfile::tempdir().expect("temp dir");
     let name = format!("tenant-router-{lang}");
     let output = plugin_new(parent.path(), &name, lang);
-    assert!(output.status.success(), "plugin new {lang}: {}", text(&output));
+    assert!(
+        output.status.success(),
+        "plugin new {lang}: {}",
+        text(&output)
+    );
     let dir = parent.path().join(&name);
-    for file in ["README.md", "scenario.toml", "wit/sharq-dispatch.wit", "build.sh"] {
+    for file in [
+        "README.md",
+        "scenario.toml",
+        "wit/sharq-dispatch.wit",
+        "build.sh",
+    ] {
         assert!(dir.join(file).is_file(), "{lang}: {file} missing");
     }
     assert_eq!(
@@ -132,6 +141,16 @@ fn python_template_builds_and_checks() {
 #[test]
 fn js_template_builds_and_checks() {
     scaffold_build_check("js");
+}
+
+/// The Rust template is written against the author-facing API planned for `plugins/sdk`
+/// (`Strategy::select(&Members, &Message)`, `Members::rendezvous`, `RoundRobin`), which is not
+/// in this checkout yet: issue #16, branch `wip-16-kit`. Un-ignore once the SDK has it (and
+/// adapt `src/scaffold/templates/rust/` to what it really has).
+#[test]
+#[ignore = "needs plugins/sdk's author-facing Strategy API (issue #16, branch wip-16-kit)"]
+fn rust_template_builds_and_checks() {
+    scaffold_build_check("rust");
 }
 
 /// `plugin new` refuses a directory that exists (touching nothing in it) and a name that is

@@ -255,6 +255,15 @@ pub fn project_files(name: &str, lang: Lang) -> Vec<(String, String, bool)> {
         ("name", name.to_owned()),
         ("crate", crate_name(name)),
         ("lang_title", lang.title().to_owned()),
+        (
+            "world",
+            if lang == Lang::Rust {
+                "world `strategy-with-log`, through sharq-sdk, whose panic hook logs through it"
+            } else {
+                "world `strategy`: it exports the contract and imports nothing"
+            }
+            .to_owned(),
+        ),
         ("source", source.to_owned()),
         ("wasm", wasm),
         ("check_flags", check_flags.to_owned()),
@@ -281,6 +290,21 @@ pub fn project_files(name: &str, lang: Lang) -> Vec<(String, String, bool)> {
         ));
     }
     files
+}
+
+/// What the user should know before building a new `lang` project: the Rust template needs
+/// the SDK in the checkout this binary came from, which may have moved or be older than it.
+pub fn notes(lang: Lang) -> Vec<String> {
+    let sdk = Path::new(REPO).join("plugins/sdk");
+    if lang == Lang::Rust && !sdk.join("Cargo.toml").is_file() {
+        vec![format!(
+            "the Rust template depends on sharq-sdk at {}, which is missing: point the \
+             `sharq-sdk` dependency in Cargo.toml at a sharq checkout that has it",
+            sdk.display()
+        )]
+    } else {
+        Vec::new()
+    }
 }
 
 /// Creates `parent/name` and writes the project into it; returns the project's directory.
