@@ -6,6 +6,7 @@ pub mod config;
 pub mod http;
 pub mod packet;
 pub mod reload;
+pub mod scaffold;
 pub mod strategy;
 pub mod topic;
 

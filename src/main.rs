@@ -1,5 +1,5 @@
-//! The `sharq` binary: serve (the default), `sharq reload`, `sharq passwd` and
-//! `sharq plugin check`.
+//! The `sharq` binary: serve (the default), `sharq reload`, `sharq passwd`,
+//! `sharq plugin check` and `sharq plugin new`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -59,6 +59,21 @@ enum Command {
 enum PluginCommand {
     /// Validate a strategy component and run it on a simulated group.
     Check(CheckArgs),
+    /// Create a strategy project from a template: ./NAME with sources, the WIT, a one-command
+    /// build, a README and a test scenario.
+    New(NewArgs),
+}
+
+#[derive(Debug, Args)]
+struct NewArgs {
+    /// The project's name: its directory and component file (letters, digits, `-`, `_`).
+    name: String,
+    /// The language of the template.
+    #[arg(long, value_enum)]
+    lang: sharq::scaffold::Lang,
+    /// Where to create the project's directory.
+    #[arg(long, value_name = "PARENT", default_value = ".")]
+    dir: PathBuf,
 }
 
 // No doc comment: clap would take it for the subcommand's help, which the variant gives.
@@ -102,6 +117,9 @@ fn main() -> ExitCode {
         Some(Command::Plugin {
             command: PluginCommand::Check(args),
         }) => plugin_check(args),
+        Some(Command::Plugin {
+            command: PluginCommand::New(args),
+        }) => plugin_new(args),
     }
 }
 
@@ -319,6 +337,26 @@ fn read_new_password() -> Result<String, String> {
         return Err("empty password".to_owned());
     }
     Ok(password)
+}
+
+fn plugin_new(args: NewArgs) -> ExitCode {
+    match sharq::scaffold::create(&args.dir, &args.name, args.lang) {
+        Ok(dir) => {
+            for note in sharq::scaffold::notes(args.lang) {
+                eprintln!("sharq plugin new: note: {note}");
+            }
+            println!(
+                "created {}: see its README.md; build with `cd {} && ./build.sh`",
+                dir.display(),
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sharq plugin new: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn plugin_check(args: CheckArgs) -> ExitCode {
