@@ -57,6 +57,7 @@ impl Message {
             qos: 1,
             retain: false,
             payload_len: self.payload.len() as u32,
+            key_hash: self.topic_hash,
         }
     }
 }

@@ -143,12 +143,7 @@ fn js_template_builds_and_checks() {
     scaffold_build_check("js");
 }
 
-/// The Rust template is written against the author-facing API planned for `plugins/sdk`
-/// (`Strategy::select(&Members, &Message)`, `Members::rendezvous`, `RoundRobin`), which is not
-/// in this checkout yet: issue #16, branch `wip-16-kit`. Un-ignore once the SDK has it (and
-/// adapt `src/scaffold/templates/rust/` to what it really has).
 #[test]
-#[ignore = "needs plugins/sdk's author-facing Strategy API (issue #16, branch wip-16-kit)"]
 fn rust_template_builds_and_checks() {
     scaffold_build_check("rust");
 }

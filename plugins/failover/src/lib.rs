@@ -2,4 +2,4 @@
 //! exporting `sharq:dispatch/select-member`. All logic lives in
 //! `sharq_strategies::failover`, shared with the broker's native path.
 
-sharq_sdk::export_strategy!(sharq_strategies::failover::Failover);
+sharq_sdk::export_contract!(sharq_strategies::failover::Failover);

@@ -2,4 +2,4 @@
 //! exporting `sharq:dispatch/select-member`. All logic lives in
 //! `sharq_strategies::sticky`, shared with the broker's native path.
 
-sharq_sdk::export_strategy!(sharq_strategies::sticky::Sticky);
+sharq_sdk::export_contract!(sharq_strategies::sticky::Sticky);

@@ -38,7 +38,7 @@ macro_rules! forward_membership {
 pub mod members;
 mod params;
 pub mod rendezvous;
-mod rng;
+pub mod rng;
 
 pub mod failover;
 pub mod hash_clientid;
@@ -79,14 +79,22 @@ pub struct MsgMeta {
     pub qos: u8,
     pub retain: bool,
     pub payload_len: u32,
+    /// xxh3-64 of the message's ordering key (the group's `ordered_by`), else the topic hash.
+    /// Contract 0.2.0; a 0.1.0 host has no such field and the glue copies the topic hash.
+    pub key_hash: u64,
 }
 
-/// Mirror of the WIT `needs` flags: what `select_full` wants from the host.
+/// Mirror of the WIT `needs` flags: what `select_full` wants from the host. Combine them with
+/// `|`: `Needs::TOPIC | Needs::USER_PROPERTIES`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Needs {
     pub topic: bool,
     pub publisher: bool,
     pub payload: bool,
+    /// Contract 0.2.0: the PUBLISH's user properties.
+    pub user_properties: bool,
+    /// Contract 0.2.0: the PUBLISH's content type.
+    pub content_type: bool,
 }
 
 impl Needs {
@@ -95,15 +103,46 @@ impl Needs {
         topic: false,
         publisher: false,
         payload: false,
+        user_properties: false,
+        content_type: false,
     };
     pub const TOPIC: Needs = Needs {
         topic: true,
-        publisher: false,
-        payload: false,
+        ..Needs::NONE
+    };
+    pub const PUBLISHER: Needs = Needs {
+        publisher: true,
+        ..Needs::NONE
+    };
+    pub const PAYLOAD: Needs = Needs {
+        payload: true,
+        ..Needs::NONE
+    };
+    pub const USER_PROPERTIES: Needs = Needs {
+        user_properties: true,
+        ..Needs::NONE
+    };
+    pub const CONTENT_TYPE: Needs = Needs {
+        content_type: true,
+        ..Needs::NONE
     };
 
     pub fn is_empty(&self) -> bool {
-        !(self.topic || self.publisher || self.payload)
+        *self == Needs::NONE
+    }
+}
+
+impl core::ops::BitOr for Needs {
+    type Output = Needs;
+
+    fn bitor(self, other: Needs) -> Needs {
+        Needs {
+            topic: self.topic || other.topic,
+            publisher: self.publisher || other.publisher,
+            payload: self.payload || other.payload,
+            user_properties: self.user_properties || other.user_properties,
+            content_type: self.content_type || other.content_type,
+        }
     }
 }
 

@@ -37,6 +37,7 @@ pub fn meta(topic: &str, publisher: &str) -> MsgMeta {
         qos: 1,
         retain: false,
         payload_len: 0,
+        key_hash: crate::hash_bytes(topic.as_bytes()),
     }
 }
 

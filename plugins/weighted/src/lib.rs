@@ -2,4 +2,4 @@
 //! exporting `sharq:dispatch/select-member`. All logic lives in
 //! `sharq_strategies::weighted`, shared with the broker's native path.
 
-sharq_sdk::export_strategy!(sharq_strategies::weighted::Weighted);
+sharq_sdk::export_contract!(sharq_strategies::weighted::Weighted);
