@@ -262,3 +262,64 @@ async fn contract_0_1_0_and_0_2_0_components_run_side_by_side() {
         assert_eq!(stats["fallbacks"], 0, "{group}: {stats}");
     }
 }
+
+/// A plugin failing on message after message (here: panicking on every one, with the group
+/// never pinned) gets one failure warning a second in the broker's log, and the next warning
+/// says how many were suppressed; every message is still delivered.
+#[tokio::test]
+async fn failure_warnings_are_rate_limited_per_group_with_a_suppressed_count() {
+    const MESSAGES: usize = 40;
+    let mut toml = config(&[("panicky", "fixture_sdk_panic")]);
+    toml = toml.replace(
+        "[[shared.groups]]",
+        "[shared]\nplugin_max_failures = 1000\n[[shared.groups]]",
+    );
+    let broker = SpawnedBroker::with_config(&toml);
+    let mut worker = RawClient::v5(broker.addr, "storm-worker").await;
+    join(&mut worker, "panicky", "jobs/#", &[]).await;
+    let mut publisher = RawClient::v5(broker.addr, "storm-publisher").await;
+    let started = Instant::now();
+    for i in 0..MESSAGES {
+        let why = format!("storm {i}");
+        publish_with(&mut publisher, "jobs/x", "x", &[("explode", why.as_str())]).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        drain(&mut worker, Duration::from_secs(2)).await.len(),
+        MESSAGES
+    );
+    // One more failure after the one-second window: its warning carries the count.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    publish_with(&mut publisher, "jobs/x", "x", &[("explode", "last")]).await;
+    assert_eq!(drain(&mut worker, Duration::from_secs(2)).await.len(), 1);
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let stats = strategy_stats(broker.addr, "panicky", |s| {
+        s["selections"].as_u64().unwrap() + s["fallbacks"].as_u64().unwrap() == MESSAGES as u64 + 1
+    })
+    .await;
+    let traps = stats["traps"].as_u64().unwrap();
+    assert!(traps >= 5, "{stats}");
+    let output = strip_ansi(&broker.output.lock().unwrap());
+    let warnings: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("strategy call failed"))
+        .collect();
+    assert!(
+        !warnings.is_empty() && warnings.len() <= 1 + elapsed.ceil() as usize,
+        "{} warnings for {traps} traps in {elapsed:.1} s:\n{}",
+        warnings.len(),
+        warnings.join("\n")
+    );
+    let summary = warnings
+        .iter()
+        .filter_map(|l| l.split("suppressed=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        summary > 0,
+        "no warning counts the suppressed ones:\n{}",
+        warnings.join("\n")
+    );
+}
