@@ -182,10 +182,7 @@ async fn four_languages_distribute_identically() {
             .router
             .group(&format!("lang-{language}"), "dist/#")
             .expect("group exists");
-        let fallbacks = group
-            .strategy_counters
-            .fallbacks
-            .total();
+        let fallbacks = group.strategy_counters.fallbacks.total();
         assert_eq!(
             fallbacks, 0,
             "lang-{language}: the strategy failed or declined"
