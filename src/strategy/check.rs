@@ -28,17 +28,24 @@ pub struct CheckOptions {
 /// Why a check stopped: the component could not be set up, or a call failed during the
 /// simulation (named, with the message it failed on, so the author can reproduce it).
 #[derive(Debug, thiserror::Error)]
+// Boxed: a check error is rare, and the `Result`s it rides in are on the simulation's path.
 pub enum CheckError {
     #[error(transparent)]
-    Setup(#[from] StrategyError),
+    Setup(Box<StrategyError>),
     #[error("{call} failed {at}: {source}")]
     Call {
         call: &'static str,
         /// Where in the simulation: "on message 4711 of 100000", "for member-3", ...
         at: String,
         #[source]
-        source: StrategyError,
+        source: Box<StrategyError>,
     },
+}
+
+impl From<StrategyError> for CheckError {
+    fn from(e: StrategyError) -> CheckError {
+        CheckError::Setup(Box::new(e))
+    }
 }
 
 /// Names the call and the point of the simulation a failed guest call happened at.
@@ -50,7 +57,7 @@ fn during<T>(
     result.map_err(|source| CheckError::Call {
         call,
         at: at(),
-        source,
+        source: Box::new(source),
     })
 }
 
