@@ -509,6 +509,12 @@ impl Simulation {
     fn step(&mut self, number: usize, step: &Step) -> (String, Vec<String>, Option<String>) {
         let mut problems = Vec::new();
         let mut detail = None;
+        // Rebuild a failed instance before the membership changes: the replay must not
+        // already contain the member this step joins (it would be told twice) or lack the
+        // one it removes. A failed rebuild is reported by the step's first call.
+        if self.instance.is_none() && self.broken.is_none() {
+            let _ = self.rebuild();
+        }
         let title = match &step.action {
             Action::Join(join) => {
                 let id = self.next_id;
