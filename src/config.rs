@@ -282,6 +282,14 @@ pub struct KeepAliveConfig {
     pub server_secs: Option<u16>,
 }
 
+/// The broker's default sandbox for strategy plugins (`shared.plugin_memory_mib`,
+/// `shared.plugin_deadline_ms`, `shared.plugin_init_deadline_ms`). `sharq plugin check` and
+/// `sharq plugin test` default to them too, so a component is tried under the limits it will
+/// run with.
+pub const DEFAULT_PLUGIN_MEMORY_MIB: u32 = 16;
+pub const DEFAULT_PLUGIN_DEADLINE_MS: u64 = 20;
+pub const DEFAULT_PLUGIN_INIT_DEADLINE_MS: u64 = 1000;
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SharedConfig {
@@ -585,9 +593,9 @@ impl Default for SharedConfig {
             group_queue_max_messages: 100_000,
             group_queue_max_bytes: 256 * 1024 * 1024,
             default_strategy: "round_robin".to_owned(),
-            plugin_memory_mib: 16,
-            plugin_deadline_ms: 20,
-            plugin_init_deadline_ms: 1000,
+            plugin_memory_mib: DEFAULT_PLUGIN_MEMORY_MIB,
+            plugin_deadline_ms: DEFAULT_PLUGIN_DEADLINE_MS,
+            plugin_init_deadline_ms: DEFAULT_PLUGIN_INIT_DEADLINE_MS,
             plugin_max_failures: 5,
             plugin_cache_dir: None,
             groups: Vec::new(),

@@ -1,5 +1,5 @@
 //! The `sharq` binary: serve (the default), `sharq reload`, `sharq passwd`,
-//! `sharq plugin check` and `sharq plugin new`.
+//! `sharq plugin check`, `sharq plugin test` and `sharq plugin new`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,11 @@ use tokio::sync::mpsc;
 use tracing_subscriber::EnvFilter;
 
 use sharq::config::LogFormat;
+use sharq::config::{
+    DEFAULT_PLUGIN_DEADLINE_MS, DEFAULT_PLUGIN_INIT_DEADLINE_MS, DEFAULT_PLUGIN_MEMORY_MIB,
+};
 use sharq::reload::{self, Trigger};
+use sharq::strategy::scenario::{self, Scenario};
 use sharq::strategy::{check, SandboxLimits};
 use sharq::{Broker, Config};
 
@@ -26,7 +30,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 )]
 struct Cli {
     /// TOML configuration file; without it the embedded default serves on 127.0.0.1:1883.
-    #[arg(short, long, value_name = "FILE", global = true)]
+    // Not global: the plugin subcommands read no configuration, and their help must not
+    // describe serving.
+    #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -39,6 +45,10 @@ enum Command {
     Reload {
         #[arg(long)]
         pid: Option<u32>,
+        /// The broker's configuration file, whose `server.pid_file` names the process (also
+        /// accepted before `reload`).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Add a user to a password file, or change its password (argon2id, plus SCRAM-SHA-256
     /// keys). Prompts twice on a terminal; otherwise reads one line from standard input.
@@ -59,6 +69,10 @@ enum Command {
 enum PluginCommand {
     /// Validate a strategy component and run it on a simulated group.
     Check(CheckArgs),
+    /// Replay a scenario (steps and expectations, see docs/plugins.md) against a strategy
+    /// component; exits 0 when every step passes, 1 when one fails, 2 when the scenario or the
+    /// component is unusable.
+    Test(TestArgs),
     /// Create a strategy project from a template: ./NAME with sources, the WIT, a one-command
     /// build, a README and a test scenario.
     New(NewArgs),
@@ -93,14 +107,36 @@ struct CheckArgs {
     /// The share name handed to `init`.
     #[arg(long, default_value = "check")]
     group: String,
-    /// Memory limit for the instance, in MiB.
-    #[arg(long, default_value_t = 64)]
+    /// After the simulation, also replay this scenario (as `sharq plugin test` does).
+    #[arg(long, value_name = "FILE.toml")]
+    scenario: Option<PathBuf>,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+#[derive(Debug, Args)]
+struct TestArgs {
+    /// The component (.wasm) to test.
+    file: PathBuf,
+    /// The scenario: group, params and `[[step]]`s with expectations.
+    scenario: PathBuf,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+/// The sandbox a plugin is tried in; the defaults are the broker's, so what passes here runs
+/// the same there.
+#[derive(Debug, Args)]
+struct SandboxArgs {
+    /// Memory limit for the instance, in MiB (the broker's `shared.plugin_memory_mib`).
+    #[arg(long, default_value_t = DEFAULT_PLUGIN_MEMORY_MIB)]
     memory_mib: u32,
-    /// Deadline per call, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    /// Deadline per call, in milliseconds (the broker's `shared.plugin_deadline_ms`).
+    #[arg(long, default_value_t = DEFAULT_PLUGIN_DEADLINE_MS)]
     deadline_ms: u64,
-    /// Deadline for instantiation and `init` together, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    /// Deadline for instantiation and `init` together, in milliseconds (the broker's
+    /// `shared.plugin_init_deadline_ms`).
+    #[arg(long, default_value_t = DEFAULT_PLUGIN_INIT_DEADLINE_MS)]
     init_deadline_ms: u64,
     /// Serve the plugin's WASI imports from an empty context, like `wasi = true` in a
     /// `[[shared.groups]]` rule (Python and JavaScript components need it).
@@ -108,15 +144,24 @@ struct CheckArgs {
     wasi: bool,
 }
 
+impl SandboxArgs {
+    fn limits(&self) -> SandboxLimits {
+        SandboxLimits::from_mib_and_ms(self.memory_mib, self.deadline_ms, self.init_deadline_ms)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None => serve(cli.config),
-        Some(Command::Reload { pid }) => send_reload(cli.config.as_deref(), pid),
+        Some(Command::Reload { pid, config }) => send_reload(config.or(cli.config).as_deref(), pid),
         Some(Command::Passwd { file, user }) => passwd(&file, &user),
         Some(Command::Plugin {
             command: PluginCommand::Check(args),
         }) => plugin_check(args),
+        Some(Command::Plugin {
+            command: PluginCommand::Test(args),
+        }) => plugin_test(args),
         Some(Command::Plugin {
             command: PluginCommand::New(args),
         }) => plugin_new(args),
@@ -360,46 +405,109 @@ fn plugin_new(args: NewArgs) -> ExitCode {
 }
 
 fn plugin_check(args: CheckArgs) -> ExitCode {
+    const CMD: &str = "sharq plugin check";
     let mut parsed = Vec::new();
     for param in &args.params {
         match param.split_once('=') {
             Some((key, value)) => parsed.push((key.to_owned(), value.to_owned())),
             None => {
-                eprintln!("sharq plugin check: --params takes key=value, got `{param}`");
+                eprintln!("{CMD}: --params takes key=value, got `{param}`");
                 return ExitCode::from(2);
             }
         }
     }
-    let bytes = match std::fs::read(&args.file) {
-        Ok(bytes) => bytes,
+    // Before the simulation: an unusable scenario should not wait for 100000 messages.
+    let scenario = match args
+        .scenario
+        .as_deref()
+        .map(Scenario::from_file)
+        .transpose()
+    {
+        Ok(scenario) => scenario,
         Err(e) => {
-            eprintln!(
-                "sharq plugin check: cannot read {}: {e}",
-                args.file.display()
-            );
+            eprintln!("{CMD}: {e}");
             return ExitCode::from(2);
         }
+    };
+    let Some(bytes) = read_component(CMD, &args.file) else {
+        return ExitCode::from(2);
     };
     let options = check::CheckOptions {
         members: args.members,
         messages: args.messages,
         params: parsed,
         group: args.group,
-        limits: SandboxLimits::from_mib_and_ms(
-            args.memory_mib,
-            args.deadline_ms,
-            args.init_deadline_ms,
-        ),
-        wasi: args.wasi,
+        limits: args.sandbox.limits(),
+        wasi: args.sandbox.wasi,
     };
     match check::run(&args.file.display().to_string(), &bytes, &options) {
+        Ok(report) => print!("{}", report.render()),
+        Err(e) => {
+            eprintln!("{CMD}: FAILED: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    match (&scenario, &args.scenario) {
+        (Some(scenario), Some(path)) => {
+            println!("\nscenario {}:", path.display());
+            replay(CMD, &args.file, &bytes, scenario, &args.sandbox)
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+fn plugin_test(args: TestArgs) -> ExitCode {
+    const CMD: &str = "sharq plugin test";
+    let scenario = match Scenario::from_file(&args.scenario) {
+        Ok(scenario) => scenario,
+        Err(e) => {
+            eprintln!("{CMD}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(bytes) = read_component(CMD, &args.file) else {
+        return ExitCode::from(2);
+    };
+    replay(CMD, &args.file, &bytes, &scenario, &args.sandbox)
+}
+
+fn read_component(cmd: &str, file: &Path) -> Option<Vec<u8>> {
+    match std::fs::read(file) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            eprintln!("{cmd}: cannot read {}: {e}", file.display());
+            None
+        }
+    }
+}
+
+/// Replays `scenario` and prints a line per step and the summary: exit 0 when all pass, 1
+/// when a step failed, 2 when nothing could be tested.
+fn replay(
+    cmd: &str,
+    file: &Path,
+    bytes: &[u8],
+    scenario: &Scenario,
+    sandbox: &SandboxArgs,
+) -> ExitCode {
+    let origin = file.display().to_string();
+    match scenario::run(&origin, bytes, scenario, sandbox.limits(), sandbox.wasi) {
         Ok(report) => {
+            println!(
+                "plugin {origin} (contract {}), group {}",
+                report.contract, scenario.group
+            );
             print!("{}", report.render());
-            ExitCode::SUCCESS
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{cmd}: FAILED: {} of {} steps", report.failed, report.steps);
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
-            eprintln!("sharq plugin check: FAILED: {e}");
-            ExitCode::FAILURE
+            eprintln!("{cmd}: {e}");
+            ExitCode::from(2)
         }
     }
 }

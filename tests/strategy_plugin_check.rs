@@ -9,6 +9,9 @@ fn check(args: &[&str]) -> (Output, String, String) {
     let output = Command::new(common::sharq_binary_copy())
         .args(["plugin", "check"])
         .args(args)
+        // The default is the broker's 20 ms; a loaded test machine can deschedule a healthy
+        // call for that long, and a timed-out call fails the check.
+        .args(["--deadline-ms", "5000"])
         .env("NO_COLOR", "1")
         .output()
         .expect("cannot run sharq");

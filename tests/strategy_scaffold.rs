@@ -50,7 +50,7 @@ fn plugin_new(parent: &Path, name: &str, lang: &str) -> Output {
 }
 
 /// Scaffolds `lang`'s template, builds it with its one command, checks the component, and
-/// runs its scenario when the binary has `sharq plugin test`.
+/// runs its scenario with `sharq plugin test`.
 fn scaffold_build_check(lang: &str) {
     let _serial = ONE_AT_A_TIME
         .lock()
@@ -126,6 +126,20 @@ fn scaffold_build_check(lang: &str) {
     // The check's messages carry no `tenant`: the template spreads them round robin, and
     // never declines while members are online.
     assert!(report.contains("\n0 declined"), "{lang}: {report}");
+
+    // The scenario the project ships passes on the component it builds.
+    let mut test = Command::new(sharq_binary());
+    test.args(["plugin", "test"])
+        .arg(&wasm)
+        .arg(dir.join("scenario.toml"))
+        .args(["--deadline-ms", "60000", "--init-deadline-ms", "60000"]);
+    if wasi {
+        test.args(["--memory-mib", "96"]);
+    }
+    let output = test.output().expect("run sharq plugin test");
+    let report = text(&output);
+    assert!(output.status.success(), "plugin test {lang}: {report}");
+    assert!(report.contains(", 0 failed"), "{lang}: {report}");
 }
 
 #[test]

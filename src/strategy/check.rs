@@ -25,10 +25,48 @@ pub struct CheckOptions {
     pub wasi: bool,
 }
 
+/// Why a check stopped: the component could not be set up, or a call failed during the
+/// simulation (named, with the message it failed on, so the author can reproduce it).
+#[derive(Debug, thiserror::Error)]
+// Boxed: a check error is rare, and the `Result`s it rides in are on the simulation's path.
+pub enum CheckError {
+    #[error(transparent)]
+    Setup(Box<StrategyError>),
+    #[error("{call} failed {at}: {source}")]
+    Call {
+        call: &'static str,
+        /// Where in the simulation: "on message 4711 of 100000", "for member-3", ...
+        at: String,
+        #[source]
+        source: Box<StrategyError>,
+    },
+}
+
+impl From<StrategyError> for CheckError {
+    fn from(e: StrategyError) -> CheckError {
+        CheckError::Setup(Box::new(e))
+    }
+}
+
+/// Names the call and the point of the simulation a failed guest call happened at.
+fn during<T>(
+    result: Result<T, StrategyError>,
+    call: &'static str,
+    at: impl FnOnce() -> String,
+) -> Result<T, CheckError> {
+    result.map_err(|source| CheckError::Call {
+        call,
+        at: at(),
+        source: Box::new(source),
+    })
+}
+
 /// The findings; `render` prints them for a person.
 #[derive(Debug, Clone, Default)]
 pub struct CheckReport {
     pub origin: String,
+    /// The contract version the component implements ("0.1.0" or "0.2.0").
+    pub contract: &'static str,
     pub needs: String,
     /// Messages per member id while the group is stable (before any membership change): the
     /// distribution the strategy promises.
@@ -47,16 +85,19 @@ pub struct CheckReport {
 /// Distinct message keys (topic and publisher) the simulation cycles through.
 const SAMPLE_KEYS: u32 = 1000;
 
-pub fn run(path: &str, bytes: &[u8], options: &CheckOptions) -> Result<CheckReport, StrategyError> {
+pub fn run(path: &str, bytes: &[u8], options: &CheckOptions) -> Result<CheckReport, CheckError> {
     let host = WasmHost::new(options.limits)?;
     let plugin = host.load_with(path, bytes, options.wasi)?;
     let mut instance = host.instantiate(&plugin, &options.group, &options.params)?;
     let needs = instance.needs;
+    let select = needs.select_call();
+    let total = options.messages;
     let mut report = CheckReport {
         origin: path.to_owned(),
+        contract: plugin.contract_version(),
         needs: format!(
-            "topic={} publisher={} payload={}",
-            needs.topic, needs.publisher, needs.payload
+            "topic={} publisher={} payload={} user-properties={} content-type={}",
+            needs.topic, needs.publisher, needs.payload, needs.user_properties, needs.content_type
         ),
         ..CheckReport::default()
     };
@@ -71,26 +112,34 @@ pub fn run(path: &str, bytes: &[u8], options: &CheckOptions) -> Result<CheckRepo
     let mut selects = 0u64;
     for seq in 0..half {
         let mut distribution = std::mem::take(&mut report.distribution);
-        run_one(&mut instance, &members, seq, &mut distribution, &mut report)?;
+        let answer = during(select_for(&mut instance, seq), select, || {
+            format!("on message {} of {total}", seq + 1)
+        })?;
+        tally(answer, &members, &mut distribution, &mut report);
         report.distribution = distribution;
         selects += 1;
     }
 
     // Stability: where do the sample keys go before and after a member joins, then leaves.
-    let before = key_map(&mut instance)?;
+    let before = key_map(&mut instance, select, "before the membership changed")?;
     let newcomer = u64::from(options.members.max(1)) + 1;
     join(&mut instance, newcomer)?;
     members.push(newcomer);
-    let after_join = key_map(&mut instance)?;
+    let after_join = key_map(&mut instance, select, "after a member joined")?;
     report.moved_on_join = (moved(&before, &after_join), before.len());
-    instance.member_left(1)?;
+    during(instance.member_left(1), "member-left", || {
+        "for member-1".to_owned()
+    })?;
     members.retain(|m| *m != 1);
-    let after_leave = key_map(&mut instance)?;
+    let after_leave = key_map(&mut instance, select, "after a member left")?;
     report.moved_on_leave = (moved(&after_join, &after_leave), after_join.len());
 
     let mut after_change = BTreeMap::new();
     for seq in half..options.messages {
-        run_one(&mut instance, &members, seq, &mut after_change, &mut report)?;
+        let answer = during(select_for(&mut instance, seq), select, || {
+            format!("on message {} of {total}", seq + 1)
+        })?;
+        tally(answer, &members, &mut after_change, &mut report);
         selects += 1;
     }
     report.distribution_after_change = after_change;
@@ -102,22 +151,23 @@ pub fn run(path: &str, bytes: &[u8], options: &CheckOptions) -> Result<CheckRepo
     Ok(report)
 }
 
-fn join(instance: &mut WasmInstance, id: u64) -> Result<(), StrategyError> {
-    instance.member_joined(&MemberInfo {
+fn join(instance: &mut WasmInstance, id: u64) -> Result<(), CheckError> {
+    let joined = instance.member_joined(&MemberInfo {
         id,
         client_id: ByteString::from(format!("member-{id}")),
         weight: 1,
         subscribed_at_ms: 1_700_000_000_000 + id,
         user_properties: Vec::new(),
-    })?;
-    instance.member_load(
-        id,
-        MemberLoad {
-            inflight: 0,
-            capacity: 64,
-            online: true,
-        },
-    )
+    });
+    during(joined, "member-joined", || format!("for member-{id}"))?;
+    let load = MemberLoad {
+        inflight: 0,
+        capacity: 64,
+        online: true,
+    };
+    during(instance.member_load(id, load), "member-load", || {
+        format!("for member-{id}")
+    })
 }
 
 fn message_for(seq: u32) -> (String, String, Vec<u8>) {
@@ -144,24 +194,30 @@ fn select_for(instance: &mut WasmInstance, seq: u32) -> Result<Option<u64>, Stra
     })
 }
 
-fn run_one(
-    instance: &mut WasmInstance,
+fn tally(
+    answer: Option<u64>,
     members: &[u64],
-    seq: u32,
     distribution: &mut BTreeMap<u64, u64>,
     report: &mut CheckReport,
-) -> Result<(), StrategyError> {
-    match select_for(instance, seq)? {
+) {
+    match answer {
         Some(id) if members.contains(&id) => *distribution.entry(id).or_default() += 1,
         Some(_) => report.invalid_answers += 1,
         None => report.declined += 1,
     }
-    Ok(())
 }
 
-fn key_map(instance: &mut WasmInstance) -> Result<Vec<Option<u64>>, StrategyError> {
+fn key_map(
+    instance: &mut WasmInstance,
+    select: &'static str,
+    when: &str,
+) -> Result<Vec<Option<u64>>, CheckError> {
     (0..SAMPLE_KEYS)
-        .map(|seq| select_for(instance, seq))
+        .map(|seq| {
+            during(select_for(instance, seq), select, || {
+                format!("on sample key {} of {SAMPLE_KEYS} {when}", seq + 1)
+            })
+        })
         .collect()
 }
 
@@ -184,7 +240,11 @@ impl CheckReport {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "plugin:  {}", self.origin);
-        let _ = writeln!(out, "status:  compiles, links against sharq:dispatch/strategy@0.1.0, init accepted the params");
+        let _ = writeln!(
+            out,
+            "status:  compiles, links against sharq:dispatch/strategy@{}, init accepted the params",
+            self.contract
+        );
         let _ = writeln!(out, "needs:   {}", self.needs);
         let _ = writeln!(
             out,

@@ -13,6 +13,7 @@ pub mod check;
 pub mod latency;
 pub mod plugin_log;
 pub mod registry;
+pub mod scenario;
 pub mod wasm;
 
 use std::collections::HashMap;
@@ -42,6 +43,16 @@ pub struct Needs {
 impl Needs {
     pub fn any(self) -> bool {
         self.topic || self.publisher || self.payload || self.user_properties || self.content_type
+    }
+
+    /// The guest export a message is dispatched with: `select-full` once `init` asked for more
+    /// than the flat metadata (see [`WasmInstance::select`]). Named in failure reports.
+    pub fn select_call(self) -> &'static str {
+        if self.any() {
+            "select-full"
+        } else {
+            "select"
+        }
     }
 }
 

@@ -151,6 +151,16 @@ pub struct Plugin {
     pre: Pre,
 }
 
+impl Plugin {
+    /// The contract version the component implements (the host links the newest it exports).
+    pub fn contract_version(&self) -> &'static str {
+        match self.pre {
+            Pre::V1(_) => "0.1.0",
+            Pre::V2(_) => "0.2.0",
+        }
+    }
+}
+
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plugin")
