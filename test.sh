@@ -10,5 +10,14 @@ export CARGO_INCREMENTAL=0
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
+# The strategies' own workspace: its shared logic and the SDK are unit-tested on the host, and
+# the guests (wasm32 only) are linted for the target they build for.
+plugin_target="${CARGO_TARGET_DIR:-target}/plugins-host"
+cargo clippy --manifest-path plugins/Cargo.toml --locked --target-dir "$plugin_target" \
+    -p sharq-strategies -p sharq-sdk --all-targets -- -D warnings
+cargo clippy --manifest-path plugins/Cargo.toml --locked --target-dir "$plugin_target" \
+    --target wasm32-wasip2 --workspace -- -D warnings
+cargo test --manifest-path plugins/Cargo.toml --locked --target-dir "$plugin_target" \
+    -p sharq-strategies -p sharq-sdk
 # --all-targets builds the criterion benchmarks in the test profile and runs each once, quickly;
 # running them for numbers is a separate step (bench/RESULTS.md).
