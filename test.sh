@@ -8,6 +8,9 @@ cd "$(dirname "$0")"
 export CARGO_INCREMENTAL=0
 .ci/install-test-tools
 cargo fmt --check
+# The nested workspaces (built-in strategies and SDK; test fixtures) are formatted too.
+cargo fmt --manifest-path plugins/Cargo.toml --all --check
+cargo fmt --manifest-path tests/fixtures/hostile/Cargo.toml --all --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
 # The strategies' own workspace: its shared logic and the SDK are unit-tested on the host, and

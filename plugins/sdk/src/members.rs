@@ -130,7 +130,12 @@ impl Members {
     /// or held. Hash a string key with [`hash_bytes`](crate::hash_bytes).
     pub fn rendezvous(&self, key: u64) -> Option<MemberId> {
         self.candidates()
-            .map(|m| (sharq_strategies::rendezvous::score(key, m.client_hash), m.id))
+            .map(|m| {
+                (
+                    sharq_strategies::rendezvous::score(key, m.client_hash),
+                    m.id,
+                )
+            })
             .max()
             .map(|(_, id)| id)
     }
@@ -242,7 +247,9 @@ mod tests {
     #[test]
     fn rendezvous_moves_about_one_in_n_when_a_member_joins() {
         let mut g = group(&(1..=4).collect::<Vec<_>>());
-        let before: Vec<_> = (0..2000u64).map(|k| g.rendezvous(hash_bytes(&k.to_le_bytes()))).collect();
+        let before: Vec<_> = (0..2000u64)
+            .map(|k| g.rendezvous(hash_bytes(&k.to_le_bytes())))
+            .collect();
         g.join(member(5, "c5"));
         g.load(5, 0, 10, true);
         let moved = (0..2000u64)

@@ -30,7 +30,11 @@ impl<'a> Init<'a> {
     /// Refuses params other than `known`, naming the first stranger: a typo in the config then
     /// fails loudly instead of being ignored.
     pub fn allow_only(&self, known: &[&str]) -> Result<(), String> {
-        match self.params.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        match self
+            .params
+            .iter()
+            .find(|(k, _)| !known.contains(&k.as_str()))
+        {
             None => Ok(()),
             Some((k, _)) => Err(format!("unknown param `{k}`; known: {}", known.join(", "))),
         }
@@ -95,15 +99,13 @@ pub trait Strategy: Default {
 pub struct Managed<S> {
     pub strategy: S,
     pub members: Members,
-    needs: Needs,
 }
 
 impl<S: Strategy> Managed<S> {
     /// Resets everything, as the host's `init` of a fresh or rebuilt instance does.
     pub fn init(&mut self, group: &str, params: &[(String, String)]) -> Result<Needs, String> {
         let mut fresh = Self::default();
-        fresh.needs = fresh.strategy.init(&Init { group, params })?;
-        let needs = fresh.needs;
+        let needs = fresh.strategy.init(&Init { group, params })?;
         *self = fresh;
         Ok(needs)
     }
