@@ -173,7 +173,9 @@ pub async fn run(
 
 impl Connection {
     async fn serve(&mut self) -> End {
-        match self.connect_phase().await {
+        // Boxed: its state (authentication exchanges included) is needed once, and inline it
+        // would size the future of every connection for its whole life.
+        match Box::pin(self.connect_phase()).await {
             Ok(true) => {}
             Ok(false) => return End::Refused,
             Err(e) => return End::Error(e),
@@ -334,6 +336,11 @@ impl Connection {
         self.process_input()?;
         if let Some(reason) = self.disconnect_received {
             return Ok(End::Disconnected(reason));
+        }
+        if self.read_buf.is_empty() {
+            // The CONNECT phase's read block: an idle client may never send another byte, and
+            // the loop reserves one when there is input.
+            self.read_buf = BytesMut::new();
         }
         loop {
             self.release_held();
@@ -621,7 +628,9 @@ impl Connection {
     /// so that closing does not turn unread input into a reset that hides our goodbye.
     async fn drain_input(&mut self) {
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-        let mut scratch = [0u8; 4096];
+        // On the heap, and only now: an array here would live in the connection task's future
+        // for the connection's whole life (4 KiB of its ~5.6 KiB), idle or not.
+        let mut scratch = vec![0u8; 4096];
         loop {
             match tokio::time::timeout_at(deadline, self.stream.read(&mut scratch)).await {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
@@ -714,4 +723,22 @@ fn peek_connect_level(buf: &[u8]) -> Option<u8> {
     }
     let name_len = u16::from_be_bytes([*buf.get(index)?, *buf.get(index + 1)?]) as usize;
     buf.get(index + 2 + name_len).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output_size<A, B, C, D, E, G, R>(_: impl FnOnce(A, B, C, D, E, G) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// The connection task's future is allocated per connection and lives as long as it: at
+    /// 10k idle connections every KiB here is 10 MiB. It was 5.6 KiB with a 4 KiB drain buffer
+    /// inline (issue #15).
+    #[test]
+    fn connection_future_stays_small() {
+        let size = output_size(run);
+        assert!(size <= 2048, "the connection future is {size} bytes");
+    }
 }
