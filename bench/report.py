@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Helpers of bench/compare.sh: annotate one sharq_bench JSON line, print a one-line summary,
-and write the "sharq vs Mosquitto" section of bench/RESULTS.md with its PNG plots.
+and write the comparison section of bench/RESULTS.md (sharq and its peers, strategies, scale
+curves) with its PNG plots.
 
     report.py annotate ID BROKER STRATEGY ROUND LOAD TICKS0 TICKS1 CLK_TCK HWM_KIB  < line
     report.py brief LINE
-    report.py report RESULTS.jsonl COMMANDS RESULTS.md PLOTS_DIR MACHINE SHARQ_TOML MOSQ_CONF
+    report.py report RESULTS.jsonl COMMANDS RESULTS.md PLOTS_DIR MACHINE [NAME=CONFIG_PATH ...]
+    report.py merge NEW.jsonl PREVIOUS.jsonl OUT.jsonl
 """
 import json
 import os
@@ -140,6 +142,50 @@ def metrics_of(sid, runs):
     return rows
 
 
+BROKERS = ["sharq", "mosquitto", "rumqttd", "rmqtt"]
+PEERS = BROKERS[1:]
+COLORS = {"sharq": "#1f77b4", "mosquitto": "#d62728", "rumqttd": "#2ca02c", "rmqtt": "#ff7f0e"}
+VARIANTS = [
+    ("", "shared cores"),
+    ("@pinned", "pinned: broker on CPU 0, load generator on CPU 1 (`taskset`)"),
+    ("@v5", "MQTT 5"),
+]
+# (axis, label, what is varied) of the scale curves; ids are scale_<axis>_<value>.
+SCALE_AXES = [
+    ("members", "members in the group", "1 group of N members"),
+    ("groups", "groups", "N groups, each on its own topic; 4 member connections in every group"),
+    ("subs", "other subscriptions in the tree", "1 group × 4 plus N non-matching subscriptions"),
+    ("conns", "idle connections", "1 group × 4 plus N idle connections"),
+]
+
+
+def brokers_in(rows):
+    return [b for b in BROKERS if any(r["broker_name"] == b for r in rows)]
+
+
+def runs_of(rows, sid, broker, strategy=None):
+    return [r for r in rows if r["id"] == sid and r["broker_name"] == broker
+            and (strategy is None or r["strategy"] == strategy)]
+
+
+def default_runs(rows, sid, broker):
+    """A broker's runs of a scenario with its default strategy (sharq: the Wasm round robin)."""
+    return runs_of(rows, sid, broker, "round_robin" if broker == "sharq" else None)
+
+
+def best_peer(values, higher):
+    """(value, broker) of the best peer, or (None, None)."""
+    got = [(v, b) for b, v in values.items() if b != "sharq" and v is not None]
+    if not got:
+        return None, None
+    return (max if higher else min)(got)
+
+
+def scale_points(rows, axis):
+    pts = sorted({int(r["id"].rsplit("_", 1)[1]) for r in rows if r["id"].startswith(f"scale_{axis}_")})
+    return pts
+
+
 def plots(rows, outdir):
     import matplotlib
     matplotlib.use("Agg")
@@ -147,60 +193,100 @@ def plots(rows, outdir):
 
     os.makedirs(outdir, exist_ok=True)
     made = []
-    colors = {"sharq": "#1f77b4", "mosquitto": "#d62728"}
+    present = brokers_in(rows)
 
-    # Latency CDF per broker, fixed-rate scenarios, first round.
+    # Latency CDF per broker, fixed-rate scenarios, every round.
     ids = [s for s in ("rate10k_q0", "rate10k_q1", "rate10k_q2", "rate10k_q1_4k")
            if any(r["id"] == s for r in rows)]
     if ids:
         fig, axes = plt.subplots(1, len(ids), figsize=(4.2 * len(ids), 3.8), squeeze=False)
         for ax, sid in zip(axes[0], ids):
-            for broker in ("sharq", "mosquitto"):
-                runs = [r for r in rows if r["id"] == sid and r["broker_name"] == broker]
-                if not runs:
-                    continue
-                for i, r in enumerate(runs):
+            for broker in present:
+                for i, r in enumerate(default_runs(rows, sid, broker)):
                     pts = [(v, p) for p, v in r.get("latency_cdf_us") or [] if v is not None and v > 0]
                     if pts:
-                        ax.plot([v for v, _ in pts], [p for _, p in pts], color=colors[broker],
+                        ax.plot([v for v, _ in pts], [p for _, p in pts], color=COLORS[broker],
                                 alpha=1.0 if i == 0 else 0.4, label=broker if i == 0 else None)
             ax.set_xscale("log")
             ax.set_xlabel("latency (µs, log)")
             ax.set_ylabel("percentile")
             ax.set_title(sid)
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend()
+            ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(outdir, "latency_cdf.png"), dpi=90)
         plt.close(fig)
         made.append(("latency_cdf.png", "Latency CDF at a fixed 10k msg/s (every round; darker = round 1)"))
 
-    # Delivered rate sharq vs Mosquitto per throughput scenario.
-    tids = [s for s, _ in SCENARIOS if s.startswith(("shared_", "fanout")) and any(r["id"] == s for r in rows)]
+    # Delivered rate per broker per throughput scenario, every variant.
+    tids = [s + v for v, _ in VARIANTS for s, _ in SCENARIOS
+            if s.startswith(("shared_", "fanout")) and any(r["id"] == s + v for r in rows)]
     if tids:
-        fig, ax = plt.subplots(figsize=(9, 3.8))
-        width = 0.38
-        for k, broker in enumerate(("sharq", "mosquitto")):
-            vals = [med([r["delivered_rate"] for r in rows if r["id"] == s and r["broker_name"] == broker]) or 0
-                    for s in tids]
-            ax.bar([i + (k - 0.5) * width for i in range(len(tids))], vals, width, label=broker,
-                   color=colors[broker])
+        fig, ax = plt.subplots(figsize=(max(9, 0.9 * len(tids)), 4.2))
+        width = 0.8 / max(1, len(present))
+        for k, broker in enumerate(present):
+            vals = [med([r.get("delivered_rate") for r in default_runs(rows, s, broker)]) or 0 for s in tids]
+            ax.bar([i + (k - (len(present) - 1) / 2) * width for i in range(len(tids))], vals, width,
+                   label=broker, color=COLORS[broker])
         ax.set_xticks(range(len(tids)))
-        ax.set_xticklabels(tids, rotation=20, ha="right")
+        ax.set_xticklabels(tids, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("delivered msg/s (median)")
         ax.legend()
         ax.grid(True, axis="y", alpha=0.3)
         fig.tight_layout()
         fig.savefig(os.path.join(outdir, "throughput.png"), dpi=90)
         plt.close(fig)
-        made.append(("throughput.png", "Delivered rate, sharq vs Mosquitto, unlimited-rate scenarios"))
+        made.append(("throughput.png", "Delivered rate per broker, unlimited-rate scenarios (median of the rounds)"))
+
+    # Scale curves: CPU per delivered message and delivered rate against each axis.
+    axes_present = [(a, label, what) for a, label, what in SCALE_AXES if scale_points(rows, a)]
+    if axes_present:
+        fig, axes = plt.subplots(2, len(axes_present), figsize=(4.4 * len(axes_present), 7.4), squeeze=False)
+        for col, (axis, label, what) in enumerate(axes_present):
+            pts = scale_points(rows, axis)
+            series = [(b, None) for b in present]
+            if axis == "members":
+                series += [("sharq", s) for s in sorted({r["strategy"] for r in rows
+                                                         if r["id"].startswith("scale_members_")
+                                                         and r["broker_name"] == "sharq"} - {"round_robin"})]
+            for row, (key, ylabel) in enumerate((("broker_cpu_us_per_msg", "broker CPU µs per delivered msg"),
+                                                 ("delivered_rate", "delivered msg/s"))):
+                ax = axes[row][col]
+                for broker, strategy in series:
+                    xs, ys = [], []
+                    for p in pts:
+                        sid = f"scale_{axis}_{p}"
+                        runs = (runs_of(rows, sid, broker, strategy) if strategy
+                                else default_runs(rows, sid, broker))
+                        v = med([r.get(key) for r in runs if not r.get("errors")])
+                        if v is not None:
+                            xs.append(max(p, 1) if axis == "conns" else p)
+                            ys.append(v)
+                    if xs:
+                        ax.plot(xs, ys, marker="o", color=COLORS[broker],
+                                linestyle="--" if strategy else "-", alpha=0.6 if strategy else 1.0,
+                                label=f"sharq {strategy}" if strategy else broker)
+                ax.set_xscale("symlog" if axis == "conns" else "log")
+                ax.set_xlabel(label)
+                ax.set_ylabel(ylabel)
+                if row == 0:
+                    ax.set_yscale("log")
+                    ax.set_title(what, fontsize=9)
+                ax.grid(True, which="both", alpha=0.3)
+                ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, "scale_curves.png"), dpi=90)
+        plt.close(fig)
+        made.append(("scale_curves.png", "Scale curves: broker CPU per delivered message (top, log) and delivered "
+                     "rate (bottom) as one parameter grows; QoS 1, 64 B, 2 publishers, unlimited rate; "
+                     "medians of the rounds; a broker whose runs failed at a point has no marker there"))
 
     strat = [r for r in rows if r["id"] == "strategy"]
     if strat:
         names = [r["strategy"] for r in strat]
         fig, ax = plt.subplots(figsize=(9, 3.8))
         ax.bar(range(len(strat)), [r.get("delivered_rate") or 0 for r in strat],
-               color=[colors["mosquitto"] if r["broker_name"] == "mosquitto" else colors["sharq"] for r in strat])
+               color=[COLORS.get(r["broker_name"], "#7f7f7f") for r in strat])
         ax.set_xticks(range(len(strat)))
         ax.set_xticklabels(names, rotation=30, ha="right")
         ax.set_ylabel("delivered msg/s")
@@ -212,7 +298,7 @@ def plots(rows, outdir):
         made.append(("strategy_rate.png", "Delivered rate per dispatch strategy"))
 
     sets = [(sid, title) for sid, title in (("strategy_10k", "fixed 10k msg/s"), ("strategy", "unlimited rate"))
-            if any(r["id"] == sid for r in rows)]
+            if any(r["id"] == sid and r.get("units") for r in rows)]
     if sets:
         fig, axes = plt.subplots(len(sets), 1, figsize=(9, 3.6 * len(sets)), squeeze=False)
         for ax, (sid, title) in zip(axes[:, 0], sets):
@@ -242,64 +328,164 @@ def plots(rows, outdir):
 
 
 def target_lines(rows):
-    def m(sid, broker, f):
-        return med([f(r) for r in rows if r["id"] == sid and r["broker_name"] == broker])
-
     out = []
 
-    def check(text, a, b, ok):
-        verdict = "—" if ok is None else ("**met**" if ok else "**not met**")
-        out.append(f"| {text} | {fmt(a)} | {fmt(b)} | {verdict} |")
+    def m(sid, broker, f):
+        return med([f(r) for r in default_runs(rows, sid, broker)])
 
-    for sid, q in (("shared_q1_64", 1), ("shared_q0_64", 0)):
-        a = m(sid, "sharq", lambda r: r.get("delivered_rate"))
-        b = m(sid, "mosquitto", lambda r: r.get("delivered_rate"))
-        check(f"shared-group delivered msg/s, QoS {q} (≥ 2× Mosquitto; ratio {ratio(a, b)})", a, b,
-              None if a is None or b is None else a >= 2 * b)
-    a = m("rate10k_q1", "sharq", lambda r: (r.get("latency_us") or {}).get("p99"))
-    b = m("rate10k_q1", "mosquitto", lambda r: (r.get("latency_us") or {}).get("p99"))
-    check(f"p99 latency µs at fixed 10k msg/s QoS 1 (≤ ½ Mosquitto's; ratio {ratio(a, b)})", a, b,
-          None if a is None or b is None else a <= b / 2)
-    a = m("churn_q1", "sharq", lambda r: r.get("lost"))
-    b = m("churn_q1", "mosquitto", lambda r: r.get("lost"))
-    check("messages lost under member churn, clean sessions (sharq 0 where Mosquitto loses some)", a, b,
-          None if a is None or b is None else (a == 0 and b > 0))
-    a = m("idle_10k", "sharq", lambda r: r.get("rss_bytes_per_connection"))
-    b = m("idle_10k", "mosquitto", lambda r: r.get("rss_bytes_per_connection"))
-    check("RSS bytes per idle connection (sharq ≤ 8 KiB = 8,192)", a, b, None if a is None else a <= 8192)
+    def check(text, a, b, who, ok):
+        verdict = "—" if ok is None else ("**met**" if ok else "**not met**")
+        out.append(f"| {text} | {fmt(a)} | {fmt(b)}{f' ({who})' if who else ''} | {verdict} |")
+
+    rate = lambda r: r.get("delivered_rate")  # noqa: E731
+    p99 = lambda r: (r.get("latency_us") or {}).get("p99")  # noqa: E731
+    for variant, vname in VARIANTS[:2]:
+        sid = "shared_q1_64" + variant
+        vals = {b: m(sid, b, rate) for b in BROKERS}
+        a = vals["sharq"]
+        if a is None:
+            continue
+        bp, who = best_peer(vals, True)
+        check(f"QoS 1 shared delivered msg/s ≥ 2× the best peer ({vname}; {ratio(a, bp)})", a, bp, who,
+              None if bp is None else a >= 2 * bp)
+        mq = vals["mosquitto"]
+        check(f"QoS 1 shared delivered msg/s ≥ 5× Mosquitto ({vname}; {ratio(a, mq)})", a, mq, "mosquitto",
+              None if mq is None else a >= 5 * mq)
+        sid = "shared_q0_64" + variant
+        vals = {b: m(sid, b, rate) for b in BROKERS}
+        a = vals["sharq"]
+        bp, who = best_peer(vals, True)
+        check(f"QoS 0 shared delivered msg/s ≥ 2× the best peer ({vname}; {ratio(a, bp)})", a, bp, who,
+              None if a is None or bp is None else a >= 2 * bp)
+        sid = "rate10k_q1" + variant
+        vals = {b: m(sid, b, p99) for b in BROKERS}
+        a = vals["sharq"]
+        bp, who = best_peer(vals, False)
+        check(f"p99 µs at a fixed 10k msg/s QoS 1 ≤ ½ the best peer's ({vname}; {ratio(a, bp)})", a, bp, who,
+              None if a is None or bp is None else a <= bp / 2)
+    for variant, vname in VARIANTS[:2]:
+        a = m("shared_q1_64" + variant, "sharq", lambda r: r.get("broker_cpu_us_per_msg"))
+        vals = {b: m("shared_q1_64" + variant, b, lambda r: r.get("broker_cpu_us_per_msg")) for b in BROKERS}
+        bp, who = best_peer(vals, False)
+        check(f"broker CPU ≤ 3 µs per delivered QoS 1 message ({vname})", a, bp, who,
+              None if a is None else a <= 3)
+    vals = {b: m("idle_10k", b, lambda r: r.get("rss_bytes_per_connection")) for b in BROKERS}
+    bp, who = best_peer(vals, False)
+    a = vals["sharq"]
+    check("RSS per idle connection ≤ 1.5 KiB = 1,536 bytes", a, bp, who, None if a is None else a <= 1536)
+    vals = {b: m("churn_q1", b, lambda r: r.get("lost")) for b in BROKERS}
+    a = vals["sharq"]
+    bp, who = best_peer(vals, False)
+    check("messages lost under member churn, clean sessions (0)", a, bp, who, None if a is None else a == 0)
     return out
 
 
-def report(args):
-    results, commands, md_path, plot_dir, machine, sharq_toml, mosq_conf = args
+def side_by_side(rows, variant, present):
+    L = ["| scenario | metric | " + " | ".join(present) + " | sharq / best peer |",
+         "|---|---|" + "---|" * len(present) + "---|"]
+    for sid, what in SCENARIOS:
+        full = sid + variant
+        per = {b: default_runs(rows, full, b) for b in present}
+        if not any(per.values()):
+            continue
+        metrics = {b: metrics_of(sid, per[b]) for b in present}
+        for k, (label, _, higher) in enumerate(metrics[present[0]]):
+            vals = {b: metrics[b][k][1] for b in present}
+            bp, _ = best_peer(vals, higher)
+            name = f"`{full}`: {what}" if k == 0 else ""
+            L.append(f"| {name} | {label} | " + " | ".join(fmt(vals[b]) for b in present)
+                     + f" | {ratio(vals.get('sharq'), bp)} |")
+    return L
+
+
+def scale_tables(rows, present):
+    L = []
+    for axis, label, what in SCALE_AXES:
+        pts = scale_points(rows, axis)
+        if not pts:
+            continue
+        L += ["", f"#### {label.capitalize()}: {what}", "",
+              "Median of the rounds: delivered msg/s · broker CPU µs per delivered message · broker peak RSS MiB"
+              " (✗: the runs reported errors, listed under *Runs that reported errors*).", "",
+              f"| {label} | " + " | ".join(present) + " |", "|---|" + "---|" * len(present)]
+        for p in pts:
+            sid = f"scale_{axis}_{p}"
+            cells = []
+            for b in present:
+                runs = default_runs(rows, sid, b)
+                if not runs:
+                    cells.append("—")
+                    continue
+                ok = [r for r in runs if not r.get("errors")]
+                if not ok:
+                    cells.append("✗")
+                    continue
+                rss = med([(r.get("broker_peak_rss_kib") or 0) / 1024 or None for r in ok])
+                cells.append(f"{fmt(med([r.get('delivered_rate') for r in ok]))} · "
+                             f"{fmt(med([r.get('broker_cpu_us_per_msg') for r in ok]))} · {fmt(rss)}"
+                             + (f" ({len(runs) - len(ok)} ✗)" if len(ok) < len(runs) else ""))
+            L.append(f"| {p:,} | " + " | ".join(cells) + " |")
+        if axis == "members":
+            strategies = sorted({r["strategy"] for r in rows if r["id"].startswith("scale_members_")
+                                 and r["broker_name"] == "sharq"})
+            L += ["", "sharq per strategy, broker CPU µs per delivered message (delivered msg/s):", "",
+                  "| strategy | " + " | ".join(f"{p:,} members" for p in pts) + " |",
+                  "|---|" + "---|" * len(pts)]
+            for s in strategies:
+                cells = []
+                for p in pts:
+                    ok = [r for r in runs_of(rows, f"scale_members_{p}", "sharq", s) if not r.get("errors")]
+                    cells.append(f"{fmt(med([r.get('broker_cpu_us_per_msg') for r in ok]))} "
+                                 f"({fmt(med([r.get('delivered_rate') for r in ok]))})" if ok else "✗")
+                L.append(f"| {s} | " + " | ".join(cells) + " |")
+    return L
+
+
+def merge_rows(results, previous):
+    """This run's rows, plus the previous file's rows for scenarios this run did not measure
+    (a run of some sections only keeps the others' numbers)."""
     rows = [json.loads(l) for l in open(results) if l.strip()]
+    ids = {r["id"] for r in rows}
+    kept = []
+    if previous and os.path.exists(previous):
+        kept = [r for r in (json.loads(l) for l in open(previous) if l.strip()) if r["id"] not in ids]
+    return kept + rows
+
+
+def report(args):
+    results, commands, md_path, plot_dir, machine = args[:5]
+    configs = [c.split("=", 1) for c in args[5:]]
+    rows = [json.loads(l) for l in open(results) if l.strip()]
+    present = brokers_in(rows)
     made = plots(rows, plot_dir)
     rel = os.path.relpath(plot_dir, os.path.dirname(md_path))
-    L = [BEGIN, "", "## sharq vs Mosquitto, and strategy against strategy", ""]
+    L = [BEGIN, "", "## sharq vs Mosquitto, rumqttd and rmqtt; strategies; scale curves", ""]
     L += ["Written by `bench/compare.sh` (one command; see *Reproduce* below). Every number comes from",
-          "the same load generator (`examples/sharq_bench`, rumqttc MQTT 3.1.1 clients on loopback) in",
-          "the same run, with the two brokers alternating run by run, each run on a freshly started",
-          "broker. Values are medians over the rounds; every single run is listed further down.", ""]
+          "the same load generator (`examples/sharq_bench`, rumqttc clients on loopback) in the same run,",
+          "with the brokers' order rotating round by round, each run on a freshly started broker. Values",
+          "are medians over the rounds; every single run is listed further down. \"Best peer\" is the best",
+          "of the other brokers on that line.", ""]
     L += ["### Machine and conditions", "", machine, "",
-          "The load generator runs on the same cores as the broker, so on a 2-core machine each",
-          "broker shares the CPU with its clients: the numbers compare the two brokers under the same",
-          "handicap, not their ceilings.", ""]
-    L += ["### Targets", "", "| target | sharq | Mosquitto | verdict |", "|---|---|---|---|"]
+          "In the *shared cores* runs the load generator runs on the same 2 cores as the broker, so each",
+          "broker shares the CPU with its clients: they compare the brokers under the same handicap, not",
+          "their ceilings. The *pinned* runs put the broker on CPU 0 and the load generator on CPU 1.", ""]
+    L += ["### Targets (issue #15)", "", "| target | sharq | best peer | verdict |", "|---|---|---|---|"]
     L += target_lines(rows)
-    L += ["", "### Side by side", "",
-          "| scenario | metric | sharq | Mosquitto | sharq / Mosquitto |", "|---|---|---|---|---|"]
-    for sid, what in SCENARIOS:
-        a_runs = [r for r in rows if r["id"] == sid and r["broker_name"] == "sharq"]
-        b_runs = [r for r in rows if r["id"] == sid and r["broker_name"] == "mosquitto"]
-        if not a_runs and not b_runs:
+    for variant, vname in VARIANTS:
+        if not any(r["id"].endswith(variant) and (variant or "@" not in r["id"]) for r in rows
+                   if not r["id"].startswith(("strategy", "scale_"))):
             continue
-        a_m, b_m = metrics_of(sid, a_runs), metrics_of(sid, b_runs)
-        for k, ((label, a, _), (_, b, _)) in enumerate(zip(a_m, b_m)):
-            name = f"`{sid}`: {what}" if k == 0 else ""
-            L.append(f"| {name} | {label} | {fmt(a)} | {fmt(b)} | {ratio(a, b)} |")
+        L += ["", f"### Side by side, {vname}", ""] + side_by_side(rows, variant, present)
+    if any(r["id"].startswith("scale_") for r in rows):
+        L += ["", "### Scale curves", "",
+              "QoS 1, 64 B, 2 publishers, unlimited rate; one parameter varied at a time from the base of",
+              "1 group × 4 members with nothing else on the broker. Broker CPU per delivered message is",
+              "the cost; the delivered rate is bounded by the whole machine (broker and load generator on",
+              "2 cores)."]
+        L += scale_tables(rows, present)
     errs = [r for r in rows if r.get("errors")]
     if errs:
-        L += ["", "Runs that reported errors (the JSON line's `errors`):", ""]
+        L += ["", "### Runs that reported errors", "", "The JSON line's `errors`, cut to 300 characters:", ""]
         for r in errs:
             e = "; ".join(r["errors"])[:300]
             L.append(f"- `{r['id']}` {r['broker_name']} {r['strategy']} round {r['round']}: {e}")
@@ -327,8 +513,8 @@ def report(args):
         for f, title in made:
             L += [f"**{title}**", "", f"![{title}]({rel}/{f})", ""]
     L += ["### All runs", "",
-          "| scenario | broker | strategy | round | load | delivered msg/s | lost | dup | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/msg | other |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| scenario | broker | strategy | round | load | delivered msg/s | lost | dup | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/msg | peak RSS MiB | other |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lat = r.get("latency_us") or {}
         other = ""
@@ -339,23 +525,32 @@ def report(args):
         elif r.get("churn"):
             c = r["churn"]
             other = f"full rate after {c.get('max_full_rate_ms')} ms, first msg after {c.get('max_first_delivery_ms')} ms"
+        if r.get("errors"):
+            other += (" " if other else "") + "errors"
+        rss = (r.get("broker_peak_rss_kib") or 0) / 1024 or None
         L.append(f"| {r['id']} | {r['broker_name']} | {r['strategy']} | {r['round']} | {r.get('load_before')} | "
                  f"{fmt(r.get('delivered_rate'))} | {fmt(r.get('lost'))} | {fmt(r.get('duplicates'))} | "
                  f"{fmt(lat.get('p50'))} | {fmt(lat.get('p99'))} | {fmt(lat.get('p99.9'))} | {fmt(lat.get('max'))} | "
-                 f"{fmt(r.get('broker_cpu_us_per_msg'))} | {other} |")
-    L += ["", "### Reproduce", "", "```sh", "bench/compare.sh          # full run, rewrites this section and bench/plots/",
-          "bench/compare.sh --quick  # smoke run", "```", "",
-          "The script installs Mosquitto (apt) and matplotlib (pip) if missing, builds in release, and",
-          "keeps every raw JSON line in `bench/results.jsonl`. Each scenario by hand (start a broker",
-          "on the port first; `idle` also takes `--broker-pid PID`):", "", "```sh"]
+                 f"{fmt(r.get('broker_cpu_us_per_msg'))} | {fmt(rss)} | {other} |")
+    L += ["", "### Reproduce", "", "```sh",
+          "bench/compare.sh                 # full run, rewrites this section and bench/plots/",
+          "bench/compare.sh --quick         # smoke run",
+          "ONLY=\"scale\" bench/compare.sh   # some sections only (h2h pinned v5 strategies scale);",
+          "                                 # the other sections' rows are kept from bench/results.jsonl",
+          "```", "",
+          "The script installs Mosquitto (apt), rumqttd and rmqttd (cargo install into",
+          "`~/.cache/sharq-bench/peers`, see `bench/peers.sh`) and matplotlib (pip) if missing, builds in",
+          "release, and keeps every raw JSON line in `bench/results.jsonl`. Each scenario by hand (start a",
+          "broker on the port first; `idle` also takes `--broker-pid PID`; a `@pinned` id runs the broker",
+          "under `taskset -c 0` and this under `taskset -c 1`):", "", "```sh"]
     for line in open(commands):
         sid, _, cmd = line.rstrip("\n").partition("|")
         L.append(f"sharq_bench {cmd} --port 18831   # {sid}")
     L += ["```", "", "`sharq_bench` is `target/release/examples/sharq_bench` "
-          "(`cargo build --release --example sharq_bench`).", "",
-          "sharq's configuration (the strategy runs change `default_strategy`):", "", "```toml",
-          open(sharq_toml).read().rstrip(), "```", "", "Mosquitto's:", "", "```",
-          open(mosq_conf).read().rstrip(), "```", "", END]
+          "(`cargo build --release --example sharq_bench`).", ""]
+    for name, path in configs:
+        L += [f"{name}:", "", "```toml" if path.endswith(".toml") else "```", open(path).read().rstrip(), "```", ""]
+    L += [END]
     section = "\n".join(L) + "\n"
     old = open(md_path).read() if os.path.exists(md_path) else "# Benchmark results\n"
     if BEGIN in old and END in old:
@@ -370,6 +565,14 @@ def report(args):
         f.write(new)
 
 
+def merge(args):
+    results, previous, out = args
+    rows = merge_rows(results, previous)
+    with open(out, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
 if __name__ == "__main__":
     cmd, rest = sys.argv[1], sys.argv[2:]
-    {"annotate": annotate, "brief": brief, "report": report}[cmd](rest)
+    {"annotate": annotate, "brief": brief, "report": report, "merge": merge}[cmd](rest)

@@ -45,7 +45,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 /// Raises this process's open-file limit to its hard limit: every connection is a descriptor,
 /// and the usual soft limit (1024) is far below the connection counts measured here.
-fn raise_nofile() -> Result<u64, String> {
+pub fn raise_nofile() -> Result<u64, String> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

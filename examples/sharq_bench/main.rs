@@ -1,5 +1,5 @@
 //! `sharq_bench`: an MQTT load generator that drives any broker on a loopback address with real
-//! MQTT 3.1.1 clients (rumqttc) and prints one JSON line per run.
+//! MQTT 3.1.1 or 5 clients (rumqttc) and prints one JSON line per run.
 //!
 //! ```text
 //! cargo run --release --example sharq_bench -- shared --port 1883 --publishers 2 --groups 1 \
@@ -25,7 +25,9 @@
 //!   concurrent workers (`handshakes.rs`).
 //!
 //! `--tls-ca FILE` (`shared`, `fanout`, `handshakes`) connects over TLS trusting that CA
-//! (`tls.rs`; not used by the `--runs` stress mode).
+//! (`tls.rs`; not used by the `--runs` stress mode). `--protocol 5` runs `shared` and `fanout`
+//! over MQTT 5 (`v5.rs`). `--idle-connections` and `--background-subs` add load the run
+//! carries without measuring it (`background.rs`), for the scale curves.
 
 use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,12 +41,14 @@ use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+mod background;
 mod backlog;
 mod churn_loop;
 mod handshakes;
 mod idle;
 mod subchurn;
 mod tls;
+mod v5;
 
 /// Bytes of the header every payload starts with: run id, publisher, sequence, send time.
 const HEADER: usize = 28;
@@ -71,6 +75,11 @@ enum Scenario {
         /// Members per group.
         #[arg(long, default_value_t = 4)]
         members: u32,
+        /// Each group gets its own topic (`<prefix>/g<k>/#`) and every message goes to one
+        /// group (message i to group i mod G), so the delivered total does not grow with G;
+        /// the N members are N connections, each a member of every group.
+        #[arg(long)]
+        group_topics: bool,
         #[command(flatten)]
         churn: ChurnArgs,
     },
@@ -195,6 +204,11 @@ struct Common {
     /// (for groups with `ordered_by = "topic"`); 0 publishes each publisher on one topic.
     #[arg(long, default_value_t = 0)]
     keys: u64,
+    /// MQTT version of every client (3.1.1 or 5). Member churn is 3.1.1 only.
+    #[arg(long, value_enum, default_value = "3.1.1")]
+    protocol: churn_loop::Protocol,
+    #[command(flatten)]
+    background: background::BackgroundArgs,
 }
 
 /// Share names are `g<k>`, or `<SHARQ_BENCH_GROUP_PREFIX><k>` when that is set, so that
@@ -251,6 +265,8 @@ struct Run {
     payload: usize,
     /// Topics per publisher (`--keys`); 0: one.
     keys: u64,
+    /// `--group-topics`: the number of groups, each with its own topic; 0: one topic.
+    group_topics: u32,
     /// TCP, or TLS with `--tls-ca`.
     transport: rumqttc::Transport,
     /// Deliveries so far, over all receivers.
@@ -319,7 +335,7 @@ enum Step {
 async fn receiver(
     run: Arc<Run>,
     client_id: String,
-    filter: String,
+    filters: Vec<String>,
     ready: oneshot::Sender<Result<(), String>>,
     mut stop: watch::Receiver<bool>,
     mut started: watch::Receiver<Option<Instant>>,
@@ -329,10 +345,14 @@ async fn receiver(
     let mut r = Receipts::default();
     let mut options = run.options(client_id.clone());
     options.set_clean_session(!persistent);
-    let (mut client, mut events) = AsyncClient::new(options.clone(), 64);
+    // Room for every SUBSCRIBE before the event loop first runs.
+    let requests = 64 + filters.len();
+    let (mut client, mut events) = AsyncClient::new(options.clone(), requests);
     no_delay(&mut events);
     let mut ready = Some(ready);
-    if let Err(e) = client.subscribe(filter.clone(), run.qos).await {
+    let filter = filters.join(" ");
+    let mut pending = filters.len();
+    if let Err(e) = subscribe_all(&client, &filters, run.qos).await {
         if let Some(tx) = ready.take() {
             let _ = tx.send(Err(format!("{client_id}: subscribe request: {e}")));
         }
@@ -379,12 +399,13 @@ async fn receiver(
                         _ = tokio::time::sleep_until(back) => {}
                     }
                 }
-                (client, events) = AsyncClient::new(options.clone(), 64);
+                (client, events) = AsyncClient::new(options.clone(), requests);
                 no_delay(&mut events);
-                if let Err(e) = client.subscribe(filter.clone(), run.qos).await {
+                if let Err(e) = subscribe_all(&client, &filters, run.qos).await {
                     run.error(format!("{client_id}: resubscribe request: {e}"));
                     return r;
                 }
+                pending = filters.len();
                 dropped_at = Some(down);
                 continue;
             }
@@ -397,6 +418,10 @@ async fn receiver(
                     .return_codes
                     .iter()
                     .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                pending = pending.saturating_sub(1);
+                if pending > 0 && !refused {
+                    continue;
+                }
                 if let Some(down) = dropped_at.take() {
                     r.outages.push((down, now_ns()));
                     if refused {
@@ -431,6 +456,17 @@ async fn receiver(
         record(&run, &mut r, &payload);
     }
     r
+}
+
+/// One SUBSCRIBE per filter: a receiver of `--group-topics` has one filter per group.
+async fn subscribe_all(client: &AsyncClient, filters: &[String], qos: QoS) -> Result<(), String> {
+    for f in filters {
+        client
+            .subscribe(f.clone(), qos)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Records one delivery to a receiver.
@@ -572,10 +608,29 @@ async fn publisher_events(
     }
 }
 
+/// A publisher's client, of either protocol.
+#[derive(Clone)]
+enum PubClient {
+    V4(AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+impl PubClient {
+    async fn publish(&self, topic: String, qos: QoS, payload: Bytes) -> Result<(), String> {
+        match self {
+            PubClient::V4(c) => c
+                .publish_bytes(topic, qos, false, payload)
+                .await
+                .map_err(|e| e.to_string()),
+            PubClient::V5(c) => v5::publish(c, topic, qos, payload).await,
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn publish_loop(
     run: Arc<Run>,
-    client: AsyncClient,
+    client: PubClient,
     index: u32,
     count: u64,
     rate_per_publisher: f64,
@@ -605,16 +660,12 @@ async fn publish_loop(
         buf.put_u64_le(now_ns());
         buf.resize(run.payload, 0x5a);
         let payload: Bytes = buf.freeze();
-        let topic = match run.keys {
-            0 => topic.clone(),
-            keys => format!("{topic}/k{}", seq % keys),
+        let topic = match (run.group_topics, run.keys) {
+            (0, 0) => topic.clone(),
+            (0, keys) => format!("{topic}/k{}", seq % keys),
+            (groups, _) => format!("{}/g{}/p{index}", run.prefix(), seq % u64::from(groups)),
         };
-        match tokio::time::timeout_at(
-            deadline,
-            client.publish_bytes(topic, run.qos, false, payload),
-        )
-        .await
-        {
+        match tokio::time::timeout_at(deadline, client.publish(topic, run.qos, payload)).await {
             Ok(Ok(())) => {
                 state.sent.fetch_add(1, Ordering::Relaxed);
             }
@@ -643,6 +694,8 @@ struct Topology {
     copies: u64,
     /// Receivers keep their session across outages.
     persistent: bool,
+    /// `--group-topics`: this many groups, each receiver a member of all of them.
+    group_topics: u32,
 }
 
 /// Percentiles at which the latency CDF is reported: dense in the tail, where brokers differ.
@@ -710,6 +763,7 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
         "messages_target": common.messages,
         "rate_target": common.rate,
         "tls": common.tls_ca.is_some(),
+        "protocol": if common.protocol == churn_loop::Protocol::V5 { "5" } else { "3.1.1" },
     });
     merge(&mut out, extra);
 
@@ -738,6 +792,7 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
         inflight: common.inflight,
         payload: common.payload,
         keys: common.keys,
+        group_topics: topology.group_topics,
         received: AtomicU64::new(0),
         last_receipt_ns: AtomicU64::new(0),
         errors: parking_lot::Mutex::new(Vec::new()),
@@ -746,32 +801,71 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
     let (stop_tx, stop_rx) = watch::channel(false);
     let (start_tx, start_rx) = watch::channel(None::<Instant>);
     let setup_timeout = Duration::from_secs(10);
+    let v5 = common.protocol == churn_loop::Protocol::V5;
+    if v5 && topology.receivers.iter().any(|r| !r.outages.is_empty()) {
+        out["errors"] = json!(["member churn is measured over MQTT 3.1.1 only"]);
+        return out;
+    }
+
+    // The background first, so that the run's own clients meet a broker already carrying it.
+    let background = match background::start(
+        &common.background,
+        &common.host,
+        common.port,
+        &format!("sb-{:08x}", run.id as u32),
+        &prefix,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            out["errors"] = json!([format!("background: {e}")]);
+            return out;
+        }
+    };
+    merge(&mut out, background.report.clone());
 
     // Receivers first, each confirmed by its SUBACK.
     let mut receivers: Vec<(ReceiverSpec, JoinHandle<Receipts>)> = Vec::new();
     let mut setup_errors = Vec::new();
     for spec in topology.receivers {
-        let (client_id, filter) = match spec.group {
-            Some(g) => (
-                format!("sb-{:08x}-g{g}-m{}", run.id as u32, spec.index),
-                format!("$share/{}{g}/{prefix}/#", group_name_prefix()),
+        let (client_id, filters) = match (spec.group, topology.group_topics) {
+            (Some(_), groups) if groups > 0 => (
+                format!("sb-{:08x}-m{}", run.id as u32, spec.index),
+                (0..groups)
+                    .map(|g| format!("$share/{}{g}/{prefix}/g{g}/#", group_name_prefix()))
+                    .collect(),
             ),
-            None => (
+            (Some(g), _) => (
+                format!("sb-{:08x}-g{g}-m{}", run.id as u32, spec.index),
+                vec![format!("$share/{}{g}/{prefix}/#", group_name_prefix())],
+            ),
+            (None, _) => (
                 format!("sb-{:08x}-s{}", run.id as u32, spec.index),
-                format!("{prefix}/#"),
+                vec![format!("{prefix}/#")],
             ),
         };
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(receiver(
-            run.clone(),
-            client_id.clone(),
-            filter,
-            tx,
-            stop_rx.clone(),
-            start_rx.clone(),
-            spec.outages.clone(),
-            topology.persistent,
-        ));
+        let task = if v5 {
+            tokio::spawn(v5::receiver(
+                run.clone(),
+                client_id.clone(),
+                filters,
+                tx,
+                stop_rx.clone(),
+            ))
+        } else {
+            tokio::spawn(receiver(
+                run.clone(),
+                client_id.clone(),
+                filters,
+                tx,
+                stop_rx.clone(),
+                start_rx.clone(),
+                spec.outages.clone(),
+                topology.persistent,
+            ))
+        };
         match tokio::time::timeout(setup_timeout, rx).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => setup_errors.push(e),
@@ -786,19 +880,34 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
     let mut publishers = Vec::new();
     for i in 0..common.publishers {
         let client_id = format!("sb-{:08x}-p{i}", run.id as u32);
-        let (client, mut events) = AsyncClient::new(run.options(client_id.clone()), 1024);
-        no_delay(&mut events);
         let state = Arc::new(PubState::default());
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(publisher_events(
-            run.clone(),
-            client_id.clone(),
-            client.clone(),
-            events,
-            state.clone(),
-            tx,
-            stop_rx.clone(),
-        ));
+        let (client, task) = if v5 {
+            let (client, events) = v5::client(&run, client_id.clone(), 1024);
+            let task = tokio::spawn(v5::publisher_events(
+                run.clone(),
+                client_id.clone(),
+                client.clone(),
+                events,
+                state.clone(),
+                tx,
+                stop_rx.clone(),
+            ));
+            (PubClient::V5(client), task)
+        } else {
+            let (client, mut events) = AsyncClient::new(run.options(client_id.clone()), 1024);
+            no_delay(&mut events);
+            let task = tokio::spawn(publisher_events(
+                run.clone(),
+                client_id.clone(),
+                client.clone(),
+                events,
+                state.clone(),
+                tx,
+                stop_rx.clone(),
+            ));
+            (PubClient::V4(client), task)
+        };
         match tokio::time::timeout(setup_timeout, rx).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => setup_errors.push(e),
@@ -880,7 +989,7 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
         start_ns = now_ns();
     }
 
-    // Stop everyone and collect.
+    // Stop everyone and collect; the background goes last, after the run's own clients.
     let _ = stop_tx.send(true);
     for (_, _, task, _) in publishers {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
@@ -892,6 +1001,8 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
             _ => setup_errors.push(format!("receiver {} did not stop", spec.index)),
         }
     }
+
+    drop(background);
 
     // Statistics.
     let total_sent: u64 = sent.iter().sum();
@@ -1133,6 +1244,7 @@ fn main() -> std::process::ExitCode {
             common,
             groups,
             members,
+            group_topics,
             churn,
         } => match (
             churn.as_loop(&common, members),
@@ -1143,7 +1255,10 @@ fn main() -> std::process::ExitCode {
                 json!({ "scenario": "shared", "label": common.label, "errors": [e] })
             }
             (None, Ok(schedule)) => {
-                let receivers = (0..groups)
+                // With group topics the members are shared by all groups, and each message
+                // reaches one group: one unit to count losses and duplicates over.
+                let receiver_groups = if group_topics { 1 } else { groups };
+                let receivers = (0..receiver_groups)
                     .flat_map(|g| {
                         let schedule = &schedule;
                         (0..members).map(move |m| ReceiverSpec {
@@ -1156,11 +1271,13 @@ fn main() -> std::process::ExitCode {
                 let topology = Topology {
                     scenario: "shared",
                     receivers,
-                    copies: groups as u64,
+                    copies: receiver_groups as u64,
                     persistent: churn.persistent_members,
+                    group_topics: if group_topics { groups } else { 0 },
                 };
                 let extra = json!({
-                    "groups": groups, "members": members, "churn_outages": churn.churn,
+                    "groups": groups, "members": members, "group_topics": group_topics,
+                    "churn_outages": churn.churn,
                     "churn_down_secs": churn.churn_down_secs,
                     "persistent_members": churn.persistent_members,
                 });
@@ -1182,6 +1299,7 @@ fn main() -> std::process::ExitCode {
                     .collect(),
                 copies: subscribers as u64,
                 persistent: false,
+                group_topics: 0,
             };
             let extra = json!({ "subscribers": subscribers });
             runtime.block_on(run_scenario(common, topology, extra))

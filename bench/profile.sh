@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# A CPU profile of the release broker under the shared-group QoS 1 load of bench/compare.sh
+# (2 publishers → 1 group × 4 members, 64 B, unlimited rate), as a flame graph SVG and the
+# top functions by self time.
+#
+#   bench/profile.sh LABEL [sharq_bench shared args...]
+#
+# writes bench/plots/flame_LABEL.svg and bench/plots/flame_LABEL.txt (perf report, self time).
+# Installs linux-perf (apt) and inferno (cargo install, into ~/.cache/sharq-bench/tools) if
+# missing. The release binary keeps its symbols and unwind tables, so `perf --call-graph dwarf`
+# names every function; build `--profile profiling` and set SHARQ=target/profiling/sharq for
+# line numbers too.
+#
+# Environment: PORT (default 18831), FREQ (samples per second, default 999), SHARQ, BENCH,
+# CARGO_TARGET_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LABEL=${1:?usage: bench/profile.sh LABEL [sharq_bench shared args...]}
+shift
+PORT=${PORT:-18831}
+FREQ=${FREQ:-999}
+TARGET=${CARGO_TARGET_DIR:-target}
+SHARQ=${SHARQ:-$TARGET/release/sharq}
+BENCH=${BENCH:-$TARGET/release/examples/sharq_bench}
+if (($# == 0)); then
+    set -- --publishers 2 --groups 1 --members 4 --qos 1 --payload 64 --messages 1000000 --max-secs 15
+fi
+
+# shellcheck source=peers.sh
+. bench/peers.sh
+command -v perf >/dev/null || apt_install linux-perf
+TOOLS=${TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/sharq-bench/tools}
+PEER_CACHE=$TOOLS cargo_install_peer inferno 0.12 inferno-flamegraph >/dev/null
+INFERNO=$TOOLS/inferno-0.12/bin
+[[ -x $SHARQ && -x $BENCH ]] || cargo build --release --bin sharq --example sharq_bench >&2
+
+# shellcheck source=broker_run.sh
+. bench/broker_run.sh
+cat >"$work/sharq.toml" <<EOF
+[server]
+listeners = ["127.0.0.1:$PORT"]
+log = "warn"
+sys_interval_secs = 0
+
+[limits]
+max_inflight = 64
+max_queued_messages = 100000
+max_queued_bytes = 1073741824
+
+[shared]
+group_queue_max_bytes = 1073741824
+EOF
+
+require_free_port
+"$SHARQ" --config "$work/sharq.toml" >>"$work/broker.log" 2>&1 &
+broker_pid=$!
+wait_for_broker "$work/broker.log" 10
+# perf attaches to the running broker, so start-up (compiling the strategies) stays out.
+perf record -q -F "$FREQ" --call-graph dwarf,32768 -p "$broker_pid" -o "$work/perf.data" \
+    2>>"$work/perf.log" &
+perf_pid=$!
+sleep 0.5
+t0=$(cpu_ticks)
+line=$("$BENCH" shared "$@" --port "$PORT" --label "profile_$LABEL" || true)
+t1=$(cpu_ticks)
+kill -INT "$perf_pid"
+wait "$perf_pid" || true
+stop_broker
+delivered=$(echo "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("delivered") or 0)')
+rate=$(echo "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("delivered_rate"))')
+cpu_us=$(python3 -c "print(round(($t1 - $t0) / $(getconf CLK_TCK) * 1e6 / max($delivered, 1), 2))")
+
+mkdir -p bench/plots
+perf script --no-inline -i "$work/perf.data" 2>/dev/null | "$INFERNO/inferno-collapse-perf" >"$work/folded"
+"$INFERNO/inferno-flamegraph" --title "sharq $LABEL: shared $*" --width 1600 \
+    <"$work/folded" >"bench/plots/flame_$LABEL.svg"
+{
+    echo "# bench/profile.sh $LABEL $*"
+    echo "# sharq $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' (with uncommitted changes)')"
+    echo "# delivered $delivered at $rate msg/s, broker CPU $cpu_us µs per delivered message (under perf)"
+    perf report -i "$work/perf.data" -g none --no-children --sort symbol --percent-limit 0.7 --stdio 2>/dev/null |
+        grep -v '^$' | grep -v '^#' | grep '%' | head -60
+} >"bench/plots/flame_$LABEL.txt"
+echo "wrote bench/plots/flame_$LABEL.svg and bench/plots/flame_$LABEL.txt" >&2
+head -3 "bench/plots/flame_$LABEL.txt" >&2
