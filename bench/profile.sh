@@ -76,10 +76,36 @@ perf script --no-inline -i "$work/perf.data" 2>/dev/null | "$INFERNO/inferno-col
     <"$work/folded" >"bench/plots/flame_$LABEL.svg"
 {
     echo "# bench/profile.sh $LABEL $*"
-    echo "# sharq $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' (with uncommitted changes)')"
+    echo "# broker: $SHARQ (source tree at $(git rev-parse --short HEAD))"
     echo "# delivered $delivered at $rate msg/s, broker CPU $cpu_us µs per delivered message (under perf)"
+    echo "# share of samples whose stack contains (inclusive):"
+    python3 - "$work/folded" <<'PY'
+import re, sys
+parts = {
+    "kernel: system calls (entry_SYSCALL_64)": r"entry_SYSCALL_64",
+    "kernel: context switches (finish_task_switch)": r"finish_task_switch",
+    "the Wasm strategy call (WasmInstance::select)": r"WasmInstance::select",
+    "strategy dispatch incl. the call (Dispatcher::choose)": r"Dispatcher::choose",
+    "routing a PUBLISH (Router::route)": r"Router::route",
+    "encoding packets (codec::encode)": r"sharq::codec::encode",
+    "memmove": r"memmove",
+    "malloc/free": r"(^|;)(malloc|free|_int_malloc|_int_free|realloc|cfree)",
+    "clock reads (clock_gettime)": r"clock_gettime",
+}
+total, hits = 0, {k: 0 for k in parts}
+for line in open(sys.argv[1]):
+    stack, _, n = line.rstrip().rpartition(" ")
+    n = int(n)
+    total += n
+    for k, pat in parts.items():
+        if re.search(pat, stack):
+            hits[k] += n
+for k, v in hits.items():
+    print(f"#   {100 * v / max(total, 1):5.1f} %  {k}")
+PY
+    echo "# top functions by self time:"
     perf report -i "$work/perf.data" -g none --no-children --sort symbol --percent-limit 0.7 --stdio 2>/dev/null |
         grep -v '^$' | grep -v '^#' | grep '%' | head -60
 } >"bench/plots/flame_$LABEL.txt"
 echo "wrote bench/plots/flame_$LABEL.svg and bench/plots/flame_$LABEL.txt" >&2
-head -3 "bench/plots/flame_$LABEL.txt" >&2
+head -13 "bench/plots/flame_$LABEL.txt" >&2
