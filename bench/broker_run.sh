@@ -65,3 +65,25 @@ wait_idle() {
         echo "busy: $n compilers, load $(cut -d' ' -f1 /proc/loadavg)"
     fi
 }
+
+# The broker configuration the throughput benchmarks share (compare.sh, profile.sh,
+# release_profile_ab.sh), up to the [shared] table's first line; callers append their own
+# [shared] keys. Why these limits: see the comment above write_sharq_config in compare.sh.
+bench_sharq_config() {
+    cat <<EOF
+[server]
+listeners = ["127.0.0.1:$PORT"]
+log = "warn"
+sys_interval_secs = 0
+
+[limits]
+max_inflight = 64
+max_queued_messages = 100000
+max_queued_bytes = 1073741824
+max_connections = 100000
+
+[shared]
+group_queue_max_messages = 400000
+group_queue_max_bytes = 1073741824
+EOF
+}

@@ -100,23 +100,10 @@ write_sharq_config() { # strategy
         default=round_robin
         rule=$'\n[[shared.groups]]\nname = "*"\nstrategy = "hash_topic_levels"\nparams = { levels = "2" }'
     fi
-    cat >"$work/sharq.toml" <<EOF
-[server]
-listeners = ["127.0.0.1:$PORT"]
-log = "warn"
-sys_interval_secs = 0
-
-[limits]
-max_inflight = 64
-max_queued_messages = 100000
-max_queued_bytes = 1073741824
-max_connections = 100000
-
-[shared]
-group_queue_max_messages = 400000
-group_queue_max_bytes = 1073741824
-default_strategy = "$default"$rule
-EOF
+    {
+        bench_sharq_config
+        echo "default_strategy = \"$default\"$rule"
+    } >"$work/sharq.toml"
 }
 cat >"$work/mosquitto.conf" <<EOF
 listener $PORT 127.0.0.1

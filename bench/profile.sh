@@ -36,20 +36,7 @@ INFERNO=$TOOLS/inferno-0.12/bin
 
 # shellcheck source=broker_run.sh
 . bench/broker_run.sh
-cat >"$work/sharq.toml" <<EOF
-[server]
-listeners = ["127.0.0.1:$PORT"]
-log = "warn"
-sys_interval_secs = 0
-
-[limits]
-max_inflight = 64
-max_queued_messages = 100000
-max_queued_bytes = 1073741824
-
-[shared]
-group_queue_max_bytes = 1073741824
-EOF
+bench_sharq_config >"$work/sharq.toml"
 
 require_free_port
 "$SHARQ" --config "$work/sharq.toml" >>"$work/broker.log" 2>&1 &

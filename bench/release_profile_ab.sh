@@ -13,30 +13,17 @@ cd "$(dirname "$0")/.."
 A=${1:?first sharq binary}
 Bin=${2:?second sharq binary}
 B=${CARGO_TARGET_DIR:-target}/release/examples/sharq_bench
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cat >"$work/sharq.toml" <<'TOML'
-[server]
-listeners = ["127.0.0.1:18841"]
-log = "warn"
-sys_interval_secs = 0
-
-[limits]
-max_inflight = 64
-max_queued_messages = 100000
-max_queued_bytes = 1073741824
-max_connections = 100000
-
-[shared]
-group_queue_max_bytes = 1073741824
-TOML
+PORT=${PORT:-18841}
+# shellcheck source=broker_run.sh
+. bench/broker_run.sh
+bench_sharq_config >"$work/sharq.toml"
 for round in 1 2 3; do
   for bin in "$A" "$Bin"; do
     for q in 1 0; do
       M=$([[ $q == 0 ]] && echo 400000 || echo 200000)
       "$bin" --config "$work/sharq.toml" >/dev/null 2>&1 & pid=$!
       sleep 0.7
-      out=$($B shared --host 127.0.0.1 --port 18841 --publishers 2 --groups 1 --members 4 --qos $q --payload 64 --messages $M --max-secs 8 2>&1 | grep -o '"delivered_rate":[0-9.]*' | head -1)
+      out=$($B shared --host 127.0.0.1 --port "$PORT" --publishers 2 --groups 1 --members 4 --qos $q --payload 64 --messages $M --max-secs 8 2>&1 | grep -o '"delivered_rate":[0-9.]*' | head -1)
       cpu=$(awk '{print $14+$15}' /proc/$pid/stat)
       kill $pid; wait $pid 2>/dev/null
       echo "round=$round bin=$bin qos=$q cpu_ticks=$cpu $out"
