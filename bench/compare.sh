@@ -3,7 +3,7 @@
 # and how sharq's cost per message grows with group size, groups, subscriptions and
 # connections (the scale curves), in one run.
 #
-#   bench/compare.sh            # full run (about 75 minutes on 2 cores), rewrites bench/RESULTS.md
+#   bench/compare.sh            # full run (about 30 minutes on 2 cores), rewrites bench/RESULTS.md
 #   bench/compare.sh --quick    # smoke run: one round, small counts
 #
 # What it does, on a fresh Debian/Ubuntu machine with Rust installed:
