@@ -545,8 +545,9 @@ def report(args):
           "The script installs Mosquitto (apt), rumqttd and rmqttd (cargo install into",
           "`~/.cache/sharq-bench/peers`, see `bench/peers.sh`) and matplotlib (pip) if missing, builds in",
           "release, and keeps every raw JSON line in `bench/results.jsonl`. Each scenario by hand (start a",
-          "broker on the port first; `idle` also takes `--broker-pid PID`; a `@pinned` id runs the broker",
-          "under `taskset -c 0` and this under `taskset -c 1`):", "", "```sh"]
+          "broker on the port first; the script adds `--broker-pid PID` to `idle`, `shared` and `fanout`",
+          "runs, for the broker's memory and its CPU over the measured phase; a `@pinned` id runs the",
+          "broker under `taskset -c 0` and this under `taskset -c 1`):", "", "```sh"]
     for line in open(commands):
         sid, _, cmd = line.rstrip("\n").partition("|")
         L.append(f"sharq_bench {cmd} --port 18831   # {sid}")
