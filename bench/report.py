@@ -446,13 +446,14 @@ def scale_tables(rows, present):
 
 
 def merge_rows(results, previous):
-    """This run's rows, plus the previous file's rows for scenarios this run did not measure
-    (a run of some sections only keeps the others' numbers)."""
+    """This run's rows, plus the previous file's rows for (scenario, broker) pairs this run did
+    not measure: a run of some sections, scenarios or brokers only keeps the others' numbers."""
     rows = [json.loads(l) for l in open(results) if l.strip()]
-    ids = {r["id"] for r in rows}
+    measured = {(r["id"], r["broker_name"]) for r in rows}
     kept = []
     if previous and os.path.exists(previous):
-        kept = [r for r in (json.loads(l) for l in open(previous) if l.strip()) if r["id"] not in ids]
+        kept = [r for r in (json.loads(l) for l in open(previous) if l.strip())
+                if (r["id"], r["broker_name"]) not in measured]
     return kept + rows
 
 
