@@ -1,17 +1,23 @@
 //! What a measured run carries besides its own traffic, for the scale curves of issue #15:
 //! idle connections (`--idle-connections`) and subscriptions that no published message matches
-//! (`--background-subs`). Both are plain MQTT 3.1.1 over raw sockets, written and read here
-//! rather than through rumqttc, so that holding 10k connections or sending 1M filters costs
-//! this process almost nothing next to the broker it measures. The sockets stay open until
+//! (`--background-subs`). Both are plain MQTT 3.1.1 over raw sockets, encoded and decoded by
+//! the broker crate's codec rather than run by rumqttc, so that holding 10k connections or
+//! sending 1M filters costs this process almost nothing next to the broker it measures. The sockets stay open until
 //! the returned [`Background`] is dropped.
 
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use clap::Args;
 use serde_json::{json, Value};
+use sharq::codec::{self, Decoder};
+use sharq::packet::{
+    Connect, Packet, ProtocolVersion, ReasonCode, Subscribe, SubscriptionOptions, TopicSubscription,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+const VERSION: ProtocolVersion = ProtocolVersion::V3_1_1;
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct BackgroundArgs {
@@ -37,86 +43,73 @@ pub struct Background {
     pub report: Value,
 }
 
-fn put_str(buf: &mut BytesMut, s: &str) {
-    buf.put_u16(s.len() as u16);
-    buf.put_slice(s.as_bytes());
+/// One background connection, spoken through the broker crate's own codec (client side).
+struct Conn {
+    socket: TcpStream,
+    /// Bytes read but not yet decoded.
+    input: BytesMut,
+    decoder: Decoder,
+    client_id: String,
 }
 
-fn put_remaining_length(buf: &mut BytesMut, mut len: usize) {
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        buf.put_u8(byte);
-        if len == 0 {
-            break;
-        }
-    }
-}
-
-fn packet(first_byte: u8, body: &[u8]) -> BytesMut {
-    let mut buf = BytesMut::with_capacity(body.len() + 5);
-    buf.put_u8(first_byte);
-    put_remaining_length(&mut buf, body.len());
-    buf.put_slice(body);
-    buf
-}
-
-fn connect_packet(client_id: &str) -> BytesMut {
-    let mut body = BytesMut::new();
-    put_str(&mut body, "MQTT");
-    body.put_u8(4); // 3.1.1
-    body.put_u8(0x02); // clean session
-    body.put_u16(600); // keep-alive: no PINGREQ is due while a run lasts
-    put_str(&mut body, client_id);
-    packet(0x10, &body)
-}
-
-fn subscribe_packet(packet_id: u16, filters: impl Iterator<Item = String>) -> BytesMut {
-    let mut body = BytesMut::new();
-    body.put_u16(packet_id);
-    for f in filters {
-        put_str(&mut body, &f);
-        body.put_u8(0);
-    }
-    packet(0x82, &body)
-}
-
-/// Reads one packet and returns its first byte and body.
-async fn read_packet(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
-    let first = s.read_u8().await?;
-    let (mut len, mut shift) = (0usize, 0);
-    loop {
-        let b = s.read_u8().await?;
-        len |= usize::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 21 {
-            return Err(std::io::Error::other("bad remaining length"));
+impl Conn {
+    async fn open(host: &str, port: u16, client_id: &str) -> Result<Conn, String> {
+        let socket = TcpStream::connect((host, port))
+            .await
+            .map_err(|e| format!("{client_id}: connect: {e}"))?;
+        let mut conn = Conn {
+            socket,
+            input: BytesMut::new(),
+            decoder: Decoder::with_version(VERSION, 1 << 20),
+            client_id: client_id.to_owned(),
+        };
+        conn.send(&Packet::Connect(Box::new(Connect {
+            protocol: VERSION,
+            clean_start: true,
+            // No PINGREQ is due while a run lasts (rumqttd refuses keep-alive 0).
+            keep_alive: 600,
+            client_id: client_id.into(),
+            will: None,
+            username: None,
+            password: None,
+            properties: Default::default(),
+        })))
+        .await?;
+        match conn.receive().await? {
+            Packet::ConnAck(ack) if ack.reason_code == ReasonCode::SUCCESS => Ok(conn),
+            other => Err(format!(
+                "{client_id}: expected CONNACK accepted, got {other:?}"
+            )),
         }
     }
-    let mut body = vec![0; len];
-    s.read_exact(&mut body).await?;
-    Ok((first, body))
-}
 
-async fn connect(host: &str, port: u16, client_id: &str) -> Result<TcpStream, String> {
-    let mut s = TcpStream::connect((host, port))
-        .await
-        .map_err(|e| format!("{client_id}: connect: {e}"))?;
-    s.write_all(&connect_packet(client_id))
-        .await
-        .map_err(|e| format!("{client_id}: CONNECT: {e}"))?;
-    match read_packet(&mut s).await {
-        Ok((0x20, body)) if body.get(1) == Some(&0) => Ok(s),
-        Ok((first, body)) => Err(format!(
-            "{client_id}: expected CONNACK accepted, got {first:#04x} {body:?}"
-        )),
-        Err(e) => Err(format!("{client_id}: CONNACK: {e}")),
+    async fn send(&mut self, packet: &Packet) -> Result<(), String> {
+        let mut buf = BytesMut::new();
+        codec::encode(packet, VERSION, &mut buf)
+            .map_err(|e| format!("{}: encode {}: {e}", self.client_id, packet.name()))?;
+        self.socket
+            .write_all(&buf)
+            .await
+            .map_err(|e| format!("{}: {}: {e}", self.client_id, packet.name()))
+    }
+
+    async fn receive(&mut self) -> Result<Packet, String> {
+        loop {
+            let decoded = self.decoder.decode(&mut self.input);
+            if let Some(packet) = decoded.map_err(|e| format!("{}: {e}", self.client_id))? {
+                return Ok(packet);
+            }
+            match self.socket.read_buf(&mut self.input).await {
+                Ok(0) => {
+                    return Err(format!(
+                        "{}: the broker closed the connection",
+                        self.client_id
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("{}: read: {e}", self.client_id)),
+            }
+        }
     }
 }
 
@@ -137,7 +130,7 @@ async fn subscriber(
     prefix: String,
     filters: std::ops::Range<u64>,
 ) -> Result<TcpStream, String> {
-    let mut s = connect(&host, port, &client_id).await?;
+    let mut conn = Conn::open(&host, port, &client_id).await?;
     let starts: Vec<u64> = filters
         .clone()
         .step_by(FILTERS_PER_SUBSCRIBE as usize)
@@ -148,31 +141,32 @@ async fn subscriber(
         while sent < starts.len() && sent - acked < AHEAD {
             let a = starts[sent];
             let b = (a + FILTERS_PER_SUBSCRIBE).min(filters.end);
-            let id = (sent % 65_535 + 1) as u16;
-            let p = subscribe_packet(id, (a..b).map(|i| background_filter(&prefix, i)));
-            s.write_all(&p)
-                .await
-                .map_err(|e| format!("{client_id}: SUBSCRIBE: {e}"))?;
+            let subscribe = Subscribe {
+                packet_id: (sent % 65_535 + 1) as u16,
+                filters: (a..b)
+                    .map(|i| TopicSubscription {
+                        filter: background_filter(&prefix, i).into(),
+                        options: SubscriptionOptions::default(),
+                    })
+                    .collect(),
+                properties: Default::default(),
+            };
+            conn.send(&Packet::Subscribe(subscribe)).await?;
             sent += 1;
         }
-        match read_packet(&mut s).await {
-            Ok((0x90, body)) => {
-                if body[2.min(body.len())..].iter().any(|&c| c >= 0x80) {
-                    return Err(format!("{client_id}: a background filter was refused"));
-                }
-                acked += 1;
+        match conn.receive().await? {
+            Packet::SubAck(ack) if ack.reason_codes.iter().any(|c| c.is_error()) => {
+                return Err(format!("{client_id}: a background filter was refused"))
             }
-            Ok((first, _)) => {
-                return Err(format!("{client_id}: expected SUBACK, got {first:#04x}"))
-            }
-            Err(e) => return Err(format!("{client_id}: SUBACK: {e}")),
+            Packet::SubAck(_) => acked += 1,
+            other => return Err(format!("{client_id}: expected SUBACK, got {other:?}")),
         }
     }
-    Ok(s)
+    Ok(conn.socket)
 }
 
-/// Opens the idle connections and the background subscriptions, `concurrency` connection
-/// attempts at a time. Fails on the first refusal: a run measured without its background would
+/// Opens the idle connections (100 connection attempts at a time) and the background
+/// subscriptions. Fails on the first refusal: a run measured without its background would
 /// be reported under the wrong label.
 pub async fn start(
     args: &BackgroundArgs,
@@ -193,7 +187,8 @@ pub async fn start(
                 }
             }
             let (host, id) = (host.to_owned(), format!("{run_tag}-idle{i}"));
-            pending.spawn(async move { connect(&host, port, &id).await });
+            pending
+                .spawn(async move { Ok::<_, String>(Conn::open(&host, port, &id).await?.socket) });
         }
         while let Some(r) = pending.join_next().await {
             sockets.push(r.map_err(|e| e.to_string())??);
