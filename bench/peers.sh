@@ -35,7 +35,7 @@ ensure_mosquitto() {
 
 # `cargo install` into its own root per crate and version, so that a version bump installs
 # beside the old one instead of over it.
-cargo_install_peer() { # crate version bin [cargo install flags...]
+cargo_install_pinned() { # crate version bin [cargo install flags...]
     local crate=$1 version=$2 bin=$3
     shift 3
     local root="$PEER_CACHE/$crate-$version"
@@ -52,8 +52,8 @@ cargo_install_peer() { # crate version bin [cargo install flags...]
 ensure_peers() {
     ensure_mosquitto
     # rumqttd's lock file pins crates that no longer build on current rustc, so no --locked.
-    RUMQTTD=$(cargo_install_peer rumqttd "$RUMQTTD_VERSION" rumqttd)
+    RUMQTTD=$(cargo_install_pinned rumqttd "$RUMQTTD_VERSION" rumqttd)
     # rmqtt builds protobuf definitions (protoc) and a bundled C library (cmake).
     apt_install protobuf-compiler cmake
-    RMQTTD=$(cargo_install_peer rmqttd "$RMQTTD_VERSION" rmqttd --locked)
+    RMQTTD=$(cargo_install_pinned rmqttd "$RMQTTD_VERSION" rmqttd --locked)
 }

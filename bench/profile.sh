@@ -30,7 +30,7 @@ fi
 . bench/peers.sh
 command -v perf >/dev/null || apt_install linux-perf
 TOOLS=${TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/sharq-bench/tools}
-PEER_CACHE=$TOOLS cargo_install_peer inferno 0.12 inferno-flamegraph >/dev/null
+PEER_CACHE=$TOOLS cargo_install_pinned inferno 0.12 inferno-flamegraph >/dev/null
 INFERNO=$TOOLS/inferno-0.12/bin
 [[ -x $SHARQ && -x $BENCH ]] || cargo build --release --bin sharq --example sharq_bench >&2
 
