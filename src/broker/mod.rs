@@ -990,13 +990,23 @@ impl BrokerState {
         // sides means at least one of the two sees the other: never a message left queued
         // while its member has room and nobody looks.
         std::sync::atomic::fence(Ordering::SeqCst);
-        let groups = self.router.groups_with_backlog(session.id);
+        let mut groups = self.router.groups_with_backlog(session.id);
         if groups.is_empty() {
             return;
+        }
+        if groups.len() > 1 {
+            // The member's room goes to its groups in turn, not always to the same first one.
+            let start = rand::random_range(0..groups.len());
+            groups.rotate_left(start);
         }
         let limits = self.group_limits();
         for group in groups {
             group.drain(limits);
+            // Full again: the next acknowledgement drains the rest. Stopping here keeps a
+            // member of many backlogged groups from visiting each one per freed slot.
+            if !session.member_load().has_room() {
+                break;
+            }
         }
     }
 

@@ -96,6 +96,11 @@ impl MemberLoad {
     }
 }
 
+/// An online member that is not full, as a pushed signature says.
+fn signature_has_room(signature: (bool, bool)) -> bool {
+    signature == (true, false)
+}
+
 /// One message, as a strategy may see it.
 #[derive(Debug, Clone, Copy)]
 pub struct MessageView<'a> {
@@ -289,6 +294,9 @@ pub struct Dispatcher {
     group: ByteString,
     /// The last state pushed per member, so `member-load` is sent only on change.
     pushed: HashMap<u64, (bool, bool), ahash::RandomState>,
+    /// How many members the strategy was last told are online and not full. None means the
+    /// group looks at every member before asking; otherwise it refreshes a few per message.
+    told_room: usize,
     consecutive_failures: u32,
     /// True once the group gave up on its strategy until the next reload.
     pinned: bool,
@@ -313,6 +321,7 @@ impl Dispatcher {
             resolved: None,
             group,
             pushed: HashMap::default(),
+            told_room: 0,
             consecutive_failures: 0,
             pinned: false,
             failure_log: LogLimit::new(std::time::Duration::from_secs(1)),
@@ -383,6 +392,7 @@ impl Dispatcher {
     /// Tells the strategy about every member and its state; used on a new or rebuilt instance.
     pub fn replay(&mut self, members: &[(MemberInfo, MemberLoad)], counters: &StrategyCounters) {
         self.pushed.clear();
+        self.told_room = 0;
         if let Some(instance) = self.instance.as_mut() {
             instance.begin_setup();
         }
@@ -406,7 +416,9 @@ impl Dispatcher {
     }
 
     pub fn member_left(&mut self, id: u64, counters: &StrategyCounters) {
-        self.pushed.remove(&id);
+        if self.pushed.remove(&id).is_some_and(signature_has_room) {
+            self.told_room -= 1;
+        }
         let Some(instance) = self.instance.as_mut() else {
             return;
         };
@@ -426,13 +438,28 @@ impl Dispatcher {
             return;
         }
         self.pushed.insert(id, signature);
+        match (
+            previous.is_some_and(signature_has_room),
+            signature_has_room(signature),
+        ) {
+            (false, true) => self.told_room += 1,
+            (true, false) => self.told_room -= 1,
+            _ => {}
+        }
         if let Err(e) = instance.member_load(id, load) {
             self.failed(e, counters);
         }
     }
 
+    /// True if the strategy was last told that some member is online and not full.
+    pub fn told_someone_has_room(&self) -> bool {
+        self.told_room > 0
+    }
+
     /// Asks the strategy for a member. `locate` maps a member id to its index in the group and
-    /// whether it is online; an answer it cannot locate as online is invalid.
+    /// whether it is online. An answer it cannot locate as online is invalid, unless the
+    /// strategy was last told that member is online: the group refreshes members' state a few
+    /// at a time, so that news may be late, and the caller places the message elsewhere.
     pub fn choose(
         &mut self,
         message: &MessageView<'_>,
@@ -452,7 +479,7 @@ impl Dispatcher {
         let fallback = &counters.fallbacks;
         match answer {
             Ok(Some(id)) => match locate(id) {
-                Some((index, true)) => {
+                Some((index, online)) if online || self.told_online(id) => {
                     self.consecutive_failures = 0;
                     Choice::Member(index)
                 }
@@ -479,6 +506,10 @@ impl Dispatcher {
                 Choice::Fallback
             }
         }
+    }
+
+    fn told_online(&self, id: u64) -> bool {
+        self.pushed.get(&id).is_some_and(|(online, _)| *online)
     }
 
     /// A guest call failed: count it, and rebuild the instance (the caller replays members) or

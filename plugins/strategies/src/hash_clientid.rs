@@ -14,6 +14,7 @@ use crate::{params, rendezvous, Member, MemberId, MsgMeta, Needs, Strategy};
 #[derive(Clone, Debug, Default)]
 pub struct HashClientId {
     members: MemberTable,
+    picks: rendezvous::PickCache,
 }
 
 impl Strategy for HashClientId {
@@ -26,7 +27,7 @@ impl Strategy for HashClientId {
     forward_membership!();
 
     fn select(&mut self, meta: &MsgMeta) -> Option<MemberId> {
-        rendezvous::pick(meta.publisher_hash, self.members.iter())
+        self.picks.pick(meta.publisher_hash, &self.members)
     }
 }
 

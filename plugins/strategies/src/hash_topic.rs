@@ -10,6 +10,7 @@ use crate::{params, rendezvous, Member, MemberId, MsgMeta, Needs, Strategy};
 #[derive(Clone, Debug, Default)]
 pub struct HashTopic {
     members: MemberTable,
+    picks: rendezvous::PickCache,
 }
 
 impl Strategy for HashTopic {
@@ -22,7 +23,7 @@ impl Strategy for HashTopic {
     forward_membership!();
 
     fn select(&mut self, meta: &MsgMeta) -> Option<MemberId> {
-        rendezvous::pick(meta.topic_hash, self.members.iter())
+        self.picks.pick(meta.topic_hash, &self.members)
     }
 }
 

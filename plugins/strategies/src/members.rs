@@ -37,12 +37,16 @@ impl<X> MemberState<X> {
 #[derive(Clone, Debug)]
 pub struct MemberTable<X = ()> {
     members: Vec<MemberState<X>>,
+    /// Changes whenever the set of online members or a member's identity changes: whatever
+    /// a rendezvous pick depends on. A load report that changes only the room does not.
+    generation: u64,
 }
 
 impl<X> Default for MemberTable<X> {
     fn default() -> Self {
         Self {
             members: Vec::new(),
+            generation: 0,
         }
     }
 }
@@ -56,9 +60,13 @@ impl<X: Default> MemberTable<X> {
             Ok(i) => {
                 let m = &mut self.members[i];
                 m.weight = weight;
-                m.client_hash = client_hash;
+                if m.client_hash != client_hash {
+                    m.client_hash = client_hash;
+                    self.generation += 1;
+                }
                 m.subscribed_at_ms = member.subscribed_at_ms;
             }
+            // Joins offline: the online set changes only with its first load report.
             Err(i) => self.members.insert(
                 i,
                 MemberState {
@@ -83,7 +91,17 @@ impl<X> MemberTable<X> {
     }
 
     pub fn leave(&mut self, id: MemberId) -> Option<MemberState<X>> {
-        self.position(id).ok().map(|i| self.members.remove(i))
+        let left = self.position(id).ok().map(|i| self.members.remove(i));
+        if left.as_ref().is_some_and(|m| m.online) {
+            self.generation += 1;
+        }
+        left
+    }
+
+    /// See the field: equal generations mean the same online members with the same
+    /// identities.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Records a load report; returns the member's previous online state, or `None` for an
@@ -101,6 +119,9 @@ impl<X> MemberTable<X> {
         m.inflight = inflight;
         m.capacity = capacity;
         m.online = online;
+        if was != online {
+            self.generation += 1;
+        }
         Some(was)
     }
 

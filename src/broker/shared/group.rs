@@ -6,7 +6,7 @@
 //! none the message waits in the group's own bounded queue. Copies a member could not finish
 //! (it went offline, was taken over or its session ended) come back here and go to another.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -25,6 +25,7 @@ use crate::broker::routing::delivery::{
 use crate::broker::routing::message::{Message, Quota, SessionId};
 use crate::broker::routing::router::Membership;
 use crate::broker::shared::backlog::{DeadLetter, Failure};
+use crate::broker::shared::backlog_index::BacklogIndex;
 use crate::broker::shared::counters::{GroupCounters, GroupDrop, Redelivery};
 use crate::broker::shared::settings::GroupSettings;
 use crate::broker::store::encoding::{decode_entry, encode_entry, Clock};
@@ -84,6 +85,9 @@ pub struct SharedGroup {
     events: EventFeed,
     /// Where the group's queue is kept; none when the broker keeps no store.
     disk: Option<GroupDisk>,
+    /// Where the group says that its queue stopped or started being empty, so that members
+    /// freeing room look only at groups with something waiting.
+    backlog_index: Arc<BacklogIndex>,
     /// A full queue refuses every message that follows: one warning a second, not one each.
     refusal_log: crate::broker::log_limit::LogLimit,
 }
@@ -122,6 +126,12 @@ struct GroupState {
     /// Ack deadline, delivery limit, per-key order and backlog policy; replaced on reload.
     settings: GroupSettings,
     members: Vec<Member>,
+    /// Each member's index in `members`, so that a strategy's answer is found without a scan.
+    index_of: HashMap<u64, usize, ahash::RandomState>,
+    /// The next member whose state a Wasm strategy hears about: a few members' states are
+    /// refreshed per message, in turn, so that a message costs the same in a group of 1,024
+    /// as in a group of 4.
+    load_cursor: usize,
     /// Round-robin position: the next member to try. Kept per group, so fairness does not
     /// depend on how many publishers there are.
     cursor: usize,
@@ -199,6 +209,7 @@ impl SharedGroup {
         setup: GroupSetup,
         journal: Option<Arc<Journal>>,
         events: EventFeed,
+        backlog_index: Arc<BacklogIndex>,
     ) -> SharedGroup {
         let GroupSetup {
             dispatcher,
@@ -217,6 +228,8 @@ impl SharedGroup {
                 dispatcher,
                 settings,
                 members: Vec::new(),
+                index_of: HashMap::default(),
+                load_cursor: 0,
                 cursor: 0,
                 queue: VecDeque::new(),
                 queued_bytes: 0,
@@ -231,6 +244,7 @@ impl SharedGroup {
             tally: Arc::default(),
             strategy_counters: StrategyCounters::default(),
             events,
+            backlog_index,
             refusal_log: crate::broker::log_limit::LogLimit::new(std::time::Duration::from_secs(1)),
         }
     }
@@ -246,7 +260,8 @@ impl SharedGroup {
         let mut state = self.state.lock();
         state.ended = false;
         let id = session.session_id();
-        if let Some(member) = state.members.iter_mut().find(|m| m.info.id == id) {
+        if let Some(&index) = state.index_of.get(&id) {
+            let member = &mut state.members[index];
             member.options = options;
             member.identifier = identifier;
             return;
@@ -272,6 +287,8 @@ impl SharedGroup {
             &self.filter,
             &*info.client_id,
         );
+        let index = state.members.len();
+        state.index_of.insert(id, index);
         state.members.push(Member {
             session,
             info,
@@ -347,8 +364,14 @@ impl SharedGroup {
     /// is declared or `linger` asks it to keep collecting for a while.
     pub fn remove_member(&self, session_id: SessionId, linger: bool) -> Option<AfterLeave> {
         let mut state = self.state.lock();
-        let index = state.members.iter().position(|m| m.info.id == session_id)?;
+        let index = state.index_of.remove(&session_id)?;
         let left = state.members.remove(index);
+        let GroupState {
+            members, index_of, ..
+        } = &mut *state;
+        for (moved, member) in members.iter().enumerate().skip(index) {
+            index_of.insert(member.info.id, moved);
+        }
         self.events.emit(
             EventKind::MemberLeft,
             &self.name,
@@ -437,7 +460,7 @@ impl SharedGroup {
                 owner: disk.owner.clone(),
             });
         }
-        self.queued.store(0, Ordering::Relaxed);
+        self.publish_queued(state);
         self.counters.record_drop(GroupDrop::GroupEnded, dropped);
         self.events
             .emit(EventKind::GroupEnded, &self.name, &self.filter, "");
@@ -782,9 +805,15 @@ impl SharedGroup {
         self.publish_queued(&state);
     }
 
+    /// Publishes the queue's length (lock-free readers) and, when it became or stopped being
+    /// empty, the group's place in the backlog index. Under the state lock, so that the
+    /// index sees one group's changes in order.
     fn publish_queued(&self, state: &GroupState) {
-        self.queued
-            .store(state.queue.len() + state.spill.count, Ordering::Relaxed);
+        let now = state.queue.len() + state.spill.count;
+        let before = self.queued.swap(now, Ordering::Relaxed);
+        if (before == 0) != (now == 0) {
+            self.backlog_index.set(self.id, now > 0);
+        }
     }
 
     /// Asks the store for the next rows of the queue when its memory window has run low.
@@ -1055,15 +1084,7 @@ impl SharedGroup {
         limits: GroupLimits,
     ) -> Option<bool> {
         let message = &item.message;
-        let mut anyone_has_room = false;
-        for member in &state.members {
-            let load = member.session.load();
-            anyone_has_room |= load.has_room();
-            state
-                .dispatcher
-                .update_load(member.info.id, load, &self.strategy_counters);
-        }
-        if !anyone_has_room {
+        if !self.refresh_loads(state) {
             // Nobody can take it now: it waits in the group queue.
             return Some(false);
         }
@@ -1085,33 +1106,74 @@ impl SharedGroup {
             user_properties: &message.properties.user_properties,
             content_type: message.properties.content_type.as_deref(),
         };
-        let members = &state.members;
-        let choice = state
-            .dispatcher
-            .choose(&view, &self.strategy_counters, |id| {
-                members
-                    .iter()
-                    .position(|m| m.info.id == id)
-                    .map(|index| (index, members[index].session.load().online))
-            });
+        let GroupState {
+            members,
+            index_of,
+            dispatcher,
+            ..
+        } = &mut *state;
+        let choice = dispatcher.choose(&view, &self.strategy_counters, |id| {
+            index_of
+                .get(&id)
+                .map(|&index| (index, members[index].session.load().online))
+        });
         let Choice::Member(index) = choice else {
             return None;
         };
         // A chosen member that is online but whose window is full: honouring the choice
         // would let one slow member stall its keys, so the message spills to a member with
         // room (as it does when the member cannot take this message).
-        if state.members[index].session.load().has_room()
-            && self.deliver_to(state, index, item, limits)
-        {
-            self.strategy_counters
-                .selections
-                .fetch_add(1, Ordering::Relaxed);
-            return Some(true);
+        let delivered = state.members[index].session.load().has_room()
+            && self.deliver_to(state, index, item, limits);
+        // Its window just filled, or it was full or gone already: the strategy hears it now,
+        // not when its turn in `refresh_loads` comes.
+        let member = &state.members[index];
+        state.dispatcher.update_load(
+            member.info.id,
+            member.session.load(),
+            &self.strategy_counters,
+        );
+        let counter = if delivered {
+            &self.strategy_counters.selections
+        } else {
+            &self.strategy_counters.spills
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        delivered.then_some(true)
+    }
+
+    /// Tells the strategy the current state of a few members, in turn; false if no member
+    /// can take a message now. While the strategy was last told that some member has room,
+    /// this costs `LOAD_REFRESH_PER_MESSAGE` members whatever the group's size: members fill
+    /// up mostly by the messages this group hands them, which `hand_out_by_strategy` reports
+    /// at once, and news of room freed or a member gone reaches the strategy within
+    /// `members / LOAD_REFRESH_PER_MESSAGE` messages. Once it was told that none has room,
+    /// every member is looked at, so that a freed slot is never missed.
+    fn refresh_loads(&self, state: &mut GroupState) -> bool {
+        let count = state.members.len();
+        if count == 0 {
+            return false;
         }
-        self.strategy_counters
-            .spills
-            .fetch_add(1, Ordering::Relaxed);
-        None
+        let everyone = !state.dispatcher.told_someone_has_room();
+        let refresh = if everyone {
+            count
+        } else {
+            count.min(LOAD_REFRESH_PER_MESSAGE)
+        };
+        let mut anyone_has_room = false;
+        for step in 0..refresh {
+            let member = &state.members[(state.load_cursor + step) % count];
+            let load = member.session.load();
+            anyone_has_room |= load.has_room();
+            state
+                .dispatcher
+                .update_load(member.info.id, load, &self.strategy_counters);
+        }
+        state.load_cursor = (state.load_cursor + refresh) % count;
+        // After a partial refresh, a member the strategy still believes has room may have
+        // it: the strategy is asked, and the round robin (which looks at everyone) places
+        // the message if its answer cannot take it.
+        anyone_has_room || !everyone
     }
 
     /// The native fair round robin over members with room.
@@ -1175,8 +1237,210 @@ impl SharedGroup {
     }
 }
 
+/// Members whose state `refresh_loads` reads per message in a group with a Wasm strategy.
+/// Groups this small or smaller are refreshed whole, every message.
+const LOAD_REFRESH_PER_MESSAGE: usize = 8;
+
 fn unix_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, AtomicU64};
+
+    use super::*;
+    use crate::config::SharedConfig;
+    use crate::packet::QoS;
+    use crate::strategy::StrategyRegistry;
+
+    /// A member that takes every message into its window and counts how often the group
+    /// reads its state.
+    #[derive(Debug)]
+    struct FakeMember {
+        id: u64,
+        client_id: ByteString,
+        busy: AtomicU32,
+        /// 0 is offline.
+        capacity: AtomicU32,
+        received: AtomicU64,
+        /// Shared by all members of a test: state reads over the whole group.
+        loads: Arc<AtomicU64>,
+    }
+
+    impl Mailbox for FakeMember {
+        fn session_id(&self) -> SessionId {
+            self.id
+        }
+        fn client_id(&self) -> &ByteString {
+            &self.client_id
+        }
+        fn enqueue(&self, _delivery: Delivery, _limits: QueueLimits) -> Enqueued {
+            self.busy.fetch_add(1, Ordering::Relaxed);
+            self.received.fetch_add(1, Ordering::Relaxed);
+            Enqueued::Queued
+        }
+        fn load(&self) -> MemberLoad {
+            self.loads.fetch_add(1, Ordering::Relaxed);
+            let capacity = self.capacity.load(Ordering::Relaxed);
+            MemberLoad {
+                inflight: self.busy.load(Ordering::Relaxed),
+                capacity,
+                online: capacity > 0,
+            }
+        }
+        fn take_overdue(&self, _group: GroupId, _deadline: std::time::Instant) -> Vec<Delivery> {
+            Vec::new()
+        }
+    }
+
+    const LIMITS: GroupLimits = GroupLimits {
+        max_messages: 10_000,
+        max_bytes: 1 << 30,
+        member_queue: QueueLimits {
+            max_messages: 10_000,
+            max_bytes: 1 << 30,
+        },
+    };
+
+    /// A group on the built-in Wasm round robin with `count` members of window `capacity`.
+    fn wasm_group(
+        count: u64,
+        capacity: u32,
+    ) -> (
+        Arc<SharedGroup>,
+        Vec<Arc<FakeMember>>,
+        Arc<AtomicU64>,
+        Arc<BacklogIndex>,
+    ) {
+        let config = SharedConfig {
+            plugin_cache_dir: Some(std::path::PathBuf::new()),
+            ..SharedConfig::default()
+        };
+        let registry = StrategyRegistry::new(&config, None).unwrap();
+        let resolved = registry.resolve("g").unwrap();
+        let dispatcher = Dispatcher::build(&ByteString::from("g"), Some(resolved)).unwrap();
+        let index = Arc::new(BacklogIndex::default());
+        let group = Arc::new(SharedGroup::new(
+            1,
+            "g".into(),
+            "t/#".into(),
+            GroupSetup {
+                dispatcher,
+                settings: GroupSettings::default(),
+            },
+            None,
+            EventFeed::default(),
+            index.clone(),
+        ));
+        let loads = Arc::new(AtomicU64::new(0));
+        let members: Vec<Arc<FakeMember>> = (1..=count)
+            .map(|id| {
+                let member = Arc::new(FakeMember {
+                    id,
+                    client_id: format!("m{id}").into(),
+                    busy: AtomicU32::new(0),
+                    capacity: AtomicU32::new(capacity),
+                    received: AtomicU64::new(0),
+                    loads: loads.clone(),
+                });
+                group.add_member(
+                    member.clone(),
+                    Membership {
+                        options: SubscriptionOptions {
+                            qos: QoS::AtLeastOnce,
+                            ..SubscriptionOptions::default()
+                        },
+                        identifier: None,
+                        weight: 1,
+                        user_properties: Vec::new(),
+                    },
+                );
+                member
+            })
+            .collect();
+        (group, members, loads, index)
+    }
+
+    fn message() -> Arc<Message> {
+        Message::internal(
+            "t/x".into(),
+            bytes::Bytes::from_static(b"m"),
+            QoS::AtLeastOnce,
+            false,
+        )
+    }
+
+    #[test]
+    fn a_message_reads_a_few_members_whatever_the_group_size() {
+        for count in [4u64, 64, 1024] {
+            let (group, members, loads, _) = wasm_group(count, 1000);
+            loads.store(0, Ordering::Relaxed);
+            let messages = 2 * count;
+            for _ in 0..messages {
+                assert_eq!(group.dispatch(message(), LIMITS), Dispatched::Accepted);
+            }
+            let per_message = loads.load(Ordering::Relaxed) / messages;
+            assert!(
+                per_message <= LOAD_REFRESH_PER_MESSAGE as u64 + 4,
+                "{count} members: {per_message} member reads per message"
+            );
+            // The strategy, not the fallback, placed them: two each, in turn.
+            for member in &members {
+                assert_eq!(
+                    member.received.load(Ordering::Relaxed),
+                    2,
+                    "{count} members"
+                );
+            }
+            assert_eq!(
+                group.strategy_counters.selections.load(Ordering::Relaxed),
+                messages
+            );
+        }
+    }
+
+    #[test]
+    fn room_freed_while_everyone_was_full_is_found() {
+        let (group, members, _, index) = wasm_group(64, 1);
+        for _ in 0..64 {
+            group.dispatch(message(), LIMITS);
+        }
+        assert_eq!(index.count(), 0);
+        for _ in 0..3 {
+            group.dispatch(message(), LIMITS);
+        }
+        assert_eq!(group.queued(), 3);
+        assert_eq!(index.count(), 1, "a group with a backlog is in the index");
+        members[40].busy.store(0, Ordering::Relaxed);
+        group.drain(LIMITS);
+        assert_eq!(members[40].received.load(Ordering::Relaxed), 2);
+        assert_eq!(group.queued(), 2);
+        for member in &members {
+            member.busy.store(0, Ordering::Relaxed);
+        }
+        group.drain(LIMITS);
+        assert_eq!(group.queued(), 0);
+        assert_eq!(index.count(), 0, "an emptied group leaves the index");
+    }
+
+    #[test]
+    fn a_member_gone_before_the_strategy_heard_is_no_strategy_failure() {
+        let (group, members, _, _) = wasm_group(64, 1000);
+        // Offline between two refreshes: the round robin over 64 members reaches it before
+        // its refresh turn does.
+        for member in &members {
+            member.capacity.store(0, Ordering::Relaxed);
+        }
+        members[5].capacity.store(1000, Ordering::Relaxed);
+        for _ in 0..64 {
+            assert_eq!(group.dispatch(message(), LIMITS), Dispatched::Accepted);
+        }
+        assert_eq!(members[5].received.load(Ordering::Relaxed), 64);
+        let fallbacks = &group.strategy_counters.fallbacks;
+        assert_eq!(fallbacks.invalid_answer.load(Ordering::Relaxed), 0);
+        assert!(!group.strategy_is_pinned());
+    }
 }

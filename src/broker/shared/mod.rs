@@ -3,10 +3,12 @@
 //! when groups are created and ended.
 
 pub mod backlog;
+pub mod backlog_index;
 pub mod counters;
 pub mod group;
 pub mod settings;
 
+pub use backlog_index::BacklogIndex;
 pub use counters::{GroupCounters, GroupDrop, Redelivery};
 pub use group::{
     AfterLeave, Dispatched, GroupLimits, GroupView, MemberStats, MemberView, SharedGroup,
