@@ -1,5 +1,6 @@
 //! Shared subscriptions: the group queue while every member is offline (backlog to the first
-//! member back, bounded with a `dropped` counter) and the end of a group with its last member.
+//! member back, bounded with a `dropped` counter), one member draining many groups' backlogs
+//! through a small window, and the end of a group with its last member.
 
 mod common;
 
@@ -172,4 +173,55 @@ async fn shared_group_ends_with_last_member() {
     // Last member unsubscribes: the group ends too.
     p.unsubscribe(&["$share/g/end"]).await;
     assert!(router.group("g", "end").is_none());
+}
+
+/// A member of 60 groups, 40 of them with a backlog, comes back with a window of 2: each
+/// acknowledgement pulls from a few of its waiting groups (found through the backlog index,
+/// since it is in more groups than wait), and in the end it has had every message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_member_drains_many_backlogged_groups_through_a_small_window() {
+    const GROUPS: u32 = 60;
+    const BACKLOGGED: u32 = 40;
+    const EACH: u32 = 3;
+    let broker = TestBroker::with(|_| {}).await;
+    let addr = broker.addr();
+    let mut opts = ConnectOpts::new(V5, "m").persistent();
+    opts.receive_maximum = Some(2);
+    let (mut m, _) = RawClient::connect_opts(addr, opts.clone()).await;
+    let filters: Vec<String> = (0..GROUPS)
+        .map(|i| format!("$share/g{i}/many/{i}"))
+        .collect();
+    let refs: Vec<&str> = filters.iter().map(String::as_str).collect();
+    m.subscribe_many(&refs, QoS::AtLeastOnce).await;
+    m.disconnect_and_wait(ReasonCode::NORMAL_DISCONNECTION)
+        .await;
+    broker.wait_session_offline("m").await;
+
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "pub")).await;
+    for i in 0..BACKLOGGED {
+        publisher
+            .publish_seqs(
+                &format!("many/{i}"),
+                i * EACH..(i + 1) * EACH,
+                QoS::AtLeastOnce,
+            )
+            .await;
+    }
+    let waiting: usize = (0..BACKLOGGED)
+        .map(|i| {
+            broker
+                .state()
+                .router
+                .group(&format!("g{i}"), &format!("many/{i}"))
+                .unwrap()
+                .queued()
+        })
+        .sum();
+    assert_eq!(waiting, (BACKLOGGED * EACH) as usize);
+
+    let (m, connack) = RawClient::connect_opts(addr, opts).await;
+    assert!(connack.session_present);
+    let m = Member::spawn(m, AckMode::Ack);
+    wait_total(&[&m], (BACKLOGGED * EACH) as usize).await;
+    assert_exactly_once("every backlog", m.seqs(), 0..BACKLOGGED * EACH);
 }

@@ -990,23 +990,28 @@ impl BrokerState {
         // sides means at least one of the two sees the other: never a message left queued
         // while its member has room and nobody looks.
         std::sync::atomic::fence(Ordering::SeqCst);
-        let mut groups = self.router.groups_with_backlog(session.id);
-        if groups.is_empty() {
-            return;
-        }
-        if groups.len() > 1 {
-            // The member's room goes to its groups in turn, not always to the same first one.
-            let start = rand::random_range(0..groups.len());
-            groups.rotate_left(start);
-        }
-        let limits = self.group_limits();
-        for group in groups {
-            group.drain(limits);
-            // Full again: the next acknowledgement drains the rest. Stopping here keeps a
-            // member of many backlogged groups from visiting each one per freed slot.
-            if !session.member_load().has_room() {
-                break;
+        // A group it drains hands it a message while it has room (unless another member
+        // with room gets it), so more groups than its free slots would mostly be visited to
+        // find it full: it looks at that many first, and at all of them only if it still has
+        // room after those.
+        let load = session.member_load();
+        let mut limit = load.capacity.saturating_sub(load.inflight).max(1) as usize;
+        let group_limits = self.group_limits();
+        loop {
+            let start = rand::random::<u32>() as usize;
+            let groups = self.router.groups_with_backlog(session.id, start, limit);
+            let visited = groups.len();
+            for group in groups {
+                group.drain(group_limits);
+                // Full again: the next acknowledgement drains the rest.
+                if !session.member_load().has_room() {
+                    return;
+                }
             }
+            if visited < limit || limit == usize::MAX {
+                return;
+            }
+            limit = usize::MAX;
         }
     }
 

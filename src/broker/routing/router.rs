@@ -487,36 +487,45 @@ impl Router {
         self.groups.read().by_key.values().cloned().collect()
     }
 
-    /// The groups session `session_id` is in that have messages waiting; empty (and
-    /// allocation free) in the common case. Costs the smaller of the session's groups and the
-    /// waiting groups, not the groups it is in: a member of 10,000 groups pays nothing for them
-    /// on each send round while their queues are empty.
-    pub fn groups_with_backlog(&self, session_id: SessionId) -> Vec<Arc<SharedGroup>> {
+    /// Up to `limit` of the groups session `session_id` is in that have messages waiting,
+    /// from a place that `start` picks (any number), so that repeated calls visit them in
+    /// turn; empty (and allocation free) in the common case. Costs the smaller of the
+    /// session's groups and the waiting groups, and stops at `limit`: a member of 10,000 groups
+    /// pays nothing for them while their queues are empty, and little while they are not.
+    pub fn groups_with_backlog(
+        &self,
+        session_id: SessionId,
+        start: usize,
+        limit: usize,
+    ) -> Vec<Arc<SharedGroup>> {
         let waiting = self.backlog_index.count();
-        if waiting == 0 {
+        if waiting == 0 || limit == 0 {
             return Vec::new();
         }
         let groups = self.groups.read();
         let Some(mine) = groups.of_session.get(&session_id) else {
             return Vec::new();
         };
-        if mine.len() <= waiting {
-            return mine
+        let ids = if mine.len() <= waiting {
+            let mut ids: Vec<GroupId> = mine
                 .iter()
-                .filter_map(|id| groups.by_id.get(id))
-                .filter(|g| g.queued() > 0)
-                .cloned()
+                .filter(|id| groups.by_id.get(id).is_some_and(|g| g.queued() > 0))
+                .copied()
                 .collect();
-        }
-        let mut found = Vec::new();
-        self.backlog_index.for_each(|id| {
-            if mine.contains(&id) {
-                if let Some(group) = groups.by_id.get(&id) {
-                    found.push(group.clone());
-                }
+            if !ids.is_empty() {
+                let turn = start % ids.len();
+                ids.rotate_left(turn);
+                ids.truncate(limit);
             }
-        });
-        found
+            ids
+        } else {
+            self.backlog_index
+                .find(start, limit, |id| mine.contains(&id))
+        };
+        ids.iter()
+            .filter_map(|id| groups.by_id.get(id))
+            .cloned()
+            .collect()
     }
 
     /// Delivers `message` to every matching subscription.

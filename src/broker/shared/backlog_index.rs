@@ -5,7 +5,7 @@
 //! even when nothing waits anywhere. Groups announce instead when their queue stops or starts
 //! being empty, and a member looks at the smaller of its own groups and the waiting ones.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
@@ -14,15 +14,24 @@ use crate::broker::routing::delivery::GroupId;
 
 #[derive(Debug, Default)]
 pub struct BacklogIndex {
-    /// The ids of groups whose queue (memory or disk) is not empty.
+    /// The groups whose queue (memory or disk) is not empty.
     ///
     /// Lock order: the last lock of all. A group updates it under its own state lock (so that
     /// one group's transitions arrive in order), a member reads it under the registry's read
     /// lock; nothing is locked or called while it is held.
-    waiting: Mutex<HashSet<GroupId, ahash::RandomState>>,
-    /// `waiting.len()`, readable without the lock: "nothing waits anywhere" is the common case
-    /// on every send round, and costs one load.
+    waiting: Mutex<Waiting>,
+    /// How many groups `waiting` holds, readable without the lock: "nothing waits anywhere"
+    /// is the common case on every send round, and costs one load.
     count: AtomicUsize,
+}
+
+/// A set that can be walked from any position: a member takes the first few of its waiting
+/// groups from a random place, so that its room goes to each of them in turn.
+#[derive(Debug, Default)]
+struct Waiting {
+    ids: Vec<GroupId>,
+    /// Each id's index in `ids`.
+    position: HashMap<GroupId, usize, ahash::RandomState>,
 }
 
 impl BacklogIndex {
@@ -30,16 +39,25 @@ impl BacklogIndex {
     /// only on a change, under the group's state lock.
     pub fn set(&self, id: GroupId, waiting: bool) {
         let mut set = self.waiting.lock();
-        let changed = if waiting {
-            set.insert(id)
+        let Waiting { ids, position } = &mut *set;
+        if waiting {
+            if position.contains_key(&id) {
+                return;
+            }
+            position.insert(id, ids.len());
+            ids.push(id);
         } else {
-            set.remove(&id)
-        };
-        if changed {
-            // Read by a drainer after its SeqCst fence; the group's own fence (in its drain)
-            // comes after this store, which is what the fence pairing needs.
-            self.count.store(set.len(), Ordering::Relaxed);
+            let Some(index) = position.remove(&id) else {
+                return;
+            };
+            ids.swap_remove(index);
+            if let Some(moved) = ids.get(index) {
+                position.insert(*moved, index);
+            }
         }
+        // Read by a drainer after its SeqCst fence; the group's own fence (in its drain)
+        // comes after this store, which is what the fence pairing needs.
+        self.count.store(ids.len(), Ordering::Relaxed);
     }
 
     /// How many groups have messages waiting, without the lock.
@@ -47,11 +65,30 @@ impl BacklogIndex {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Calls `each` with every waiting group's id, under the lock: `each` must not lock.
-    pub fn for_each(&self, mut each: impl FnMut(GroupId)) {
-        for id in self.waiting.lock().iter() {
-            each(*id);
+    /// Up to `limit` waiting groups that `wanted` accepts, walking from `start` (any number;
+    /// taken modulo the count) and wrapping. `wanted` runs under the lock and must not lock.
+    pub fn find(
+        &self,
+        start: usize,
+        limit: usize,
+        mut wanted: impl FnMut(GroupId) -> bool,
+    ) -> Vec<GroupId> {
+        let set = self.waiting.lock();
+        let ids = &set.ids;
+        let mut found = Vec::new();
+        if ids.is_empty() {
+            return found;
         }
+        let start = start % ids.len();
+        for id in ids[start..].iter().chain(&ids[..start]) {
+            if found.len() == limit {
+                break;
+            }
+            if wanted(*id) {
+                found.push(*id);
+            }
+        }
+        found
     }
 }
 
@@ -70,8 +107,28 @@ mod tests {
         index.set(7, false);
         index.set(7, false);
         assert_eq!(index.count(), 1);
-        let mut seen = Vec::new();
-        index.for_each(|id| seen.push(id));
-        assert_eq!(seen, vec![9]);
+        assert_eq!(index.find(0, 10, |_| true), vec![9]);
+    }
+
+    #[test]
+    fn find_walks_from_the_start_wrapping_and_stops_at_the_limit() {
+        let index = BacklogIndex::default();
+        for id in 1..=6 {
+            index.set(id, true);
+        }
+        // Removing from the middle keeps every other id findable.
+        index.set(3, false);
+        let mut all = index.find(0, 10, |_| true);
+        all.sort_unstable();
+        assert_eq!(all, vec![1, 2, 4, 5, 6]);
+        let even = |id: GroupId| id % 2 == 0;
+        assert_eq!(index.find(0, 10, even).len(), 3);
+        assert_eq!(index.find(7, 2, even).len(), 2);
+        // Every start position reaches every wanted id once.
+        for start in 0..5 {
+            let mut seen = index.find(start, 10, even);
+            seen.sort_unstable();
+            assert_eq!(seen, vec![2, 4, 6], "from {start}");
+        }
     }
 }
