@@ -176,8 +176,9 @@ async fn shared_group_ends_with_last_member() {
 }
 
 /// A member of 60 groups, 40 of them with a backlog, comes back with a window of 2: each
-/// acknowledgement pulls from a few of its waiting groups (found through the backlog index,
-/// since it is in more groups than wait), and in the end it has had every message once.
+/// acknowledgement pulls from a few of its waiting groups (found by walking the backlog index),
+/// and in the end it has had every message once. A member of one group finds its backlog by
+/// its own groups.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_member_drains_many_backlogged_groups_through_a_small_window() {
     const GROUPS: u32 = 60;
@@ -218,6 +219,22 @@ async fn one_member_drains_many_backlogged_groups_through_a_small_window() {
         })
         .sum();
     assert_eq!(waiting, (BACKLOGGED * EACH) as usize);
+
+    // A member of one group among 41 waiting ones finds its own by its own groups.
+    let solo_opts = ConnectOpts::new(V5, "solo").persistent();
+    let (mut solo, _) = RawClient::connect_opts(addr, solo_opts.clone()).await;
+    solo.subscribe("$share/solo/many/solo", QoS::AtLeastOnce)
+        .await;
+    solo.disconnect_and_wait(ReasonCode::NORMAL_DISCONNECTION)
+        .await;
+    broker.wait_session_offline("solo").await;
+    publisher
+        .publish_seqs("many/solo", 1000..1003, QoS::AtLeastOnce)
+        .await;
+    let (solo, _) = RawClient::connect_opts(addr, solo_opts).await;
+    let solo = Member::spawn(solo, AckMode::Ack);
+    wait_total(&[&solo], 3).await;
+    assert_exactly_once("solo's backlog", solo.seqs(), 1000..1003);
 
     let (m, connack) = RawClient::connect_opts(addr, opts).await;
     assert!(connack.session_present);

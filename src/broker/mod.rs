@@ -976,7 +976,7 @@ impl BrokerState {
             }
             let now = Instant::now();
             let limits = broker.group_limits();
-            for group in broker.router.groups() {
+            for group in broker.router.clock_driven_groups() {
                 let dead = group.sweep(now, limits);
                 broker.publish_dead_letters(dead);
             }

@@ -7,7 +7,7 @@
 //! (it went offline, was taken over or its session ended) come back here and go to another.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytestring::ByteString;
@@ -77,6 +77,9 @@ pub struct SharedGroup {
     /// Length of `state.queue`, readable without the lock so that the common "nothing waiting"
     /// check on every acknowledgement stays lock-free.
     queued: AtomicUsize,
+    /// The settings have clock-driven work (`ack_timeout_secs` or `max_age_secs`), readable
+    /// without the lock: the sweeper, which runs 50 times a second, visits only these groups.
+    clock_driven: AtomicBool,
     pub counters: GroupCounters,
     /// How copies end with members; every copy a member holds carries a reference.
     pub tally: Arc<CopyTally>,
@@ -215,6 +218,7 @@ impl SharedGroup {
             dispatcher,
             settings,
         } = setup;
+        let clock_driven = AtomicBool::new(settings_are_clock_driven(&settings));
         events.emit(EventKind::GroupCreated, &name, &filter, dispatcher.label());
         SharedGroup {
             id,
@@ -240,6 +244,7 @@ impl SharedGroup {
                 rebuilding: false,
             }),
             queued: AtomicUsize::new(0),
+            clock_driven,
             counters: GroupCounters::default(),
             tally: Arc::default(),
             strategy_counters: StrategyCounters::default(),
@@ -333,8 +338,15 @@ impl SharedGroup {
         if state.settings == settings {
             return false;
         }
+        self.clock_driven
+            .store(settings_are_clock_driven(&settings), Ordering::Relaxed);
         state.settings = settings;
         true
+    }
+
+    /// True if [`SharedGroup::sweep`] has anything to do for this group.
+    pub fn is_clock_driven(&self) -> bool {
+        self.clock_driven.load(Ordering::Relaxed)
     }
 
     pub fn settings(&self) -> GroupSettings {
@@ -1235,6 +1247,10 @@ impl SharedGroup {
             }
         }
     }
+}
+
+fn settings_are_clock_driven(settings: &GroupSettings) -> bool {
+    settings.ack_timeout.is_some() || settings.max_age.is_some()
 }
 
 /// Members whose state `refresh_loads` reads per message in a group with a Wasm strategy.
