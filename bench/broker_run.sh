@@ -5,9 +5,20 @@
 work=$(mktemp -d)
 broker_pid=
 
+# SIGTERM, and SIGKILL after 10 s: an rmqttd run once hung in its shutdown and held the whole
+# comparison for a quarter of an hour.
 stop_broker() {
     if [[ -n "$broker_pid" ]]; then
         kill "$broker_pid" 2>/dev/null || true
+        local waited=0
+        while kill -0 "$broker_pid" 2>/dev/null && ((waited < 100)); do
+            sleep 0.1
+            waited=$((waited + 1))
+        done
+        if kill -0 "$broker_pid" 2>/dev/null; then
+            echo "broker $broker_pid did not stop in 10 s after SIGTERM: SIGKILL" >&2
+            kill -9 "$broker_pid" 2>/dev/null || true
+        fi
         wait "$broker_pid" 2>/dev/null || true
     fi
     broker_pid=
