@@ -17,15 +17,17 @@ PORT=${PORT:-18841}
 # shellcheck source=broker_run.sh
 . bench/broker_run.sh
 bench_sharq_config >"$work/sharq.toml"
+require_free_port
 for round in 1 2 3; do
   for bin in "$A" "$Bin"; do
     for q in 1 0; do
       M=$([[ $q == 0 ]] && echo 400000 || echo 200000)
-      "$bin" --config "$work/sharq.toml" >/dev/null 2>&1 & pid=$!
-      sleep 0.7
+      "$bin" --config "$work/sharq.toml" >"$work/broker.log" 2>&1 &
+      broker_pid=$!
+      wait_for_broker "$work/broker.log" 10
       out=$($B shared --host 127.0.0.1 --port "$PORT" --publishers 2 --groups 1 --members 4 --qos $q --payload 64 --messages $M --max-secs 8 2>&1 | grep -o '"delivered_rate":[0-9.]*' | head -1)
-      cpu=$(awk '{print $14+$15}' /proc/$pid/stat)
-      kill $pid; wait $pid 2>/dev/null
+      cpu=$(cpu_ticks)
+      stop_broker
       echo "round=$round bin=$bin qos=$q cpu_ticks=$cpu $out"
     done
   done
