@@ -33,6 +33,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::procfs;
 use super::{check_loopback, no_delay, now_ns, parse_size, qos_of, round3, secs, HEADER};
 
 #[derive(Debug, Args, Clone)]
@@ -150,13 +151,6 @@ fn write_ids(path: &std::path::Path, ids: &[(u64, u32, u64)]) -> Result<(), Stri
         writeln!(w, "{run:016x} {p} {s}").map_err(|e| format!("{}: {e}", path.display()))?;
     }
     w.flush().map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// VmRSS of a process in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -466,7 +460,7 @@ pub async fn drain(args: DrainArgs) -> Value {
         }
     }
     let subscribed_ns = now_ns();
-    let mut rss_max_kib = broker_pid.and_then(rss_kib);
+    let mut rss_max_kib = broker_pid.and_then(procfs::rss_kib);
     if !args.setup_only && errors.is_empty() {
         let quiet = Duration::from_secs_f64(args.quiet_secs);
         let deadline = start + Duration::from_secs_f64(args.max_secs);
@@ -489,7 +483,7 @@ pub async fn drain(args: DrainArgs) -> Value {
                 break;
             }
             if let Some(pid) = broker_pid {
-                rss_max_kib = rss_max_kib.max(rss_kib(pid));
+                rss_max_kib = rss_max_kib.max(procfs::rss_kib(pid));
             }
             if args.progress_secs > 0.0 && last_report.elapsed().as_secs_f64() >= args.progress_secs
             {

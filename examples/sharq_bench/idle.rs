@@ -11,6 +11,8 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 
+use crate::procfs;
+
 #[derive(Debug, Args, Clone)]
 pub struct IdleArgs {
     /// Broker host; must resolve to loopback addresses only.
@@ -34,13 +36,6 @@ pub struct IdleArgs {
     max_secs: f64,
     #[arg(long, default_value = "")]
     label: String,
-}
-
-/// VmRSS of a process in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Raises this process's open-file limit to its hard limit: every connection is a descriptor,
@@ -82,7 +77,7 @@ pub async fn run(args: IdleArgs) -> Value {
         Ok(_) => {}
         Err(e) => errors.push(e),
     }
-    let rss_before = args.broker_pid.and_then(rss_kib);
+    let rss_before = args.broker_pid.and_then(procfs::rss_kib);
 
     let connected = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -152,7 +147,7 @@ pub async fn run(args: IdleArgs) -> Value {
     let connect_secs = start.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs_f64(args.settle_secs)).await;
     let n = connected.load(Ordering::Relaxed);
-    let rss_after = args.broker_pid.and_then(rss_kib);
+    let rss_after = args.broker_pid.and_then(procfs::rss_kib);
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_millis(100), t).await;

@@ -46,6 +46,7 @@ mod backlog;
 mod churn_loop;
 mod handshakes;
 mod idle;
+mod procfs;
 mod subchurn;
 mod tls;
 mod v5;
@@ -214,18 +215,6 @@ struct Common {
     /// as `broker_cpu_secs_measured`.
     #[arg(long)]
     broker_pid: Option<u32>,
-}
-
-/// User plus system CPU time of a process, in seconds, from /proc.
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (per_sec > 0).then(|| ticks as f64 / per_sec as f64)
 }
 
 /// Share names are `g<k>`, or `<SHARQ_BENCH_GROUP_PREFIX><k>` when that is set, so that
@@ -937,7 +926,7 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
     let mut published_secs = 0.0;
     let start_ns;
     let mut sent: Vec<u64> = vec![0; publishers.len()];
-    let cpu_at_start = common.broker_pid.and_then(cpu_secs);
+    let cpu_at_start = common.broker_pid.and_then(procfs::cpu_secs);
     if setup_errors.is_empty() {
         // Publish.
         start_ns = now_ns();
@@ -1007,7 +996,7 @@ async fn run_scenario(common: Common, topology: Topology, extra: Value) -> Value
         start_ns = now_ns();
     }
 
-    let broker_cpu = match (cpu_at_start, common.broker_pid.and_then(cpu_secs)) {
+    let broker_cpu = match (cpu_at_start, common.broker_pid.and_then(procfs::cpu_secs)) {
         (Some(a), Some(b)) => json!(round3(b - a)),
         _ => Value::Null,
     };
