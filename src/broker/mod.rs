@@ -998,8 +998,7 @@ impl BrokerState {
         let mut limit = load.capacity.saturating_sub(load.inflight).max(1) as usize;
         let group_limits = self.group_limits();
         loop {
-            let start = rand::random::<u32>() as usize;
-            let groups = self.router.groups_with_backlog(session.id, start, limit);
+            let groups = self.router.groups_with_backlog(session.id, limit);
             let visited = groups.len();
             for group in groups {
                 group.drain(group_limits);

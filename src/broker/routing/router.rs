@@ -500,20 +500,21 @@ impl Router {
     }
 
     /// Up to `limit` of the groups session `session_id` is in that have messages waiting,
-    /// from a place that `start` picks (any number), so that repeated calls visit them in
-    /// turn; empty (and allocation free) in the common case. A member of 10,000 groups pays
+    /// from a random place, so that repeated calls visit them in turn; empty (and allocation
+    /// free) in the common case. A member of 10,000 groups pays
     /// nothing for them while their queues are empty, and about `limit` visits while they
     /// are not.
     pub fn groups_with_backlog(
         &self,
         session_id: SessionId,
-        start: usize,
         limit: usize,
     ) -> Vec<Arc<SharedGroup>> {
         let waiting = self.backlog_index.count();
         if waiting == 0 || limit == 0 {
             return Vec::new();
         }
+        // Drawn only past the common "nothing waits" return: this runs on every send round.
+        let start = rand::random::<u32>() as usize;
         let groups = self.groups.read();
         let Some(mine) = groups.of_session.get(&session_id) else {
             return Vec::new();
