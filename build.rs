@@ -34,7 +34,7 @@ const STRATEGIES: &[&str] = &[
 
 /// Crates of the plugins workspace that are not strategies but whose sources the strategies
 /// are built from.
-const SUPPORT_CRATES: &[&str] = &["strategies", "guest"];
+const SUPPORT_CRATES: &[&str] = &["strategies", "sdk"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
