@@ -92,6 +92,8 @@ max_inflight = 64
 max_queued_messages = 100000
 max_queued_bytes = 1073741824
 max_connections = 100000
+# The scale runs hold up to 1M background subscriptions on a few connections.
+max_subscriptions_per_client = 0
 
 [shared]
 group_queue_max_messages = 400000

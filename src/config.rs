@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::client_id_pattern::ClientIdPattern;
+
 /// The configuration the binary starts with when no `--config` is given.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
 
@@ -263,6 +265,12 @@ pub struct LimitsConfig {
     pub max_retained_messages: usize,
     /// Whole-message bytes (topic, payload, properties) over all retained messages.
     pub max_retained_bytes: usize,
+    /// Subscriptions one session may hold; a SUBSCRIBE past it is refused per filter with
+    /// 0x97 (Quota exceeded). 0: no bound.
+    pub max_subscriptions_per_client: usize,
+    /// Persistent sessions (Session Expiry above zero, connected or not) the broker keeps; a
+    /// CONNECT that would make one more is refused with 0x97. 0: no bound.
+    pub max_sessions: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -524,8 +532,12 @@ impl GroupStrategyConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Accept clients that send no username.
-    pub allow_anonymous: bool,
+    /// Accept clients that send no username. Unset: yes while every MQTT listener (TCP, TLS,
+    /// WebSocket) is on a loopback address; a config with any other listener must say.
+    pub allow_anonymous: Option<bool>,
+    /// The client ids a user may connect with, e.g. `"%u-*"`: `%u` is the username, `*` any
+    /// run of characters (`broker::auth::client_id_pattern`). Unset: any client id.
+    pub client_id_pattern: Option<String>,
     /// username = password pairs, in clear text (a warning at start says so); when empty and
     /// no `password_file` is set, any credentials are accepted.
     pub users: BTreeMap<String, String>,
@@ -566,6 +578,8 @@ impl Default for LimitsConfig {
             outgoing_topic_alias_maximum: 64,
             max_retained_messages: 1_000_000,
             max_retained_bytes: 256 * 1024 * 1024,
+            max_subscriptions_per_client: 10_000,
+            max_sessions: 100_000,
         }
     }
 }
@@ -609,7 +623,8 @@ impl Default for SharedConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
-            allow_anonymous: true,
+            allow_anonymous: None,
+            client_id_pattern: None,
             users: BTreeMap::new(),
             acl_file: None,
             password_file: PathBuf::new(),
@@ -667,6 +682,35 @@ impl Config {
 
     pub fn embedded_default() -> Result<Config, ConfigError> {
         Config::from_toml(EMBEDDED_DEFAULT, "embedded default")
+    }
+
+    /// Every address MQTT is served on: TCP, TLS and WebSocket listeners.
+    pub fn mqtt_listen_addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        let server = &self.server;
+        server
+            .listeners
+            .iter()
+            .copied()
+            .chain(server.tls_listeners.iter().map(|l| l.address))
+            .chain(server.ws_listeners.iter().map(|l| l.address))
+    }
+
+    /// Whether clients without a username may connect: `auth.allow_anonymous`, or when unset,
+    /// whether every MQTT listener is on loopback (a file with another one must set the key;
+    /// a config built in code gets the safe answer).
+    pub fn allows_anonymous(&self) -> bool {
+        self.auth.allow_anonymous.unwrap_or_else(|| {
+            self.mqtt_listen_addresses()
+                .all(|address| address.ip().is_loopback())
+        })
+    }
+
+    /// `[auth]` with `allow_anonymous` decided (see [`Config::allows_anonymous`]).
+    pub fn resolved_auth(&self) -> AuthConfig {
+        AuthConfig {
+            allow_anonymous: Some(self.allows_anonymous()),
+            ..self.auth.clone()
+        }
     }
 
     /// Checks the values serde cannot: ranges and relations between keys.
@@ -738,6 +782,19 @@ impl Config {
                     "http.listen",
                     &format!("{address} is not a loopback address: set `http.token` (or `http.users`) so that only you can use the API"),
                 ));
+            }
+        }
+        if self.auth.allow_anonymous.is_none() {
+            if let Some(address) = self.mqtt_listen_addresses().find(|a| !a.ip().is_loopback()) {
+                return Err(invalid(
+                    "auth.allow_anonymous",
+                    &format!("the listener on {address} is not on a loopback address: say whether clients without a username may connect (`allow_anonymous = false`, with `users` or `password_file`, or `true` to allow them)"),
+                ));
+            }
+        }
+        if let Some(pattern) = &self.auth.client_id_pattern {
+            if let Err(e) = ClientIdPattern::parse(pattern) {
+                return Err(invalid("auth.client_id_pattern", &e.to_string()));
             }
         }
         if self.http.users.iter().any(|u| u.is_empty()) {
@@ -980,6 +1037,44 @@ mod tests {
     fn unknown_key_is_named() {
         let err = Config::from_toml("[limits]\nmax_pakcet_size = 10\n", "t").unwrap_err();
         assert!(err.to_string().contains("max_pakcet_size"), "{err}");
+    }
+
+    #[test]
+    fn anonymous_access_is_the_default_on_loopback_only() {
+        let loopback = Config::from_toml(
+            "[server]\nlisteners = [\"127.0.0.1:1883\", \"[::1]:1883\"]\n",
+            "t",
+        )
+        .unwrap();
+        assert!(loopback.allows_anonymous());
+        for off_loopback in [
+            "[server]\nlisteners = [\"0.0.0.0:1883\"]\n",
+            "[server]\nlisteners = [\"127.0.0.1:1883\", \"192.0.2.1:1883\"]\n",
+            "[[server.ws_listeners]]\naddress = \"[::]:8080\"\npath = \"/mqtt\"\n",
+            "[[server.tls_listeners]]\naddress = \"0.0.0.0:8883\"\ncert = \"c\"\nkey = \"k\"\n",
+        ] {
+            let err = Config::from_toml(off_loopback, "t").unwrap_err();
+            assert!(err.to_string().contains("auth.allow_anonymous"), "{err}");
+            for (allow, allowed) in [("true", true), ("false", false)] {
+                let text = format!("{off_loopback}[auth]\nallow_anonymous = {allow}\n");
+                assert_eq!(
+                    Config::from_toml(&text, "t").unwrap().allows_anonymous(),
+                    allowed
+                );
+            }
+        }
+        // A config built in code gets the safe answer instead of an error.
+        let mut in_code = Config::default();
+        in_code.server.listeners = vec!["0.0.0.0:1883".parse().unwrap()];
+        assert!(!in_code.allows_anonymous());
+        assert_eq!(in_code.resolved_auth().allow_anonymous, Some(false));
+    }
+
+    #[test]
+    fn a_bad_client_id_pattern_names_the_key() {
+        let err = Config::from_toml("[auth]\nclient_id_pattern = \"%c-*\"\n", "t").unwrap_err();
+        assert!(err.to_string().contains("auth.client_id_pattern"), "{err}");
+        Config::from_toml("[auth]\nclient_id_pattern = \"%u-*\"\n", "t").unwrap();
     }
 
     #[test]

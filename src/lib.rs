@@ -1,6 +1,7 @@
 //! sharq: an MQTT 3.1.1 / 5.0 broker whose shared-subscription dispatch is programmable.
 
 pub mod broker;
+pub mod client_id_pattern;
 pub mod codec;
 pub mod config;
 pub mod http;

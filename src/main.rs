@@ -203,6 +203,16 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     };
     runtime.block_on(async move {
         let pid_file = config.server.pid_file.clone();
+        // Before the listeners open: a SIGTERM sent as soon as the broker says it listens must
+        // find the handler, not the default action that kills the process without a goodbye.
+        let signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for signals");
+                eprintln!("sharq: cannot listen for signals: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let broker = match Broker::start(config).await {
             Ok(broker) => broker,
             Err(e) => {
@@ -223,10 +233,9 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             }
             None => drop(reload_rx),
         }
-        if let Err(e) = wait_for_shutdown(&reload_requests, config_path.is_some()).await {
-            tracing::error!(error = %e, "cannot listen for signals");
-            return ExitCode::FAILURE;
-        }
+        signals
+            .wait_for_shutdown(&reload_requests, config_path.is_some())
+            .await;
         tracing::info!("shutting down: disconnecting clients");
         broker.shutdown(SHUTDOWN_GRACE).await;
         if let Some(pid_file) = &pid_file {
@@ -258,30 +267,45 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// Waits for SIGTERM or SIGINT; SIGHUP asks for a reload meanwhile.
-async fn wait_for_shutdown(
-    reload_requests: &mpsc::Sender<Trigger>,
-    reloadable: bool,
-) -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = terminate.recv() => {
-                tracing::info!("SIGTERM received");
-                return Ok(());
-            }
-            _ = interrupt.recv() => {
-                tracing::info!("SIGINT received");
-                return Ok(());
-            }
-            _ = hangup.recv() => {
-                if reloadable {
-                    let _ = reload_requests.try_send(Trigger::Signal);
-                } else {
-                    tracing::warn!("SIGHUP ignored: started without --config, nothing to reload");
+/// The signals the broker acts on, registered before it starts listening.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT; SIGHUP asks for a reload meanwhile.
+    async fn wait_for_shutdown(
+        mut self,
+        reload_requests: &mpsc::Sender<Trigger>,
+        reloadable: bool,
+    ) {
+        loop {
+            tokio::select! {
+                _ = self.terminate.recv() => {
+                    tracing::info!("SIGTERM received");
+                    return;
+                }
+                _ = self.interrupt.recv() => {
+                    tracing::info!("SIGINT received");
+                    return;
+                }
+                _ = self.hangup.recv() => {
+                    if reloadable {
+                        let _ = reload_requests.try_send(Trigger::Signal);
+                    } else {
+                        tracing::warn!("SIGHUP ignored: started without --config, nothing to reload");
+                    }
                 }
             }
         }

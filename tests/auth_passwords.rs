@@ -64,7 +64,7 @@ async fn login(
 async fn password_broker(file: &Path) -> TestBroker {
     let file = file.to_path_buf();
     TestBroker::with(move |c| {
-        c.auth.allow_anonymous = false;
+        c.auth.allow_anonymous = Some(false);
         c.auth.password_file = file;
     })
     .await

@@ -216,7 +216,7 @@ async fn reauthenticate(client: &mut RawClient, user: &str, password: &str) -> O
 
 async fn config_users_broker() -> TestBroker {
     TestBroker::with(|c| {
-        c.auth.allow_anonymous = false;
+        c.auth.allow_anonymous = Some(false);
         c.auth.users.insert("alice".into(), "pencil".into());
         c.auth.users.insert("b,o=b".into(), "p=w,d".into());
     })
@@ -308,7 +308,7 @@ async fn scram_with_password_file_users() {
     assert!(status.success());
     let path = file.clone();
     let broker = TestBroker::with(move |c| {
-        c.auth.allow_anonymous = false;
+        c.auth.allow_anonymous = Some(false);
         c.auth.password_file = path;
     })
     .await;

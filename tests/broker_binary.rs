@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sharq::packet::QoS;
+use sharq::packet::{ProtocolVersion, QoS, ReasonCode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_starts_with_config_file_and_serves() {
@@ -25,10 +25,10 @@ async fn binary_starts_with_config_file_and_serves() {
     assert_eq!(&got.payload[..], b"from a process");
 }
 
-#[test]
-fn binary_refuses_unknown_config_key_and_names_it() {
-    let toml = format!("{EPHEMERAL_CONFIG}\n[limits]\nmax_pakcet_size = 1000\n");
-    let (mut child, output, lines, _dir) = spawn_sharq_raw(&toml);
+/// Runs the binary on `toml`, which it must refuse: returns its output once it has exited
+/// with a non-zero status (within 10 s).
+fn refused_config_output(toml: &str) -> String {
+    let (mut child, output, lines, _dir) = spawn_sharq_raw(toml);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -37,7 +37,7 @@ fn binary_refuses_unknown_config_key_and_names_it() {
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("sharq kept running with an unknown config key");
+            panic!("sharq kept running with a config it must refuse:\n{toml}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -48,6 +48,14 @@ fn binary_refuses_unknown_config_key_and_names_it() {
     // The readers have collected everything once both pipes are closed and they hang up.
     while lines.recv_timeout(TIMEOUT).is_ok() {}
     let output = output.lock().unwrap().clone();
+    output
+}
+
+#[test]
+fn binary_refuses_unknown_config_key_and_names_it() {
+    let output = refused_config_output(&format!(
+        "{EPHEMERAL_CONFIG}\n[limits]\nmax_pakcet_size = 1000\n"
+    ));
     assert!(
         output.contains("max_pakcet_size"),
         "the error must name the unknown key; output:\n{output}"
@@ -240,5 +248,40 @@ fn text_logs_to_a_pipe_carry_no_colour_codes() {
             "ANSI escape in a piped log line: {:?}",
             String::from_utf8_lossy(line)
         );
+    }
+}
+
+/// Anonymous access is the default only while every MQTT listener is on loopback: a config
+/// with any other listener (TCP, TLS or WebSocket) that does not say whether clients without a
+/// username may connect is refused at start, naming the key.
+#[test]
+fn a_listener_off_loopback_needs_an_explicit_allow_anonymous() {
+    for listeners in [
+        "[server]\nlisteners = [\"0.0.0.0:0\"]\n".to_owned(),
+        format!("{EPHEMERAL_CONFIG}[[server.ws_listeners]]\naddress = \"0.0.0.0:0\"\npath = \"/mqtt\"\n"),
+    ] {
+        let output = refused_config_output(&listeners);
+        assert!(
+            output.contains("auth.allow_anonymous"),
+            "the error must name auth.allow_anonymous; output:\n{output}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_allow_anonymous_serves_off_loopback() {
+    for (allow, expected) in [
+        ("true", ReasonCode::SUCCESS),
+        ("false", ReasonCode::NOT_AUTHORIZED),
+    ] {
+        let broker = SpawnedBroker::with_config(&format!(
+            "[server]\nlisteners = [\"0.0.0.0:0\"]\nlog = \"info\"\nsys_interval_secs = 0\n\
+             [auth]\nallow_anonymous = {allow}\n"
+        ));
+        let port = broker.addr.port();
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let (_client, connack) =
+            RawClient::connect_with(loopback, connect_packet(ProtocolVersion::V5, "anon")).await;
+        assert_eq!(connack.reason_code, expected, "allow_anonymous = {allow}");
     }
 }

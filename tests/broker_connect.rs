@@ -286,7 +286,7 @@ async fn connack_announces_limits_and_features() {
 }
 
 fn auth_broker_config(c: &mut sharq::Config) {
-    c.auth.allow_anonymous = false;
+    c.auth.allow_anonymous = Some(false);
     c.auth.users.insert("alice".into(), "secret".into());
 }
 
@@ -356,4 +356,222 @@ async fn auth_anonymous_refused_when_not_allowed() {
         got == vec![0x20, 0x02, 0x00, 0x05] || got == vec![0x20, 0x02, 0x00, 0x04],
         "3.1.1 anonymous: expected return code 5 (or 4), got {got:02x?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session ownership: a client id is not a key to another identity's session (README,
+// "Session ownership"). Against the real binary.
+// ---------------------------------------------------------------------------------------------
+
+/// Two users with passwords, anonymous clients allowed too.
+const OWNERSHIP_CONFIG: &str = "[server]\nlisteners = [\"127.0.0.1:0\"]\nlog = \"info\"\nsys_interval_secs = 0\n[auth]\nallow_anonymous = true\nusers = { alice = \"alice-pw\", bob = \"bob-pw\" }\n";
+
+fn owned_connect(
+    version: ProtocolVersion,
+    client_id: &str,
+    user: Option<&str>,
+) -> sharq::packet::Connect {
+    let mut connect = ConnectOpts::new(version, client_id).persistent().packet();
+    connect.username = user.map(ByteString::from);
+    connect.password = user.map(|u| Bytes::from(format!("{u}-pw")));
+    connect
+}
+
+/// The CONNACK a refused claimant gets: its return code as a 3.1.1 client reads it on the
+/// wire, or the v5 reason code; and that nothing else came before the close.
+async fn refused_claim(addr: std::net::SocketAddr, connect: sharq::packet::Connect) -> u8 {
+    let version = connect.protocol;
+    let mut client = RawClient::open(addr, version).await;
+    client.send(&Packet::Connect(Box::new(connect))).await;
+    let bytes = client.read_raw_until_closed(TIMEOUT).await;
+    assert_eq!(bytes[0], 0x20, "not a CONNACK: {bytes:02x?}");
+    assert_eq!(
+        bytes[2], 0,
+        "Session Present must be 0 for a refusal: {bytes:02x?}"
+    );
+    let connack_len = 2 + usize::from(bytes[1]);
+    assert_eq!(
+        bytes.len(),
+        connack_len,
+        "only the CONNACK may come: {bytes:02x?}"
+    );
+    bytes[3]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_does_not_open_another_users_session() {
+    let broker = SpawnedBroker::with_config(OWNERSHIP_CONFIG);
+    for (version, not_authorized) in [(ProtocolVersion::V5, 0x87), (ProtocolVersion::V3_1_1, 5)] {
+        let id = format!("owned-{version:?}");
+        let (mut bob, connack) =
+            RawClient::connect_with(broker.addr, owned_connect(version, &id, Some("bob"))).await;
+        assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
+        bob.subscribe("b/#", QoS::AtLeastOnce).await;
+        bob.disconnect().await;
+        let mut publisher = RawClient::v5(broker.addr, &format!("pub-{version:?}")).await;
+        publisher
+            .publish("b/queued", b"for bob", QoS::AtLeastOnce, false)
+            .await;
+
+        // Another user, anonymous, with Clean Start 0 and 1: each refused, nothing read.
+        for (user, clean_start) in [
+            (Some("alice"), false),
+            (Some("alice"), true),
+            (None, false),
+            (None, true),
+        ] {
+            let mut connect = owned_connect(version, &id, user);
+            connect.clean_start = clean_start;
+            assert_eq!(
+                refused_claim(broker.addr, connect).await,
+                not_authorized,
+                "{version:?} user {user:?} clean start {clean_start}"
+            );
+        }
+
+        // The owner's session is untouched: present, with the message queued for it.
+        let (mut bob, connack) =
+            RawClient::connect_with(broker.addr, owned_connect(version, &id, Some("bob"))).await;
+        assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
+        assert!(
+            connack.session_present,
+            "{version:?}: bob's session was discarded"
+        );
+        let queued = bob.expect_publish().await;
+        assert_eq!(&queued.payload[..], b"for bob");
+        bob.ack(&queued).await;
+
+        // While bob is connected, a claim by alice neither takes over nor disturbs him.
+        assert_eq!(
+            refused_claim(broker.addr, owned_connect(version, &id, Some("alice"))).await,
+            not_authorized
+        );
+        publisher
+            .publish("b/live", b"still bob's", QoS::AtLeastOnce, false)
+            .await;
+        let live = bob.expect_publish().await;
+        assert_eq!(&live.payload[..], b"still bob's");
+        bob.ack(&live).await;
+        bob.ping().await;
+    }
+    broker.wait_for_output("the client id's session belongs to another identity (bob)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_session_is_claimable_only_anonymously() {
+    let broker = SpawnedBroker::with_config(OWNERSHIP_CONFIG);
+    let id = "anonymous-owned";
+    let (anonymous, connack) =
+        RawClient::connect_with(broker.addr, owned_connect(V5, id, None)).await;
+    assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
+    anonymous.disconnect().await;
+    assert_eq!(
+        refused_claim(broker.addr, owned_connect(V5, id, Some("alice"))).await,
+        0x87
+    );
+    let (_again, connack) = RawClient::connect_with(broker.addr, owned_connect(V5, id, None)).await;
+    assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
+    assert!(connack.session_present);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_id_pattern_requires_the_username_prefix() {
+    let config = format!("{OWNERSHIP_CONFIG}client_id_pattern = \"%u-*\"\n");
+    let broker = SpawnedBroker::with_config(&config);
+    for version in [V5, V3_1_1] {
+        let (_ok, connack) = RawClient::connect_with(
+            broker.addr,
+            owned_connect(version, "alice-1", Some("alice")),
+        )
+        .await;
+        assert_eq!(connack.reason_code, ReasonCode::SUCCESS, "{version:?}");
+        let code = refused_claim(broker.addr, owned_connect(version, "bob-1", Some("alice"))).await;
+        assert_eq!(code, if version == V5 { 0x85 } else { 2 }, "{version:?}");
+        let code = refused_claim(broker.addr, owned_connect(version, "alice-2", None)).await;
+        assert_eq!(
+            code,
+            if version == V5 { 0x85 } else { 2 },
+            "{version:?} anonymous"
+        );
+    }
+    // An id the broker assigns fits the pattern.
+    let mut connect = connect_packet(V5, "");
+    connect.username = Some(ByteString::from("alice"));
+    connect.password = Some(Bytes::from_static(b"alice-pw"));
+    let (_client, connack) = RawClient::connect_with(broker.addr, connect).await;
+    assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
+    let assigned = connack.properties.assigned_client_identifier.unwrap();
+    assert!(assigned.starts_with("alice-"), "{assigned}");
+}
+
+/// Ownership survives a restart: it is part of the session's stored record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_ownership_survives_a_restart() {
+    let store = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{OWNERSHIP_CONFIG}[storage]\ndir = {:?}\n",
+        store.path().display().to_string()
+    );
+    let broker = SpawnedBroker::with_config(&config);
+    let (bob, connack) =
+        RawClient::connect_with(broker.addr, owned_connect(V5, "kept", Some("bob"))).await;
+    assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
+    bob.disconnect().await;
+    broker.terminate();
+    let mut broker = broker;
+    assert!(broker.wait_exit(Duration::from_secs(20)).success());
+    let broker = SpawnedBroker::with_config(&config);
+    assert_eq!(
+        refused_claim(broker.addr, owned_connect(V5, "kept", Some("alice"))).await,
+        0x87
+    );
+    let (_bob, connack) =
+        RawClient::connect_with(broker.addr, owned_connect(V5, "kept", Some("bob"))).await;
+    assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
+    assert!(connack.session_present);
+}
+
+/// Keep-alive counts whole packets, not bytes [MQTT-3.1.2-24]: a client with Keep Alive 2 that
+/// starts a 1000-byte PUBLISH (`30 e8 07`) and then trickles one byte every 0.5 s is closed
+/// once 3 s pass without a whole packet, however many bytes it sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_is_not_reset_by_a_trickled_packet() {
+    let broker = SpawnedBroker::start();
+    for version in [V5, V3_1_1] {
+        let (mut client, connack) = RawClient::connect_with(
+            broker.addr,
+            ConnectOpts::new(version, &format!("trickle-{version:?}"))
+                .keep_alive(2)
+                .packet(),
+        )
+        .await;
+        assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
+        let started = Instant::now();
+        client.send_bytes(&[0x30, 0xe8, 0x07]).await;
+        // Bytes of the same packet until the broker closes, for at most 12 s: 4 times the
+        // deadline, where the old code let the connection live as long as bytes came.
+        let mut closed = false;
+        while started.elapsed() < Duration::from_secs(12) {
+            match client.next_event(Duration::from_millis(500)).await {
+                Event::Timeout => {
+                    if client.try_send_bytes(&[0x00]).await.is_err() {
+                        closed = true;
+                        break;
+                    }
+                }
+                Event::Packet(Packet::Disconnect(d)) => {
+                    assert_eq!(d.reason_code, ReasonCode::KEEP_ALIVE_TIMEOUT, "{version:?}");
+                }
+                Event::Packet(other) => panic!("{version:?}: unexpected {other:?}"),
+                Event::Closed => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        assert!(
+            closed,
+            "{version:?}: a trickled packet held the connection open for 12 s"
+        );
+    }
 }

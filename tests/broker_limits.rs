@@ -484,7 +484,7 @@ async fn error_disconnect_is_read_without_a_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusing_connack_is_read_without_a_reset() {
     let broker = TestBroker::with(|c| {
-        c.auth.allow_anonymous = false;
+        c.auth.allow_anonymous = Some(false);
         c.auth.users.insert("u".into(), "right".into());
     })
     .await;
@@ -516,4 +516,95 @@ async fn refusing_connack_is_read_without_a_reset() {
             "{version:?}: the connection ended in a reset"
         );
     }
+}
+
+/// `limits.max_subscriptions_per_client`: a subscription past the bound is refused with 0x97
+/// (3.1.1: 0x80) and counted; the filters the session holds stay, and re-subscribing one of
+/// them is no new subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_per_client_are_bounded() {
+    let broker = TestBroker::with(|c| c.limits.max_subscriptions_per_client = 3).await;
+    for version in [ProtocolVersion::V5, ProtocolVersion::V3_1_1] {
+        let mut client = RawClient::connect(broker.addr(), version, &client_id("subs")).await;
+        let codes = client
+            .subscribe_many(
+                &["s/1", "s/2", "s/3", "s/4", "$share/g/s/5"],
+                QoS::AtLeastOnce,
+            )
+            .await;
+        let refused = if version.is_v5() {
+            ReasonCode::QUOTA_EXCEEDED
+        } else {
+            ReasonCode(0x80)
+        };
+        assert_eq!(
+            codes,
+            vec![
+                ReasonCode::GRANTED_QOS_1,
+                ReasonCode::GRANTED_QOS_1,
+                ReasonCode::GRANTED_QOS_1,
+                refused,
+                refused
+            ],
+            "{version:?}"
+        );
+        assert_eq!(
+            client.subscribe_many(&["s/2"], QoS::AtMostOnce).await,
+            vec![ReasonCode::GRANTED_QOS_0],
+            "{version:?}: replacing a held subscription"
+        );
+        client.unsubscribe(&["s/1"]).await;
+        assert_eq!(
+            client.subscribe_many(&["s/4"], QoS::AtMostOnce).await,
+            vec![ReasonCode::GRANTED_QOS_0],
+            "{version:?}: room again after UNSUBSCRIBE"
+        );
+    }
+    assert_eq!(
+        sharq::broker::Stats::get(&broker.state().stats.subscription_quota_refused),
+        4
+    );
+}
+
+/// `limits.max_sessions`: persistent sessions past the bound are refused at CONNECT with 0x97
+/// (3.1.1: return code 3, Server unavailable) and counted; clean sessions and resuming a kept
+/// session are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_sessions_are_bounded() {
+    let broker = TestBroker::with(|c| c.limits.max_sessions = 2).await;
+    let mut kept = Vec::new();
+    for id in ["kept-1", "kept-2"] {
+        let (client, connack) =
+            RawClient::connect_with(broker.addr(), persistent_v5(id, true)).await;
+        assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
+        kept.push(client);
+    }
+    let (mut third, connack) =
+        RawClient::connect_with(broker.addr(), persistent_v5("kept-3", true)).await;
+    assert_eq!(connack.reason_code, ReasonCode::QUOTA_EXCEEDED);
+    third.expect_closed().await;
+    let mut v311 = ConnectOpts::new(ProtocolVersion::V3_1_1, "kept-311")
+        .persistent()
+        .packet();
+    v311.clean_start = false;
+    let (_, connack) = RawClient::connect_with(broker.addr(), v311).await;
+    assert_eq!(
+        connack.reason_code,
+        ReasonCode(0x88),
+        "3.1.1 return code 3 reads as 0x88"
+    );
+    // A clean session is no persistent session.
+    let _clean = RawClient::v5(broker.addr(), "clean-one").await;
+    // The kept ones resume.
+    for client in kept.drain(..) {
+        client.disconnect().await;
+    }
+    let (_again, connack) =
+        RawClient::connect_with(broker.addr(), persistent_v5("kept-1", false)).await;
+    assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
+    assert!(connack.session_present);
+    assert_eq!(
+        sharq::broker::Stats::get(&broker.state().stats.session_quota_refused),
+        2
+    );
 }

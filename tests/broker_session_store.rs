@@ -30,6 +30,7 @@ async fn broker_with(records: Vec<Record>) -> (TestBroker, tempfile::TempDir) {
                         disconnected_at_ms: None,
                         subscriptions: r.subscriptions,
                         will: None,
+                        owner: sharq::broker::owner::Owner::Anonymous,
                     },
                 )
             })

@@ -157,7 +157,7 @@ async fn certificate_common_name_is_the_username() {
     listener.use_identity_as_username = true;
     let broker = TestBroker::with(|config| {
         config.server.tls_listeners = vec![listener];
-        config.auth.allow_anonymous = false;
+        config.auth.allow_anonymous = Some(false);
         config
             .auth
             .users
@@ -203,6 +203,70 @@ async fn certificate_common_name_is_the_username() {
         assert_eq!(got.first(), Some(&0x20), "CONNACK expected, got {got:02x?}");
         // 20 LEN FLAGS CODE: the code is the fourth byte in both versions.
         assert_eq!(got.get(3), Some(&code), "{version:?}: {got:02x?}");
+    }
+}
+
+/// Session ownership with client certificates: a session made by the certificate with CN
+/// `device-7` cannot be opened by the certificate with CN `device-8` under the same client id
+/// (0x87; 3.1.1 return code 5), whether Clean Start is set or not, and `device-7` resumes it.
+#[tokio::test]
+async fn a_certificate_identity_owns_its_session() {
+    let mut pki = TestPki::new();
+    let (cert, key) = pki.server("server", "broker");
+    let (owner_cert, owner_key) = pki.client("owner", "device-7");
+    let (other_cert, other_key) = pki.client("other", "device-8");
+    let mut listener = tls_listener(&cert, &key);
+    listener.client_ca = Some(pki.ca_pem.clone());
+    listener.use_identity_as_username = true;
+    let broker = TestBroker::with(|config| {
+        config.server.tls_listeners = vec![listener];
+        config.auth.allow_anonymous = Some(false);
+    })
+    .await;
+    let addr = broker.broker.tls_addrs()[0];
+    for (version, not_authorized) in [(V5, 0x87u8), (V3_1_1, 0x05)] {
+        let id = format!("cert-owned-{version:?}");
+        let persistent = |clean_start: bool| {
+            let mut connect = ConnectOpts::new(version, &id).persistent().packet();
+            connect.clean_start = clean_start;
+            connect
+        };
+        let stream = tls_connect(addr, pki.client_config(Some((&owner_cert, &owner_key))))
+            .await
+            .unwrap();
+        let (mut owner, connack) = RawClient::over(stream, version)
+            .connect_as(persistent(false))
+            .await;
+        assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
+        owner.subscribe("dev/#", QoS::AtLeastOnce).await;
+        for clean_start in [false, true] {
+            let stream = tls_connect(addr, pki.client_config(Some((&other_cert, &other_key))))
+                .await
+                .unwrap();
+            let mut other = RawClient::over(stream, version);
+            other
+                .send(&sharq::packet::Packet::Connect(Box::new(persistent(
+                    clean_start,
+                ))))
+                .await;
+            let bytes = other.read_raw_until_closed(TIMEOUT).await;
+            assert_eq!(&bytes[..3], &[0x20, bytes[1], 0x00], "{bytes:02x?}");
+            assert_eq!(
+                bytes[3], not_authorized,
+                "{version:?} clean start {clean_start}"
+            );
+        }
+        // The owner's connection was not taken over.
+        owner.ping().await;
+        owner.disconnect().await;
+        let stream = tls_connect(addr, pki.client_config(Some((&owner_cert, &owner_key))))
+            .await
+            .unwrap();
+        let (_owner, connack) = RawClient::over(stream, version)
+            .connect_as(persistent(false))
+            .await;
+        assert_eq!(connack.reason_code, ReasonCode::SUCCESS);
+        assert!(connack.session_present, "{version:?}");
     }
 }
 

@@ -240,3 +240,91 @@ fn paho_over_ws_and_wss() {
         ],
     );
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Upgrades a raw TCP socket to WebSocket by hand, so the test can then write frames byte by
+/// byte as an attacker would.
+async fn raw_ws_upgrade(addr: SocketAddr) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /mqtt HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: mqtt\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(TIMEOUT, tcp.read(&mut byte))
+            .await
+            .expect("no upgrade response")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "closed during the upgrade: {:?}",
+            String::from_utf8_lossy(&response)
+        );
+        response.push(byte[0]);
+    }
+    assert!(
+        response.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    tcp
+}
+
+/// Before CONNECT, a WebSocket may make the broker buffer no more than one packet of
+/// `limits.max_packet_size` (plus framing). Three sockets that never send CONNECT each push
+/// one 47 MiB binary frame; the broker refuses each at its header and closes, and its memory
+/// stays flat. It used to accept messages up to 64 MiB whatever the packet limit, and RSS grew
+/// by about 141 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_frame_before_connect_is_refused_at_its_header() {
+    use tokio::io::AsyncWriteExt;
+    let broker = SpawnedBroker::with_config(&format!(
+        "{EPHEMERAL_CONFIG}[[server.ws_listeners]]\naddress = \"127.0.0.1:0\"\npath = \"/mqtt\"\n\
+         [limits]\nmax_packet_size = 1048576\n"
+    ));
+    let addr = broker.listening("ws");
+    let before = rss_kib(broker.pid());
+    const FRAME: u64 = 47 << 20;
+    let chunk = vec![0u8; 64 * 1024];
+    let mut sockets = Vec::new();
+    let mut sent_total = 0u64;
+    for _ in 0..3 {
+        let mut tcp = raw_ws_upgrade(addr).await;
+        // FIN + binary; masked (as every client frame must be), 64-bit length; mask 0.
+        let mut header = vec![0x82, 0x80 | 127];
+        header.extend_from_slice(&FRAME.to_be_bytes());
+        header.extend_from_slice(&[0, 0, 0, 0]);
+        tcp.write_all(&header).await.unwrap();
+        let mut sent = 0u64;
+        while sent < FRAME {
+            match tokio::time::timeout(TIMEOUT, tcp.write_all(&chunk)).await {
+                Ok(Ok(())) => sent += chunk.len() as u64,
+                // Closed by the broker, or it stopped reading: either way it holds no more.
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        sent_total += sent;
+        sockets.push(tcp);
+    }
+    let grown = rss_kib(broker.pid()).saturating_sub(before);
+    assert!(
+        grown < 16 * 1024,
+        "RSS grew by {grown} KiB after {sent_total} bytes of frames before CONNECT"
+    );
+    drop(sockets);
+    assert_broker_alive(broker.listening("tcp")).await;
+}

@@ -211,6 +211,7 @@ async fn a_stored_colon_subscription_restores_by_the_setting_at_start() {
                     disconnected_at_ms: None,
                     subscriptions: vec![(COLON.into(), sub_options(QoS::AtLeastOnce), None)],
                     will: None,
+                    owner: sharq::broker::owner::Owner::Anonymous,
                 },
             )],
         );

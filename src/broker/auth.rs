@@ -67,6 +67,7 @@ pub struct ConfigAuthenticator {
 
 impl ConfigAuthenticator {
     /// From `[auth]` without reading `password_file` (the config's clear-text users only).
+    /// `allow_anonymous` must be resolved (`Config::resolved_auth`).
     pub fn new(config: &AuthConfig) -> ConfigAuthenticator {
         let users = config
             .users
@@ -81,7 +82,8 @@ impl ConfigAuthenticator {
             })
             .collect();
         ConfigAuthenticator {
-            allow_anonymous: config.allow_anonymous,
+            // Unset only in a config not resolved by `Config::resolved_auth`: the safe answer.
+            allow_anonymous: config.allow_anonymous.unwrap_or(false),
             check_users: !config.users.is_empty(),
             users,
         }
@@ -157,7 +159,7 @@ mod tests {
 
     fn config(allow_anonymous: bool, users: &[(&str, &str)]) -> ConfigAuthenticator {
         ConfigAuthenticator::new(&AuthConfig {
-            allow_anonymous,
+            allow_anonymous: Some(allow_anonymous),
             password_file: Default::default(),
             users: users
                 .iter()
@@ -225,7 +227,7 @@ mod tests {
         )
         .unwrap();
         let mut config = AuthConfig {
-            allow_anonymous: true,
+            allow_anonymous: Some(true),
             password_file: PathBuf::from("pw"),
             users: [
                 ("carol".to_owned(), "from-config".to_owned()),

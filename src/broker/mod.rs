@@ -29,6 +29,7 @@ pub mod events;
 mod handle;
 pub(crate) mod log_limit;
 pub mod net;
+pub mod owner;
 mod recover;
 pub mod routing;
 pub mod session;
@@ -64,6 +65,7 @@ use log_limit::LogLimit;
 use net::admission::Admission;
 use net::listener::{Kind, Listener};
 use net::tls::{ReloadableTls, TlsError, TlsFiles};
+use owner::Owner;
 use routing::delivery::{self, Delivery, QueueLimits};
 use routing::message::Message;
 use routing::retain::{RetainLimits, RetainStore, Retained};
@@ -113,6 +115,9 @@ pub struct BrokerState {
     pub(crate) auth_failure_log: LogLimit,
     /// Likewise for failed TLS handshakes and WebSocket upgrades.
     handshake_log: LogLimit,
+    /// Likewise for CONNECTs refused a session: another identity's client id, or over
+    /// `limits.max_sessions`.
+    pub(crate) session_refusal_log: LogLimit,
     /// The TLS settings of every TLS and wss listener, in config order (TLS, then wss): what
     /// a reload reads again. Each holds its `ServerConfig` in an `ArcSwap`, without a lock.
     certificates: Vec<Arc<ReloadableTls>>,
@@ -150,7 +155,7 @@ impl Broker {
             );
         }
         // Hashing (SCRAM keys of clear-text users) and file I/O: off the async workers.
-        let auth_config = config.auth.clone();
+        let auth_config = config.resolved_auth();
         let auth_base = config.base_dir.clone();
         let authenticator = tokio::task::spawn_blocking(move || {
             ConfigAuthenticator::load(&auth_config, auth_base.as_deref())
@@ -229,6 +234,7 @@ impl Broker {
             refusal_log: LogLimit::new(Duration::from_secs(1)),
             auth_failure_log: LogLimit::new(Duration::from_secs(1)),
             handshake_log: LogLimit::new(Duration::from_secs(1)),
+            session_refusal_log: LogLimit::new(Duration::from_secs(1)),
             certificates,
             listeners: RwLock::default(),
             me: me.clone(),
@@ -408,7 +414,8 @@ impl BrokerState {
     /// file) and puts it in force. On error the current one stays. Slow: call it off the async
     /// workers.
     pub fn reload_auth(&self, config: &Config) -> Result<usize, AuthError> {
-        let authenticator = ConfigAuthenticator::load(&config.auth, config.base_dir.as_deref())?;
+        let authenticator =
+            ConfigAuthenticator::load(&config.resolved_auth(), config.base_dir.as_deref())?;
         let users = authenticator.user_count();
         self.set_authenticator(Arc::new(authenticator));
         Ok(users)
@@ -706,36 +713,76 @@ impl BrokerState {
         self.sessions.lock().len()
     }
 
-    /// Finds the session to resume for `client_id`, or makes a new one. With `clean_start`
-    /// any existing session is ended first. Returns the session, whether it was resumed
-    /// (Session Present), and the session that was discarded, if any.
+    /// Finds the session `claimant` resumes under `client_id`, or makes a new one it owns.
+    /// With `clean_start` any existing session is ended first. Refused, with nothing touched,
+    /// when the existing session belongs to another identity, or when a new persistent session
+    /// would go past `limits.max_sessions`.
     pub fn open_session(
         &self,
         client_id: &ByteString,
+        claimant: &Owner,
         clean_start: bool,
         expiry: u32,
-    ) -> OpenedSession {
+    ) -> Result<OpenedSession, SessionRefused> {
         let mut sessions = self.sessions.lock();
-        if let Some(existing) = sessions.get(client_id) {
-            if !clean_start && !existing.is_ended() {
+        let existing = sessions.get(client_id).filter(|s| !s.is_ended());
+        if let Some(existing) = existing {
+            if !clean_start {
                 // Under the registry's lock, like the expiry's check-and-end: either the
                 // expiry ended it first (and it reads as ended here) or it sees this claim.
-                existing.claim();
-                return OpenedSession {
+                if !existing.claim(claimant) {
+                    return Err(SessionRefused::NotOwner(existing.owner()));
+                }
+                return Ok(OpenedSession {
                     session: existing.clone(),
                     present: true,
                     discarded: None,
-                };
+                });
+            }
+            if !existing.admits(claimant) {
+                return Err(SessionRefused::NotOwner(existing.owner()));
             }
         }
+        let max_sessions = self.config.limits.max_sessions;
+        if expiry > 0 && max_sessions > 0 && sessions.len() >= max_sessions {
+            // Counted only near the bound: below it the registry's size is proof enough.
+            let replaced = existing.map(Arc::as_ptr);
+            let persistent = sessions
+                .values()
+                .filter(|s| Some(Arc::as_ptr(s)) != replaced && s.expiry_interval() > 0)
+                .count();
+            if persistent >= max_sessions {
+                return Err(SessionRefused::Quota);
+            }
+        }
+        Ok(self.insert_new_session(&mut sessions, client_id, claimant.clone(), expiry))
+    }
+
+    /// Registers a new session under `client_id`, in place of any registered one (returned as
+    /// discarded).
+    fn insert_new_session(
+        &self,
+        sessions: &mut HashMap<ByteString, Arc<Session>>,
+        client_id: &ByteString,
+        owner: Owner,
+        expiry: u32,
+    ) -> OpenedSession {
         let id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
-        let session = Session::new(id, client_id.clone(), expiry, self.journal.clone());
+        let session = Session::new(id, client_id.clone(), owner, expiry, self.journal.clone());
         let discarded = sessions.insert(client_id.clone(), session.clone());
         OpenedSession {
             session,
             present: false,
             discarded,
         }
+    }
+
+    /// Registers a session read back from the store: outside every bound, as it was accepted
+    /// before the restart.
+    fn restore_session(&self, client_id: &ByteString, owner: Owner, expiry: u32) -> Arc<Session> {
+        let mut sessions = self.sessions.lock();
+        self.insert_new_session(&mut sessions, client_id, owner, expiry)
+            .session
     }
 
     /// Ends a session: removes it from the registry (if it is still the registered one), its
@@ -1075,4 +1122,25 @@ pub struct OpenedSession {
     pub session: Arc<Session>,
     pub present: bool,
     pub discarded: Option<Arc<Session>>,
+}
+
+/// Why [`BrokerState::open_session`] refused a CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionRefused {
+    /// The session under that client id belongs to another identity (this one).
+    #[error("the client id's session belongs to another identity ({})", .0.describe())]
+    NotOwner(Owner),
+    /// A new persistent session would go past `limits.max_sessions`.
+    #[error("limits.max_sessions persistent sessions are kept already")]
+    Quota,
+}
+
+impl SessionRefused {
+    /// The CONNACK reason code (3.1.1 clients read its nearest return code).
+    pub fn reason_code(&self) -> ReasonCode {
+        match self {
+            SessionRefused::NotOwner(_) => ReasonCode::NOT_AUTHORIZED,
+            SessionRefused::Quota => ReasonCode::QUOTA_EXCEEDED,
+        }
+    }
 }

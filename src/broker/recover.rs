@@ -129,9 +129,7 @@ impl BrokerState {
                 u32::try_from(left).unwrap_or(u32::MAX)
             };
             let id = ByteString::from(client_id.as_str());
-            let session = self
-                .open_session(&id, false, record.expiry_interval)
-                .session;
+            let session = self.restore_session(&id, record.owner.clone(), record.expiry_interval);
             session.restore_record(record.will.clone(), offline_since);
             self.restore_subscriptions(&session, record.subscriptions);
             let restored = Restored {

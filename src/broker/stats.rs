@@ -53,6 +53,14 @@ pub struct Stats {
     /// Logins refused by authentication: wrong or unknown credentials, anonymous where it is
     /// not allowed, failed SCRAM exchanges and re-authentications.
     pub auth_failed: AtomicU64,
+    /// CONNECTs refused because the client id's session belongs to another identity.
+    pub session_owner_refused: AtomicU64,
+    /// CONNECTs refused because a new persistent session would pass `limits.max_sessions`.
+    pub session_quota_refused: AtomicU64,
+    /// CONNECTs refused because `auth.client_id_pattern` does not allow the client id.
+    pub client_id_refused: AtomicU64,
+    /// Subscriptions refused because the session holds `limits.max_subscriptions_per_client`.
+    pub subscription_quota_refused: AtomicU64,
     pub messages_received: AtomicU64,
     pub messages_sent: AtomicU64,
     pub bytes_received: AtomicU64,

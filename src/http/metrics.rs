@@ -135,6 +135,28 @@ fn encode_broker(
         MetricType::Counter,
         &one(get(&stats.auth_failed)),
     )?;
+    let connects_refused: Vec<(Labels, Value)> = [
+        ("not_owner", &stats.session_owner_refused),
+        ("session_quota", &stats.session_quota_refused),
+        ("client_id_pattern", &stats.client_id_refused),
+    ]
+    .into_iter()
+    .map(|(reason, count)| (vec![("reason", reason.to_owned())], Value::Int(get(count))))
+    .collect();
+    family(
+        encoder,
+        "sharq_connects_refused",
+        "CONNECTs refused after authentication, by reason: the client id's session belongs to another identity, limits.max_sessions, auth.client_id_pattern.",
+        MetricType::Counter,
+        &connects_refused,
+    )?;
+    family(
+        encoder,
+        "sharq_subscriptions_refused",
+        "Subscriptions refused with 0x97 because the session holds limits.max_subscriptions_per_client.",
+        MetricType::Counter,
+        &one(get(&stats.subscription_quota_refused)),
+    )?;
     family(
         encoder,
         "sharq_acl_denied",

@@ -13,8 +13,11 @@ use crate::topic::validate_topic_name;
 use crate::broker::net::connection::{Client, Connection};
 use crate::broker::net::error::ConnectionError;
 use crate::broker::net::topic_alias::OutgoingAliases;
+use crate::broker::owner::Owner;
 use crate::broker::session::will;
 use crate::broker::shared::Redelivery;
+use crate::broker::SessionRefused;
+use crate::client_id_pattern::ClientIdPattern;
 
 /// Largest packet the spec allows; the default for a client that states no Maximum Packet Size.
 const SPEC_MAX_PACKET_SIZE: u32 = 268_435_460;
@@ -38,18 +41,38 @@ impl Connection {
             .map(ByteString::from)
             .or_else(|| connect.username.clone());
         let config = &self.broker.config;
+        let pattern = config
+            .auth
+            .client_id_pattern
+            .as_deref()
+            .and_then(|p| ClientIdPattern::parse(p).ok());
+        let username = self.username.as_deref();
         let mut assigned_client_identifier = None;
         let client_id = if connect.client_id.is_empty() {
             // 3.1.1 allows an empty id only with a clean session [MQTT-3.1.3-7].
             if !v5 && !connect.clean_start {
                 return Ok(self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID));
             }
-            let id = ByteString::from(format!("sharq-{:016x}", rand::random::<u64>()));
+            let unique = format!("{:016x}", rand::random::<u64>());
+            let id = match &pattern {
+                None => format!("sharq-{unique}"),
+                Some(pattern) => match pattern.assign(username, &unique) {
+                    Some(id) => id,
+                    None => return Ok(self.refuse_client_id(&connect.client_id)),
+                },
+            };
+            let id = ByteString::from(id);
             if v5 {
                 assigned_client_identifier = Some(id.clone());
             }
             id
         } else {
+            if pattern
+                .as_ref()
+                .is_some_and(|p| !p.allows(username, &connect.client_id))
+            {
+                return Ok(self.refuse_client_id(&connect.client_id));
+            }
             connect.client_id.clone()
         };
         if let Some(will) = &connect.will {
@@ -66,9 +89,15 @@ impl Connection {
             u32::MAX
         };
         let expiry = requested_expiry.min(config.session.max_expiry_secs);
-        let opened = self
-            .broker
-            .open_session(&client_id, connect.clean_start, expiry);
+        let claimant = Owner::of(self.username.as_ref());
+        let opened =
+            match self
+                .broker
+                .open_session(&client_id, &claimant, connect.clean_start, expiry)
+            {
+                Ok(opened) => opened,
+                Err(refused) => return Ok(self.refuse_session(&client_id, &claimant, &refused)),
+            };
         if let Some(discarded) = opened.discarded {
             // Clean Start over an existing session: that session ends here, and its connection,
             // if any, is taken over.
@@ -121,7 +150,6 @@ impl Connection {
                 will::publish(&self.broker, &session, previous_will);
             }
         }
-        session.set_username(self.username.clone());
         let attached = session.attach(
             self.version,
             window,
@@ -198,6 +226,39 @@ impl Connection {
         // A member coming online may take messages its groups kept while nobody could.
         self.broker.drain_groups_of(&session);
         Ok(true)
+    }
+
+    /// Refuses a client id that `[auth] client_id_pattern` does not allow this client.
+    fn refuse_client_id(&mut self, client_id: &str) -> bool {
+        self.broker
+            .stats
+            .client_id_refused
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = self.broker.session_refusal_log.allow() {
+            tracing::info!(client_id, username = %self.username.as_deref().unwrap_or(""), listener = %self.listener, peer = %self.peer, suppressed, "connection refused: client id not allowed by auth.client_id_pattern");
+        }
+        self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID)
+    }
+
+    /// Refuses a CONNECT the session registry turned down: the client id's session is another
+    /// identity's, or a new persistent session would pass `limits.max_sessions`. The session
+    /// and any connection it has are left as they are.
+    fn refuse_session(
+        &mut self,
+        client_id: &str,
+        claimant: &Owner,
+        refused: &SessionRefused,
+    ) -> bool {
+        let stats = &self.broker.stats;
+        match refused {
+            SessionRefused::NotOwner(_) => &stats.session_owner_refused,
+            SessionRefused::Quota => &stats.session_quota_refused,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = self.broker.session_refusal_log.allow() {
+            tracing::info!(client_id, username = %claimant.describe(), listener = %self.listener, peer = %self.peer, reason = %refused, suppressed, "connection refused");
+        }
+        self.refuse(refused.reason_code())
     }
 
     /// Writes a refusing CONNACK; the connection closes after it.

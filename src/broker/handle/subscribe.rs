@@ -23,6 +23,7 @@ impl Connection {
     pub(crate) fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), ConnectionError> {
         let session = self.session()?;
         let max_levels = self.broker.config.limits.max_topic_levels;
+        let max_subscriptions = self.broker.config.limits.max_subscriptions_per_client;
         let syntax = self.broker.share_syntax();
         let identifier = subscribe.properties.subscription_identifier;
         // A member may state its relative weight for weighted strategies.
@@ -66,6 +67,15 @@ impl Connection {
                 }
             }
             let key = stored_name(&requested.filter, &parsed);
+            if !session.has_room_for_subscription(&key, max_subscriptions) {
+                self.broker
+                    .stats
+                    .subscription_quota_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(client_id = %session.client_id, filter = %requested.filter, "subscription refused: limits.max_subscriptions_per_client");
+                reason_codes.push(ReasonCode::QUOTA_EXCEEDED);
+                continue;
+            }
             let stored = StoredSubscription {
                 options,
                 identifier,

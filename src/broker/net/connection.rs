@@ -48,6 +48,10 @@ const MAX_PUBLISHES_PER_ROUND: usize = 256;
 /// Write buffer capacity a connection may keep after a flush; a larger one (grown by a burst)
 /// is released so that a quiet connection does not pin it.
 const MAX_IDLE_WRITE_BUF: usize = 64 * 1024;
+/// The packet type of CONNECT, the high nibble of its first byte.
+const CONNECT_PACKET_TYPE: u8 = 1;
+/// How long a client with keep-alive off may take to finish a packet it has started.
+const PARTIAL_PACKET_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bounds of the adaptive read size (see `main_loop`).
 const MIN_READ_SIZE: usize = 4096;
 const MAX_READ_SIZE: usize = 64 * 1024;
@@ -198,6 +202,15 @@ impl Connection {
         let timeout = Duration::from_secs(self.broker.config.limits.connect_timeout_secs);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            // Only a CONNECT may come first: anything else is refused at its first byte,
+            // before the broker buffers a packet it will never accept.
+            if self
+                .read_buf
+                .first()
+                .is_some_and(|&b| b >> 4 != CONNECT_PACKET_TYPE)
+            {
+                return Err(DecodeError::NotConnect.into());
+            }
             match self.decoder.frame_len(&self.read_buf) {
                 Ok(Some(size)) => {
                     // The session keeps the CONNECT's strings (client id, will, username) for
@@ -206,6 +219,9 @@ impl Connection {
                     // rather than a read block. One copy, however the bytes arrived.
                     let mut frame = BytesMut::from(&self.read_buf[..size]);
                     self.read_buf.advance(size);
+                    // Read before decoding, which consumes the frame even when it fails: a
+                    // refusal needs to know which protocol to answer in.
+                    let level = peek_connect_level(&frame);
                     return match self.decoder.decode(&mut frame) {
                         Ok(Some(Packet::Connect(mut connect))) => {
                             self.version = connect.protocol;
@@ -237,15 +253,16 @@ impl Connection {
                         }
                         Ok(_) => Err(DecodeError::NotConnect.into()),
                         Err(e) => {
-                            self.refuse_bad_connect(&e, &frame);
+                            self.refuse_bad_connect(&e, level);
                             Err(e.into())
                         }
                     };
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let received = std::mem::take(&mut self.read_buf);
-                    self.refuse_bad_connect(&e, &received);
+                    let level = peek_connect_level(&self.read_buf);
+                    self.read_buf = BytesMut::new();
+                    self.refuse_bad_connect(&e, level);
                     return Err(e.into());
                 }
             }
@@ -291,17 +308,15 @@ impl Connection {
 
     /// Answers an unreadable CONNECT with a CONNACK where the spec allows one: 0x84 for an
     /// unknown protocol (in the 3.1.1 format every client reads), the decode error's code for a
-    /// v5 CONNECT whose level byte we could read. `received` holds the CONNECT's bytes.
-    fn refuse_bad_connect(&mut self, error: &DecodeError, received: &[u8]) {
+    /// v5 CONNECT whose level byte we could read (`level`, read before decoding).
+    fn refuse_bad_connect(&mut self, error: &DecodeError, level: Option<u8>) {
         let (version, code) = match error {
             DecodeError::UnsupportedProtocol(_) => (
                 ProtocolVersion::V3_1_1,
                 ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
             ),
             DecodeError::NotConnect => return,
-            other if peek_connect_level(received) == Some(5) => {
-                (ProtocolVersion::V5, other.reason_code())
-            }
+            other if level == Some(5) => (ProtocolVersion::V5, other.reason_code()),
             _ => return,
         };
         let connack = Packet::ConnAck(ConnAck {
@@ -327,13 +342,16 @@ impl Connection {
             None => return Ok(End::Refused),
         };
         let mut committed = self.broker.journal.as_ref().map(|j| j.watch());
-        let keep_alive = self.keep_alive.map(|k| k.mul_f32(1.5));
-        let far_future = Duration::from_secs(100 * 365 * 24 * 3600);
-        let keep_alive_timer = tokio::time::sleep(keep_alive.unwrap_or(far_future));
+        // Both clocks count whole packets, never bytes [MQTT-3.1.2-24]: a client trickling a
+        // packet a byte at a time must not hold its connection (and a growing buffer) forever.
+        let mut quiet = QuietDeadline::new(self.keep_alive);
+        let keep_alive_timer = tokio::time::sleep_until(quiet.deadline());
         tokio::pin!(keep_alive_timer);
         // Packets that came in the same reads as CONNECT: handle them now, not when more
         // bytes happen to arrive (a client may send nothing more until it gets its SUBACK).
-        self.process_input()?;
+        let handled = self.process_input()?;
+        quiet.after_input(handled, !self.read_buf.is_empty());
+        keep_alive_timer.as_mut().reset(quiet.deadline());
         if let Some(reason) = self.disconnect_received {
             return Ok(End::Disconnected(reason));
         }
@@ -404,10 +422,10 @@ impl Connection {
                         Err(e) => return Err(e.into()),
                     };
                     self.broker.stats.bytes_received.fetch_add(read as u64, Ordering::Relaxed);
-                    if let Some(timeout) = keep_alive {
-                        keep_alive_timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+                    let handled = self.process_input()?;
+                    if quiet.after_input(handled, !self.read_buf.is_empty()) {
+                        keep_alive_timer.as_mut().reset(quiet.deadline());
                     }
-                    self.process_input()?;
                     if let Some(reason) = self.disconnect_received {
                         return Ok(End::Disconnected(reason));
                     }
@@ -468,16 +486,18 @@ impl Connection {
         }
     }
 
-    /// Decodes and handles every whole packet in the read buffer.
-    fn process_input(&mut self) -> Result<(), ConnectionError> {
+    /// Decodes and handles every whole packet in the read buffer; returns how many.
+    fn process_input(&mut self) -> Result<usize, ConnectionError> {
+        let mut handled = 0;
         while let Some(packet) = self.decoder.decode(&mut self.read_buf)? {
             tracing::trace!(listener = %self.listener, peer = %self.peer, packet = packet.name(), "received");
+            handled += 1;
             self.handle_packet(packet)?;
             if self.disconnect_received.is_some() {
                 break;
             }
         }
-        Ok(())
+        Ok(handled)
     }
 
     fn handle_packet(&mut self, packet: Packet) -> Result<(), ConnectionError> {
@@ -689,6 +709,56 @@ impl Connection {
     }
 }
 
+/// When a connection that sent no whole packet for too long is closed: 1.5 × its keep-alive
+/// after its last whole packet [MQTT-3.1.2-24], and, with keep-alive off, [`PARTIAL_PACKET_TIMEOUT`]
+/// after a packet started arriving without being finished.
+#[derive(Debug)]
+struct QuietDeadline {
+    keep_alive: Option<Duration>,
+    last_packet: tokio::time::Instant,
+    partial_since: Option<tokio::time::Instant>,
+    /// The deadline when nothing is due: fixed, so that an unchanged deadline compares equal.
+    never: tokio::time::Instant,
+}
+
+impl QuietDeadline {
+    fn new(keep_alive: Option<Duration>) -> QuietDeadline {
+        let now = tokio::time::Instant::now();
+        QuietDeadline {
+            keep_alive: keep_alive.map(|k| k.mul_f32(1.5)),
+            last_packet: now,
+            partial_since: None,
+            never: now + Duration::from_secs(100 * 365 * 24 * 3600),
+        }
+    }
+
+    /// Notes a read that completed `packets` whole packets and left a packet unfinished or
+    /// not; true if the deadline moved.
+    fn after_input(&mut self, packets: usize, unfinished: bool) -> bool {
+        let now = tokio::time::Instant::now();
+        let before = self.deadline();
+        if packets > 0 {
+            self.last_packet = now;
+            self.partial_since = None;
+        }
+        if !unfinished {
+            self.partial_since = None;
+        } else if self.partial_since.is_none() {
+            self.partial_since = Some(now);
+        }
+        self.deadline() != before
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        match self.keep_alive {
+            Some(timeout) => self.last_packet + timeout,
+            None => self
+                .partial_since
+                .map_or(self.never, |since| since + PARTIAL_PACKET_TIMEOUT),
+        }
+    }
+}
+
 fn pop_committed(held: &mut VecDeque<(u64, Packet)>, committed: u64) -> Option<(u64, Packet)> {
     if held.front().is_some_and(|(point, _)| *point <= committed) {
         held.pop_front()
@@ -736,6 +806,36 @@ mod tests {
     /// The connection task's future is allocated per connection and lives as long as it: at
     /// 10k idle connections every KiB here is 10 MiB. It was 5.6 KiB with a 4 KiB drain buffer
     /// inline (issue #15).
+    #[test]
+    fn only_whole_packets_put_the_deadline_off() {
+        let mut quiet = QuietDeadline::new(Some(Duration::from_secs(2)));
+        let first = quiet.deadline();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            !quiet.after_input(0, true),
+            "a byte of a packet is no packet"
+        );
+        assert_eq!(quiet.deadline(), first);
+        assert!(quiet.after_input(1, false));
+        assert!(quiet.deadline() > first);
+    }
+
+    #[test]
+    fn without_keep_alive_a_started_packet_has_a_deadline() {
+        let mut quiet = QuietDeadline::new(None);
+        let idle = quiet.deadline();
+        assert!(idle > tokio::time::Instant::now() + Duration::from_secs(3600));
+        assert!(!quiet.after_input(2, false), "idle between whole packets");
+        assert!(quiet.after_input(0, true));
+        let started = quiet.deadline();
+        assert!(started <= tokio::time::Instant::now() + PARTIAL_PACKET_TIMEOUT);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!quiet.after_input(0, true), "more bytes of the same packet");
+        assert_eq!(quiet.deadline(), started);
+        assert!(quiet.after_input(1, false));
+        assert_eq!(quiet.deadline(), idle);
+    }
+
     #[test]
     fn connection_future_stays_small() {
         let size = output_size(run);

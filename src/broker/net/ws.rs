@@ -43,17 +43,32 @@ impl<S> WsStream<S> {
 }
 
 /// Settings for a server-side WebSocket carrying MQTT packets of up to `max_packet_size`.
+///
+/// tungstenite holds a whole message (all its frames) before handing any of it over, so the
+/// message and frame bounds are what a socket can make the broker buffer, before CONNECT as
+/// after: one packet of the largest size we accept, and the few bytes a client library may
+/// add around it. A message holding several packets must fit the same bound.
 pub fn server_config(max_packet_size: u32) -> WebSocketConfig {
     // tungstenite allocates its read buffer eagerly: keep it small, as an idle connection
     // should cost little; large messages still grow it as needed. Writes go out when the
     // connection flushes, which it does after every batch.
-    let max_message = (max_packet_size as usize).saturating_add(16).max(64 << 20);
+    let max_message = max_ws_message_size(max_packet_size);
     WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
 }
+
+/// The largest WebSocket message (and frame) accepted: `max_packet_size` plus a little room
+/// for framing. A larger one closes the connection (WebSocket close code 1009).
+pub fn max_ws_message_size(max_packet_size: u32) -> usize {
+    (max_packet_size as usize).saturating_add(WS_MESSAGE_SLACK)
+}
+
+/// Room above `limits.max_packet_size` in a WebSocket message: the largest MQTT fixed header
+/// is 5 bytes; the rest is margin for clients that pad.
+const WS_MESSAGE_SLACK: usize = 64;
 
 /// What to answer a client's Sec-WebSocket-Protocol with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,7 @@ use crate::packet::{
     Ack, LastWill, Packet, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionOptions,
 };
 
+use crate::broker::owner::Owner;
 use crate::broker::routing::delivery::{
     CopyTally, Delivery, Enqueued, GroupId, Mailbox, QueueLimits,
 };
@@ -209,14 +210,16 @@ struct SessionState {
     spill: Spill,
     /// The session has a record in the store (it is, or was, persistent): its end removes it.
     on_disk: bool,
-    /// The username its last connection authenticated with: its will is sent under it.
-    username: Option<ByteString>,
+    /// The identity that created it; the only one that may resume or replace it, and the
+    /// username its will is published under.
+    owner: Owner,
 }
 
 impl Session {
     pub fn new(
         id: SessionId,
         client_id: ByteString,
+        owner: Owner,
         expiry_interval: u32,
         journal: Option<Arc<Journal>>,
     ) -> Arc<Session> {
@@ -230,6 +233,7 @@ impl Session {
             state: Mutex::new(SessionState {
                 expiry_interval,
                 next_packet_id: 1,
+                owner,
                 ..SessionState::default()
             }),
         })
@@ -253,6 +257,7 @@ impl Session {
                     .map(|(filter, sub)| (filter.to_string(), sub.options, sub.identifier))
                     .collect(),
                 will: state.stored_will.clone(),
+                owner: state.owner.clone(),
             });
         }
     }
@@ -746,6 +751,13 @@ impl Session {
         self.lock().subscriptions.len()
     }
 
+    /// Whether one more subscription under `filter` stays within `max` (0: no bound); a
+    /// filter the session holds already only replaces its subscription.
+    pub fn has_room_for_subscription(&self, filter: &str, max: usize) -> bool {
+        let state = self.lock();
+        max == 0 || state.subscriptions.len() < max || state.subscriptions.contains_key(filter)
+    }
+
     pub fn expiry_interval(&self) -> u32 {
         self.lock().expiry_interval
     }
@@ -755,12 +767,13 @@ impl Session {
         self.change_expiry(&mut state, secs);
     }
 
-    pub fn set_username(&self, username: Option<ByteString>) {
-        self.lock().username = username;
+    /// The username its will is published under: its owner's.
+    pub fn username(&self) -> Option<ByteString> {
+        self.lock().owner.username().cloned()
     }
 
-    pub fn username(&self) -> Option<ByteString> {
-        self.lock().username.clone()
+    pub fn owner(&self) -> Owner {
+        self.lock().owner.clone()
     }
 
     /// Takes the will, e.g. because the connection ended abnormally, or drops it on a normal
@@ -819,10 +832,23 @@ impl Session {
         Some(self.end_locked(&mut state))
     }
 
-    /// Marks a resumption under way, before its connection attaches: an expiry or a delayed
-    /// will armed for an earlier connection sees a newer generation and stands down.
-    pub fn claim(&self) {
-        self.lock().generation += 1;
+    /// Marks a resumption by `claimant` under way, before its connection attaches: an expiry
+    /// or a delayed will armed for an earlier connection sees a newer generation and stands
+    /// down. False, and nothing changes, if `claimant` is not the session's owner; a session
+    /// whose owner was not recorded becomes `claimant`'s (its record says so from the attach).
+    pub fn claim(&self, claimant: &Owner) -> bool {
+        let mut state = self.lock();
+        if !state.owner.admits(claimant) {
+            return false;
+        }
+        state.owner = claimant.clone();
+        state.generation += 1;
+        true
+    }
+
+    /// Whether `claimant` may resume or replace this session.
+    pub fn admits(&self, claimant: &Owner) -> bool {
+        self.lock().owner.admits(claimant)
     }
 
     /// Tells the attached connection, if any, to close with `reason`.
@@ -1194,7 +1220,7 @@ mod tests {
 
     #[test]
     fn full_queue_drops_oldest_qos0_first_then_refuses() {
-        let session = Session::new(1, ByteString::from("c"), 0, None);
+        let session = Session::new(1, ByteString::from("c"), Owner::Anonymous, 0, None);
         assert_eq!(
             session.enqueue(delivery(b"a", QoS::AtMostOnce, None), LIMITS),
             Enqueued::Queued
@@ -1237,7 +1263,7 @@ mod tests {
 
     #[test]
     fn inflight_window_limits_qos1_and_ack_frees_a_slot() {
-        let session = Session::new(1, ByteString::from("c"), 0, None);
+        let session = Session::new(1, ByteString::from("c"), Owner::Anonymous, 0, None);
         let attached = online(&session, 2);
         for p in [&b"1"[..], &b"2"[..], &b"3"[..]] {
             session.enqueue(delivery(p, QoS::AtLeastOnce, None), LIMITS);
@@ -1278,7 +1304,7 @@ mod tests {
 
     #[test]
     fn resume_resends_inflight_in_order_with_dup() {
-        let session = Session::new(1, ByteString::from("c"), 60, None);
+        let session = Session::new(1, ByteString::from("c"), Owner::Anonymous, 60, None);
         let attached = online(&session, 10);
         session.enqueue(delivery(b"1", QoS::AtLeastOnce, None), LIMITS);
         session.enqueue(delivery(b"2", QoS::ExactlyOnce, None), LIMITS);
@@ -1316,7 +1342,7 @@ mod tests {
     #[test]
     fn detach_returns_shared_qos1_inflight_then_queued_and_keeps_qos2() {
         let group: GroupId = 7;
-        let session = Session::new(1, ByteString::from("c"), 60, None);
+        let session = Session::new(1, ByteString::from("c"), Owner::Anonymous, 60, None);
         let attached = online(&session, 2);
         session.enqueue(
             delivery(b"q1-inflight", QoS::AtLeastOnce, Some(group)),
@@ -1368,7 +1394,7 @@ mod tests {
     #[test]
     fn stale_connection_ack_cannot_complete_the_new_connections_message() {
         let group: GroupId = 7;
-        let session = Session::new(1, ByteString::from("c"), 60, None);
+        let session = Session::new(1, ByteString::from("c"), Owner::Anonymous, 60, None);
         let old = online(&session, 10);
         session.enqueue(delivery(b"first", QoS::AtLeastOnce, Some(group)), LIMITS);
         let mut out = Vec::new();
@@ -1406,12 +1432,33 @@ mod tests {
     }
 
     #[test]
+    fn only_the_owner_claims_and_an_unrecorded_owner_is_adopted() {
+        let alice = Owner::User(ByteString::from("alice"));
+        let bob = Owner::User(ByteString::from("bob"));
+        let session = Session::new(1, ByteString::from("c"), alice.clone(), 60, None);
+        let generation = session.generation();
+        assert!(!session.claim(&bob));
+        assert!(!session.claim(&Owner::Anonymous));
+        assert_eq!(
+            session.generation(),
+            generation,
+            "a refused claim changes nothing"
+        );
+        assert!(session.claim(&alice));
+        let legacy = Session::new(2, ByteString::from("d"), Owner::Unrecorded, 60, None);
+        assert!(legacy.claim(&bob));
+        assert_eq!(legacy.owner(), bob);
+        assert_eq!(legacy.username().as_deref(), Some("bob"));
+        assert!(!legacy.claim(&alice), "adopted: now only bob's");
+    }
+
+    #[test]
     fn expiry_stands_down_for_a_claimed_or_attached_session() {
-        let session = Session::new(1, ByteString::from("c"), 60, None);
+        let session = Session::new(1, ByteString::from("c"), Owner::Anonymous, 60, None);
         let first = online(&session, 10);
         assert!(session.detach(first.generation).is_some());
         // A reconnect claimed it (under the registry's lock) but has not attached yet.
-        session.claim();
+        assert!(session.claim(&Owner::Anonymous));
         assert!(session.end_if_idle_since(first.generation).is_none());
         assert!(!session.is_ended());
         let second = online(&session, 10);
@@ -1426,7 +1473,7 @@ mod tests {
 
     #[test]
     fn stale_connection_cannot_take_messages_after_takeover() {
-        let session = Session::new(1, ByteString::from("c"), 60, None);
+        let session = Session::new(1, ByteString::from("c"), Owner::Anonymous, 60, None);
         let old = online(&session, 10);
         let new = online(&session, 10);
         session.enqueue(delivery(b"x", QoS::AtMostOnce, None), LIMITS);

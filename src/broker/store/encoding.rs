@@ -18,10 +18,16 @@ use crate::packet::{
     SubscriptionOptions, WillProperties,
 };
 
+use crate::broker::owner::Owner;
 use crate::broker::routing::message::Message;
 
 /// First byte of every stored value: the layout version of this file.
 pub const FORMAT: u8 = 1;
+
+/// A session record's owner tag.
+const OWNER_ANONYMOUS: u8 = 0;
+const OWNER_USER: u8 = 1;
+const OWNER_UNRECORDED: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 #[error("corrupt record: {0}")]
@@ -107,6 +113,8 @@ pub struct StoredSession {
     pub disconnected_at_ms: Option<u64>,
     pub subscriptions: Vec<(String, SubscriptionOptions, Option<u32>)>,
     pub will: Option<LastWill>,
+    /// Who may resume it; [`Owner::Unrecorded`] in records written before owners were kept.
+    pub owner: Owner,
 }
 
 struct Writer(Vec<u8>);
@@ -156,6 +164,9 @@ impl<'a> Reader<'a> {
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
         Ok(head)
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
     fn u8(&mut self) -> Result<u8, Corrupt> {
         Ok(self.take(1)?[0])
@@ -314,6 +325,15 @@ pub fn encode_session(session: &StoredSession) -> Vec<u8> {
         }
         None => w.u8(0),
     }
+    // Last, so that records written before it still read (as `Owner::Unrecorded`).
+    match &session.owner {
+        Owner::Anonymous => w.u8(OWNER_ANONYMOUS),
+        Owner::User(name) => {
+            w.u8(OWNER_USER);
+            w.bytes(name.as_bytes());
+        }
+        Owner::Unrecorded => w.u8(OWNER_UNRECORDED),
+    }
     w.0
 }
 
@@ -362,11 +382,25 @@ pub fn decode_session(value: &[u8]) -> Result<StoredSession, Corrupt> {
     } else {
         None
     };
+    let owner = if r.is_empty() {
+        Owner::Unrecorded
+    } else {
+        match r.u8()? {
+            OWNER_ANONYMOUS => Owner::Anonymous,
+            OWNER_USER => Owner::User(ByteString::from(
+                String::from_utf8(r.bytes()?.to_vec())
+                    .map_err(|_| Corrupt("owner is not UTF-8"))?,
+            )),
+            OWNER_UNRECORDED => Owner::Unrecorded,
+            _ => return Err(Corrupt("bad session owner")),
+        }
+    };
     Ok(StoredSession {
         expiry_interval,
         disconnected_at_ms,
         subscriptions,
         will,
+        owner,
     })
 }
 
@@ -557,8 +591,35 @@ mod tests {
                     ..WillProperties::default()
                 },
             }),
+            owner: Owner::User(ByteString::from("alice")),
         };
         assert_eq!(decode_session(&encode_session(&session)).unwrap(), session);
+        for owner in [Owner::Anonymous, Owner::Unrecorded] {
+            let session = StoredSession {
+                owner,
+                ..session.clone()
+            };
+            assert_eq!(decode_session(&encode_session(&session)).unwrap(), session);
+        }
+    }
+
+    #[test]
+    fn a_session_record_without_an_owner_reads_as_unrecorded() {
+        let session = StoredSession {
+            expiry_interval: 300,
+            disconnected_at_ms: None,
+            subscriptions: Vec::new(),
+            will: None,
+            owner: Owner::Anonymous,
+        };
+        let mut value = encode_session(&session);
+        // Records written before owners were kept end where the owner tag now starts.
+        value.truncate(value.len() - 1);
+        assert_eq!(
+            decode_session(&value).unwrap().owner,
+            Owner::Unrecorded,
+            "an unknown owner must not read as anonymous, or an upgrade locks users out"
+        );
     }
 
     #[test]
