@@ -233,7 +233,10 @@ async fn shared_group_joins_follow_share_rules_and_topic_rules() {
                     ("$share/team-b/jobs/#", sub_options(QoS::AtLeastOnce)),
                     ("$share/team-a-1/jobs/#", sub_options(QoS::AtLeastOnce)),
                     // The right group, but a filter bob may read nothing of.
-                    ("$share/team-b/alice/outbox/#", sub_options(QoS::AtLeastOnce)),
+                    (
+                        "$share/team-b/alice/outbox/#",
+                        sub_options(QoS::AtLeastOnce)
+                    ),
                 ],
                 None
             )
@@ -492,7 +495,8 @@ async fn retained_messages_on_a_denied_topic_are_not_sent_to_a_wildcard() {
 /// A filter is refused when all it reaches is denied: `test/#` under `topic deny test/#`.
 #[tokio::test]
 async fn a_filter_whose_whole_reach_is_denied_is_refused() {
-    let (broker, _dir) = broker("topic readwrite #\ntopic deny test/#\ntopic deny a\ntopic deny a/+/#\n").await;
+    let (broker, _dir) =
+        broker("topic readwrite #\ntopic deny test/#\ntopic deny a\ntopic deny a/+/#\n").await;
     for version in VERSIONS {
         let id = format!("anon-{}", v(version));
         let mut anon = login(&broker, version, None, &id, None).await;
@@ -547,7 +551,11 @@ async fn shared_members_never_get_the_denied_topic() {
     }
     let group = broker.state().router.group("g", "#").unwrap();
     wait_until(TIMEOUT, "every message handed out or dropped", || {
-        group.counters.dispatched.load(std::sync::atomic::Ordering::Relaxed) == allowed
+        group
+            .counters
+            .dispatched
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == allowed
             && group.counters.dropped_by(GroupDrop::Acl) == denied
     })
     .await;

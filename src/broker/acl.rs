@@ -346,7 +346,9 @@ impl ReadGuard {
         if self.handle.generation() == self.generation {
             return match &self.rules {
                 None => true,
-                Some(rules) => decide_over(rules.iter().map(|(a, r)| (*a, r)), topic, Access::reads),
+                Some(rules) => {
+                    decide_over(rules.iter().map(|(a, r)| (*a, r)), topic, Access::reads)
+                }
             };
         }
         let who = Identity {
@@ -523,7 +525,10 @@ impl Search<'_> {
                 return true;
             }
             // A `#` among the excluded ones matches every longer topic too.
-            if none.iter().any(|&(i, at)| self.none[i].get(at) == Some(&"#")) {
+            if none
+                .iter()
+                .any(|&(i, at)| self.none[i].get(at) == Some(&"#"))
+            {
                 return false;
             }
         }
@@ -681,7 +686,10 @@ pattern read users/%u/#
         let acl = acl();
         let alice = who(Some("alice"), "a1");
         assert!(acl.may_subscribe(alice, "alice/inbox/+"));
-        assert!(acl.may_subscribe(alice, "alice/#"), "meets a deny rule, reads the rest");
+        assert!(
+            acl.may_subscribe(alice, "alice/#"),
+            "meets a deny rule, reads the rest"
+        );
         assert!(acl.may_subscribe(alice, "#"));
         assert!(acl.may_subscribe(alice, "users/alice/#"));
         assert!(acl.may_subscribe(alice, "users/+/x"), "users/alice/x");
@@ -706,11 +714,21 @@ pattern read users/%u/#
     fn one_deny_rule_leaves_wildcards_granted() {
         let acl = Acl::parse(PAHO, "t").unwrap();
         let anon = who(None, "c");
-        for granted in ["#", "+/+", "test/#", "test/+", "TopicA/#", "test/nosubscribe/#"] {
+        for granted in [
+            "#",
+            "+/+",
+            "test/#",
+            "test/+",
+            "TopicA/#",
+            "test/nosubscribe/#",
+        ] {
             assert!(acl.may_subscribe(anon, granted), "{granted}");
         }
         assert!(!acl.may_subscribe(anon, "test/nosubscribe"));
-        assert!(!acl.may_subscribe(anon, "$SYS/#"), "no rule reaches $ topics");
+        assert!(
+            !acl.may_subscribe(anon, "$SYS/#"),
+            "no rule reaches $ topics"
+        );
         let all_of_test = Acl::parse("topic readwrite #\ntopic deny test/#\n", "t").unwrap();
         for refused in ["test/#", "test/+", "test", "test/+/x"] {
             assert!(!all_of_test.may_subscribe(anon, refused), "{refused}");
@@ -727,11 +745,7 @@ pattern read users/%u/#
         assert!(!acl.may_subscribe(anon, "a/#"));
         assert!(acl.may_subscribe(anon, "+/#"));
         // A read rule only for the second level of `x/+`, the rest denied in two parts.
-        let acl = Acl::parse(
-            "topic read x/+\ntopic deny x/a\ntopic deny x/b\n",
-            "t",
-        )
-        .unwrap();
+        let acl = Acl::parse("topic read x/+\ntopic deny x/a\ntopic deny x/b\n", "t").unwrap();
         assert!(acl.may_subscribe(anon, "x/+"), "x/c and every other level");
         assert!(!acl.may_subscribe(anon, "x/a"));
     }
@@ -749,7 +763,9 @@ pattern read users/%u/#
         assert!(!plain.checks_each_message(), "readable throughout");
         assert!(plain.admits("TopicA/B"));
         // A reload narrows the rules under both: checked per message from then on.
-        handle.replace(Some(Acl::parse("topic read #\ntopic deny TopicA/B\n", "t").unwrap()));
+        handle.replace(Some(
+            Acl::parse("topic read #\ntopic deny TopicA/B\n", "t").unwrap(),
+        ));
         assert!(plain.checks_each_message());
         assert!(!plain.admits("TopicA/B"));
         assert!(plain.admits("TopicA/C"));

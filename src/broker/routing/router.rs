@@ -619,11 +619,7 @@ impl Router {
             // admitted got its copy.
             routed.acl_filtered = unreadable
                 .iter()
-                .filter(|id| {
-                    targets
-                        .binary_search_by_key(*id, |t| t.session.id)
-                        .is_err()
-                })
+                .filter(|id| targets.binary_search_by_key(*id, |t| t.session.id).is_err())
                 .count();
         }
         for target in targets {
