@@ -575,3 +575,61 @@ async fn shared_members_never_get_the_denied_topic() {
     assert_eq!(received, allowed);
     broker.shutdown().await;
 }
+
+/// Subscriptions restored from the store are read-checked as an anonymous client's (the store
+/// keeps no username) until the client connects again; from then on, as the client now behind
+/// them.
+#[tokio::test]
+async fn restored_subscriptions_are_checked_for_the_client_that_resumes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    store_sessions(
+        dir.path(),
+        vec![(
+            "worker".to_owned(),
+            sharq::broker::store::encoding::StoredSession {
+                expiry_interval: 3600,
+                disconnected_at_ms: None,
+                subscriptions: vec![("#".to_owned(), sub_options(QoS::AtLeastOnce), None)],
+                will: None,
+            },
+        )],
+    );
+    let acl = dir.path().join("sharq.acl");
+    std::fs::write(&acl, format!("{PAHO_ACL}\nuser bob\ntopic read #\n")).unwrap();
+    let storage = dir.path().to_owned();
+    let broker = TestBroker::with(|c| {
+        c.storage.dir = storage;
+        c.auth.acl_file = Some(acl);
+        c.auth.users = [("alice", "a"), ("bob", "b")]
+            .into_iter()
+            .map(|(u, p)| (u.to_owned(), p.to_owned()))
+            .collect();
+    })
+    .await;
+    let mut alice = login(&broker, ProtocolVersion::V5, Some("alice"), "alice", None).await;
+    // Offline, under the anonymous rules: the denied topic is not queued, the other is.
+    alice
+        .publish("test/nosubscribe", b"before", QoS::AtLeastOnce, false)
+        .await;
+    alice
+        .publish("TopicA", b"before", QoS::AtLeastOnce, false)
+        .await;
+    let mut connect = ConnectOpts::new(ProtocolVersion::V5, "worker").packet();
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(3600);
+    connect.username = Some(ByteString::from("bob"));
+    connect.password = Some(Bytes::from_static(b"b"));
+    let (mut worker, connack) = RawClient::connect_with(broker.addr(), connect).await;
+    assert!(connack.session_present);
+    assert_eq!(worker.recv_and_ack().await.topic, "TopicA");
+    // bob may read everything: the denied topic of anonymous clients reaches him now.
+    alice
+        .publish("test/nosubscribe", b"after", QoS::AtLeastOnce, false)
+        .await;
+    let publish = worker.recv_and_ack().await;
+    assert_eq!(
+        (&*publish.topic, &publish.payload[..]),
+        ("test/nosubscribe", &b"after"[..])
+    );
+    broker.shutdown().await;
+}
