@@ -109,6 +109,7 @@ fn group(registry: &StrategyRegistry, strategy: &str, members: u64) -> Arc<Share
                 identifier: None,
                 weight: 1,
                 user_properties: Vec::new(),
+                read: None,
             },
         );
     }

@@ -1,12 +1,16 @@
 //! `[auth] acl_file`: Mosquitto's ACL syntax plus `share GLOB`, enforced on PUBLISH (0x87 on
-//! v5; acknowledged and dropped on 3.1.1), SUBSCRIBE (0x87 / 0x80), wills (checked when sent),
-//! retained messages (only where readable) and shared-group joins, and reloaded on request.
+//! v5; acknowledged and dropped on 3.1.1), SUBSCRIBE (0x87 / 0x80 where nothing the filter
+//! reaches is readable), delivery (live, retained and shared copies, checked per message where
+//! a filter reaches unreadable topics), wills (checked when sent) and shared-group joins, and
+//! reloaded on request.
 
 mod common;
 
 use bytes::Bytes;
 use bytestring::ByteString;
 use common::*;
+use sharq::broker::shared::GroupDrop;
+use sharq::broker::DropReason;
 use sharq::packet::{LastWill, ProtocolVersion, QoS, ReasonCode, WillProperties};
 
 const ACL: &str = "\
@@ -131,7 +135,7 @@ async fn publish_is_allowed_or_refused_and_never_routed_when_refused() {
 }
 
 #[tokio::test]
-async fn subscribe_is_granted_only_where_every_topic_is_readable() {
+async fn subscribe_is_refused_only_where_nothing_is_readable() {
     let (broker, _dir) = broker(ACL).await;
     for version in VERSIONS {
         let mut bob = login(
@@ -147,6 +151,8 @@ async fn subscribe_is_granted_only_where_every_topic_is_readable() {
         } else {
             ReasonCode(0x80)
         };
+        // `alice/#` and `#` reach alice/inbox/..., which bob reads; public/x and alice/outbox/+
+        // reach nothing he does.
         let suback = bob
             .subscribe_with(
                 vec![
@@ -154,13 +160,20 @@ async fn subscribe_is_granted_only_where_every_topic_is_readable() {
                     ("alice/#", sub_options(QoS::AtLeastOnce)),
                     ("#", sub_options(QoS::AtLeastOnce)),
                     ("public/x", sub_options(QoS::AtLeastOnce)),
+                    ("alice/outbox/+", sub_options(QoS::AtLeastOnce)),
                 ],
                 None,
             )
             .await;
         assert_eq!(
             suback.reason_codes,
-            vec![ReasonCode::GRANTED_QOS_1, refused, refused, refused],
+            vec![
+                ReasonCode::GRANTED_QOS_1,
+                ReasonCode::GRANTED_QOS_1,
+                ReasonCode::GRANTED_QOS_1,
+                refused,
+                refused
+            ],
             "{}",
             v(version)
         );
@@ -219,8 +232,11 @@ async fn shared_group_joins_follow_share_rules_and_topic_rules() {
                 vec![
                     ("$share/team-b/jobs/#", sub_options(QoS::AtLeastOnce)),
                     ("$share/team-a-1/jobs/#", sub_options(QoS::AtLeastOnce)),
-                    // The right group, but a filter bob may not read.
-                    ("$share/team-b/alice/#", sub_options(QoS::AtLeastOnce)),
+                    // The right group, but a filter bob may read nothing of.
+                    (
+                        "$share/team-b/alice/outbox/#",
+                        sub_options(QoS::AtLeastOnce)
+                    ),
                 ],
                 None
             )
@@ -343,4 +359,279 @@ async fn a_bad_acl_file_stops_the_start_with_its_line() {
     config.auth.acl_file = Some(path.clone());
     let err = sharq::Broker::start(config).await.unwrap_err().to_string();
     assert!(err.contains("bad.acl") && err.contains("line 2"), "{err}");
+}
+
+/// Paho's interoperability suite runs under the first two lines; alice may publish on the denied
+/// topic, so that delivery has something to filter.
+const PAHO_ACL: &str = "\
+topic readwrite #
+topic deny test/nosubscribe
+
+user alice
+topic write #
+";
+
+fn refused(version: ProtocolVersion) -> ReasonCode {
+    if version == ProtocolVersion::V5 {
+        ReasonCode::NOT_AUTHORIZED
+    } else {
+        ReasonCode(0x80)
+    }
+}
+
+/// Issue #25: one deny rule must not break wildcard subscriptions. `#` and `+/+` are granted
+/// beside `topic deny test/nosubscribe`, and the denied topic is filtered at delivery: a
+/// message on it, published before an allowed one by the same client, never arrives first.
+#[tokio::test]
+async fn one_deny_rule_leaves_wildcards_granted_and_filters_delivery() {
+    let (broker, _dir) = broker(PAHO_ACL).await;
+    let mut alice = login(&broker, ProtocolVersion::V5, Some("alice"), "alice", None).await;
+    for version in VERSIONS {
+        let id = format!("anon-{}", v(version));
+        let mut anon = login(&broker, version, None, &id, None).await;
+        let suback = anon
+            .subscribe_with(
+                vec![
+                    ("#", sub_options(QoS::AtLeastOnce)),
+                    ("+/+", sub_options(QoS::AtLeastOnce)),
+                    ("test/nosubscribe", sub_options(QoS::AtLeastOnce)),
+                    ("test/+", sub_options(QoS::AtLeastOnce)),
+                    ("TopicA/#", sub_options(QoS::AtLeastOnce)),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(
+            suback.reason_codes,
+            vec![
+                ReasonCode::GRANTED_QOS_1,
+                ReasonCode::GRANTED_QOS_1,
+                refused(version),
+                ReasonCode::GRANTED_QOS_1,
+                ReasonCode::GRANTED_QOS_1
+            ],
+            "{}",
+            v(version)
+        );
+        let filtered_before = broker.state().stats.dropped_by(DropReason::Acl);
+        for (topic, payload) in [
+            ("test/nosubscribe", "denied"),
+            ("test/allowed", "ok"),
+            ("TopicA/B", "ok"),
+        ] {
+            alice
+                .publish(topic, payload.as_bytes(), QoS::AtLeastOnce, false)
+                .await;
+        }
+        for expected in ["test/allowed", "TopicA/B"] {
+            let publish = anon.recv_and_ack().await;
+            assert_eq!(publish.topic, expected, "{}", v(version));
+        }
+        assert_eq!(
+            broker.state().stats.dropped_by(DropReason::Acl),
+            filtered_before + 1,
+            "one session, one filtered copy, counted as acl"
+        );
+        // Deeper than the denied topic is readable again: the rule is about that topic only.
+        alice
+            .publish("test/nosubscribe/deeper", b"ok", QoS::AtLeastOnce, false)
+            .await;
+        assert_eq!(anon.recv_and_ack().await.topic, "test/nosubscribe/deeper");
+        anon.drop_socket();
+        broker.wait_session_ended(&id).await;
+    }
+    broker.shutdown().await;
+}
+
+/// Retained messages on the denied topic are not sent at subscribe time either.
+#[tokio::test]
+async fn retained_messages_on_a_denied_topic_are_not_sent_to_a_wildcard() {
+    let (broker, _dir) = broker(PAHO_ACL).await;
+    let mut alice = login(&broker, ProtocolVersion::V5, Some("alice"), "alice", None).await;
+    for (topic, payload) in [
+        ("test/nosubscribe", "denied"),
+        ("TopicA/C", "kept"),
+        ("end", "sentinel"),
+    ] {
+        alice
+            .publish(topic, payload.as_bytes(), QoS::AtLeastOnce, true)
+            .await;
+    }
+    for version in VERSIONS {
+        let id = format!("anon-{}", v(version));
+        let mut anon = login(&broker, version, None, &id, None).await;
+        for (filter, expected) in [
+            ("#", vec!["TopicA/C", "end", "end"]),
+            ("+/+", vec!["TopicA/C", "end"]),
+        ] {
+            let filtered_before = broker.state().stats.dropped_by(DropReason::Acl);
+            let suback = anon.subscribe(filter, QoS::AtLeastOnce).await;
+            assert_eq!(suback.reason_codes, vec![ReasonCode::GRANTED_QOS_1]);
+            // Retained copies follow their SUBACK in the session's queue: the sentinel a second
+            // SUBSCRIBE brings comes after everything the first one sent, so a copy on the
+            // denied topic would be among these.
+            anon.subscribe("end", QoS::AtLeastOnce).await;
+            let mut topics = Vec::new();
+            for _ in 0..expected.len() {
+                let publish = anon.recv_and_ack().await;
+                assert!(publish.retain);
+                topics.push(publish.topic.to_string());
+            }
+            topics.sort();
+            assert_eq!(topics, expected, "{} {filter}", v(version));
+            assert_eq!(
+                broker.state().stats.dropped_by(DropReason::Acl),
+                filtered_before + 1,
+                "{filter}"
+            );
+            anon.unsubscribe(&[filter, "end"]).await;
+        }
+        anon.drop_socket();
+        broker.wait_session_ended(&id).await;
+    }
+    broker.shutdown().await;
+}
+
+/// A filter is refused when all it reaches is denied: `test/#` under `topic deny test/#`.
+#[tokio::test]
+async fn a_filter_whose_whole_reach_is_denied_is_refused() {
+    let (broker, _dir) =
+        broker("topic readwrite #\ntopic deny test/#\ntopic deny a\ntopic deny a/+/#\n").await;
+    for version in VERSIONS {
+        let id = format!("anon-{}", v(version));
+        let mut anon = login(&broker, version, None, &id, None).await;
+        let filters = ["test/#", "test/+", "test", "a/#", "+/+", "#", "b/a"];
+        let suback = anon
+            .subscribe_with(
+                filters
+                    .iter()
+                    .map(|f| (*f, sub_options(QoS::AtMostOnce)))
+                    .collect(),
+                None,
+            )
+            .await;
+        let no = refused(version);
+        let yes = ReasonCode::GRANTED_QOS_0;
+        // `a/#` is denied whole by `a` and `a/+/#` together.
+        assert_eq!(
+            suback.reason_codes,
+            vec![no, no, no, no, yes, yes, yes],
+            "{} {filters:?}",
+            v(version)
+        );
+    }
+    broker.shutdown().await;
+}
+
+/// `$share/g/#` is granted beside the deny rule; the member a denied message falls to drops it
+/// (counted per group as `acl`), and no member ever gets it.
+#[tokio::test]
+async fn shared_members_never_get_the_denied_topic() {
+    let (broker, _dir) = broker(PAHO_ACL).await;
+    let mut alice = login(&broker, ProtocolVersion::V5, Some("alice"), "alice", None).await;
+    let mut members = Vec::new();
+    for version in VERSIONS {
+        let id = format!("member-{}", v(version));
+        let mut member = login(&broker, version, None, &id, None).await;
+        let suback = member.subscribe("$share/g/#", QoS::AtLeastOnce).await;
+        assert_eq!(suback.reason_codes, vec![ReasonCode::GRANTED_QOS_1]);
+        members.push(member);
+    }
+    let denied = 3;
+    let allowed = 6;
+    for i in 0..denied {
+        alice
+            .publish("test/nosubscribe", b"denied", QoS::AtLeastOnce, false)
+            .await;
+        for j in 0..allowed / denied {
+            alice
+                .publish(&format!("jobs/{i}/{j}"), b"ok", QoS::AtLeastOnce, false)
+                .await;
+        }
+    }
+    let group = broker.state().router.group("g", "#").unwrap();
+    wait_until(TIMEOUT, "every message handed out or dropped", || {
+        group
+            .counters
+            .dispatched
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == allowed
+            && group.counters.dropped_by(GroupDrop::Acl) == denied
+    })
+    .await;
+    let mut received = 0;
+    for member in &mut members {
+        let count = group
+            .member_stats()
+            .iter()
+            .find(|m| *m.client_id == *member.client_id)
+            .map_or(0, |m| m.dispatched);
+        for _ in 0..count {
+            let publish = member.recv_and_ack().await;
+            assert!(publish.topic.starts_with("jobs/"), "{}", publish.topic);
+            received += 1;
+        }
+    }
+    assert_eq!(received, allowed);
+    broker.shutdown().await;
+}
+
+/// Subscriptions restored from a session record that names no owner (written before owners
+/// were kept) are read-checked as an anonymous client's until the client connects again; from
+/// then on, as the client now behind them.
+#[tokio::test]
+async fn restored_subscriptions_are_checked_for_the_client_that_resumes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    store_sessions(
+        dir.path(),
+        vec![(
+            "worker".to_owned(),
+            sharq::broker::store::encoding::StoredSession {
+                expiry_interval: 3600,
+                disconnected_at_ms: None,
+                subscriptions: vec![("#".to_owned(), sub_options(QoS::AtLeastOnce), None)],
+                will: None,
+                // Stored before owners were kept: the first identity to resume it adopts it.
+                owner: sharq::broker::owner::Owner::Unrecorded,
+            },
+        )],
+    );
+    let acl = dir.path().join("sharq.acl");
+    std::fs::write(&acl, format!("{PAHO_ACL}\nuser bob\ntopic read #\n")).unwrap();
+    let storage = dir.path().to_owned();
+    let broker = TestBroker::with(|c| {
+        c.storage.dir = storage;
+        c.auth.acl_file = Some(acl);
+        c.auth.users = [("alice", "a"), ("bob", "b")]
+            .into_iter()
+            .map(|(u, p)| (u.to_owned(), p.to_owned()))
+            .collect();
+    })
+    .await;
+    let mut alice = login(&broker, ProtocolVersion::V5, Some("alice"), "alice", None).await;
+    // Offline, under the anonymous rules: the denied topic is not queued, the other is.
+    alice
+        .publish("test/nosubscribe", b"before", QoS::AtLeastOnce, false)
+        .await;
+    alice
+        .publish("TopicA", b"before", QoS::AtLeastOnce, false)
+        .await;
+    let mut connect = ConnectOpts::new(ProtocolVersion::V5, "worker").packet();
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(3600);
+    connect.username = Some(ByteString::from("bob"));
+    connect.password = Some(Bytes::from_static(b"b"));
+    let (mut worker, connack) = RawClient::connect_with(broker.addr(), connect).await;
+    assert!(connack.session_present);
+    assert_eq!(worker.recv_and_ack().await.topic, "TopicA");
+    // bob may read everything: the denied topic of anonymous clients reaches him now.
+    alice
+        .publish("test/nosubscribe", b"after", QoS::AtLeastOnce, false)
+        .await;
+    let publish = worker.recv_and_ack().await;
+    assert_eq!(
+        (&*publish.topic, &publish.payload[..]),
+        ("test/nosubscribe", &b"after"[..])
+    );
+    broker.shutdown().await;
 }

@@ -217,6 +217,11 @@ fn run_paho_script(script: &str) {
 
 /// Like [`run_paho_script`], with the broker started on `toml`.
 fn run_paho_script_with(script: &str, toml: &str) {
+    run_paho_script_args(script, toml, &[]);
+}
+
+/// Like [`run_paho_script_with`], with `args` after HOST PORT.
+fn run_paho_script_args(script: &str, toml: &str, args: &[&str]) {
     if !interop_ready(true) {
         return;
     }
@@ -226,7 +231,8 @@ fn run_paho_script_with(script: &str, toml: &str) {
     command
         .arg(path)
         .arg("127.0.0.1")
-        .arg(broker.addr.port().to_string());
+        .arg(broker.addr.port().to_string())
+        .args(args);
     let output = run_tool(command, Duration::from_secs(60));
     assert!(
         output.status.success(),
@@ -264,4 +270,37 @@ fn paho_subscribe_failure_with_an_acl() {
         acl.display().to_string()
     );
     run_paho_script_with("paho_subscribe_failure.py", &toml);
+}
+
+/// A broker config whose ACL file (in `dir`) is `acl`, with anonymous clients allowed and a user
+/// `writer` (password `w`).
+fn acl_config(dir: &std::path::Path, acl: &str) -> String {
+    let path = dir.join("sharq.acl");
+    std::fs::write(&path, acl).unwrap();
+    format!(
+        "{EPHEMERAL_CONFIG}[auth]\nallow_anonymous = true\nacl_file = {:?}\nusers = {{ writer = \"w\" }}\n",
+        path.display().to_string()
+    )
+}
+
+/// The two lines Paho's interoperability suite is run with.
+const PAHO_TWO_LINES: &str = "topic readwrite #\ntopic deny test/nosubscribe\n";
+
+/// Issue #25: one deny rule must not break wildcard subscriptions. Under Paho's two-line ACL,
+/// paho-mqtt clients in 3.1.1 and 5 are granted `#`, `+/+` and `$share/g/#`, get the suite's
+/// live and retained messages, and never a message on the denied topic (published by `writer`,
+/// who may); `test/nosubscribe` itself is refused, and so is a filter all of whose reach is
+/// denied. Paho's own `test_subscribe_failure` passes under the same two lines.
+#[test]
+fn paho_wildcards_beside_one_deny_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let two_lines = acl_config(
+        dir.path(),
+        &format!("{PAHO_TWO_LINES}\nuser writer\ntopic write #\n"),
+    );
+    run_paho_script_args("paho_acl_wildcards.py", &two_lines, &["paho"]);
+    run_paho_script_with("paho_subscribe_failure.py", &two_lines);
+    let subtree = tempfile::tempdir().unwrap();
+    let deny_subtree = acl_config(subtree.path(), "topic readwrite #\ntopic deny test/#\n");
+    run_paho_script_args("paho_acl_wildcards.py", &deny_subtree, &["deny-subtree"]);
 }

@@ -97,7 +97,7 @@ pub struct BrokerState {
     /// never waits for a password hash and a connection keeps the table it started with.
     authenticator: RwLock<Arc<dyn Authenticator>>,
     /// Who may publish, subscribe and join what (`[auth] acl_file`); replaced on reload.
-    pub acl: acl::AclHandle,
+    pub acl: Arc<acl::AclHandle>,
     /// Which dispatch strategy each shared group uses; replaced on reload.
     pub strategies: StrategyRegistry,
     /// The durable store's journal; none when `[storage] dir` is empty (memory only).
@@ -222,7 +222,7 @@ impl Broker {
             sessions: Mutex::new(HashMap::new()),
             next_session_id: AtomicU64::new(1),
             authenticator: RwLock::new(authenticator),
-            acl: acl::AclHandle::new(acl),
+            acl: Arc::new(acl::AclHandle::new(acl)),
             journal,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -886,6 +886,31 @@ impl BrokerState {
             }
             Ok(SubscriptionFilter::Plain(filter)) => self.router.unsubscribe(filter, session.id),
             Err(_) => false,
+        }
+    }
+
+    /// Checks the subscriptions of `session` against the ACL as `who` from now on: called when a
+    /// connection takes the session up, so that subscriptions restored from the store (which
+    /// does not keep the username; until then they are checked as an anonymous client's) or
+    /// made under another login are read-checked for the client now behind them.
+    pub(crate) fn renew_read_guards(&self, session: &Arc<Session>, who: acl::Identity<'_>) {
+        if self.acl.current().is_none() {
+            return;
+        }
+        for name in session.subscription_filters() {
+            match parse_subscription(&name, usize::MAX) {
+                Ok(SubscriptionFilter::Shared { group, filter }) => {
+                    if let Some(shared) = self.router.group(group, filter) {
+                        let read = acl::ReadGuard::new(&self.acl, who, filter);
+                        shared.renew_read_guard(session.id, read);
+                    }
+                }
+                Ok(SubscriptionFilter::Plain(filter)) => {
+                    let read = acl::ReadGuard::new(&self.acl, who, filter);
+                    self.router.renew_read_guard(filter, session.id, read);
+                }
+                Err(_) => {}
+            }
         }
     }
 

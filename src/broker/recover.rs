@@ -16,6 +16,7 @@ use bytestring::ByteString;
 use crate::packet::QoS;
 use crate::topic::{parse_subscription_with, session_key, SubscriptionFilter};
 
+use crate::broker::acl;
 use crate::broker::routing::delivery::{Delivery, GroupTag};
 use crate::broker::routing::router;
 use crate::broker::session::{self, will, Restored, Session};
@@ -374,6 +375,13 @@ impl BrokerState {
         session: &Arc<Session>,
         subscriptions: Vec<(String, crate::packet::SubscriptionOptions, Option<u32>)>,
     ) {
+        // Checked as the session's owner's; a session stored before owners were kept, as an
+        // anonymous client's until the client connects again (`renew_read_guards`).
+        let owner = session.username();
+        let who = acl::Identity {
+            username: owner.as_deref(),
+            client_id: &session.client_id,
+        };
         for (filter, options, identifier) in subscriptions {
             let filter = ByteString::from(filter);
             let parsed = match parse_subscription_with(
@@ -390,7 +398,9 @@ impl BrokerState {
             let key = ByteString::from(session_key(&filter, &parsed).as_ref());
             match parsed {
                 SubscriptionFilter::Plain(plain) => {
-                    self.router.subscribe(plain, session, options, identifier);
+                    let read = acl::ReadGuard::new(&self.acl, who, plain);
+                    self.router
+                        .subscribe(plain, session, options, identifier, read);
                 }
                 SubscriptionFilter::Shared {
                     group,
@@ -403,6 +413,7 @@ impl BrokerState {
                         // Not kept in the store (nor is the weight): a restored member is
                         // seen as if it had subscribed without user properties.
                         user_properties: Vec::new(),
+                        read: acl::ReadGuard::new(&self.acl, who, shared),
                     };
                     self.router
                         .join_group(group, shared, session, membership, |name, filter| {

@@ -18,14 +18,18 @@ pub enum DropReason {
     Qos0Overflow,
     /// Reached a shared group that had ended (its last member left), or came back to one.
     GroupEnded,
+    /// Matched a subscription whose filter reaches topics the subscriber may not read, on one
+    /// of those (a live message or a retained one at subscribe time).
+    Acl,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::Expired,
         DropReason::TooLarge,
         DropReason::Qos0Overflow,
         DropReason::GroupEnded,
+        DropReason::Acl,
     ];
 
     /// The `reason` label on `/metrics`.
@@ -35,6 +39,7 @@ impl DropReason {
             DropReason::TooLarge => "too_large",
             DropReason::Qos0Overflow => "qos0_overflow",
             DropReason::GroupEnded => "group_ended",
+            DropReason::Acl => "acl",
         }
     }
 
@@ -95,6 +100,7 @@ impl Stats {
     pub fn record_routed(&self, routed: &Routed) {
         self.record_drop(DropReason::Qos0Overflow, routed.overflowed);
         self.record_drop(DropReason::GroupEnded, routed.group_ended);
+        self.record_drop(DropReason::Acl, routed.acl_filtered);
         let refused = routed.dropped - routed.overflowed;
         if refused > 0 {
             self.messages_dropped

@@ -198,7 +198,7 @@ fn encode_broker(
             Value::Int(get(&stats.refused_by_quota[quota.index()])),
         ));
     }
-    family(encoder, "sharq_messages_dropped", "Copies of messages not delivered, by reason: a full queue (named by its bound), expiry, size, a group that ended.", MetricType::Counter, &dropped)?;
+    family(encoder, "sharq_messages_dropped", "Copies of messages not delivered, by reason: a full queue (named by its bound), expiry, size, a group that ended, a topic the subscriber may not read (acl).", MetricType::Counter, &dropped)?;
     let retained_refused: Vec<(Labels, Value)> = [Quota::RetainedMessages, Quota::RetainedBytes]
         .iter()
         .map(|q| {

@@ -10,6 +10,7 @@ use bytestring::ByteString;
 use crate::packet::{ConnAck, ConnAckProperties, Connect, Packet, ReasonCode};
 use crate::topic::validate_topic_name;
 
+use crate::broker::acl::Identity;
 use crate::broker::net::connection::{Client, Connection};
 use crate::broker::net::error::ConnectionError;
 use crate::broker::net::topic_alias::OutgoingAliases;
@@ -150,6 +151,13 @@ impl Connection {
                 will::publish(&self.broker, &session, previous_will);
             }
         }
+        self.broker.renew_read_guards(
+            &session,
+            Identity {
+                username: self.username.as_deref(),
+                client_id: &session.client_id,
+            },
+        );
         let attached = session.attach(
             self.version,
             window,

@@ -12,12 +12,13 @@ use crate::topic::{parse_subscription_with, session_key, SubscriptionFilter};
 
 use std::sync::atomic::Ordering;
 
-use crate::broker::acl::Identity;
+use crate::broker::acl::{Identity, ReadGuard};
 use crate::broker::net::connection::Connection;
 use crate::broker::net::error::ConnectionError;
 use crate::broker::routing::delivery::{Delivery, Occasion};
 use crate::broker::routing::router::Membership;
 use crate::broker::session::StoredSubscription;
+use crate::broker::stats::DropReason;
 
 impl Connection {
     pub(crate) fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), ConnectionError> {
@@ -66,6 +67,11 @@ impl Connection {
                     continue;
                 }
             }
+            let read = match &parsed {
+                SubscriptionFilter::Shared { filter, .. } | SubscriptionFilter::Plain(filter) => {
+                    ReadGuard::new(&self.broker.acl, who, filter)
+                }
+            };
             let key = stored_name(&requested.filter, &parsed);
             if !session.has_room_for_subscription(&key, max_subscriptions) {
                 self.broker
@@ -94,6 +100,7 @@ impl Connection {
                         identifier,
                         weight,
                         user_properties: subscribe.properties.user_properties.clone(),
+                        read,
                     };
                     let broker = &self.broker;
                     broker.router.join_group(
@@ -108,22 +115,25 @@ impl Connection {
                 }
                 SubscriptionFilter::Plain(filter) => {
                     let existed = session.add_subscription(key, stored).is_some();
-                    self.broker
-                        .router
-                        .subscribe(filter, &session, options, identifier);
+                    self.broker.router.subscribe(
+                        filter,
+                        &session,
+                        options,
+                        identifier,
+                        read.clone(),
+                    );
                     let send_retained = match options.retain_handling {
                         RetainHandling::SendAtSubscribe => true,
                         RetainHandling::SendIfNew => !existed,
                         RetainHandling::DoNotSend => false,
                     };
                     if send_retained {
+                        let mut unreadable = 0;
                         for message in self.broker.retained.matching(filter) {
-                            // Granted filters are readable throughout; this also holds after a
-                            // reload narrowed the rules under a subscription made before.
-                            if acl
-                                .as_ref()
-                                .is_some_and(|acl| !acl.may_read(who, &message.topic))
-                            {
+                            // The same rule as live messages: a granted filter may reach
+                            // topics this client may not read.
+                            if read.as_ref().is_some_and(|r| !r.admits(&message.topic)) {
+                                unreadable += 1;
                                 continue;
                             }
                             retained.push(Delivery::new(
@@ -134,6 +144,7 @@ impl Connection {
                                 None,
                             ));
                         }
+                        self.broker.stats.record_drop(DropReason::Acl, unreadable);
                     }
                 }
             }

@@ -19,6 +19,7 @@ use parking_lot::RwLock;
 use crate::packet::SubscriptionOptions;
 use crate::topic::TopicTree;
 
+use crate::broker::acl::ReadGuard;
 use crate::broker::events::EventFeed;
 use crate::broker::routing::delivery::{
     Delivery, Enqueued, GroupId, Mailbox, Occasion, QueueLimits,
@@ -46,6 +47,8 @@ struct Subscriber {
     session: Arc<Session>,
     options: SubscriptionOptions,
     identifier: Option<u32>,
+    /// The read check at delivery; none without an ACL.
+    read: Option<Arc<ReadGuard>>,
 }
 
 /// How a session joins a shared group.
@@ -57,6 +60,8 @@ pub struct Membership {
     pub weight: u32,
     /// The SUBSCRIBE's user properties, which contract 0.2.0 strategies see.
     pub user_properties: crate::packet::UserProperties,
+    /// The member's read check at delivery; none without an ACL.
+    pub read: Option<Arc<ReadGuard>>,
 }
 
 /// What routing one message did: for the publisher's acknowledgement and for statistics.
@@ -72,6 +77,9 @@ pub struct Routed {
     pub overflowed: usize,
     /// Copies offered to a group that ended while the message was routed.
     pub group_ended: usize,
+    /// Sessions whose matching subscriptions all reach the topic without leave to read it
+    /// (the ACL): no copy, and not counted in `dropped`.
+    pub acl_filtered: usize,
     /// Refusals by the bound behind them, indexed by [`Quota::index`].
     pub refused: [u32; Quota::ALL.len()],
 }
@@ -184,13 +192,15 @@ impl Router {
         self.subscriptions.load(Ordering::Relaxed)
     }
 
-    /// Adds or replaces a plain subscription; true if it replaced one.
+    /// Adds or replaces a plain subscription; true if it replaced one. Messages `read` does not
+    /// admit are not delivered to it.
     pub fn subscribe(
         &self,
         filter: &str,
         session: &Arc<Session>,
         options: SubscriptionOptions,
         identifier: Option<u32>,
+        read: Option<Arc<ReadGuard>>,
     ) -> bool {
         let mut tree = self.tree.write();
         let entry = tree.get_or_insert_with(filter, FilterEntry::default);
@@ -202,6 +212,7 @@ impl Router {
                     session: session.clone(),
                     options,
                     identifier,
+                    read,
                 },
             )
             .is_some();
@@ -209,6 +220,22 @@ impl Router {
             self.subscriptions.fetch_add(1, Ordering::Relaxed);
         }
         replaced
+    }
+
+    /// Replaces the read check of `session_id`'s plain subscription `filter`, if it has one.
+    pub fn renew_read_guard(
+        &self,
+        filter: &str,
+        session_id: SessionId,
+        read: Option<Arc<ReadGuard>>,
+    ) {
+        let mut tree = self.tree.write();
+        if let Some(subscriber) = tree
+            .get_mut(filter)
+            .and_then(|entry| entry.subscribers.get_mut(&session_id))
+        {
+            subscriber.read = read;
+        }
     }
 
     /// Removes a plain subscription; true if it existed.
@@ -553,6 +580,10 @@ impl Router {
     ) -> Routed {
         let mut targets: Vec<Target> = Vec::new();
         let mut groups: Vec<Arc<SharedGroup>> = Vec::new();
+        // Sessions with a matching subscription that may not read the topic, as Mosquitto
+        // checks read access per message and subscriber. Empty (and allocation free) unless
+        // a filter reaches unreadable topics.
+        let mut unreadable: Vec<SessionId> = Vec::new();
         {
             let tree = self.tree.read();
             tree.for_each_match(&message.topic, |entry| {
@@ -560,6 +591,14 @@ impl Router {
                     if subscriber.options.no_local
                         && message.publisher == Some(subscriber.session.id)
                     {
+                        continue;
+                    }
+                    if subscriber
+                        .read
+                        .as_ref()
+                        .is_some_and(|read| !read.admits(&message.topic))
+                    {
+                        unreadable.push(subscriber.session.id);
                         continue;
                     }
                     targets.push(Target {
@@ -573,6 +612,16 @@ impl Router {
         }
         merge_per_session(&mut targets);
         let mut routed = Routed::default();
+        if !unreadable.is_empty() {
+            unreadable.sort_unstable();
+            unreadable.dedup();
+            // `targets` is sorted by session now; a session another of its subscriptions
+            // admitted got its copy.
+            routed.acl_filtered = unreadable
+                .iter()
+                .filter(|id| targets.binary_search_by_key(*id, |t| t.session.id).is_err())
+                .count();
+        }
         for target in targets {
             let delivery = Delivery::new(
                 message.clone(),

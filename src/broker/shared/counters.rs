@@ -70,10 +70,13 @@ pub enum GroupDrop {
     MaxDeliveries,
     /// Refused by a member (PUBACK/PUBREC >= 0x80), and the group has no dead-letter topic.
     Rejected,
+    /// The member it fell to may not read its topic (the ACL): dropped, not offered to
+    /// another member, as Mosquitto does.
+    Acl,
 }
 
 impl GroupDrop {
-    pub const ALL: [GroupDrop; 9] = [
+    pub const ALL: [GroupDrop; 10] = [
         GroupDrop::QueueFullMessages,
         GroupDrop::QueueFullBytes,
         GroupDrop::GroupEnded,
@@ -83,6 +86,7 @@ impl GroupDrop {
         GroupDrop::Compacted,
         GroupDrop::MaxDeliveries,
         GroupDrop::Rejected,
+        GroupDrop::Acl,
     ];
 
     pub fn label(self) -> &'static str {
@@ -96,6 +100,7 @@ impl GroupDrop {
             GroupDrop::Compacted => "compacted",
             GroupDrop::MaxDeliveries => "max_deliveries",
             GroupDrop::Rejected => "rejected",
+            GroupDrop::Acl => "acl",
         }
     }
 

@@ -18,6 +18,7 @@ use crate::strategy::{
     key_hash, Choice, Dispatcher, MemberInfo, MemberLoad, MessageView, StrategyCounters,
 };
 
+use crate::broker::acl::ReadGuard;
 use crate::broker::events::{EventFeed, EventKind};
 use crate::broker::routing::delivery::{
     CopyTally, Delivery, Enqueued, GroupId, GroupTag, Mailbox, Occasion, QueueLimits,
@@ -118,6 +119,8 @@ struct Member {
     info: MemberInfo,
     options: SubscriptionOptions,
     identifier: Option<u32>,
+    /// The member's read check (the ACL); none without an ACL.
+    read: Option<Arc<ReadGuard>>,
     /// Messages handed to this member, for the per-member counters.
     dispatched: u64,
 }
@@ -261,6 +264,7 @@ impl SharedGroup {
             identifier,
             weight,
             user_properties,
+            read,
         } = membership;
         let mut state = self.state.lock();
         state.ended = false;
@@ -269,6 +273,7 @@ impl SharedGroup {
             let member = &mut state.members[index];
             member.options = options;
             member.identifier = identifier;
+            member.read = read;
             return;
         }
         state.epoch += 1;
@@ -299,8 +304,17 @@ impl SharedGroup {
             info,
             options,
             identifier,
+            read,
             dispatched: 0,
         });
+    }
+
+    /// Replaces member `id`'s read check, if it is a member.
+    pub fn renew_read_guard(&self, id: SessionId, read: Option<Arc<ReadGuard>>) {
+        let mut state = self.state.lock();
+        if let Some(&index) = state.index_of.get(&id) {
+            state.members[index].read = read;
+        }
     }
 
     /// Installs a new strategy (hot swap): membership is replayed into it under the group's
@@ -1210,6 +1224,11 @@ impl SharedGroup {
     }
 
     /// Queues the message to member `index`; false if its session refused it (queue full).
+    /// A message the member may not read (the ACL) is dropped instead, counted as `acl`, and
+    /// goes to no other member: as Mosquitto checks read access for the member it picked. In
+    /// a group whose members share their rules (the usual one) that is the only answer; in a
+    /// mixed one, skipping the member would leave a message no member present may read
+    /// blocking the queue.
     fn deliver_to(
         &self,
         state: &mut GroupState,
@@ -1218,6 +1237,15 @@ impl SharedGroup {
         limits: GroupLimits,
     ) -> bool {
         let member = &mut state.members[index];
+        if member
+            .read
+            .as_ref()
+            .is_some_and(|read| !read.admits(&item.message.topic))
+        {
+            self.counters.record_drop(GroupDrop::Acl, 1);
+            self.forget_stored(item.stored);
+            return true;
+        }
         let mut delivery = Delivery::new(
             item.message.clone(),
             &member.options,
@@ -1372,6 +1400,7 @@ mod tests {
                         identifier: None,
                         weight: 1,
                         user_properties: Vec::new(),
+                        read: None,
                     },
                 );
                 member
