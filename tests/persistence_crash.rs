@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytestring::ByteString;
 use common::*;
 use parking_lot::Mutex;
+use redb::{ReadableDatabase, ReadableTable};
 use sharq::packet::{Ack, Packet, ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode};
 
 const ROUNDS: usize = 4;

@@ -147,13 +147,13 @@ impl Journal {
             let message = "store: damaged record not delivered; moved to the damaged_records table";
             match kind {
                 RecordKind::Entry | RecordKind::Inflight => {
-                    tracing::error!(store = %self.backend.describe(), table, queue = name, id, error = %error, suppressed, "{message}")
+                    tracing::error!(store = %self.backend.describe(), table = %table, queue = %name, id, error = %error, suppressed, "{message}")
                 }
                 RecordKind::Session => {
-                    tracing::error!(store = %self.backend.describe(), table, client_id = name, error = %error, suppressed, "{message}")
+                    tracing::error!(store = %self.backend.describe(), table = %table, client_id = %name, error = %error, suppressed, "{message}")
                 }
                 RecordKind::Retained => {
-                    tracing::error!(store = %self.backend.describe(), table, topic = name, error = %error, suppressed, "{message}")
+                    tracing::error!(store = %self.backend.describe(), table = %table, topic = %name, error = %error, suppressed, "{message}")
                 }
             }
         }

@@ -460,7 +460,16 @@ fn guarded<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, StoreError> {
         std::panic::set_hook(Box::new(move |info| {
             let kept = GUARDED_PANIC.with(|slot| match &mut *slot.borrow_mut() {
                 Some(message) => {
-                    *message = Some(info.to_string());
+                    let what = info.payload_as_str().unwrap_or("no message");
+                    *message = Some(match info.location() {
+                        Some(at) => {
+                            // From the crate's name on: the registry's path says nothing.
+                            let file = at.file();
+                            let file = file.find("/redb-").map_or(file, |i| &file[i + 1..]);
+                            format!("{what}; at {file}:{}", at.line())
+                        }
+                        None => what.to_owned(),
+                    });
                     true
                 }
                 None => false,
@@ -485,7 +494,7 @@ fn guarded<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, StoreError> {
         });
         StoreError::Damaged {
             path: path.display().to_string(),
-            reason: format!("redb could not read its own pages ({reason})"),
+            reason: format!("redb could not read its own pages: {reason}"),
         }
     })
 }
