@@ -478,7 +478,12 @@ fn http_address(broker: &SpawnedBroker) -> std::net::SocketAddr {
         .find(|line| line.contains("serving HTTP"))
         .unwrap();
     let at = line.find("address=").unwrap() + "address=".len();
-    line[at..].split_whitespace().next().unwrap().parse().unwrap()
+    line[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// Runs the binary on `config` until it exits (it must, within 20 s); its status and output.
@@ -567,7 +572,14 @@ async fn a_damaged_record_is_not_delivered_and_the_rest_is() {
     let got = drain_sub(&broker).await;
     assert_eq!(
         got,
-        ["message-01", "message-03", "message-04", "message-05", "message-07", "message-08"],
+        [
+            "message-01",
+            "message-03",
+            "message-04",
+            "message-05",
+            "message-07",
+            "message-08"
+        ],
         "output:\n{}",
         broker.output.lock().unwrap()
     );
@@ -586,7 +598,10 @@ async fn a_damaged_record_is_not_delivered_and_the_rest_is() {
         .lines()
         .find(|l| l.contains("damaged record not delivered"))
         .unwrap_or_else(|| panic!("not logged:\n{output}"));
-    assert!(logged.contains("queue=c:sub") && logged.contains("checksum"), "{logged}");
+    assert!(
+        logged.contains("queue=c:sub") && logged.contains("checksum"),
+        "{logged}"
+    );
     broker.terminate();
     let mut broker = broker;
     assert!(broker.wait_exit(Duration::from_secs(20)).success());
@@ -603,7 +618,11 @@ async fn a_damaged_record_is_not_delivered_and_the_rest_is() {
         let (kind, queue, _) = key.value();
         let value = value.value();
         let holds = |m: &[u8]| value.windows(m.len()).any(|w| w == m);
-        kept.push((kind.to_owned(), queue.to_owned(), holds(b"message-03") || holds(b"message-07")));
+        kept.push((
+            kind.to_owned(),
+            queue.to_owned(),
+            holds(b"message-03") || holds(b"message-07"),
+        ));
     }
     assert_eq!(
         kept,

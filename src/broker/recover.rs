@@ -26,8 +26,7 @@ use crate::broker::store::encoding::{
 };
 use crate::broker::store::spill::Spill;
 use crate::broker::store::{
-    parse_group_owner, session_owner, Op, QueueStats, RecordKind, Recovered, StoreError,
-    StoredRef,
+    parse_group_owner, session_owner, Op, QueueStats, RecordKind, Recovered, StoreError, StoredRef,
 };
 use crate::broker::BrokerState;
 

@@ -929,7 +929,10 @@ mod tests {
         assert_eq!(cache_dir_problem(true, 0o40700, 1000, 1000), None);
         assert_eq!(cache_dir_problem(true, 0o40755, 1000, 1000), None);
         let group = cache_dir_problem(true, 0o40775, 1000, 1000).unwrap();
-        assert!(group.contains("writable by group or others (mode 775)"), "{group}");
+        assert!(
+            group.contains("writable by group or others (mode 775)"),
+            "{group}"
+        );
         assert!(cache_dir_problem(true, 0o41777, 1000, 1000).is_some());
         let owner = cache_dir_problem(true, 0o40700, 0, 1000).unwrap();
         assert!(owner.contains("owned by uid 0"), "{owner}");

@@ -320,8 +320,7 @@ impl Session {
                         .spill
                         .take_row(id, entry_weight(&value).map_or(0, |w| w as usize))
                     {
-                        disk.journal
-                            .damaged(RecordKind::Entry, &disk.owner, id, &e);
+                        disk.journal.damaged(RecordKind::Entry, &disk.owner, id, &e);
                     }
                     continue;
                 }

@@ -136,7 +136,10 @@ impl RedbBackend {
             narrow_mode(&path, metadata);
         }
         if found == Some(1) {
-            keep_copy(&path, &path.with_file_name(format!("{FILE_NAME}.format1.bak")))?;
+            keep_copy(
+                &path,
+                &path.with_file_name(format!("{FILE_NAME}.format1.bak")),
+            )?;
         }
         guarded(&path, || {
             let file = open_file(&path).map_err(|e| open_err(e.to_string()))?;
@@ -303,9 +306,7 @@ impl RedbBackend {
                 let rows: Vec<(String, Option<Vec<u8>>)> = table
                     .iter()
                     .map_err(|e| self.io(e))?
-                    .map(|row| {
-                        row.map(|(k, v)| (k.value().to_owned(), upgrade_v1(v.value())))
-                    })
+                    .map(|row| row.map(|(k, v)| (k.value().to_owned(), upgrade_v1(v.value()))))
                     .collect::<Result<_, _>>()
                     .map_err(|e| self.io(e))?;
                 for (key, value) in rows {
@@ -1183,7 +1184,11 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains(&file.display().to_string()), "{text}");
         assert!(text.contains("damaged"), "{text}");
-        assert_eq!(std::fs::read(&file).unwrap(), before, "the refused file changed");
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            before,
+            "the refused file changed"
+        );
     }
 
     #[test]
