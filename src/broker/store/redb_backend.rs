@@ -330,7 +330,7 @@ impl RedbBackend {
                         )),
                         None => table.range::<(&str, u64)>(..),
                     };
-                    let rows: Vec<((String, u64), Option<Vec<u8>>)> = range
+                    let rows: Vec<UpgradedRow> = range
                         .map_err(|e| self.io(e))?
                         .take(1024)
                         .map(|row| {
@@ -369,6 +369,10 @@ impl RedbBackend {
         Ok(())
     }
 }
+
+/// A row of a table keyed by queue and copy id, read for the upgrade: its key, and its value
+/// rewritten (`None`: left as it is).
+type UpgradedRow = ((String, u64), Option<Vec<u8>>);
 
 fn builder() -> redb::Builder {
     let mut builder = Database::builder();
@@ -461,7 +465,12 @@ fn guarded<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, StoreError> {
         std::panic::set_hook(Box::new(move |info| {
             let kept = GUARDED_PANIC.with(|slot| match &mut *slot.borrow_mut() {
                 Some(message) => {
-                    let what = info.payload_as_str().unwrap_or("no message");
+                    let payload = info.payload();
+                    let what = payload
+                        .downcast_ref::<&str>()
+                        .copied()
+                        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                        .unwrap_or("no message");
                     *message = Some(match info.location() {
                         Some(at) => {
                             // From the crate's name on: the registry's path says nothing.
@@ -482,7 +491,7 @@ fn guarded<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, StoreError> {
     });
     // `Some(None)`: guarded, no panic yet. Whatever was there (a guarded caller further out)
     // is put back afterwards.
-    let outer = GUARDED_PANIC.with(|slot| std::mem::replace(&mut *slot.borrow_mut(), Some(None)));
+    let outer = GUARDED_PANIC.with(|slot| slot.borrow_mut().replace(None));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     let message = GUARDED_PANIC.with(|slot| std::mem::replace(&mut *slot.borrow_mut(), outer));
     result.map_err(|payload| {
@@ -1174,7 +1183,7 @@ mod tests {
                 id: 1,
                 value,
             };
-            store.commit(&[put.clone()], 1, 2).unwrap();
+            store.commit(std::slice::from_ref(&put), 1, 2).unwrap();
             store.commit(&[put], 2, 2).unwrap();
         }
         let file = dir.path().join(FILE_NAME);
