@@ -285,3 +285,56 @@ async fn an_explicit_allow_anonymous_serves_off_loopback() {
         assert_eq!(connack.reason_code, expected, "allow_anonymous = {allow}");
     }
 }
+
+/// An existing plugin cache directory that others may write into, or that another user owns,
+/// is refused at start with an error naming `shared.plugin_cache_dir`: its files are loaded as
+/// native code. A private one is used.
+#[cfg(unix)]
+#[test]
+fn binary_refuses_a_plugin_cache_dir_others_could_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut cases = vec![(open.clone(), "writable by group or others (mode 777)")];
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let foreign = dir.path().join("foreign");
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+        cases.push((foreign, "owned by uid 65534"));
+    }
+    let config = |cache: &std::path::Path| {
+        format!(
+            "{EPHEMERAL_CONFIG}[shared]\nplugin_cache_dir = {:?}\n",
+            cache.display().to_string()
+        )
+    };
+    for (cache, why) in cases {
+        let (mut child, output, lines, _dir) = spawn_sharq_raw(&config(&cache));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("sharq kept running with plugin cache {}", cache.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while lines.recv_timeout(TIMEOUT).is_ok() {}
+        let output = output.lock().unwrap().clone();
+        assert!(!status.success(), "{output}");
+        assert!(
+            output.contains("shared.plugin_cache_dir") && output.contains(why),
+            "{output}"
+        );
+        assert!(!output.contains("listening for MQTT"), "{output}");
+    }
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o700)).unwrap();
+    drop(SpawnedBroker::with_config(&config(&open)));
+}

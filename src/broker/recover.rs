@@ -22,11 +22,12 @@ use crate::broker::routing::router;
 use crate::broker::session::{self, will, Restored, Session};
 use crate::broker::shared::group::Queued;
 use crate::broker::store::encoding::{
-    decode_entry, decode_inflight, decode_retained, decode_session, Clock, StoredInflight,
+    decode_entry, decode_inflight, decode_retained, decode_session, entry_weight, Clock,
+    StoredInflight,
 };
 use crate::broker::store::spill::Spill;
 use crate::broker::store::{
-    parse_group_owner, session_owner, Op, QueueStats, Recovered, StoreError, StoredRef,
+    parse_group_owner, session_owner, Op, QueueStats, RecordKind, Recovered, StoreError, StoredRef,
 };
 use crate::broker::BrokerState;
 
@@ -72,7 +73,7 @@ impl BrokerState {
                 }
                 Err(e) => {
                     counts.skipped += 1;
-                    tracing::error!(topic, error = %e, "store: skipping a corrupt retained message");
+                    journal.damaged(RecordKind::Retained, &topic, 0, &e);
                 }
             }
         }
@@ -86,7 +87,7 @@ impl BrokerState {
                     .push((id, record)),
                 Err(e) => {
                     counts.skipped += 1;
-                    tracing::error!(owner, id, error = %e, "store: skipping a corrupt in-flight record");
+                    journal.damaged(RecordKind::Inflight, &owner, id, &e);
                 }
             }
         }
@@ -108,7 +109,7 @@ impl BrokerState {
                 Ok(record) => record,
                 Err(e) => {
                     counts.skipped += 1;
-                    tracing::error!(client_id, error = %e, "store: skipping a corrupt session");
+                    journal.damaged(RecordKind::Session, &client_id, 0, &e);
                     continue;
                 }
             };
@@ -226,7 +227,7 @@ impl BrokerState {
                     )),
                     Err(e) => {
                         counts.skipped += 1;
-                        tracing::error!(owner, id, error = %e, "store: skipping a corrupt message");
+                        journal.damaged(RecordKind::Entry, owner, *id, &e);
                     }
                 }
             }
@@ -245,9 +246,16 @@ impl BrokerState {
                 let Some(value) = backend.read_entry(&owner, id)? else {
                     continue;
                 };
-                let Ok(entry) = decode_entry(&value, clock) else {
-                    counts.skipped += 1;
-                    continue;
+                let entry = match decode_entry(&value, clock) {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        // Moved out of the queue with its in-flight record: off its counts.
+                        counts.skipped += 1;
+                        held.count += 1;
+                        held.bytes += entry_weight(&value).map_or(0, u64::from);
+                        journal.damaged(RecordKind::Entry, &owner, id, &e);
+                        continue;
+                    }
                 };
                 held.count += 1;
                 held.bytes += entry.message.weight() as u64;
@@ -282,7 +290,9 @@ impl BrokerState {
                     Ok(entry) => entry,
                     Err(e) => {
                         counts.skipped += 1;
-                        tracing::error!(client_id, id, error = %e, "store: skipping a corrupt message");
+                        held.count += 1;
+                        held.bytes += entry_weight(&value).map_or(0, u64::from);
+                        journal.damaged(RecordKind::Entry, &owner, id, &e);
                         continue;
                     }
                 };
@@ -333,7 +343,9 @@ impl BrokerState {
                     }
                     Err(e) => {
                         counts.skipped += 1;
-                        tracing::error!(owner, id, error = %e, "store: skipping a corrupt message");
+                        held.count += 1;
+                        held.bytes += entry_weight(&value).map_or(0, u64::from);
+                        journal.damaged(RecordKind::Entry, owner, id, &e);
                     }
                 }
             }
@@ -362,7 +374,7 @@ impl BrokerState {
             queued_messages = counts.queued,
             retained_messages = counts.retained,
             groups = counts.groups,
-            skipped_corrupt = counts.skipped,
+            damaged_records = counts.skipped,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "store recovered"
         );

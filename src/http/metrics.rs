@@ -128,6 +128,15 @@ fn encode_broker(
         MetricType::Counter,
         &one(get(&stats.connections_refused)),
     )?;
+    if let Some(journal) = &broker.journal {
+        family(
+            encoder,
+            "sharq_store_damaged_records",
+            "Stored records that failed their checksum or layout when read back since start: not delivered, moved to the store's damaged_records table.",
+            MetricType::Counter,
+            &one(journal.damaged_records()),
+        )?;
+    }
     family(
         encoder,
         "sharq_auth_failures",

@@ -188,6 +188,12 @@ pub enum StrategyError {
     },
     #[error("plugin {origin}: call exceeded its deadline of {deadline_ms} ms")]
     Timeout { origin: String, deadline_ms: u64 },
+    #[error(
+        "shared.plugin_cache_dir {path} is refused: {reason}; compiled plugins in it are loaded \
+         as native code, so it must be owned by the user sharq runs as and writable by nobody \
+         else (chmod 700), or set shared.plugin_cache_dir = \"\" to keep them in memory only"
+    )]
+    UnsafeCacheDir { path: String, reason: String },
     #[error("unknown built-in strategy `{0}` (known: {known})", known = builtin::names().join(", "))]
     UnknownBuiltin(String),
 }

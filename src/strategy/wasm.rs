@@ -31,6 +31,55 @@ use super::{MemberInfo, MemberLoad, MessageView, Needs, StrategyError};
 
 /// Creates `dir` (and its parents) readable only by the broker's user: a compiled component is
 /// native code the broker will run, so no one else may put files there.
+/// Refuses an existing compiled-plugin cache directory that someone other than this process's
+/// user could have put files into: its files are loaded as native code, unchecked beyond
+/// wasmtime's version stamp. A missing directory is fine: it is made 0700 when first written.
+pub fn check_cache_dir(dir: &std::path::Path) -> Result<(), StrategyError> {
+    let refuse = |reason: String| StrategyError::UnsafeCacheDir {
+        path: dir.display().to_string(),
+        reason,
+    };
+    let metadata = match std::fs::metadata(dir) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(refuse(format!("cannot inspect it: {e}"))),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if let Some(reason) =
+            cache_dir_problem(metadata.is_dir(), metadata.mode(), metadata.uid(), me)
+        {
+            return Err(refuse(reason));
+        }
+    }
+    #[cfg(not(unix))]
+    if !metadata.is_dir() {
+        return Err(refuse("it is not a directory".to_owned()));
+    }
+    Ok(())
+}
+
+/// Why a cache directory of `mode` owned by `owner` is unsafe for user `me`, if it is.
+fn cache_dir_problem(is_dir: bool, mode: u32, owner: u32, me: u32) -> Option<String> {
+    if !is_dir {
+        Some("it is not a directory".to_owned())
+    } else if owner != me {
+        Some(format!(
+            "it is owned by uid {owner}, not by the user sharq runs as (uid {me})"
+        ))
+    } else if mode & 0o022 != 0 {
+        Some(format!(
+            "it is writable by group or others (mode {:o})",
+            mode & 0o7777
+        ))
+    } else {
+        None
+    }
+}
+
 fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -255,6 +304,9 @@ impl WasmHost {
         limits: SandboxLimits,
         disk_cache: Option<PathBuf>,
     ) -> Result<WasmHost, StrategyError> {
+        if let Some(dir) = &disk_cache {
+            check_cache_dir(dir)?;
+        }
         let mut config = EngineConfig::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -870,6 +922,37 @@ mod tests {
             content_type: None,
         };
         assert_eq!(instance.select(&view).unwrap(), Some(7));
+    }
+
+    #[test]
+    fn a_cache_dir_others_can_write_or_another_user_owns_is_refused() {
+        assert_eq!(cache_dir_problem(true, 0o40700, 1000, 1000), None);
+        assert_eq!(cache_dir_problem(true, 0o40755, 1000, 1000), None);
+        let group = cache_dir_problem(true, 0o40775, 1000, 1000).unwrap();
+        assert!(
+            group.contains("writable by group or others (mode 775)"),
+            "{group}"
+        );
+        assert!(cache_dir_problem(true, 0o41777, 1000, 1000).is_some());
+        let owner = cache_dir_problem(true, 0o40700, 0, 1000).unwrap();
+        assert!(owner.contains("owned by uid 0"), "{owner}");
+        assert!(cache_dir_problem(false, 0o100600, 1000, 1000).is_some());
+
+        let dir = tempfile::tempdir().unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+            let err = WasmHost::with_disk_cache(LIMITS, Some(dir.path().to_path_buf()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("shared.plugin_cache_dir") && err.contains("mode 777"),
+                "{err}"
+            );
+        }
+        // Not there yet: made private when first written.
+        assert!(WasmHost::with_disk_cache(LIMITS, Some(dir.path().join("new"))).is_ok());
     }
 
     #[test]

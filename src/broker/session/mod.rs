@@ -27,10 +27,12 @@ use crate::broker::routing::delivery::{
     CopyTally, Delivery, Enqueued, GroupId, Mailbox, QueueLimits,
 };
 use crate::broker::routing::message::{Quota, SessionId};
-use crate::broker::store::encoding::{decode_entry, unix_now_ms, Clock, StoredSession};
+use crate::broker::store::encoding::{
+    decode_entry, entry_weight, unix_now_ms, Clock, StoredSession,
+};
 use crate::broker::store::journal::RefillResult;
 use crate::broker::store::spill::Spill;
-use crate::broker::store::{Journal, StoredRef};
+use crate::broker::store::{Journal, RecordKind, StoredRef};
 use durable::SessionDisk;
 
 /// Copies [`Session::take_sendable`] gave up on, by why.
@@ -318,7 +320,13 @@ impl Session {
             let entry = match decode_entry(&value, clock) {
                 Ok(entry) => entry,
                 Err(e) => {
-                    tracing::error!(client_id = %self.client_id, id, error = %e, "store: skipping a corrupt queued message");
+                    // Moved out of the store's queue: out of the disk tail's count too.
+                    if state
+                        .spill
+                        .take_row(id, entry_weight(&value).map_or(0, |w| w as usize))
+                    {
+                        disk.journal.damaged(RecordKind::Entry, &disk.owner, id, &e);
+                    }
                     continue;
                 }
             };

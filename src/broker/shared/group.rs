@@ -29,10 +29,10 @@ use crate::broker::shared::backlog::{DeadLetter, Failure};
 use crate::broker::shared::backlog_index::BacklogIndex;
 use crate::broker::shared::counters::{GroupCounters, GroupDrop, Redelivery};
 use crate::broker::shared::settings::GroupSettings;
-use crate::broker::store::encoding::{decode_entry, encode_entry, Clock};
+use crate::broker::store::encoding::{decode_entry, encode_entry, entry_weight, Clock};
 use crate::broker::store::journal::RefillResult;
 use crate::broker::store::spill::Spill;
-use crate::broker::store::{group_owner, Journal, Op, Owner, StoredRef};
+use crate::broker::store::{group_owner, Journal, Op, Owner, RecordKind, StoredRef};
 use crate::config::Overflow;
 
 /// Bounds on a group's own queue.
@@ -888,7 +888,13 @@ impl SharedGroup {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(group = %self.name, id, error = %e, "store: skipping a corrupt queued message");
+                    // Moved out of the store's queue: out of the disk tail's count too.
+                    let weight = entry_weight(&value).map_or(0, |w| w as usize);
+                    if state.spill.take_row(id, weight) {
+                        if let Some(disk) = &self.disk {
+                            disk.journal.damaged(RecordKind::Entry, &disk.owner, id, &e);
+                        }
+                    }
                 }
             }
         }

@@ -2,9 +2,11 @@
 //! that carries it (our own codec writes and reads it, properties and all), framed by the few
 //! facts a PUBLISH cannot hold: when it expires in wall-clock time and who published it.
 //!
-//! Every value starts with [`FORMAT`]; a value with another first byte is refused as corrupt,
-//! never guessed at. Times are Unix milliseconds, so expiry keeps counting while the broker is
-//! down.
+//! Every value starts with [`FORMAT`] and ends with the CRC32C of everything before it (four
+//! bytes, big-endian). [`Reader::new`], which every decode goes through, checks both: a value
+//! with another first byte, or whose checksum does not match (a bit flipped on disk, a torn
+//! write redb did not catch), is refused as corrupt, never guessed at. Times are Unix
+//! milliseconds, so expiry keeps counting while the broker is down.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,7 +24,12 @@ use crate::broker::owner::Owner;
 use crate::broker::routing::message::Message;
 
 /// First byte of every stored value: the layout version of this file.
-pub const FORMAT: u8 = 1;
+pub const FORMAT: u8 = 2;
+/// The first byte of values written before records carried a checksum (store format 1): the
+/// same layout without the CRC32C suffix. Never read as such; [`upgrade_v1`] rewrites them.
+pub const FORMAT_V1: u8 = 1;
+/// Length of the CRC32C suffix.
+const CHECKSUM_LEN: usize = 4;
 
 /// A session record's owner tag.
 const OWNER_ANONYMOUS: u8 = 0;
@@ -32,6 +39,28 @@ const OWNER_UNRECORDED: u8 = 2;
 #[derive(Debug, thiserror::Error)]
 #[error("corrupt record: {0}")]
 pub struct Corrupt(pub &'static str);
+
+/// `body` (starting with its format byte) with its CRC32C appended: a value as stored.
+fn seal(mut body: Vec<u8>) -> Vec<u8> {
+    let crc = crc32c::crc32c(&body);
+    body.extend_from_slice(&crc.to_be_bytes());
+    body
+}
+
+/// A value of store format 1 rewritten in this format (the layout is the same; the format byte
+/// changes and the checksum is added). `None` for a value that is not a format-1 record: it is
+/// left as it is, and refused when read.
+pub fn upgrade_v1(value: &[u8]) -> Option<Vec<u8>> {
+    match value.split_first() {
+        Some((&FORMAT_V1, rest)) => {
+            let mut body = Vec::with_capacity(value.len() + CHECKSUM_LEN);
+            body.push(FORMAT);
+            body.extend_from_slice(rest);
+            Some(seal(body))
+        }
+        _ => None,
+    }
+}
 
 pub fn unix_now_ms() -> u64 {
     SystemTime::now()
@@ -123,6 +152,10 @@ impl Writer {
     fn new() -> Writer {
         Writer(vec![FORMAT])
     }
+    /// The value as stored, checksum appended.
+    fn finish(self) -> Vec<u8> {
+        seal(self.0)
+    }
     fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
@@ -150,12 +183,22 @@ impl Writer {
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
+    /// The fields of a stored value, once its format byte and its checksum are checked.
     fn new(value: &'a [u8]) -> Result<Reader<'a>, Corrupt> {
-        match value.split_first() {
-            Some((&FORMAT, rest)) => Ok(Reader(rest)),
-            Some(_) => Err(Corrupt("unknown record format")),
-            None => Err(Corrupt("empty record")),
+        match value.first() {
+            Some(&FORMAT) => {}
+            Some(_) => return Err(Corrupt("unknown record format")),
+            None => return Err(Corrupt("empty record")),
         }
+        let Some(split) = value.len().checked_sub(CHECKSUM_LEN).filter(|&n| n >= 1) else {
+            return Err(Corrupt("record cut short"));
+        };
+        let (body, stored) = value.split_at(split);
+        let stored = u32::from_be_bytes([stored[0], stored[1], stored[2], stored[3]]);
+        if crc32c::crc32c(body) != stored {
+            return Err(Corrupt("checksum mismatch: the record was damaged on disk"));
+        }
+        Ok(Reader(&body[1..]))
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], Corrupt> {
         if self.0.len() < n {
@@ -213,10 +256,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The weight stored at the start of an entry value, without decoding the rest.
+/// The weight stored at the start of an entry value, without decoding the rest. The checksum
+/// is not checked: the weight only keeps a queue's byte count (the store's own bookkeeping,
+/// which must also be able to remove a damaged row); nothing read here is delivered.
 pub fn entry_weight(value: &[u8]) -> Result<u32, Corrupt> {
-    let mut r = Reader::new(value)?;
-    r.u32()
+    match value.first() {
+        Some(&FORMAT) => Reader(&value[1..]).u32(),
+        Some(_) => Err(Corrupt("unknown record format")),
+        None => Err(Corrupt("empty record")),
+    }
 }
 
 pub fn encode_entry(message: &Message, copy: Option<&CopyFields>, clock: Clock) -> Vec<u8> {
@@ -230,7 +278,7 @@ pub fn encode_entry(message: &Message, copy: Option<&CopyFields>, clock: Clock) 
         None => w.u8(0),
     }
     write_message(&mut w, message, clock);
-    w.0
+    w.finish()
 }
 
 pub fn decode_entry(value: &[u8], clock: Clock) -> Result<StoredEntry, Corrupt> {
@@ -253,7 +301,7 @@ pub fn decode_entry(value: &[u8], clock: Clock) -> Result<StoredEntry, Corrupt> 
 pub fn encode_retained(message: &Message, clock: Clock) -> Vec<u8> {
     let mut w = Writer::new();
     write_message(&mut w, message, clock);
-    w.0
+    w.finish()
 }
 
 pub fn decode_retained(value: &[u8], clock: Clock) -> Result<Arc<Message>, Corrupt> {
@@ -267,7 +315,7 @@ pub fn encode_inflight(inflight: &StoredInflight) -> Vec<u8> {
     w.u16(inflight.packet_id);
     w.u8(u8::from(inflight.released));
     write_copy(&mut w, &inflight.copy);
-    w.0
+    w.finish()
 }
 
 pub fn decode_inflight(value: &[u8]) -> Result<StoredInflight, Corrupt> {
@@ -334,7 +382,7 @@ pub fn encode_session(session: &StoredSession) -> Vec<u8> {
         }
         Owner::Unrecorded => w.u8(OWNER_UNRECORDED),
     }
-    w.0
+    w.finish()
 }
 
 pub fn decode_session(value: &[u8]) -> Result<StoredSession, Corrupt> {
@@ -614,7 +662,8 @@ mod tests {
         };
         let mut value = encode_session(&session);
         // Records written before owners were kept end where the owner tag now starts.
-        value.truncate(value.len() - 1);
+        value.truncate(value.len() - CHECKSUM_LEN - 1);
+        let value = seal(value);
         assert_eq!(
             decode_session(&value).unwrap().owner,
             Owner::Unrecorded,
@@ -661,7 +710,47 @@ mod tests {
         let read = decode_entry(&value, later).unwrap();
         assert!(read.message.received_at <= clock.instant + Duration::from_millis(1));
         // Written before the arrival time was kept: the last 8 bytes absent.
-        let older = decode_entry(&value[..value.len() - 8], later).unwrap();
+        let body = &value[..value.len() - CHECKSUM_LEN - 8];
+        let older = decode_entry(&seal(body.to_vec()), later).unwrap();
         assert_eq!(older.message.received_at, later.instant);
+    }
+
+    /// A record as store format 1 wrote it: no checksum, format byte 1.
+    fn as_v1(value: &[u8]) -> Vec<u8> {
+        let mut old = value[..value.len() - CHECKSUM_LEN].to_vec();
+        old[0] = FORMAT_V1;
+        old
+    }
+
+    #[test]
+    fn one_flipped_bit_anywhere_is_refused_never_misread() {
+        let clock = Clock::now();
+        let value = encode_entry(&message(), None, clock);
+        for at in 0..value.len() {
+            let mut damaged = value.clone();
+            damaged[at] ^= 0x10;
+            assert!(decode_entry(&damaged, clock).is_err(), "byte {at}");
+        }
+        let session = encode_session(&StoredSession {
+            expiry_interval: 1,
+            disconnected_at_ms: None,
+            subscriptions: Vec::new(),
+            will: None,
+            owner: Owner::User(ByteString::from("alice")),
+        });
+        let mut damaged = session.clone();
+        damaged[2] ^= 1;
+        assert!(decode_session(&damaged).is_err());
+    }
+
+    #[test]
+    fn a_format_1_record_is_refused_as_it_is_and_reads_once_upgraded() {
+        let clock = Clock::now();
+        let value = encode_entry(&message(), None, clock);
+        let old = as_v1(&value);
+        assert!(decode_entry(&old, clock).is_err());
+        assert_eq!(upgrade_v1(&old).unwrap(), value);
+        assert!(upgrade_v1(&value).is_none(), "already this format");
+        assert!(upgrade_v1(&[]).is_none());
     }
 }

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
-use super::encoding::unix_now_ms;
-use super::{Op, Owner, StoreBackend, StoreError};
+use super::encoding::{unix_now_ms, Corrupt};
+use super::{Op, Owner, RecordKind, StoreBackend, StoreError};
 use crate::broker::log_limit::LogLimit;
 
 /// Bytes of ops that may wait for a commit before publishers are held back: the journal's own
@@ -69,6 +69,9 @@ pub struct Journal {
     next_id: AtomicU64,
     pub settings: StoreSettings,
     failure_log: LogLimit,
+    /// Records found damaged (checksum or layout) since start: never delivered, moved aside.
+    damaged: AtomicU64,
+    damaged_log: LogLimit,
     committer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -98,6 +101,8 @@ impl Journal {
             next_id: AtomicU64::new(next_id.max(1)),
             settings,
             failure_log: LogLimit::new(Duration::from_secs(1)),
+            damaged: AtomicU64::new(0),
+            damaged_log: LogLimit::new(Duration::from_secs(1)),
             committer: Mutex::new(None),
         });
         let worker = journal.clone();
@@ -128,6 +133,40 @@ impl Journal {
         if pending.ops.len() == 1 {
             self.wake.notify_one();
         }
+    }
+
+    /// A record read back failed its checksum or its layout: it is not delivered, it is counted
+    /// and logged with its queue (or client, or topic), and it is moved to the store's table of
+    /// damaged records so that the next start neither counts it as a message nor reports it
+    /// again. `name` is the queue for entries and in-flight records, else the client id or the
+    /// topic; `id` the copy id (0 where there is none).
+    pub fn damaged(&self, kind: RecordKind, name: &str, id: u64, error: &Corrupt) {
+        self.damaged.fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = self.damaged_log.allow() {
+            let table = kind.table();
+            let message = "store: damaged record not delivered; moved to the damaged_records table";
+            match kind {
+                RecordKind::Entry | RecordKind::Inflight => {
+                    tracing::error!(store = %self.backend.describe(), table = %table, queue = %name, id, error = %error, suppressed, "{message}")
+                }
+                RecordKind::Session => {
+                    tracing::error!(store = %self.backend.describe(), table = %table, client_id = %name, error = %error, suppressed, "{message}")
+                }
+                RecordKind::Retained => {
+                    tracing::error!(store = %self.backend.describe(), table = %table, topic = %name, error = %error, suppressed, "{message}")
+                }
+            }
+        }
+        self.append(Op::Quarantine {
+            kind,
+            name: Arc::from(name),
+            id,
+        });
+    }
+
+    /// Damaged records found since start (`sharq_store_damaged_records_total` on `/metrics`).
+    pub fn damaged_records(&self) -> u64 {
+        self.damaged.load(Ordering::Relaxed)
     }
 
     /// The batch whose commit makes every op appended so far durable.

@@ -37,6 +37,10 @@ pub enum StoreError {
     },
     #[error("store {path}: {reason}")]
     Io { path: String, reason: String },
+    /// redb could not read its own pages (it panicked, or reported them corrupt) while the
+    /// file was checked: nothing was written to it.
+    #[error("store {path} is damaged and was left untouched: {reason} (restore it from a backup, or move the directory aside to start afresh)")]
+    Damaged { path: String, reason: String },
     #[error("store {path}: corrupt record in {table}: {reason}")]
     Corrupt {
         path: String,
@@ -125,6 +129,37 @@ pub enum Op {
     DeleteDeclared {
         owner: Owner,
     },
+    /// Moves a record whose checksum or layout failed out of its table into the table of
+    /// damaged records, byte for byte, so it is never read as data again but is kept for
+    /// inspection. `id` is 0 for kinds keyed by name only.
+    Quarantine {
+        kind: RecordKind,
+        name: Arc<str>,
+        id: u64,
+    },
+}
+
+/// The kinds of record that carry a checksum: what a damaged one was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    Session,
+    /// A queued copy of a message; `name` is its queue.
+    Entry,
+    /// An exchange in flight; `name` is its queue.
+    Inflight,
+    Retained,
+}
+
+impl RecordKind {
+    /// The table the record lives in.
+    pub fn table(self) -> &'static str {
+        match self {
+            RecordKind::Session => "sessions",
+            RecordKind::Entry => "entries",
+            RecordKind::Inflight => "inflight",
+            RecordKind::Retained => "retained",
+        }
+    }
 }
 
 impl Op {
