@@ -66,6 +66,9 @@ pub struct HttpConfig {
     /// Groups labelled one by one in `/metrics`; the rest are summed under `group="_other"`,
     /// so that thousands of groups cannot flood a Prometheus server.
     pub max_labelled_groups: usize,
+    /// Host names (`name` or `name:port`) requests may carry in their `Host` header besides
+    /// `localhost` and the listen address: a name a DNS-rebinding page could use is refused.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -75,6 +78,7 @@ impl Default for HttpConfig {
             token: String::new(),
             users: Vec::new(),
             max_labelled_groups: 200,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -322,6 +326,9 @@ pub struct SharedConfig {
     /// Unset: the user's cache directory (`$XDG_CACHE_HOME/sharq/plugins`, else
     /// `~/.cache/sharq/plugins`); `""` keeps the cache in memory only.
     pub plugin_cache_dir: Option<PathBuf>,
+    /// The directory a plugin path given through the admin API must lie in (relative paths
+    /// there are relative to it). Unset: the API refuses plugin paths, built-ins only.
+    pub plugin_dir: Option<PathBuf>,
     /// Per-group strategies; the first rule whose `name` (exact, or a glob such as `orders-*`)
     /// matches the share name wins.
     pub groups: Vec<GroupStrategyConfig>,
@@ -612,6 +619,7 @@ impl Default for SharedConfig {
             plugin_init_deadline_ms: DEFAULT_PLUGIN_INIT_DEADLINE_MS,
             plugin_max_failures: 5,
             plugin_cache_dir: None,
+            plugin_dir: None,
             groups: Vec::new(),
             legacy_colon_syntax: false,
             group_linger_secs: 60,
@@ -799,6 +807,25 @@ impl Config {
         }
         if self.http.users.iter().any(|u| u.is_empty()) {
             return Err(invalid("http.users", "a user name cannot be empty"));
+        }
+        for (index, host) in self.http.allowed_hosts.iter().enumerate() {
+            if crate::http::host::Authority::parse(host).is_none() {
+                return Err(invalid(
+                    &format!("http.allowed_hosts[{index}]"),
+                    &format!("must be a host name or address with an optional :PORT, such as \"sharq.example.com\" or \"10.0.0.5:8088\", got {host:?}"),
+                ));
+            }
+        }
+        if self
+            .shared
+            .plugin_dir
+            .as_ref()
+            .is_some_and(|dir| dir.as_os_str().is_empty())
+        {
+            return Err(invalid(
+                "shared.plugin_dir",
+                "must name a directory (leave the key out to refuse plugin paths through the API)",
+            ));
         }
         if self.limits.max_packet_size < 64 || self.limits.max_packet_size > 268_435_460 {
             return Err(invalid(
@@ -1231,5 +1258,25 @@ mod tests {
             err.contains("server.log_format") && err.contains("\"json\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn allowed_hosts_and_plugin_dir_parse_and_bad_ones_name_the_key() {
+        let config = Config::from_toml(
+            "[http]\nallowed_hosts = [\"sharq.example\", \"10.0.0.5:8088\", \"[::1]:80\"]\n[shared]\nplugin_dir = \"plugins\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(config.http.allowed_hosts.len(), 3);
+        assert_eq!(config.shared.plugin_dir, Some(PathBuf::from("plugins")));
+        for bad in ["http://x", "a b", "", "host:port", "x/y"] {
+            let err =
+                Config::from_toml(&format!("[http]\nallowed_hosts = [\"ok\", {bad:?}]\n"), "t")
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.contains("http.allowed_hosts[1]"), "{bad}: {err}");
+        }
+        let err = Config::from_toml("[shared]\nplugin_dir = \"\"\n", "t").unwrap_err();
+        assert!(err.to_string().contains("shared.plugin_dir"), "{err}");
     }
 }

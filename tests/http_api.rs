@@ -283,8 +283,8 @@ async fn strategy_swap_under_load_loses_nothing_and_errors_change_nothing() {
         Some(json!({"plugin": "/nowhere/x.wasm"}))
     )
     .await
-    .error(422)
-    .contains("/nowhere/x.wasm"));
+    .error(403)
+    .contains("shared.plugin_dir"));
     assert_eq!(
         broker
             .state()
@@ -609,6 +609,299 @@ async fn off_loopback_every_read_needs_credentials_but_the_page_itself() {
     feed.next_named("snapshot", Duration::from_secs(3)).await;
     for path in ["/", "/app.js", "/app.css", "/api/v1/openapi.json"] {
         assert_eq!(http::get(api, path).await.status, 200, "{path} is public");
+    }
+    broker.shutdown().await;
+}
+
+/// Issue #25: a page on a rebound name (`Host: attacker.example` reaching 127.0.0.1) gets 421
+/// Misdirected Request on every route, the page, `/metrics` and mutations included; the
+/// listen address, `localhost`, loopback literals and `http.allowed_hosts` are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_host_headers_are_refused_and_known_names_served() {
+    let broker = TestBroker::with_http(|c| {
+        c.http.allowed_hosts = vec!["sharq.example".into(), "proxy.example:8443".into()];
+    })
+    .await;
+    let (api, _) = broker.http();
+    let _client = RawClient::v5(broker.addr(), "secret-client-id").await;
+    let port = api.port();
+    let get_as = |host: String, path: &'static str| async move {
+        http::send(
+            api,
+            http::Req {
+                path,
+                host: Some(&host),
+                ..Default::default()
+            },
+        )
+        .await
+    };
+    for host in [
+        format!("127.0.0.1:{port}"),
+        "127.0.0.1".to_owned(),
+        "localhost".to_owned(),
+        format!("localhost:{port}"),
+        format!("LocalHost:{port}"),
+        format!("[::1]:{port}"),
+        "sharq.example".to_owned(),
+        format!("sharq.example:{port}"),
+        "proxy.example:8443".to_owned(),
+    ] {
+        let reply = get_as(host.clone(), "/api/v1/clients").await;
+        assert_eq!(reply.status, 200, "{host}: {}", reply.body);
+        assert!(reply.body.contains("secret-client-id"), "{host}");
+        assert_eq!(get_as(host.clone(), "/metrics").await.status, 200, "{host}");
+    }
+    for host in [
+        "attacker.example".to_owned(),
+        format!("attacker.example:{port}"),
+        "proxy.example".to_owned(),
+        "proxy.example:8080".to_owned(),
+        format!("localhost.attacker.example:{port}"),
+        format!("10.1.2.3:{port}"),
+        "x y".to_owned(),
+    ] {
+        for path in ["/api/v1/clients", "/metrics", "/", "/api/v1/live"] {
+            let reply = get_as(host.clone(), path).await;
+            assert!(
+                reply.error(421).contains("http.allowed_hosts"),
+                "{host} {path}: {}",
+                reply.body
+            );
+            assert!(!reply.body.contains("secret-client-id"));
+        }
+        let mutation = http::send(
+            api,
+            http::Req {
+                method: "POST",
+                path: "/api/v1/groups",
+                auth: Some(AUTH),
+                body: Some(r#"{"group":"rebound","filter":"r"}"#),
+                host: Some(&host),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(mutation.status, 421, "{host}: {}", mutation.body);
+    }
+    assert!(broker.state().router.group("rebound", "r").is_none());
+    // No Host at all: HTTP/1.1 requires one.
+    assert_eq!(get_as(String::new(), "/api/v1/clients").await.status, 400);
+    broker.shutdown().await;
+
+    // Listening on every address: any address literal is the listen address, a name is not.
+    let broker = TestBroker::with_http(|c| c.http.listen = "0.0.0.0:0".into()).await;
+    let api = SocketAddr::from(([127, 0, 0, 1], broker.http().0.port()));
+    for (host, status) in [("192.0.2.7:8088", 200), ("attacker.example", 421)] {
+        let reply = http::send(
+            api,
+            http::Req {
+                path: "/api/v1/groups",
+                auth: Some(AUTH),
+                host: Some(host),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(reply.status, status, "{host}: {}", reply.body);
+    }
+    broker.shutdown().await;
+}
+
+/// Issue #25: the token rides in the query string on the live feed only (EventSource cannot
+/// set headers); a mutation, or any other read, carrying it there is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_in_the_query_string_opens_the_live_feed_only() {
+    let broker = TestBroker::with_http(|c| c.http.listen = "0.0.0.0:0".into()).await;
+    let api = SocketAddr::from(([127, 0, 0, 1], broker.http().0.port()));
+    for (method, path, body) in [
+        (
+            "POST",
+            "/api/v1/groups?token=s3cret",
+            Some(r#"{"group":"q","filter":"q"}"#),
+        ),
+        ("DELETE", "/api/v1/groups/q?filter=q&token=s3cret", None),
+        (
+            "PUT",
+            "/api/v1/groups/q/strategy?token=s3cret",
+            Some(r#"{"strategy":"sticky"}"#),
+        ),
+        ("POST", "/api/v1/reload?token=s3cret", None),
+        ("GET", "/api/v1/groups?token=s3cret", None),
+        ("GET", "/metrics?token=s3cret", None),
+    ] {
+        let reply = request(api, method, path, None, body).await;
+        assert!(
+            reply.error(401).contains("query string"),
+            "{method} {path}: {}",
+            reply.body
+        );
+    }
+    assert!(broker.state().router.group("q", "q").is_none());
+    // The same token in the header works; in the query, the live feed opens.
+    let declared = request(
+        api,
+        "POST",
+        "/api/v1/groups",
+        Some(AUTH),
+        Some(r#"{"group":"q","filter":"q"}"#),
+    )
+    .await;
+    assert_eq!(declared.status, 201, "{}", declared.body);
+    let mut feed = http::SseStream::open(api, "/api/v1/live?token=s3cret").await;
+    feed.next_named("snapshot", Duration::from_secs(3)).await;
+    broker.shutdown().await;
+}
+
+/// Issue #25: password guessing over HTTP Basic is limited per source address: after 5
+/// failures, 429 (even for the right password) with Retry-After; another address, and the
+/// bearer token from the same one, still get in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_basic_failures_from_one_address_get_429() {
+    let broker = TestBroker::with_http(|c| {
+        c.auth.users.insert("admin".into(), "pw".into());
+        c.http.users = vec!["admin".into()];
+    })
+    .await;
+    let (api, _) = broker.http();
+    let basic = |password: &str| {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("admin:{password}"))
+        )
+    };
+    let declare = |auth: String, from: [u8; 4], group: &'static str| async move {
+        let body = format!(r#"{{"group":"{group}","filter":"{group}"}}"#);
+        http::send(
+            api,
+            http::Req {
+                method: "POST",
+                path: "/api/v1/groups",
+                auth: Some(&auth),
+                body: Some(&body),
+                from: Some(from.into()),
+                ..Default::default()
+            },
+        )
+        .await
+    };
+    for guess in 0..5 {
+        let reply = declare(basic(&format!("guess{guess}")), [127, 0, 0, 1], "g").await;
+        assert_eq!(reply.status, 401, "guess {guess}: {}", reply.body);
+    }
+    let limited = declare(basic("guess5"), [127, 0, 0, 1], "g").await;
+    assert!(limited.error(429).contains("too many"), "{}", limited.body);
+    let retry_after: u64 = limited
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    // The right password changes nothing while the address is limited.
+    assert_eq!(declare(basic("pw"), [127, 0, 0, 1], "g").await.status, 429);
+    assert!(broker.state().router.group("g", "g").is_none());
+    // Another address is not limited; nor is the token.
+    let other = declare(basic("pw"), [127, 0, 0, 2], "other").await;
+    assert_eq!(other.status, 201, "{}", other.body);
+    let token = declare(AUTH.to_owned(), [127, 0, 0, 1], "token").await;
+    assert_eq!(token.status, 201, "{}", token.body);
+    broker.shutdown().await;
+}
+
+/// Issue #25: a plugin path given through the API must lie inside `shared.plugin_dir`
+/// (symbolic links followed); without `shared.plugin_dir` the API takes none. An error never
+/// quotes the file it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_plugin_paths_are_confined_to_plugin_dir_and_errors_quote_no_file() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::copy(builtin_wasm("sticky"), plugins.join("good.wasm")).unwrap();
+    std::fs::copy(builtin_wasm("least_inflight"), plugins.join("other.wasm")).unwrap();
+    let secret = root.path().join("secret.txt");
+    std::fs::write(&secret, "TOP-SECRET-LINE\n").unwrap();
+    std::fs::write(plugins.join("notes.wasm"), "password=hunter2\n").unwrap();
+    std::os::unix::fs::symlink(&secret, plugins.join("link.wasm")).unwrap();
+    std::fs::create_dir(plugins.join("dir.wasm")).unwrap();
+
+    let put = |api: SocketAddr, plugin: String| async move {
+        call(
+            api,
+            "PUT",
+            "/api/v1/groups/p/strategy",
+            Some(json!({ "plugin": plugin })),
+        )
+        .await
+    };
+    // No shared.plugin_dir: refused, whatever the path.
+    let broker = TestBroker::with_http(|_| {}).await;
+    let (api, _) = broker.http();
+    for plugin in [
+        plugins.join("good.wasm").display().to_string(),
+        secret.display().to_string(),
+    ] {
+        let reply = put(api, plugin.clone()).await;
+        assert!(reply.error(403).contains("shared.plugin_dir"), "{plugin}");
+    }
+    broker.shutdown().await;
+
+    let broker = TestBroker::with_http(|c| c.shared.plugin_dir = Some(plugins.clone())).await;
+    let (api, _) = broker.http();
+    let mut member = RawClient::v5(broker.addr(), "m").await;
+    member.subscribe("$share/p/t", QoS::AtMostOnce).await;
+    let before = broker
+        .state()
+        .router
+        .group("p", "t")
+        .unwrap()
+        .strategy_label();
+    for plugin in [
+        secret.display().to_string(),
+        "../secret.txt".to_owned(),
+        plugins.join("../secret.txt").display().to_string(),
+        "link.wasm".to_owned(),
+        "/etc/passwd".to_owned(),
+    ] {
+        let reply = put(api, plugin.clone()).await;
+        assert!(
+            reply.error(403).contains("not inside shared.plugin_dir"),
+            "{plugin}: {}",
+            reply.body
+        );
+        assert!(!reply.body.contains("TOP-SECRET") && !reply.body.contains("root:"));
+    }
+    for (plugin, says) in [
+        ("notes.wasm", "not a WebAssembly component"),
+        ("missing.wasm", "no such file"),
+        ("dir.wasm", "regular file"),
+    ] {
+        let reply = put(api, plugin.to_owned()).await;
+        let error = reply.error(422);
+        assert!(error.contains(says), "{plugin}: {error}");
+        assert!(
+            !error.contains("hunter2") && !error.contains("password"),
+            "{error}"
+        );
+    }
+    assert_eq!(
+        broker
+            .state()
+            .router
+            .group("p", "t")
+            .unwrap()
+            .strategy_label(),
+        before,
+        "refused calls changed nothing"
+    );
+    // Relative to shared.plugin_dir, and absolute inside it.
+    for plugin in [
+        "good.wasm".to_owned(),
+        plugins.join("other.wasm").display().to_string(),
+    ] {
+        let reply = put(api, plugin.clone()).await;
+        assert_eq!(reply.status, 200, "{plugin}: {}", reply.body);
+        assert_eq!(reply.json()["groups_swapped"], 1);
     }
     broker.shutdown().await;
 }

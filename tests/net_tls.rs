@@ -530,3 +530,167 @@ fn paho_over_mutual_tls() {
         ],
     );
 }
+
+/// Runs `openssl ARGS` in `dir`, failing the test with its output if it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("cannot run openssl");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The X.509 version of a PEM certificate file, read from its DER: 1 when the optional
+/// version field is absent.
+fn x509_version(pem: &Path) -> u8 {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let der = tokio_rustls::rustls::pki_types::CertificateDer::from_pem_file(pem).unwrap();
+    // SEQUENCE { SEQUENCE (tbs) { [0] { INTEGER v } ...: both headers are 4 bytes long here.
+    let tbs = &der[4..];
+    let tbs_body = &tbs[if tbs[1] & 0x80 != 0 {
+        2 + usize::from(tbs[1] & 0x7f)
+    } else {
+        2
+    }..];
+    if tbs_body[0] == 0xa0 {
+        tbs_body[4] + 1
+    } else {
+        1
+    }
+}
+
+/// Issue #25: a client certificate made as Mosquitto's TLS guide shows (`openssl x509 -req`
+/// without extensions: X.509 v1) is refused, and the broker logs why, naming the version;
+/// the same key signed with README's `-extfile` recipe (v3, extendedKeyUsage = clientAuth) is
+/// accepted.
+#[test]
+fn a_v1_client_certificate_is_refused_with_the_reason_logged_and_a_v3_one_accepted() {
+    let mut pki = TestPki::new();
+    let (server_cert, server_key) = pki.server("server", "broker");
+    let dir = pki.dir.path().to_path_buf();
+    // The CA and the client's key and request, as in mosquitto-tls(7) (without -des3).
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-days",
+            "30",
+            "-extensions",
+            "v3_ca",
+            "-nodes",
+            "-subj",
+            "/CN=guide CA",
+            "-keyout",
+            "guide-ca.key",
+            "-out",
+            "guide-ca.crt",
+        ],
+    );
+    openssl(&dir, &["genrsa", "-out", "client.key", "2048"]);
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "client.key",
+            "-subj",
+            "/CN=device-v1",
+            "-out",
+            "client.csr",
+        ],
+    );
+    let sign = |out: &str, extfile: Option<&str>| {
+        let mut args = vec![
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "guide-ca.crt",
+            "-CAkey",
+            "guide-ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-out",
+            out,
+        ];
+        if let Some(extfile) = extfile {
+            args.extend(["-extfile", extfile]);
+        }
+        openssl(&dir, &args);
+    };
+    sign("client-v1.crt", None);
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    sign("client-v3.crt", Some("client.ext"));
+    assert_eq!(
+        x509_version(&dir.join("client-v1.crt")),
+        1,
+        "this openssl no longer makes v1 certificates with `x509 -req`"
+    );
+    assert_eq!(x509_version(&dir.join("client-v3.crt")), 3);
+
+    let config = format!(
+        "{EPHEMERAL_CONFIG}\n[[server.tls_listeners]]\naddress = \"127.0.0.1:0\"\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\nrequire_client_cert = true\n",
+        server_cert.display().to_string(),
+        server_key.display().to_string(),
+        dir.join("guide-ca.crt").display().to_string(),
+    );
+    let broker = SpawnedBroker::with_config(&config);
+    let addr = broker.listening("tls");
+    // rustls will not even present a v1 certificate: OpenSSL's client, as mosquitto_pub uses,
+    // does.
+    let mut s_client = std::process::Command::new("openssl");
+    s_client
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "localhost",
+        ])
+        .arg("-CAfile")
+        .arg(&pki.ca_pem)
+        .args(["-cert", "client-v1.crt", "-key", "client.key"])
+        .current_dir(&dir);
+    // TLS 1.3: the client may finish before the server's alert arrives; the log is the point.
+    run_tool(s_client, Duration::from_secs(10));
+    broker.wait_for_output("client certificate refused");
+    let output = broker.output.lock().unwrap().clone();
+    let line = output
+        .lines()
+        .find(|l| l.contains("client certificate refused"))
+        .unwrap();
+    for part in [
+        "X.509 v1",
+        "only v3",
+        "subject_cn=Some(\"device-v1\")",
+        "version=Some(1)",
+        "not_after=Some(",
+        "server.tls_listeners[0]",
+    ] {
+        assert!(line.contains(part), "{part} not in: {line}");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = pki.client_config(Some((&dir.join("client-v3.crt"), &dir.join("client.key"))));
+    assert_eq!(
+        runtime.block_on(async { connack_over(tls_connect(addr, config).await, "device").await }),
+        Some(ReasonCode::SUCCESS),
+        "README's -extfile recipe makes a certificate that works"
+    );
+}

@@ -1,7 +1,7 @@
 //! The admin API under `/api/v1`, as JSON; `openapi.json` beside it describes every route.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{self as fs_path, Component, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::views::{ClientSample, GroupSample};
 use super::HttpState;
-use crate::config::GroupStrategyConfig;
+use crate::config::{Config, GroupStrategyConfig};
 use crate::reload::{self, Trigger};
 
 type ApiResult = Result<Response, ApiError>;
@@ -187,8 +187,92 @@ pub async fn set_strategy(
     body: Result<Json<StrategyRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
     let Json(request) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let rule = request.into_rule(&group)?;
+    let mut rule = request.into_rule(&group)?;
+    if let Some(plugin) = rule.plugin.take() {
+        let config = http.broker.config.clone();
+        // A few file-system calls: off the async workers.
+        let confined =
+            tokio::task::spawn_blocking(move || confine_plugin(&plugin, &config)).await??;
+        rule.plugin = Some(confined);
+    }
     swap(&http, group, Some(rule)).await
+}
+
+/// The file a plugin path given through the API names, if it may be loaded: inside
+/// `shared.plugin_dir` once symbolic links are followed (a relative path is relative to it),
+/// a regular file, and starting with the Wasm magic number. Errors name the path as given and
+/// never quote the file: the caller must not be able to read files through them.
+fn confine_plugin(requested: &fs_path::Path, config: &Config) -> Result<PathBuf, ApiError> {
+    let forbidden = |why: &str| ApiError::new(StatusCode::FORBIDDEN, why.to_owned());
+    let Some(dir) = &config.shared.plugin_dir else {
+        return Err(forbidden("plugin paths are refused through the API unless `shared.plugin_dir` is set; built-in strategies (`strategy`) are not"));
+    };
+    let dir = config.resolve_path(dir);
+    let root = std::fs::canonicalize(&dir).map_err(|e| {
+        ApiError::internal(format!(
+            "shared.plugin_dir {}: {}",
+            dir.display(),
+            io_reason(&e)
+        ))
+    })?;
+    let outside = || {
+        forbidden(&format!(
+            "plugin {}: not inside shared.plugin_dir",
+            requested.display()
+        ))
+    };
+    // Checked on the path as written first, so that nothing outside the directory is looked
+    // at (and no error tells whether a file there exists).
+    if requested
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+    {
+        return Err(outside());
+    }
+    let joined = if requested.is_absolute() {
+        if !(requested.starts_with(&dir) || requested.starts_with(&root)) {
+            return Err(outside());
+        }
+        requested.to_path_buf()
+    } else {
+        root.join(requested)
+    };
+    let unusable = |why: String| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "strategy refused, nothing changed: plugin {}: {why}",
+                requested.display()
+            ),
+        )
+    };
+    let path = std::fs::canonicalize(&joined).map_err(|e| unusable(io_reason(&e)))?;
+    // A symbolic link inside the directory may point out of it.
+    if !path.starts_with(&root) {
+        return Err(outside());
+    }
+    let mut file = std::fs::File::open(&path).map_err(|e| unusable(io_reason(&e)))?;
+    let metadata = file.metadata().map_err(|e| unusable(io_reason(&e)))?;
+    if !metadata.is_file() {
+        return Err(unusable("not a regular file".to_owned()));
+    }
+    let mut magic = [0u8; 4];
+    let read = std::io::Read::read_exact(&mut file, &mut magic);
+    if read.is_err() || magic != *b"\0asm" {
+        return Err(unusable(
+            "not a WebAssembly component (it does not start with the Wasm magic number)".to_owned(),
+        ));
+    }
+    Ok(path)
+}
+
+/// An I/O error's kind in words, without the OS's message (which is about the path anyway).
+fn io_reason(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        kind => format!("cannot be read ({kind})"),
+    }
 }
 
 /// Gives the share name back to the config's `[shared]` rules.

@@ -5,6 +5,7 @@
 mod access;
 mod api;
 mod error;
+pub mod host;
 mod live;
 mod metrics;
 pub mod views;
@@ -12,6 +13,7 @@ pub mod views;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +21,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use prometheus_client::registry::Registry;
 
+use crate::broker::log_limit::LogLimit;
 use crate::broker::BrokerState;
 
 /// What every handler shares.
@@ -28,6 +31,12 @@ pub struct HttpState {
     token: String,
     /// Listening on a loopback address: reading needs no credentials.
     loopback: bool,
+    /// The `Host` names requests may carry.
+    hosts: host::HostPolicy,
+    /// HTTP Basic failures per source address.
+    basic_failures: access::FailureLimit,
+    /// Refused `Host` headers and rate-limited addresses, logged at most once a second.
+    refusal_log: LogLimit,
     registry: Registry,
 }
 
@@ -92,10 +101,15 @@ pub async fn start(broker: Arc<BrokerState>) -> io::Result<Option<HttpServer>> {
         broker: broker.clone(),
         token: token.clone(),
         loopback,
+        hosts: host::HostPolicy::new(address.ip(), &settings.allowed_hosts),
+        basic_failures: access::FailureLimit::default(),
+        refusal_log: LogLimit::new(Duration::from_secs(1)),
     });
     let app = routes(state);
     let shutdown = broker.shutdown.clone();
     tokio::spawn(async move {
+        // The peer's address, for the per-address limit on HTTP Basic failures.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(socket, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;

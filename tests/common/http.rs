@@ -50,9 +50,71 @@ pub async fn request(
     auth: Option<&str>,
     body: Option<&str>,
 ) -> Reply {
+    send(
+        addr,
+        Req {
+            method,
+            path,
+            auth,
+            body,
+            ..Req::default()
+        },
+    )
+    .await
+}
+
+/// One request, in full.
+#[derive(Debug, Clone, Copy)]
+pub struct Req<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The whole Authorization header value.
+    pub auth: Option<&'a str>,
+    pub body: Option<&'a str>,
+    /// The Host header: `Some("")` sends none, `None` the address connected to.
+    pub host: Option<&'a str>,
+    /// The local address to connect from (e.g. 127.0.0.2, to be another client).
+    pub from: Option<std::net::IpAddr>,
+}
+
+impl Default for Req<'_> {
+    fn default() -> Self {
+        Req {
+            method: "GET",
+            path: "/",
+            auth: None,
+            body: None,
+            host: None,
+            from: None,
+        }
+    }
+}
+
+pub async fn send(addr: SocketAddr, req: Req<'_>) -> Reply {
+    let Req {
+        method,
+        path,
+        auth,
+        body,
+        host,
+        from,
+    } = req;
     tokio::time::timeout(TIMEOUT * 4, async {
-        let mut stream = TcpStream::connect(addr).await.expect("HTTP connect");
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        let mut stream = match from {
+            Some(ip) => {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(SocketAddr::new(ip, 0)).unwrap();
+                socket.connect(addr).await.expect("HTTP connect")
+            }
+            None => TcpStream::connect(addr).await.expect("HTTP connect"),
+        };
+        let mut head = format!("{method} {path} HTTP/1.1\r\n");
+        match host {
+            None => head.push_str(&format!("Host: {addr}\r\n")),
+            Some("") => {}
+            Some(host) => head.push_str(&format!("Host: {host}\r\n")),
+        }
+        head.push_str("Connection: close\r\n");
         if let Some(auth) = auth {
             head.push_str(&format!("Authorization: {auth}\r\n"));
         }

@@ -4,12 +4,20 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
+use tokio_rustls::rustls::{
+    self, CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
+
+use crate::broker::log_limit::LogLimit;
 
 /// Why TLS settings could not be loaded. Every variant names the config key and the file, so
 /// an operator knows which listener and which file to fix.
@@ -125,7 +133,11 @@ fn build_server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
                 path: ca_path.clone(),
                 reason: e.to_string(),
             })?;
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(Arc::new(ExplainingVerifier {
+                inner: verifier,
+                listener: files.key_prefix.clone(),
+                log: LogLimit::new(Duration::from_secs(1)),
+            }))
         }
     };
     // Checks that the key matches the leaf certificate.
@@ -136,6 +148,204 @@ fn build_server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
             path: files.key.clone(),
             reason: e.to_string(),
         })
+}
+
+/// The webpki verifier, saying in the log why it refused a client certificate: rustls tells
+/// the client only "certificate unknown" (or "bad certificate"), and without this line the
+/// operator would not learn that, say, the certificate is X.509 v1.
+#[derive(Debug)]
+struct ExplainingVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    /// The listener's config key, e.g. `server.tls_listeners[0]`.
+    listener: String,
+    /// A client can make this line repeat: at most one a second.
+    log: LogLimit,
+}
+
+impl ClientCertVerifier for ExplainingVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now);
+        if let Err(error) = &verified {
+            if let Some(suppressed) = self.log.allow() {
+                let summary = CertificateSummary::of(end_entity);
+                tracing::warn!(
+                    listener = %self.listener,
+                    reason = %refusal_reason(error, summary.version),
+                    subject_cn = ?summary.subject_cn,
+                    issuer_cn = ?summary.issuer_cn,
+                    version = ?summary.version,
+                    not_before = ?summary.not_before,
+                    not_after = ?summary.not_after,
+                    error = %error,
+                    suppressed,
+                    "client certificate refused"
+                );
+            }
+        }
+        verified
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.inner.requires_raw_public_keys()
+    }
+}
+
+/// Why a client certificate was refused, in the terms of how certificates are made: version,
+/// chain, usage or validity.
+fn refusal_reason(error: &rustls::Error, version: Option<u8>) -> String {
+    // webpki parses only v3 certificates; rustls reports that as an opaque "other" error.
+    if let Some(version @ (1 | 2)) = version {
+        return format!("version: an X.509 v{version} certificate; only v3 is accepted (sign it with `-extfile` giving basicConstraints, keyUsage and extendedKeyUsage = clientAuth, see README \"TLS and WebSocket listeners\")");
+    }
+    let rustls::Error::InvalidCertificate(error) = error else {
+        return error.to_string();
+    };
+    match error {
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            "expiry: the certificate has expired".to_owned()
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            "expiry: the certificate is not valid yet".to_owned()
+        }
+        CertificateError::UnknownIssuer => {
+            "chain: not issued by a CA in client_ca (or an intermediate CA the client did not send)"
+                .to_owned()
+        }
+        CertificateError::BadSignature => {
+            "chain: the signature does not verify with the issuer's key".to_owned()
+        }
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            "usage: the certificate's extendedKeyUsage does not include clientAuth".to_owned()
+        }
+        CertificateError::BadEncoding => "the certificate is not valid DER".to_owned(),
+        CertificateError::Revoked => "the certificate is revoked".to_owned(),
+        CertificateError::UnhandledCriticalExtension => {
+            "the certificate has a critical extension that is not understood".to_owned()
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// What the refusal log line shows of a certificate, read defensively from its DER: any part
+/// that cannot be read is `None`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct CertificateSummary {
+    version: Option<u8>,
+    subject_cn: Option<String>,
+    issuer_cn: Option<String>,
+    not_before: Option<String>,
+    not_after: Option<String>,
+}
+
+impl CertificateSummary {
+    fn of(der: &[u8]) -> CertificateSummary {
+        let mut summary = CertificateSummary::default();
+        let Some((certificate, _)) = expect(der, 0x30) else {
+            return summary;
+        };
+        let Some((mut rest, _)) = expect(certificate, 0x30) else {
+            return summary;
+        };
+        // version [0] EXPLICIT INTEGER, absent in v1 (its DEFAULT).
+        summary.version = Some(1);
+        if rest.first() == Some(&0xa0) {
+            let Some((_, explicit, after)) = element(rest) else {
+                return CertificateSummary::default();
+            };
+            summary.version = match expect(explicit, 0x02) {
+                Some(([v], _)) if *v < 0x7f => Some(v + 1),
+                _ => None,
+            };
+            rest = after;
+        }
+        // serialNumber, signature; then issuer, validity, subject.
+        let Some(rest) = element(rest).and_then(|e| element(e.2)).map(|e| e.2) else {
+            return summary;
+        };
+        let Some((issuer, rest)) = expect(rest, 0x30) else {
+            return summary;
+        };
+        summary.issuer_cn = first_common_name(issuer);
+        let Some((validity, rest)) = expect(rest, 0x30) else {
+            return summary;
+        };
+        if let Some((tag, before, after)) = element(validity) {
+            summary.not_before = asn1_time(tag, before);
+            if let Some((tag, after, _)) = element(after) {
+                summary.not_after = asn1_time(tag, after);
+            }
+        }
+        summary.subject_cn = expect(rest, 0x30).and_then(|(names, _)| first_common_name(names));
+        summary
+    }
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) as `YYYY-MM-DD HH:MM:SS UTC`.
+fn asn1_time(tag: u8, content: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(content).ok()?;
+    let digits = text.strip_suffix('Z')?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let full = match (tag, digits.len()) {
+        // RFC 5280: two-digit years 50-99 are 19YY.
+        (0x17, 12) => {
+            let century = if &digits[..2] >= "50" { "19" } else { "20" };
+            format!("{century}{digits}")
+        }
+        (0x18, 14) => digits.to_owned(),
+        _ => return None,
+    };
+    Some(format!(
+        "{}-{}-{} {}:{}:{} UTC",
+        &full[..4],
+        &full[4..6],
+        &full[6..8],
+        &full[8..10],
+        &full[10..12],
+        &full[12..14]
+    ))
 }
 
 fn read_certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -164,7 +374,6 @@ fn file_error(key: &str, path: &Path, error: rustls::pki_types::pem::Error) -> T
 /// text. The certificate was verified by the handshake, but this reads it defensively anyway:
 /// any malformation gives `None`, which refuses the client.
 pub fn subject_common_name(der: &[u8]) -> Option<String> {
-    const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
     let (certificate, _) = expect(der, 0x30)?;
     let (tbs, _) = expect(certificate, 0x30)?;
     let mut rest = tbs;
@@ -176,7 +385,13 @@ pub fn subject_common_name(der: &[u8]) -> Option<String> {
     for _ in 0..4 {
         rest = element(rest)?.2;
     }
-    let (mut names, _) = expect(rest, 0x30)?;
+    let (names, _) = expect(rest, 0x30)?;
+    first_common_name(names)
+}
+
+/// The first common name in the content of a DER `Name` (a SEQUENCE of SETs of attributes).
+fn first_common_name(mut names: &[u8]) -> Option<String> {
+    const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
     while !names.is_empty() {
         let (set, after) = expect(names, 0x31)?;
         names = after;
@@ -288,5 +503,44 @@ mod tests {
             err.contains("server.tls_listeners[0].cert") && err.contains("/nonexistent/cert.pem"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_certificate_is_summarised_for_the_refusal_log() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "device-7");
+        params.not_before = rcgen::date_time_ymd(2024, 1, 2);
+        params.not_after = rcgen::date_time_ymd(2051, 3, 4);
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        let summary = CertificateSummary::of(&der);
+        assert_eq!(summary.version, Some(3));
+        assert_eq!(summary.subject_cn.as_deref(), Some("device-7"));
+        assert_eq!(summary.issuer_cn.as_deref(), Some("device-7"));
+        assert_eq!(
+            summary.not_before.as_deref(),
+            Some("2024-01-02 00:00:00 UTC")
+        );
+        assert_eq!(
+            summary.not_after.as_deref(),
+            Some("2051-03-04 00:00:00 UTC")
+        );
+        for cut in 0..der.len() {
+            let _ = CertificateSummary::of(&der[..cut]);
+        }
+        assert_eq!(
+            asn1_time(0x17, b"991231235959Z").as_deref(),
+            Some("1999-12-31 23:59:59 UTC")
+        );
+        assert_eq!(asn1_time(0x17, b"99123123595Z"), None);
+        assert!(refusal_reason(&rustls::Error::General("x".into()), Some(1)).contains("v1"));
+        assert!(refusal_reason(
+            &rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+            Some(3)
+        )
+        .starts_with("chain"));
     }
 }
