@@ -343,15 +343,6 @@ fn heavy_user_properties(bytes: usize) -> Vec<(ByteString, ByteString)> {
         .collect()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// Whole-message accounting against the real binary: QoS 1 messages with 480 KB of user
 /// properties to an offline group with a 1 MiB queue. What fits is accepted; the rest is refused
 /// with 0x97 naming the bound, counted, and not kept: the broker's memory stays bounded.

@@ -145,6 +145,25 @@ async fn optional_client_certificate_is_verified_when_presented() {
     assert_eq!(connack_over(stranger, "stranger").await, None);
 }
 
+/// A broker whose one TLS listener verifies client certificates against `pki`'s CA and takes
+/// the certificate's CN as the username; anonymous clients refused; `configure` adds the rest.
+async fn identity_broker(
+    pki: &TestPki,
+    cert: &Path,
+    key: &Path,
+    configure: impl FnOnce(&mut Config),
+) -> TestBroker {
+    let mut listener = tls_listener(cert, key);
+    listener.client_ca = Some(pki.ca_pem.clone());
+    listener.use_identity_as_username = true;
+    TestBroker::with(|config| {
+        config.server.tls_listeners = vec![listener];
+        config.auth.allow_anonymous = Some(false);
+        configure(config);
+    })
+    .await
+}
+
 /// `use_identity_as_username`: the CN is the username whatever CONNECT says, no password is
 /// checked, and a client without a certificate is refused with 0x87 (0x05 in 3.1.1).
 #[tokio::test]
@@ -152,12 +171,7 @@ async fn certificate_common_name_is_the_username() {
     let mut pki = TestPki::new();
     let (cert, key) = pki.server("server", "broker");
     let (client_cert, client_key) = pki.client("client", "device-7");
-    let mut listener = tls_listener(&cert, &key);
-    listener.client_ca = Some(pki.ca_pem.clone());
-    listener.use_identity_as_username = true;
-    let broker = TestBroker::with(|config| {
-        config.server.tls_listeners = vec![listener];
-        config.auth.allow_anonymous = Some(false);
+    let broker = identity_broker(&pki, &cert, &key, |config| {
         config
             .auth
             .users
@@ -215,14 +229,7 @@ async fn a_certificate_identity_owns_its_session() {
     let (cert, key) = pki.server("server", "broker");
     let (owner_cert, owner_key) = pki.client("owner", "device-7");
     let (other_cert, other_key) = pki.client("other", "device-8");
-    let mut listener = tls_listener(&cert, &key);
-    listener.client_ca = Some(pki.ca_pem.clone());
-    listener.use_identity_as_username = true;
-    let broker = TestBroker::with(|config| {
-        config.server.tls_listeners = vec![listener];
-        config.auth.allow_anonymous = Some(false);
-    })
-    .await;
+    let broker = identity_broker(&pki, &cert, &key, |_| {}).await;
     let addr = broker.broker.tls_addrs()[0];
     for (version, not_authorized) in [(V5, 0x87u8), (V3_1_1, 0x05)] {
         let id = format!("cert-owned-{version:?}");

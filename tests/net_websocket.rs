@@ -241,15 +241,6 @@ fn paho_over_ws_and_wss() {
     );
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// Upgrades a raw TCP socket to WebSocket by hand, so the test can then write frames byte by
 /// byte as an attacker would.
 async fn raw_ws_upgrade(addr: SocketAddr) -> TcpStream {

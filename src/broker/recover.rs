@@ -22,12 +22,13 @@ use crate::broker::routing::router;
 use crate::broker::session::{self, will, Restored, Session};
 use crate::broker::shared::group::Queued;
 use crate::broker::store::encoding::{
-    decode_entry, decode_inflight, decode_retained, decode_session, entry_weight, Clock,
+    decode_entry, decode_inflight, decode_retained, decode_session, entry_weight, Clock, Corrupt,
     StoredInflight,
 };
 use crate::broker::store::spill::Spill;
 use crate::broker::store::{
-    parse_group_owner, session_owner, Op, QueueStats, RecordKind, Recovered, StoreError, StoredRef,
+    parse_group_owner, session_owner, Journal, Op, QueueStats, RecordKind, Recovered, StoreError,
+    StoredRef,
 };
 use crate::broker::BrokerState;
 
@@ -40,6 +41,23 @@ struct Counts {
     retained: usize,
     groups: usize,
     skipped: usize,
+}
+
+/// A queue's stored entry that fails its checks: the journal moves it aside and logs it, and it
+/// stays in the queue's held counts, which the rows it was counted in still include.
+fn set_aside_damaged(
+    journal: &Journal,
+    counts: &mut Counts,
+    held: &mut QueueStats,
+    owner: &str,
+    id: u64,
+    value: &[u8],
+    error: &Corrupt,
+) {
+    counts.skipped += 1;
+    held.count += 1;
+    held.bytes += entry_weight(value).map_or(0, u64::from);
+    journal.damaged(RecordKind::Entry, owner, id, error);
 }
 
 /// A session put back, waiting for its queue.
@@ -250,10 +268,7 @@ impl BrokerState {
                     Ok(entry) => entry,
                     Err(e) => {
                         // Moved out of the queue with its in-flight record: off its counts.
-                        counts.skipped += 1;
-                        held.count += 1;
-                        held.bytes += entry_weight(&value).map_or(0, u64::from);
-                        journal.damaged(RecordKind::Entry, &owner, id, &e);
+                        set_aside_damaged(&journal, &mut counts, &mut held, &owner, id, &value, &e);
                         continue;
                     }
                 };
@@ -289,10 +304,7 @@ impl BrokerState {
                 let entry = match decode_entry(&value, clock) {
                     Ok(entry) => entry,
                     Err(e) => {
-                        counts.skipped += 1;
-                        held.count += 1;
-                        held.bytes += entry_weight(&value).map_or(0, u64::from);
-                        journal.damaged(RecordKind::Entry, &owner, id, &e);
+                        set_aside_damaged(&journal, &mut counts, &mut held, &owner, id, &value, &e);
                         continue;
                     }
                 };
@@ -342,10 +354,7 @@ impl BrokerState {
                         items.push(Queued::new(entry.message, Some(id), None));
                     }
                     Err(e) => {
-                        counts.skipped += 1;
-                        held.count += 1;
-                        held.bytes += entry_weight(&value).map_or(0, u64::from);
-                        journal.damaged(RecordKind::Entry, owner, id, &e);
+                        set_aside_damaged(&journal, &mut counts, &mut held, owner, id, &value, &e);
                     }
                 }
             }
