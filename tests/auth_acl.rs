@@ -389,20 +389,14 @@ async fn one_deny_rule_leaves_wildcards_granted_and_filters_delivery() {
     for version in VERSIONS {
         let id = format!("anon-{}", v(version));
         let mut anon = login(&broker, version, None, &id, None).await;
-        let suback = anon
-            .subscribe_with(
-                vec![
-                    ("#", sub_options(QoS::AtLeastOnce)),
-                    ("+/+", sub_options(QoS::AtLeastOnce)),
-                    ("test/nosubscribe", sub_options(QoS::AtLeastOnce)),
-                    ("test/+", sub_options(QoS::AtLeastOnce)),
-                    ("TopicA/#", sub_options(QoS::AtLeastOnce)),
-                ],
-                None,
+        let codes = anon
+            .subscribe_many(
+                &["#", "+/+", "test/nosubscribe", "test/+", "TopicA/#"],
+                QoS::AtLeastOnce,
             )
             .await;
         assert_eq!(
-            suback.reason_codes,
+            codes,
             vec![
                 ReasonCode::GRANTED_QOS_1,
                 ReasonCode::GRANTED_QOS_1,
@@ -501,20 +495,12 @@ async fn a_filter_whose_whole_reach_is_denied_is_refused() {
         let id = format!("anon-{}", v(version));
         let mut anon = login(&broker, version, None, &id, None).await;
         let filters = ["test/#", "test/+", "test", "a/#", "+/+", "#", "b/a"];
-        let suback = anon
-            .subscribe_with(
-                filters
-                    .iter()
-                    .map(|f| (*f, sub_options(QoS::AtMostOnce)))
-                    .collect(),
-                None,
-            )
-            .await;
+        let codes = anon.subscribe_many(&filters, QoS::AtMostOnce).await;
         let no = refused(version);
         let yes = ReasonCode::GRANTED_QOS_0;
         // `a/#` is denied whole by `a` and `a/+/#` together.
         assert_eq!(
-            suback.reason_codes,
+            codes,
             vec![no, no, no, no, yes, yes, yes],
             "{} {filters:?}",
             v(version)
