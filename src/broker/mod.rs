@@ -28,6 +28,7 @@ mod auth;
 pub mod events;
 mod handle;
 pub(crate) mod log_limit;
+pub mod message;
 pub mod net;
 pub mod owner;
 mod recover;
@@ -62,12 +63,12 @@ use crate::topic::{
     TopicError,
 };
 use log_limit::LogLimit;
+use message::delivery::{self, Delivery, QueueLimits};
+use message::Message;
 use net::admission::Admission;
 use net::listener::{Kind, Listener};
 use net::tls::{ReloadableTls, TlsError, TlsFiles};
 use owner::Owner;
-use routing::delivery::{self, Delivery, QueueLimits};
-use routing::message::Message;
 use routing::retain::{RetainLimits, RetainStore, Retained};
 use routing::router::{Lingering, Router};
 use session::Session;
@@ -1098,7 +1099,7 @@ impl BrokerState {
 
     /// Stores a message that has the RETAIN flag in the retained store. Returns the bound that
     /// kept it out, counted; the message is routed either way.
-    pub fn retain(&self, message: &Arc<Message>) -> Option<routing::message::Quota> {
+    pub fn retain(&self, message: &Arc<Message>) -> Option<message::Quota> {
         if !message.retain {
             return None;
         }

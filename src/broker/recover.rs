@@ -17,8 +17,7 @@ use crate::packet::QoS;
 use crate::topic::{parse_subscription_with, session_key, SubscriptionFilter};
 
 use crate::broker::acl;
-use crate::broker::routing::delivery::{Delivery, GroupTag};
-use crate::broker::routing::router;
+use crate::broker::message::delivery::{Delivery, GroupTag};
 use crate::broker::session::{self, will, Restored, Session};
 use crate::broker::shared::group::Queued;
 use crate::broker::store::encoding::{
@@ -427,7 +426,7 @@ impl BrokerState {
                     group,
                     filter: shared,
                 } => {
-                    let membership = router::Membership {
+                    let membership = crate::broker::shared::Membership {
                         options,
                         identifier,
                         weight: 1,

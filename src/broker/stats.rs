@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::broker::routing::message::Quota;
+use crate::broker::message::Quota;
 use crate::broker::routing::router::Routed;
 use crate::broker::session::Dropped;
 

@@ -10,7 +10,7 @@ use bytestring::ByteString;
 
 use crate::packet::QoS;
 
-use crate::broker::routing::message::{Message, Quota};
+use crate::broker::message::{Message, Quota};
 use crate::broker::shared::SharedGroup;
 use crate::broker::stats::Stats;
 use crate::broker::BrokerState;

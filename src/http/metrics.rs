@@ -10,7 +10,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::broker::routing::message::Quota;
+use crate::broker::message::Quota;
 use crate::broker::BrokerState;
 use crate::broker::{DropReason, Stats};
 use crate::strategy::latency::{LatencyHistogram, LatencySnapshot};

@@ -8,9 +8,9 @@ use crate::packet::{Ack, Packet, Publish, QoS, ReasonCode};
 use crate::topic::validate_topic_name;
 
 use crate::broker::acl::Identity;
+use crate::broker::message::{Message, Quota};
 use crate::broker::net::connection::Connection;
 use crate::broker::net::error::ConnectionError;
-use crate::broker::routing::message::{Message, Quota};
 use crate::broker::routing::router::Routed;
 use crate::broker::session::Session;
 

@@ -13,11 +13,11 @@ use crate::topic::{parse_subscription_with, session_key, SubscriptionFilter};
 use std::sync::atomic::Ordering;
 
 use crate::broker::acl::{Identity, ReadGuard};
+use crate::broker::message::delivery::{Delivery, Occasion};
 use crate::broker::net::connection::Connection;
 use crate::broker::net::error::ConnectionError;
-use crate::broker::routing::delivery::{Delivery, Occasion};
-use crate::broker::routing::router::Membership;
 use crate::broker::session::StoredSubscription;
+use crate::broker::shared::Membership;
 use crate::broker::stats::DropReason;
 
 impl Connection {

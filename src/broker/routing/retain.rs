@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytestring::ByteString;
 use parking_lot::RwLock;
 
-use crate::broker::routing::message::{Message, Quota};
+use crate::broker::message::{Message, Quota};
 use crate::broker::store::encoding::{encode_retained, Clock};
 use crate::broker::store::{Journal, Op};
 

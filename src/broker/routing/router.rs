@@ -21,13 +21,15 @@ use crate::topic::TopicTree;
 
 use crate::broker::acl::ReadGuard;
 use crate::broker::events::EventFeed;
-use crate::broker::routing::delivery::{
+use crate::broker::message::delivery::{
     Delivery, Enqueued, GroupId, Mailbox, Occasion, QueueLimits,
 };
-use crate::broker::routing::message::{Message, Quota, SessionId};
+use crate::broker::message::{Message, Quota, SessionId};
 use crate::broker::session::Session;
 use crate::broker::shared::group::GroupSetup;
-use crate::broker::shared::{AfterLeave, BacklogIndex, Dispatched, GroupLimits, SharedGroup};
+use crate::broker::shared::{
+    AfterLeave, BacklogIndex, Dispatched, GroupLimits, Membership, SharedGroup,
+};
 use crate::broker::store::Journal;
 
 #[derive(Debug, Default)]
@@ -49,19 +51,6 @@ struct Subscriber {
     identifier: Option<u32>,
     /// The read check at delivery; none without an ACL.
     read: Option<Arc<ReadGuard>>,
-}
-
-/// How a session joins a shared group.
-#[derive(Debug, Clone)]
-pub struct Membership {
-    pub options: SubscriptionOptions,
-    pub identifier: Option<u32>,
-    /// From the SUBSCRIBE user property `weight`; 1 when absent.
-    pub weight: u32,
-    /// The SUBSCRIBE's user properties, which contract 0.2.0 strategies see.
-    pub user_properties: crate::packet::UserProperties,
-    /// The member's read check at delivery; none without an ACL.
-    pub read: Option<Arc<ReadGuard>>,
 }
 
 /// What routing one message did: for the publisher's acknowledgement and for statistics.

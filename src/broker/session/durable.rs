@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::packet::QoS;
 
-use crate::broker::routing::delivery::Delivery;
+use crate::broker::message::delivery::Delivery;
 use crate::broker::store::encoding::{
     encode_entry, encode_inflight, encode_session, Clock, CopyFields, StoredInflight, StoredSession,
 };

@@ -22,11 +22,11 @@ use crate::packet::{
     Ack, LastWill, Packet, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionOptions,
 };
 
-use crate::broker::owner::Owner;
-use crate::broker::routing::delivery::{
+use crate::broker::message::delivery::{
     CopyTally, Delivery, Enqueued, GroupId, Mailbox, QueueLimits,
 };
-use crate::broker::routing::message::{Quota, SessionId};
+use crate::broker::message::{Quota, SessionId};
+use crate::broker::owner::Owner;
 use crate::broker::store::encoding::{
     decode_entry, entry_weight, unix_now_ms, Clock, StoredSession,
 };
@@ -1160,7 +1160,7 @@ fn build_publish(
     packet_id: Option<u16>,
     dup: bool,
     now: Instant,
-) -> Result<Publish, crate::broker::routing::message::Expired> {
+) -> Result<Publish, crate::broker::message::Expired> {
     let remaining = delivery.message.remaining_expiry(now)?;
     let mut publish = build_publish_unchecked(delivery, packet_id, dup);
     publish.properties.message_expiry_interval = remaining;
@@ -1177,8 +1177,8 @@ fn fits(packet: &Packet, version: ProtocolVersion, max_packet_size: u32) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::routing::delivery::{GroupId, GroupTag};
-    use crate::broker::routing::message::Message;
+    use crate::broker::message::delivery::{GroupId, GroupTag};
+    use crate::broker::message::Message;
     use bytes::Bytes;
 
     fn message(topic: &str, payload: &'static [u8], qos: QoS) -> Arc<Message> {

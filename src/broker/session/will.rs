@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::packet::{LastWill, Publish};
 
-use crate::broker::routing::message::Message;
+use crate::broker::message::Message;
 use crate::broker::session::Session;
 use crate::broker::BrokerState;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 
-use crate::broker::routing::message::Message;
+use crate::broker::message::Message;
 
 /// A message in the group's queue, where it is stored, and how its deliveries went.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::broker::routing::message::Quota;
+use crate::broker::message::Quota;
 
 /// Why copies came back to a group from a member, to go to another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +118,7 @@ impl GroupDrop {
 }
 
 /// Per-group counters; members' sessions count how copies end in the group's
-/// [`CopyTally`](crate::broker::routing::delivery::CopyTally).
+/// [`CopyTally`](crate::broker::message::delivery::CopyTally).
 #[derive(Debug, Default)]
 pub struct GroupCounters {
     pub dispatched: AtomicU64,

@@ -20,15 +20,15 @@ use crate::strategy::{
 
 use crate::broker::acl::ReadGuard;
 use crate::broker::events::{EventFeed, EventKind};
-use crate::broker::routing::delivery::{
+use crate::broker::message::delivery::{
     CopyTally, Delivery, Enqueued, GroupId, GroupTag, Mailbox, Occasion, QueueLimits,
 };
-use crate::broker::routing::message::{Message, Quota, SessionId};
-use crate::broker::routing::router::Membership;
+use crate::broker::message::{Message, Quota, SessionId};
 use crate::broker::shared::backlog::{DeadLetter, Failure};
 use crate::broker::shared::backlog_index::BacklogIndex;
 use crate::broker::shared::counters::{GroupCounters, GroupDrop, Redelivery};
 use crate::broker::shared::settings::GroupSettings;
+use crate::broker::shared::Membership;
 use crate::broker::store::encoding::{decode_entry, encode_entry, entry_weight, Clock};
 use crate::broker::store::journal::RefillResult;
 use crate::broker::store::spill::Spill;

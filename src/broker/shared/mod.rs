@@ -6,6 +6,7 @@ pub mod backlog;
 pub mod backlog_index;
 pub mod counters;
 pub mod group;
+pub mod membership;
 pub mod settings;
 
 pub use backlog_index::BacklogIndex;
@@ -13,3 +14,4 @@ pub use counters::{GroupCounters, GroupDrop, Redelivery};
 pub use group::{
     AfterLeave, Dispatched, GroupLimits, GroupView, MemberStats, MemberView, SharedGroup,
 };
+pub use membership::Membership;

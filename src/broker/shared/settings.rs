@@ -37,7 +37,7 @@ impl GroupSettings {
     }
 
     /// A message's ordering key, when the group has `ordered_by`.
-    pub fn key_of(&self, message: &crate::broker::routing::message::Message) -> Option<u64> {
+    pub fn key_of(&self, message: &crate::broker::message::Message) -> Option<u64> {
         let spec = self.ordered_by.as_ref()?;
         Some(spec.key(&message.topic, message.publisher_client_id.as_deref()))
     }

@@ -20,8 +20,8 @@ use crate::packet::{
     SubscriptionOptions, WillProperties,
 };
 
+use crate::broker::message::Message;
 use crate::broker::owner::Owner;
-use crate::broker::routing::message::Message;
 
 /// First byte of every stored value: the layout version of this file.
 pub const FORMAT: u8 = 2;

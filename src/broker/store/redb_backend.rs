@@ -1136,8 +1136,8 @@ mod tests {
 
     use crate::broker::store::encoding::{decode_entry, encode_entry, Clock};
 
-    fn message(payload: &'static [u8]) -> Arc<crate::broker::routing::message::Message> {
-        crate::broker::routing::message::Message::from_publish(
+    fn message(payload: &'static [u8]) -> Arc<crate::broker::message::Message> {
+        crate::broker::message::Message::from_publish(
             crate::packet::Publish {
                 dup: false,
                 qos: crate::packet::QoS::AtLeastOnce,

@@ -19,7 +19,7 @@ use bytestring::ByteString;
 use crate::packet::{QoS, SubscriptionOptions};
 use crate::strategy::MemberLoad;
 
-use crate::broker::routing::message::{Message, Quota, SessionId};
+use crate::broker::message::{Message, Quota, SessionId};
 use crate::broker::store::StoredRef;
 
 /// Identifies a shared group for the lifetime of the broker process; never reused. A delivery

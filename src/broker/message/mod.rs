@@ -1,4 +1,7 @@
-//! An application message as the broker routes it, independent of any one connection.
+//! The broker's vocabulary below every queue: an application message as the broker routes it,
+//! independent of any one connection, and (`delivery`) one copy of it on its way to a session.
+
+pub mod delivery;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
