@@ -48,11 +48,9 @@ failed=0
 for variant in $VARIANTS; do
     protocol=${variant%%:*}
     leave=${variant##*:}
-    require_free_port
     broker_log="$OUT/${protocol}-${leave}.broker.log"
-    "$SHARQ" --config "$work/sharq.toml" >"$broker_log" 2>&1 &
-    broker_pid=$!
-    wait_for_broker "$broker_log" 30
+    : >"$broker_log"
+    start_sharq "$work/sharq.toml" "$broker_log" 30
     log="$OUT/${protocol}-${leave}.jsonl"
     echo "== $protocol $leave: $RUNS runs × $MESSAGES messages -> $log" >&2
     if ! "$BENCH" churn-loop --port "$PORT" --runs "$RUNS" --messages "$MESSAGES" \

@@ -3,15 +3,17 @@
 # and how sharq's cost per message grows with group size, groups, subscriptions and
 # connections (the scale curves), in one run.
 #
-#   bench/compare.sh            # full run (about 30 minutes on 2 cores), rewrites bench/RESULTS.md
+#   bench/install-tools         # once: Mosquitto, rumqttd, rmqttd, matplotlib (see there)
+#   bench/compare.sh            # full run (about 30 minutes on 2 cores), rewrites
+#                               # bench/results/compare.md
 #   bench/compare.sh --quick    # smoke run: one round, small counts
 #
-# What it does, on a fresh Debian/Ubuntu machine with Rust installed:
-# 1. installs what is missing: Mosquitto (apt), rumqttd 0.20.0 and rmqttd 0.24 (cargo install,
-#    pinned, into ~/.cache/sharq-bench/peers; rmqttd needs protobuf-compiler and cmake from apt,
-#    installed too; see bench/peers.sh) and matplotlib (pip, or apt's python3-matplotlib). No
-#    broker is ever started as a service: each run starts its own instance, with its own config,
-#    on its own port;
+# What it does, on a Debian/Ubuntu machine with Rust installed:
+# 1. checks for the peer brokers it runs (Mosquitto from apt, rumqttd 0.20.0 and rmqttd 0.24
+#    cargo-installed into ~/.cache/sharq-bench/peers, see bench/tools.sh), matplotlib and
+#    taskset, and stops naming `bench/install-tools` if one is missing. No broker is ever
+#    started as a service: each run starts its own instance (bench/broker_run.sh), with its own
+#    config, on its own port;
 # 2. builds sharq and the load generator (`examples/sharq_bench`) in release;
 # 3. runs every scenario against every broker, rotating their order round by round, each run on
 #    a freshly started broker; then the key scenarios again with the broker and the load
@@ -19,8 +21,8 @@
 # 4. runs the same shared load once per sharq dispatch strategy (Mosquitto's one fixed
 #    distribution as a reference row);
 # 5. the scale curves, on every broker that runs them;
-# 6. writes the comparison section of bench/RESULTS.md (between the markers; the rest of the
-#    file is kept) and the PNG plots under bench/plots/.
+# 6. writes the comparison section of bench/results/compare.md (between the markers; the rest
+#    of the file is kept) and the PNG plots under bench/plots/.
 #
 # Environment: ROUNDS (default 3; 1 with --quick), PORT (default 18831), BROKERS (default
 # "sharq mosquitto rumqttd rmqtt"), ONLY (space-separated sections to run: h2h pinned v5
@@ -49,7 +51,6 @@ done
 ROUNDS=${ROUNDS:-$([[ $QUICK == 1 ]] && echo 1 || echo 3)}
 PORT=${PORT:-18831}
 TARGET=${CARGO_TARGET_DIR:-target}
-PY=${PYTHON:-python3}
 read -r -a BROKERS <<<"${BROKERS:-sharq mosquitto rumqttd rmqtt}"
 ONLY=${ONLY:-h2h pinned v5 strategies scale}
 # Message counts: full / quick.
@@ -59,16 +60,21 @@ log() { echo "[compare $(date -u +%H:%M:%S)] $*" >&2; }
 section() { [[ " $ONLY " == *" $1 "* ]]; }
 
 # --- 1. tools -----------------------------------------------------------------------------
-# shellcheck source=peers.sh
-. bench/peers.sh
-ensure_peers
-if ! "$PY" -c 'import matplotlib' 2>/dev/null; then
-    log "installing matplotlib"
-    if ! "$PY" -m pip install -q matplotlib 2>/dev/null; then
-        apt_install python3-matplotlib
-        PY=/usr/bin/python3
-    fi
-fi
+# shellcheck source=broker_run.sh
+. bench/broker_run.sh
+needed=(matplotlib)
+section pinned && needed+=(taskset)
+# The strategy runs have Mosquitto as their reference row whatever BROKERS says.
+section strategies && needed+=(mosquitto)
+for b in "${BROKERS[@]}"; do
+    case "$b" in
+    sharq) ;;
+    rmqtt) needed+=(rmqttd) ;;
+    *) needed+=("$b") ;;
+    esac
+done
+require_tools "${needed[@]}"
+PY=$(matplotlib_python)
 
 # --- 2. build -----------------------------------------------------------------------------
 if [[ $BUILD == 1 ]]; then
@@ -77,9 +83,6 @@ if [[ $BUILD == 1 ]]; then
 fi
 SHARQ="$TARGET/release/sharq"
 BENCH="$TARGET/release/examples/sharq_bench"
-
-# shellcheck source=broker_run.sh
-. bench/broker_run.sh
 
 # Every broker gets the same limits where it has the same knob: 64 messages in flight per
 # client, 100,000 queued per client (the defaults are lower — sharq 10,000, Mosquitto and rmqtt
@@ -168,38 +171,30 @@ listener.tcp.external.max_mqueue_len = 100000
 listener.tcp.external.max_subscriptions = 0
 EOF
 
-# With PIN set, the broker runs on CPU 0 and the load generator on CPU 1.
+# With PIN set, the broker runs on CPU 0 (start_broker) and the load generator on CPU 1.
 PIN=
 pin_prefix() { # cpu
     if [[ -n $PIN ]]; then echo "taskset -c $1"; fi
 }
 
+# bench/broker_run.sh gives every broker the hard open-file limit as its soft one: 10k idle
+# connections need 10k descriptors in the broker (and in sharq_bench, which raises its own).
 start_broker() { # broker [strategy] [protocol]
-    require_free_port
-    # 10k idle connections need 10k descriptors in the broker (and in sharq_bench, which raises
-    # its own soft limit to the hard one).
-    local nofile pin
-    nofile=$(ulimit -Hn)
-    pin=$(pin_prefix 0)
-    # shellcheck disable=SC2086 # $pin is a command prefix or nothing
+    # Read by run_broker (bench/broker_run.sh): pinned runs put the broker on CPU 0.
+    local BROKER_CPUS=
+    [[ -n $PIN ]] && BROKER_CPUS=0
     case "$1" in
     sharq)
         write_sharq_config "${2:-round_robin}"
-        (ulimit -n "$nofile" && exec $pin "$SHARQ" --config "$work/sharq.toml") >>"$work/broker.log" 2>&1 &
+        start_sharq "$work/sharq.toml" "$work/broker.log" 10
         ;;
-    mosquitto)
-        (ulimit -n "$nofile" && exec $pin "$MOSQUITTO" -c "$work/mosquitto.conf") >>"$work/broker.log" 2>&1 &
-        ;;
+    mosquitto) start_mosquitto "$work/mosquitto.conf" "$work/broker.log" 10 ;;
     rumqttd)
         write_rumqttd_config "${3:-3.1.1}"
-        (ulimit -n "$nofile" && exec $pin "$RUMQTTD" -q -c "$work/rumqttd.toml") >>"$work/broker.log" 2>&1 &
+        start_rumqttd "$work/rumqttd.toml" "$work/broker.log" 10
         ;;
-    rmqtt)
-        (ulimit -n "$nofile" && cd "$work" && exec $pin "$RMQTTD" -f "$work/rmqtt.toml") >>"$work/broker.log" 2>&1 &
-        ;;
+    rmqtt) start_rmqtt "$work/rmqtt.toml" "$work/broker.log" 10 ;;
     esac
-    broker_pid=$!
-    wait_for_broker "$work/broker.log" 10
 }
 
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$broker_pid/status"; }
@@ -383,18 +378,18 @@ machine=$(
     echo "- CPU: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1), nproc = $(nproc)"
     echo "- memory: $(free -h | awk '/^Mem:/ {print $2}') total"
     echo "- kernel: $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
-    echo "- sharq: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- . ':(exclude)bench/results.jsonl' ':(exclude)bench/results.commands' ':(exclude)bench/RESULTS.md' ':(exclude)bench/plots' 2>/dev/null || echo ' (with uncommitted changes)'), $(rustc --version)"
-    echo "- peers: Mosquitto $("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/^mosquitto //'); rumqttd $RUMQTTD_VERSION and rmqttd $RMQTTD_VERSION.x (cargo install, bench/peers.sh)"
+    echo "- sharq: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- . ':(exclude)bench/results.jsonl' ':(exclude)bench/results.commands' ':(exclude)bench/RESULTS.md' ':(exclude)bench/results' ':(exclude)bench/plots' 2>/dev/null || echo ' (with uncommitted changes)'), $(rustc --version)"
+    echo "- peers: Mosquitto $("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/^mosquitto //'); rumqttd $RUMQTTD_VERSION and rmqttd $RMQTTD_VERSION.x (cargo install, bench/install-tools)"
     echo "- load average at the start of the runs: $(head -1 "$results" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["load_before"])')"
     echo "- mode: $([[ $QUICK == 1 ]] && echo 'quick (--quick)' || echo full), $ROUNDS round(s), sections: $ONLY"
 )
 # The configurations as the head-to-head runs used them.
 write_sharq_config round_robin
 write_rumqttd_config 3.1.1
-"$PY" bench/report.py report bench/results.jsonl bench/results.commands bench/RESULTS.md bench/plots \
+"$PY" bench/report.py report bench/results.jsonl bench/results.commands bench/results/compare.md bench/plots \
     "$machine" "sharq's configuration (the strategy runs change \`default_strategy\`)=$work/sharq.toml" \
     "Mosquitto's=$work/mosquitto.conf" \
     "rumqttd's (for MQTT 5 the section is \`[v5.1]\`)=$work/rumqttd.toml" \
     "rmqtt's=$work/rmqtt.toml" \
     "rmqtt's shared-subscription plugin (\`rmqtt-plugins/rmqtt-shared-subscription.toml\`)=$work/rmqtt-plugins/rmqtt-shared-subscription.toml"
-log "wrote bench/RESULTS.md and bench/plots/"
+log "wrote bench/results/compare.md and bench/plots/"

@@ -17,6 +17,7 @@ PUBLISHERS=${PUBLISHERS:-4}
 MEMBERS=${MEMBERS:-4}
 OUT=${OUT:-target/durable_backlog.json}
 . bench/broker_run.sh
+require_tools jq
 require_free_port
 
 cargo build --release --bin sharq --example sharq_bench >&2
@@ -56,16 +57,10 @@ EOF
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$broker_pid/status"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$broker_pid/status"; }
 
-start_sharq() { # LOG
-    "$SHARQ" --config "$STORE_PARENT/sharq.toml" >>"$1" 2>&1 &
-    broker_pid=$!
-}
-
 machine=$(wait_idle)
 echo "machine at start: $machine; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 log=$STORE_PARENT/broker.log
-start_sharq "$log"
-wait_for_broker "$log" 30
+start_sharq "$STORE_PARENT/sharq.toml" "$log" 30
 rss_idle=$(rss_kib)
 
 # 1. Fill.
@@ -82,13 +77,12 @@ store_bytes=$(stat -c %s "$STORE_PARENT/store/sharq.redb")
 store_disk_kib=$(du -k "$STORE_PARENT/store/sharq.redb" | cut -f1)
 
 # 2. kill -9, restart, time to listening.
-kill -9 "$broker_pid"
-wait "$broker_pid" 2>/dev/null || true
-broker_pid=
+kill9_broker
 sync
 log2=$STORE_PARENT/broker2.log
 t0=$(date +%s%N)
-start_sharq "$log2"
+# 0: no wait; the loop below times spawn → listening itself.
+start_sharq "$STORE_PARENT/sharq.toml" "$log2" 0
 until port_open; do
     if ! kill -0 "$broker_pid" 2>/dev/null; then
         echo "the broker died on restart:" >&2

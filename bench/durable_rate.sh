@@ -19,26 +19,22 @@ CI_VALUES=${CI_VALUES:-"0 2 5 10"}
 MESSAGES=${MESSAGES:-200000}
 OUT=${OUT:-target/durable_rate.jsonl}
 . bench/broker_run.sh
+require_tools jq
+[[ " $BROKERS " == *" mosquitto"* ]] && require_tools mosquitto
 require_free_port
 
 cargo build --release --bin sharq --example sharq_bench >&2
 SHARQ=target/release/sharq
 BENCH=target/release/examples/sharq_bench
-if ! command -v mosquitto >/dev/null && [[ ! -x /usr/sbin/mosquitto ]]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
-fi
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 
-# sharq: the comparison config of RESULTS.md (native_round_robin, raised queue limits), plus
+# sharq: the comparison config of bench/results/compare.md (native_round_robin, raised queue limits), plus
 # [storage] for the durable variants. The store lives under $work (same ext4 disk as the repo).
 start() { # NAME [COMMIT_INTERVAL_MS]
     local name=$1 ci=${2:-2}
     rm -rf "$work/store" "$work/mosq"
     mkdir -p "$work/store" "$work/mosq"
-    # Started as root, Mosquitto runs as `mosquitto` and must be able to write its database.
-    if [[ $(id -u) == 0 ]] && id mosquitto >/dev/null 2>&1; then
-        chown mosquitto: "$work/mosq"
-    fi
+    # Mosquitto must be able to write its database.
+    give_to_mosquitto "$work/mosq"
     case "$name" in
         sharq_*)
             {
@@ -51,7 +47,7 @@ start() { # NAME [COMMIT_INTERVAL_MS]
                     sharq_nosync) printf '[storage]\ndir = "store"\nsync = false\ncommit_interval_ms = %s\n' "$ci" ;;
                 esac
             } >"$work/sharq.toml"
-            "$SHARQ" --config "$work/sharq.toml" >"$work/broker.log" 2>&1 &
+            start_sharq "$work/sharq.toml" "$work/broker.log" 30
             ;;
         mosquitto | mosquitto_persist)
             local persist=false
@@ -69,11 +65,9 @@ log_dest stderr
 log_type error
 log_type warning
 EOF
-            "$MOSQUITTO" -c "$work/mosquitto.conf" >"$work/broker.log" 2>&1 &
+            start_mosquitto "$work/mosquitto.conf" "$work/broker.log" 30
             ;;
     esac
-    broker_pid=$!
-    wait_for_broker "$work/broker.log" 30
 }
 
 # Clock ticks per thread name of the broker: "comm ticks" lines.

@@ -19,15 +19,12 @@ PAIRS=${PAIRS:-20000}                     # groups created (and ended) per run
 PROBE_RATE=${PROBE_RATE:-1000}
 OUT=${OUT:-target/group_churn.jsonl}
 . bench/broker_run.sh
+require_tools mosquitto
 require_free_port
 
 cargo build --release --bin sharq --example sharq_bench >&2
 SHARQ=target/release/sharq
 BENCH=target/release/examples/sharq_bench
-if ! command -v mosquitto >/dev/null && [[ ! -x /usr/sbin/mosquitto ]]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
-fi
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 
 start() { # NAME
     case "$1" in
@@ -36,15 +33,13 @@ start() { # NAME
             [[ $1 == sharq_before ]] && bin=$BEFORE_BIN
             [[ $1 == sharq_native ]] && strategy=native_round_robin
             printf '[server]\nlisteners = ["127.0.0.1:%s"]\nlog = "warn"\nsys_interval_secs = 0\n[shared]\ndefault_strategy = "%s"\n' "$PORT" "$strategy" >"$work/sharq.toml"
-            "$bin" --config "$work/sharq.toml" >"$work/broker.log" 2>&1 &
+            SHARQ=$bin start_sharq "$work/sharq.toml" "$work/broker.log" 10
             ;;
         mosquitto)
             printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$PORT" >"$work/mosquitto.conf"
-            "$MOSQUITTO" -c "$work/mosquitto.conf" >"$work/broker.log" 2>&1 &
+            start_mosquitto "$work/mosquitto.conf" "$work/broker.log" 10
             ;;
     esac
-    broker_pid=$!
-    wait_for_broker "$work/broker.log" 10
 }
 
 brokers=(sharq sharq_native mosquitto)

@@ -27,15 +27,13 @@ QUIET=${QUIET:-10}
 BROKERS=${BROKERS:-"sharq mosquitto"}
 OUT=${OUT:-target/kill9_loop.jsonl}
 . bench/broker_run.sh
+require_tools jq
+[[ " $BROKERS " == *" mosquitto "* ]] && require_tools mosquitto
 require_free_port
 
 cargo build --release --bin sharq --example sharq_bench >&2
 SHARQ=target/release/sharq
 BENCH=target/release/examples/sharq_bench
-if ! command -v mosquitto >/dev/null && [[ ! -x /usr/sbin/mosquitto ]]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
-fi
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 
 # Data directories on the repository's disk (target/), not in a tmpfs.
 DATA=${DATA:-target/kill9_loop}
@@ -72,12 +70,9 @@ EOF
             ;;
         mosquitto)
             mkdir -p "$DATA/mosquitto/db"
-            # Started as root, Mosquitto drops to the `mosquitto` user: without this it cannot
-            # write its database ("Error saving in-memory database ... Permission denied") and
-            # loses everything on a restart, whatever the persistence settings.
-            if [[ $(id -u) == 0 ]] && id mosquitto >/dev/null 2>&1; then
-                chown mosquitto: "$DATA/mosquitto/db"
-            fi
+            # Without this Mosquitto loses everything on a restart, whatever the persistence
+            # settings (see give_to_mosquitto).
+            give_to_mosquitto "$DATA/mosquitto/db"
             cat >"$DATA/mosquitto/mosquitto.conf" <<EOF
 listener $PORT 127.0.0.1
 allow_anonymous true
@@ -101,17 +96,9 @@ EOF
 
 start() { # BROKER
     case "$1" in
-        sharq) "$SHARQ" --config "$DATA/sharq/sharq.toml" >>"$DATA/$1.log" 2>&1 & ;;
-        mosquitto) "$MOSQUITTO" -c "$DATA/mosquitto/mosquitto.conf" >>"$DATA/$1.log" 2>&1 & ;;
+        sharq) start_sharq "$DATA/sharq/sharq.toml" "$DATA/$1.log" 60 ;;
+        mosquitto) start_mosquitto "$DATA/mosquitto/mosquitto.conf" "$DATA/$1.log" 60 ;;
     esac
-    broker_pid=$!
-    wait_for_broker "$DATA/$1.log" 60
-}
-
-kill9() {
-    kill -9 "$broker_pid"
-    wait "$broker_pid" 2>/dev/null || true
-    broker_pid=
 }
 
 subscribers() { # BROKER -> "name|filter" lines
@@ -139,7 +126,7 @@ for broker in $BROKERS; do
             >"$DATA/$broker.fill.$round.json" 2>&1 &
         fill_pid=$!
         sleep "$KILL_AFTER"
-        kill9
+        kill9_broker
         wait "$fill_pid" || true
         echo "$broker round $round: $(jq -c '{sent, acked, publish_rate}' "$DATA/$broker.fill.$round.json")" >&2
     done

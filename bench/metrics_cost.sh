@@ -20,6 +20,7 @@ OUT=${OUT:-target/metrics_cost.jsonl}
 VARIANTS=${VARIANTS:-"no_http http_scraped http_idle"}
 [[ -n ${BASE_BIN:-} ]] && VARIANTS="$VARIANTS before"
 . bench/broker_run.sh
+require_tools jq curl
 require_free_port
 
 cargo build --release --bin sharq --example sharq_bench >&2
@@ -44,9 +45,7 @@ start() { # VARIANT
     } >"$work/sharq.toml"
     [[ $variant == before ]] && binary=$BASE_BIN
     # The binary from before #13 knows no [http]; its config has none (no_http's).
-    "$binary" --config "$work/sharq.toml" >"$work/broker.log" 2>&1 &
-    broker_pid=$!
-    wait_for_broker "$work/broker.log" 60
+    SHARQ=$binary start_sharq "$work/sharq.toml" "$work/broker.log" 60
     if [[ $variant == http_scraped ]]; then
         (
             while sleep 1; do

@@ -5,11 +5,14 @@
 #
 #   bench/profile.sh LABEL [sharq_bench shared args...]
 #
-# writes bench/plots/flame_LABEL.svg and bench/plots/flame_LABEL.txt (perf report, self time).
-# Installs linux-perf (apt) and inferno (cargo install, into ~/.cache/sharq-bench/tools) if
-# missing. The release binary keeps its symbols and unwind tables, so `perf --call-graph dwarf`
-# names every function; build `--profile profiling` and set SHARQ=target/profiling/sharq for
-# line numbers too.
+# writes, in bench/plots/: flame_LABEL.svg (not committed, see .gitignore), flame_LABEL.txt (the
+# parts' shares and perf report's top functions by self time) and flame_LABEL.folded.gz (the
+# folded stacks the SVG is drawn from, tens of KB: commit these two with the results that cite
+# them; `zcat flame_LABEL.folded.gz | inferno-flamegraph --width 1600 >flame_LABEL.svg` redraws
+# the graph).
+# Needs perf and inferno (bench/install-tools perf inferno). The release binary keeps its
+# symbols and unwind tables, so `perf --call-graph dwarf` names every function; build
+# `--profile profiling` and set SHARQ=target/profiling/sharq for line numbers too.
 #
 # Environment: PORT (default 18831), FREQ (samples per second, default 999), SHARQ, BENCH,
 # CARGO_TARGET_DIR.
@@ -26,22 +29,13 @@ if (($# == 0)); then
     set -- --publishers 2 --groups 1 --members 4 --qos 1 --payload 64 --messages 1000000 --max-secs 15
 fi
 
-# shellcheck source=peers.sh
-. bench/peers.sh
-command -v perf >/dev/null || apt_install linux-perf
-TOOLS=${TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/sharq-bench/tools}
-PEER_CACHE=$TOOLS cargo_install_pinned inferno 0.12 inferno-flamegraph >/dev/null
-INFERNO=$TOOLS/inferno-0.12/bin
-[[ -x $SHARQ && -x $BENCH ]] || cargo build --release --bin sharq --example sharq_bench >&2
-
 # shellcheck source=broker_run.sh
 . bench/broker_run.sh
-bench_sharq_config >"$work/sharq.toml"
+require_tools perf inferno
+[[ -x $SHARQ && -x $BENCH ]] || cargo build --release --bin sharq --example sharq_bench >&2
 
-require_free_port
-"$SHARQ" --config "$work/sharq.toml" >>"$work/broker.log" 2>&1 &
-broker_pid=$!
-wait_for_broker "$work/broker.log" 10
+bench_sharq_config >"$work/sharq.toml"
+start_sharq "$work/sharq.toml" "$work/broker.log" 10
 # perf attaches to the running broker, so start-up (compiling the strategies) stays out.
 perf record -q -F "$FREQ" --call-graph dwarf,32768 -p "$broker_pid" -o "$work/perf.data" \
     2>>"$work/perf.log" &
@@ -59,6 +53,7 @@ cpu_us=$(python3 -c "print(round(($t1 - $t0) / $(getconf CLK_TCK) * 1e6 / max($d
 
 mkdir -p bench/plots
 perf script --no-inline -i "$work/perf.data" 2>/dev/null | "$INFERNO/inferno-collapse-perf" >"$work/folded"
+gzip -9cn "$work/folded" >"bench/plots/flame_$LABEL.folded.gz"
 "$INFERNO/inferno-flamegraph" --title "sharq $LABEL: shared $*" --width 1600 \
     <"$work/folded" >"bench/plots/flame_$LABEL.svg"
 {
@@ -94,5 +89,5 @@ PY
     perf report -i "$work/perf.data" -g none --no-children --sort symbol --percent-limit 0.7 --stdio 2>/dev/null |
         grep -v '^$' | grep -v '^#' | grep '%' | head -60
 } >"bench/plots/flame_$LABEL.txt"
-echo "wrote bench/plots/flame_$LABEL.svg and bench/plots/flame_$LABEL.txt" >&2
+echo "wrote bench/plots/flame_$LABEL.svg, .folded.gz and .txt" >&2
 head -13 "bench/plots/flame_$LABEL.txt" >&2

@@ -22,9 +22,7 @@ for round in 1 2 3; do
   for bin in "$A" "$Bin"; do
     for q in 1 0; do
       M=$([[ $q == 0 ]] && echo 400000 || echo 200000)
-      "$bin" --config "$work/sharq.toml" >"$work/broker.log" 2>&1 &
-      broker_pid=$!
-      wait_for_broker "$work/broker.log" 10
+      SHARQ=$bin start_sharq "$work/sharq.toml" "$work/broker.log" 10
       out=$($B shared --host 127.0.0.1 --port "$PORT" --publishers 2 --groups 1 --members 4 --qos $q --payload 64 --messages $M --max-secs 8 2>&1 | grep -o '"delivered_rate":[0-9.]*' | head -1)
       cpu=$(cpu_ticks)
       stop_broker

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Helpers of bench/compare.sh: annotate one sharq_bench JSON line, print a one-line summary,
-and write the comparison section of bench/RESULTS.md (sharq and its peers, strategies, scale
+and write the comparison section of bench/results/compare.md (sharq and its peers, strategies, scale
 curves) with its PNG plots.
 
     report.py annotate ID BROKER STRATEGY ROUND LOAD TICKS0 TICKS1 CLK_TCK HWM_KIB  < line
     report.py brief LINE
-    report.py report RESULTS.jsonl COMMANDS RESULTS.md PLOTS_DIR MACHINE [NAME=CONFIG_PATH ...]
+    report.py report RESULTS.jsonl COMMANDS REPORT.md PLOTS_DIR MACHINE [NAME=CONFIG_PATH ...]
     report.py merge NEW.jsonl PREVIOUS.jsonl OUT.jsonl
 """
 import json
@@ -543,9 +543,9 @@ def report(args):
           "ONLY=\"scale\" bench/compare.sh   # some sections only (h2h pinned v5 strategies scale);",
           "                                 # the other sections' rows are kept from bench/results.jsonl",
           "```", "",
-          "The script installs Mosquitto (apt), rumqttd and rmqttd (cargo install into",
-          "`~/.cache/sharq-bench/peers`, see `bench/peers.sh`) and matplotlib (pip) if missing, builds in",
-          "release, and keeps every raw JSON line in `bench/results.jsonl`. Each scenario by hand (start a",
+          "The script needs Mosquitto (apt), rumqttd and rmqttd (cargo install into",
+          "`~/.cache/sharq-bench/peers`) and matplotlib (pip), which `bench/install-tools` installs; it",
+          "builds in release, and keeps every raw JSON line in `bench/results.jsonl`. Each scenario by hand (start a",
           "broker on the port first; the script adds `--broker-pid PID` to `idle`, `shared` and `fanout`",
           "runs, for the broker's memory and its CPU over the measured phase; a `@pinned` id runs the",
           "broker under `taskset -c 0` and this under `taskset -c 1`):", "", "```sh"]

@@ -61,10 +61,8 @@ results="$work/results.jsonl"
 : >"$results"
 for round in $(seq 1 "$ROUNDS"); do
     for variant in baseline with_control with_slow; do
-        "$BROKER" --config "$work/sharq.toml" >"$work/broker.log" 2>&1 &
-        broker_pid=$!
         # Up to a minute: a cold start compiles the Python or JavaScript component.
-        wait_for_broker "$work/broker.log" 60
+        SHARQ=$BROKER start_sharq "$work/sharq.toml" "$work/broker.log" 60
         common=(--port "$PORT" --qos 1 --payload 64 --messages 100000000 --max-secs "$SECS")
         if [[ "$variant" != baseline ]]; then
             # Only share names starting with `slow` get the guest (see the config above).

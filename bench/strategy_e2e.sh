@@ -24,17 +24,15 @@ PORT=${PORT:-18830}
 BROKER_CPUS=${BROKER_CPUS:-}
 BENCH_CPUS=${BENCH_CPUS:-}
 TARGET=${CARGO_TARGET_DIR:-target}
+# shellcheck source=broker_run.sh
+. bench/broker_run.sh
+[[ -n "$BROKER_CPUS$BENCH_CPUS" ]] && require_tools taskset
 
 cargo build --release --bin sharq --example sharq_bench >&2
 BROKER="$TARGET/release/sharq"
 BENCH="$TARGET/release/examples/sharq_bench"
-broker_cmd=("$BROKER")
 bench_cmd=("$BENCH")
-[[ -n "$BROKER_CPUS" ]] && broker_cmd=(taskset -c "$BROKER_CPUS" "$BROKER")
 [[ -n "$BENCH_CPUS" ]] && bench_cmd=(taskset -c "$BENCH_CPUS" "$BENCH")
-
-# shellcheck source=broker_run.sh
-. bench/broker_run.sh
 
 for strategy in round_robin native_round_robin; do
     cat >"$work/$strategy.toml" <<EOF
@@ -55,10 +53,8 @@ results="$work/results.jsonl"
 : >"$results"
 for round in $(seq 1 "$ROUNDS"); do
     for strategy in round_robin native_round_robin; do
-        require_free_port
-        "${broker_cmd[@]}" --config "$work/$strategy.toml" >"$work/broker-$strategy-$round.log" 2>&1 &
-        broker_pid=$!
-        wait_for_broker "$work/broker-$strategy-$round.log" 10
+        # Under taskset -c $BROKER_CPUS if set (bench/broker_run.sh).
+        SHARQ=$BROKER start_sharq "$work/$strategy.toml" "$work/broker-$strategy-$round.log" 10
         load_before=$(loadavg)
         ticks_before=$(cpu_ticks)
         line=$("${bench_cmd[@]}" shared --port "$PORT" --publishers "$PUBLISHERS" --groups "$GROUPS_" \

@@ -6,7 +6,7 @@
 #     client does no session resumption): sharq and Mosquitto, TCP and TLS.
 # A CA and a server certificate (SAN localhost, 127.0.0.1; KEY_TYPE rsa = RSA 2048, or ec =
 # ECDSA P-256) are made with openssl in the scratch directory. sharq runs from memory only
-# (no [storage] dir) with the comparison config of RESULTS.md (native_round_robin). Medians
+# (no [storage] dir) with the comparison config of bench/results/compare.md (native_round_robin). Medians
 # to stdout, every run as a JSON line in $OUT. The broker's CPU time per message (or per
 # connection) is recorded too: less sensitive to other load on a shared machine.
 #
@@ -26,15 +26,13 @@ OUT=${OUT:-target/tls_acl.jsonl}
 # The machine is usually shared: don't wait for other builds, record what ran next to each run.
 export IDLE_WAIT=${IDLE_WAIT:-0}
 . bench/broker_run.sh
+require_tools jq openssl
+[[ " $BROKERS $HS_BROKERS " == *" mosquitto_"* ]] && require_tools mosquitto
 require_free_port
 
 cargo build --release --bin sharq --example sharq_bench >&2
 SHARQ=target/release/sharq
 BENCH=target/release/examples/sharq_bench
-if ! command -v mosquitto >/dev/null && [[ ! -x /usr/sbin/mosquitto ]]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
-fi
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 
 # --- certificates ---------------------------------------------------------------------------
 # Mosquitto started as root drops to the `mosquitto` user: it must be able to read these.
@@ -108,7 +106,7 @@ start() { # NAME
                 printf '[storage]\ndir = ""\n'
                 [[ $name == sharq_acl ]] && printf '[auth]\nacl_file = "%s"\n' "$acl"
             } >"$work/sharq.toml"
-            "$SHARQ" --config "$work/sharq.toml" >"$work/broker.log" 2>&1 &
+            start_sharq "$work/sharq.toml" "$work/broker.log" 30
             ;;
         mosquitto_*)
             {
@@ -129,11 +127,9 @@ log_type error
 log_type warning
 EOC
             } >"$work/mosquitto.conf"
-            "$MOSQUITTO" -c "$work/mosquitto.conf" >"$work/broker.log" 2>&1 &
+            start_mosquitto "$work/mosquitto.conf" "$work/broker.log" 30
             ;;
     esac
-    broker_pid=$!
-    wait_for_broker "$work/broker.log" 30
 }
 
 tls_args() { [[ $1 == *_tls ]] && echo "--tls-ca $certs/ca.pem" || true; }

@@ -15,6 +15,7 @@ MESSAGES=${MESSAGES:-1000000}
 ACK_TIMEOUTS=${ACK_TIMEOUTS:-"100 500 1000 5000"}
 OUT=${OUT:-target/work_queue.jsonl}
 . bench/broker_run.sh
+require_tools jq paho
 require_free_port
 
 cargo build --release --bin sharq --example sharq_bench >&2
@@ -28,9 +29,7 @@ start() { # EXTRA_TOML
         printf '[shared]\ngroup_queue_max_messages = 10000000\ngroup_queue_max_bytes = 1073741824\ndefault_strategy = "round_robin"\n'
         printf '%b' "$1"
     } >"$work/sharq.toml"
-    "$SHARQ" --config "$work/sharq.toml" >"$work/broker.log" 2>&1 &
-    broker_pid=$!
-    wait_for_broker "$work/broker.log" 30
+    start_sharq "$work/sharq.toml" "$work/broker.log" 30
 }
 
 : >"$OUT"

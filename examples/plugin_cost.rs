@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example plugin_cost -- [--wasi] [--memory-mib N] [--params k=v] FILE.wasm...
 //! ```
-//! `--wasi` applies to every file; run it once per kind (bench/RESULTS.md shows both).
+//! `--wasi` applies to every file; run it once per kind (bench/results/plugin-languages.md shows both).
 
 use std::time::{Duration, Instant};
 
