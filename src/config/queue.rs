@@ -11,7 +11,8 @@ use super::{Invalid, KeySpec};
 
 /// Hands the work-queue keys, with their documentation, to `$callback` after `$input`, as
 /// `queue_keys { name: Type, ... }`. The one list of them: a new key is one line here, its
-/// check in [`QueueConfig::validate`] and its effect in [`GroupSettings`].
+/// check in [`QueueConfig::validate`], and its effect in [`GroupSettings`] (with how
+/// `to_json` shows it).
 ///
 /// A rule and a declared entry take the keys at the top level of their own table. serde's
 /// `flatten` could share one struct between them, but not with `deny_unknown_fields`, whose
