@@ -55,7 +55,7 @@ pub use auth::{password_file, scram, AuthError, Authenticator, ConfigAuthenticat
 pub use net::error::ConnectionError;
 pub use stats::{DropReason, Stats};
 
-use crate::config::Config;
+use crate::config::{Config, GroupSettings};
 use crate::packet::ReasonCode;
 use crate::strategy::{Dispatcher, StrategyRegistry};
 use crate::topic::{
@@ -75,7 +75,6 @@ use session::Session;
 use shared::backlog::{DeadLetter, Failure};
 use shared::group::GroupSetup;
 use shared::group::Queued;
-use shared::settings::GroupSettings;
 use shared::{GroupLimits, Redelivery, SharedGroup};
 use store::redb_backend::RedbBackend;
 use store::{Journal, StoreBackend, StoreSettings};

@@ -6,66 +6,9 @@
 //! listening on 0.0.0.0 or `[::]`) and loopback addresses are always accepted, as is
 //! `localhost`; anything else must be in `http.allowed_hosts`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
-/// The host of a `Host` header or an `http.allowed_hosts` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostName {
-    Ip(IpAddr),
-    /// Lower case, without a trailing dot.
-    Name(String),
-}
-
-/// A host and an optional port, as `Host` and `http.allowed_hosts` have them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authority {
-    pub host: HostName,
-    pub port: Option<u16>,
-}
-
-impl Authority {
-    /// `name`, `name:port`, `a.b.c.d[:port]` or `[v6][:port]`; `None` for anything else
-    /// (userinfo, paths, empty names, characters no DNS name has).
-    pub fn parse(text: &str) -> Option<Authority> {
-        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-            let (inside, after) = rest.split_once(']')?;
-            let ip: Ipv6Addr = inside.parse().ok()?;
-            let port = match after {
-                "" => None,
-                _ => Some(parse_port(after.strip_prefix(':')?)?),
-            };
-            (HostName::Ip(IpAddr::V6(ip)), port)
-        } else {
-            let (name, port) = match text.rsplit_once(':') {
-                Some((name, port)) => (name, Some(parse_port(port)?)),
-                None => (text, None),
-            };
-            let name = name.strip_suffix('.').unwrap_or(name);
-            if let Ok(ip) = name.parse::<Ipv4Addr>() {
-                (HostName::Ip(IpAddr::V4(ip)), port)
-            } else {
-                let valid = !name.is_empty()
-                    && name.len() <= 253
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-                    && !name.split('.').any(str::is_empty);
-                if !valid {
-                    return None;
-                }
-                (HostName::Name(name.to_ascii_lowercase()), port)
-            }
-        };
-        Some(Authority { host, port })
-    }
-}
-
-fn parse_port(text: &str) -> Option<u16> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
-}
+use crate::config::{Authority, HostName};
 
 /// The names this server answers to.
 #[derive(Debug, Clone)]
@@ -110,33 +53,6 @@ impl HostPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn authorities_parse_and_garbage_does_not() {
-        let parsed = Authority::parse("Broker.Example.:8088").unwrap();
-        assert_eq!(parsed.host, HostName::Name("broker.example".into()));
-        assert_eq!(parsed.port, Some(8088));
-        let parsed = Authority::parse("[::1]:80").unwrap();
-        assert_eq!(parsed.host, HostName::Ip("::1".parse().unwrap()));
-        assert_eq!(Authority::parse("[::1]").unwrap().port, None);
-        for bad in [
-            "",
-            ":80",
-            "a:",
-            "a:x",
-            "a:99999",
-            "user@host",
-            "host/path",
-            "a..b",
-            "[::1",
-            "[::1]x",
-            "::1",
-            "http://a",
-            "a b",
-        ] {
-            assert_eq!(Authority::parse(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn loopback_listen_address_and_allowed_hosts_only() {

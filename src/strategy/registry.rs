@@ -9,8 +9,7 @@ use std::sync::Arc;
 use globset::{Glob, GlobMatcher};
 use parking_lot::{Mutex, RwLock};
 
-use crate::broker::shared::settings::GroupSettings;
-use crate::config::{GroupStrategyConfig, SharedConfig};
+use crate::config::{GroupSettings, GroupStrategyConfig, SharedConfig};
 
 use super::wasm::{Plugin, SandboxLimits, WasmHost, WasmInstance};
 use super::{builtin, StrategyError};

@@ -27,13 +27,12 @@ use crate::broker::message::{Message, Quota, SessionId};
 use crate::broker::shared::backlog::{DeadLetter, Failure};
 use crate::broker::shared::backlog_index::BacklogIndex;
 use crate::broker::shared::counters::{GroupCounters, GroupDrop, Redelivery};
-use crate::broker::shared::settings::GroupSettings;
 use crate::broker::shared::Membership;
 use crate::broker::store::encoding::{decode_entry, encode_entry, entry_weight, Clock};
 use crate::broker::store::journal::RefillResult;
 use crate::broker::store::spill::Spill;
 use crate::broker::store::{group_owner, Journal, Op, Owner, RecordKind, StoredRef};
-use crate::config::Overflow;
+use crate::config::{GroupSettings, Overflow};
 
 /// Bounds on a group's own queue.
 #[derive(Debug, Clone, Copy)]
@@ -604,7 +603,9 @@ impl SharedGroup {
         // Stored before any member can see it, so that its finishing (appended by the
         // member) always comes after.
         let stored = self.store_arrival(&message);
-        let key = state.settings.key_of(&message);
+        let key = state
+            .settings
+            .key_of(&message.topic, message.publisher_client_id.as_deref());
         let item = Queued::new(message, stored, key);
         // Anything already waiting is older and goes first; a key with a copy out waits.
         if state.queue.is_empty()
@@ -823,7 +824,10 @@ impl SharedGroup {
     pub fn restore_queue(&self, window: Vec<Queued>, spill: Spill) {
         let mut state = self.state.lock();
         for mut item in window {
-            item.key = state.settings.key_of(&item.message);
+            item.key = state.settings.key_of(
+                &item.message.topic,
+                item.message.publisher_client_id.as_deref(),
+            );
             state.queued_bytes += item.message.weight();
             state.queue.push_back(item);
         }
@@ -881,7 +885,10 @@ impl SharedGroup {
                 Ok(entry) => {
                     if state.spill.take_row(id, entry.message.weight()) {
                         state.queued_bytes += entry.message.weight();
-                        let key = state.settings.key_of(&entry.message);
+                        let key = state.settings.key_of(
+                            &entry.message.topic,
+                            entry.message.publisher_client_id.as_deref(),
+                        );
                         state
                             .queue
                             .push_back(Queued::new(entry.message, Some(id), key));

@@ -7,7 +7,6 @@ pub mod backlog_index;
 pub mod counters;
 pub mod group;
 pub mod membership;
-pub mod settings;
 
 pub use backlog_index::BacklogIndex;
 pub use counters::{GroupCounters, GroupDrop, Redelivery};

@@ -1,81 +1,5 @@
-//! A group's work-queue settings, resolved from its `[[shared.groups]]` rule or its
-//! `[[shared.declared]]` entry: ack deadline, delivery limit and dead letters, per-key order,
-//! and what its backlog keeps.
-
-use std::time::Duration;
-
-use crate::config::{Overflow, QueueConfig};
-
-/// Settings in force for one group; all off by default.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct GroupSettings {
-    pub ack_timeout: Option<Duration>,
-    pub max_deliveries: Option<u32>,
-    /// Template with `{group}` and `{topic}`.
-    pub dead_letter_topic: Option<String>,
-    pub ordered_by: Option<KeySpec>,
-    pub max_age: Option<Duration>,
-    pub compact: bool,
-    pub overflow: Overflow,
-}
-
-impl GroupSettings {
-    /// From validated config (an invalid spec, which validation refuses, is left off).
-    pub fn from_config(config: &QueueConfig) -> GroupSettings {
-        GroupSettings {
-            ack_timeout: config.ack_timeout_ms.map(Duration::from_millis),
-            max_deliveries: config.max_deliveries,
-            dead_letter_topic: config.dead_letter_topic.clone(),
-            ordered_by: config
-                .ordered_by
-                .as_deref()
-                .and_then(|s| KeySpec::parse(s).ok()),
-            max_age: config.max_age_secs.map(Duration::from_secs),
-            compact: config.compact,
-            overflow: config.overflow,
-        }
-    }
-
-    /// A message's ordering key, when the group has `ordered_by`.
-    pub fn key_of(&self, message: &crate::broker::message::Message) -> Option<u64> {
-        let spec = self.ordered_by.as_ref()?;
-        Some(spec.key(&message.topic, message.publisher_client_id.as_deref()))
-    }
-
-    /// The dead-letter topic for a message of `group` published on `topic`.
-    pub fn dead_letter_topic_for(&self, group: &str, topic: &str) -> Option<String> {
-        self.dead_letter_topic
-            .as_ref()
-            .map(|t| t.replace("{group}", group).replace("{topic}", topic))
-    }
-
-    /// The settings as `$SYS` and the admin API show them: only those that are set.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut out = serde_json::Map::new();
-        if let Some(t) = self.ack_timeout {
-            out.insert("ack_timeout_ms".into(), (t.as_millis() as u64).into());
-        }
-        if let Some(n) = self.max_deliveries {
-            out.insert("max_deliveries".into(), n.into());
-        }
-        if let Some(t) = &self.dead_letter_topic {
-            out.insert("dead_letter_topic".into(), t.clone().into());
-        }
-        if let Some(k) = &self.ordered_by {
-            out.insert("ordered_by".into(), k.spec.clone().into());
-        }
-        if let Some(a) = self.max_age {
-            out.insert("max_age_secs".into(), a.as_secs().into());
-        }
-        if self.compact {
-            out.insert("compact".into(), true.into());
-        }
-        if self.overflow == Overflow::DropOldest {
-            out.insert("overflow".into(), "drop_oldest".into());
-        }
-        serde_json::Value::Object(out)
-    }
-}
+//! `ordered_by`: what a message's ordering key is made of (`topic`, `publisher` or
+//! `topic_levels:PATTERN`), parsed once from the config, and the key of a topic under it.
 
 /// What a message's ordering key is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,19 +153,5 @@ mod tests {
         assert!(KeySpec::parse("topic_levels:a/b")
             .unwrap_err()
             .contains("{name}"));
-    }
-
-    #[test]
-    fn dead_letter_topics_are_filled_in() {
-        let settings = GroupSettings {
-            dead_letter_topic: Some("dlq/{group}/{topic}".into()),
-            ..GroupSettings::default()
-        };
-        assert_eq!(
-            settings
-                .dead_letter_topic_for("jobs", "jobs/resize")
-                .as_deref(),
-            Some("dlq/jobs/jobs/resize")
-        );
     }
 }
