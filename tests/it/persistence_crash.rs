@@ -216,6 +216,28 @@ fn received(consumers: &Consumers) -> usize {
     consumers.iter().map(|(_, s)| s.lock().got.len()).sum()
 }
 
+/// True once `destination` (one consumer, or the members of one group) received every
+/// acknowledged message.
+fn drained(
+    destination: &[(&'static str, Arc<Mutex<ConsumerState>>)],
+    acked: &HashMap<u32, QoS>,
+) -> bool {
+    let got: HashSet<u32> = destination
+        .iter()
+        .flat_map(|(_, s)| s.lock().got.iter().map(|(seq, _)| *seq).collect::<Vec<_>>())
+        .collect();
+    acked.keys().all(|seq| got.contains(seq))
+}
+
+/// Returns once everything the broker at `addr` has journalled so far is on disk: a PUBACK is
+/// sent only after the commit that holds every op appended before its PUBLISH was handled. The
+/// message goes to a topic no test subscribes to, so it changes nothing else.
+async fn journal_committed(client: &mut RawClient) {
+    client
+        .publish("sync/committed", b"", QoS::AtLeastOnce, false)
+        .await;
+}
+
 /// Checks one destination: every acknowledged message arrived; QoS 2 ones exactly once.
 fn check(what: &str, got: &[(u32, QoS)], acked: &HashMap<u32, QoS>) {
     let mut counts: HashMap<u32, usize> = HashMap::new();
@@ -299,18 +321,21 @@ async fn acknowledged_messages_survive_repeated_kill_9() {
 
     broker = SpawnedBroker::with_config(&config);
     let tasks = spawn_consumers(broker.addr, &consumers, &stop);
-    // Done when every consumer has been quiet for a while.
+    // Done when every acknowledged message has reached both destinations (bounded: the checks
+    // below report what is still missing then), and the consumers have then been quiet for a
+    // while, so that a duplicate still on its way shows itself.
+    poll_until(Duration::from_secs(60), || {
+        drained(&consumers[..MEMBERS.len()], &publisher.acked)
+            && drained(&consumers[MEMBERS.len()..], &publisher.acked)
+    })
+    .await;
     let quiet = Duration::from_millis(1500);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let settled = consumers
+    poll_until(Duration::from_secs(30), || {
+        consumers
             .iter()
-            .all(|(_, s)| s.lock().last_activity.is_none_or(|at| at.elapsed() > quiet));
-        if settled || Instant::now() > deadline {
-            break;
-        }
-    }
+            .all(|(_, s)| s.lock().last_activity.is_none_or(|at| at.elapsed() > quiet))
+    })
+    .await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for task in tasks {
         task.await.unwrap();
@@ -371,15 +396,15 @@ async fn a_will_survives_kill_9() {
         },
     });
     let (mut dying, _) = RawClient::connect_with(broker.addr, packet).await;
-    dying.ping().await;
-    // Let the session's record (with its will) reach the disk: the store commits every few ms.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The session's record (with its will), journalled at CONNECT, is on disk.
+    journal_committed(&mut dying).await;
     broker.kill9();
 
-    // Killed again before the will's delay has run: its record, and the time it counts from,
-    // must survive that too.
+    // Killed again before the will's delay has run: its record, and the time it counts from
+    // (which recovery journals again, fixed), must survive that too.
     let mut broker = SpawnedBroker::with_config(&config);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut syncer = RawClient::v5(broker.addr, "syncer").await;
+    journal_committed(&mut syncer).await;
     broker.kill9();
     let broker = SpawnedBroker::with_config(&config);
     let mut watcher = connect(broker.addr, "watcher", false).await;
@@ -397,7 +422,7 @@ fn a_corrupt_store_file_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sharq.redb");
     std::fs::write(&file, b"definitely not a database, but somebody's data").unwrap();
-    let (mut child, output, _lines, _config_dir) = spawn_sharq_raw(&durable_config(dir.path()));
+    let (mut child, output, lines, _config_dir) = spawn_sharq_raw(&durable_config(dir.path()));
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -409,8 +434,8 @@ fn a_corrupt_store_file_is_refused_by_name() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    // The reader threads may still be flushing the last lines.
-    std::thread::sleep(Duration::from_millis(200));
+    // Both pipes closed: the readers hang up once they have everything.
+    while lines.recv_timeout(Duration::from_secs(5)).is_ok() {}
     let output = output.lock().unwrap().clone();
     assert!(!status.success());
     assert!(

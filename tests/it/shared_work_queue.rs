@@ -129,11 +129,19 @@ async fn a_member_that_keeps_timing_out_gets_nothing_new_until_it_acks() {
         0,
         "the only member gets it back"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The second deadline passes 200 ms after `again` arrived: the sweep counts the member's
+    // miss before it counts the redelivery, so two redeliveries mean it is now unhealthy.
+    let group = broker.state().router.group("jobs", "j").unwrap();
+    wait_until(TIMEOUT, "the second ack deadline missed", || {
+        group
+            .counters
+            .redelivered(sharq::broker::shared::Redelivery::AckTimeout)
+            >= 2
+    })
+    .await;
     // Now unhealthy: a new message waits in the group, not with it.
     publisher.publish_seqs("j", 1..2, QoS::AtLeastOnce).await;
     hung.expect_no_publish(QUIET).await;
-    let group = broker.state().router.group("jobs", "j").unwrap();
     assert!(group.queued() >= 1, "queued {}", group.queued());
     // One acknowledgement (even a late one) makes it healthy again.
     hung.ack(&first).await;
@@ -447,7 +455,10 @@ async fn ordered_keys_keep_their_order_under_churn_and_ack_timeouts() {
         })
     };
     // Churn: one member leaves abruptly and a new one joins while messages flow.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until(TIMEOUT, "messages flowing to m1", || {
+        log.lock().iter().any(|(_, _, name)| name == "m1")
+    })
+    .await;
     tasks.remove(0).abort();
     let mut late = RawClient::v5(broker.addr(), "m3").await;
     late.subscribe(filter, QoS::AtLeastOnce).await;
