@@ -29,6 +29,7 @@ fn repo() -> PathBuf {
 fn examples() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
+        let _serial = toolchain_builds();
         let script = repo().join("examples/strategies/level_hash/build-all.sh");
         // The scripts put tools and outputs under the cargo target directory (the repo's
         // `target/` unless CARGO_TARGET_DIR says otherwise), as tools.sh computes it.

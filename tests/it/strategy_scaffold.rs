@@ -9,10 +9,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::common::sharq_binary;
+use crate::common::{sharq_binary, toolchain_builds};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -23,10 +22,6 @@ fn repo() -> PathBuf {
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from)
 }
-
-/// One build at a time: each language's build and check is a minute of both cores on the
-/// shared 2-core machines this runs on, and parallel ones only slow each other down.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn text(output: &Output) -> String {
     format!(
@@ -50,9 +45,7 @@ fn plugin_new(parent: &Path, name: &str, lang: &str) -> Output {
 /// Scaffolds `lang`'s template, builds it with its one command, checks the component, and
 /// runs its scenario with `sharq plugin test`.
 fn scaffold_build_check(lang: &str) {
-    let _serial = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = toolchain_builds();
     let parent = tempfile::tempdir().expect("temp dir");
     let name = format!("tenant-router-{lang}");
     let output = plugin_new(parent.path(), &name, lang);

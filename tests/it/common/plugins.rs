@@ -1,7 +1,9 @@
-//! Strategy components the tests load: the built-in ones build.rs made, and the fixture
-//! strategies of `tests/fixtures/hostile/`, built once per test run.
+//! Strategy components the tests load: the built-in ones build.rs made, the fixture
+//! strategies of `tests/fixtures/hostile/` (built once per test run), and the lock that keeps
+//! toolchain builds one at a time.
 
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 
 use super::sharq_binary;
 
@@ -89,4 +91,15 @@ pub fn fixture_plugin(stem: &str) -> std::path::PathBuf {
     let path = fixtures_dir().join(format!("{stem}.wasm"));
     assert!(path.is_file(), "{} missing", path.display());
     path
+}
+
+/// Held while a test builds strategies with the plugin toolchains (`examples/strategies/tools.sh`,
+/// `sharq plugin new` templates): one such build at a time in the whole test process. The first
+/// build installs the toolchains into the target dir, and two installs at once break each other;
+/// and each build is a minute of both cores on the 2-core machines this runs on.
+pub fn toolchain_builds() -> MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
