@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 
-use crate::broker::log_limit::LogLimit;
+use crate::log_limit::LogLimit;
 use crate::packet::UserProperties;
 
 pub use registry::{ResolvedStrategy, StrategyRegistry};
