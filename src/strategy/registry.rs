@@ -11,7 +11,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::{GroupStrategyConfig, QueueConfig, SharedConfig};
 
-use super::wasm::{Plugin, SandboxLimits, WasmHost, WasmInstance};
+use super::host::{Plugin, SandboxLimits, WasmHost, WasmInstance};
 use super::{builtin, StrategyError};
 
 /// A strategy ready to instantiate: compiled plugin plus the params its groups get.
