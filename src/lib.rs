@@ -5,6 +5,7 @@ pub mod client_id_pattern;
 pub mod codec;
 pub mod config;
 pub mod http;
+pub(crate) mod log_limit;
 pub mod packet;
 pub mod reload;
 pub mod scaffold;

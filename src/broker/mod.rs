@@ -27,7 +27,6 @@ pub mod acl;
 mod auth;
 pub mod events;
 mod handle;
-pub(crate) mod log_limit;
 pub mod message;
 pub mod net;
 pub mod owner;
@@ -56,13 +55,13 @@ pub use net::error::ConnectionError;
 pub use stats::{DropReason, Stats};
 
 use crate::config::{Config, GroupSettings};
+use crate::log_limit::LogLimit;
 use crate::packet::ReasonCode;
 use crate::strategy::{Dispatcher, StrategyRegistry};
 use crate::topic::{
     parse_subscription, validate_filter, validate_share_name, ShareSyntax, SubscriptionFilter,
     TopicError,
 };
-use log_limit::LogLimit;
 use message::delivery::{self, Delivery, QueueLimits};
 use message::Message;
 use net::admission::Admission;
@@ -512,7 +511,7 @@ impl BrokerState {
             .find(|(d, queue)| d.name == name && d.filter == filter && !queue.is_default());
         match declared {
             Some((_, queue)) => GroupSettings::from_config(&queue),
-            None => self.strategies.settings(name),
+            None => GroupSettings::from_config(&self.strategies.queue_config(name)),
         }
     }
 

@@ -21,8 +21,8 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use prometheus_client::registry::Registry;
 
-use crate::broker::log_limit::LogLimit;
 use crate::broker::BrokerState;
+use crate::log_limit::LogLimit;
 
 /// What every handler shares.
 pub struct HttpState {

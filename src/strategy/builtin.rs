@@ -20,3 +20,20 @@ pub fn names() -> Vec<&'static str> {
     names.push(NATIVE_ROUND_ROBIN);
     names
 }
+
+#[cfg(test)]
+mod tests {
+    /// The components `build.rs` embedded are the strategies the broker also links natively
+    /// (both come from `plugins/builtins.rs`).
+    #[test]
+    fn embeds_exactly_the_native_builtins() {
+        let embedded: Vec<&str> = super::BUILTIN_PLUGINS
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        assert_eq!(embedded, sharq_strategies::BUILTIN_NAMES);
+        for name in embedded {
+            assert!(sharq_strategies::builtin(name).is_some(), "{name}");
+        }
+    }
+}

@@ -10,11 +10,11 @@
 
 pub mod builtin;
 pub mod check;
+pub mod host;
 pub mod latency;
 pub mod plugin_log;
 pub mod registry;
 pub mod scenario;
-pub mod wasm;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,11 +22,11 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 
-use crate::broker::log_limit::LogLimit;
+use crate::log_limit::LogLimit;
 use crate::packet::UserProperties;
 
+pub use host::{SandboxLimits, WasmHost, WasmInstance};
 pub use registry::{ResolvedStrategy, StrategyRegistry};
-pub use wasm::{SandboxLimits, WasmHost, WasmInstance};
 
 /// What a strategy asked for beyond the flat message metadata.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -146,7 +146,7 @@ pub enum StrategyError {
         "plugin {origin}: cannot link: it imports `{import}`, a WASI interface that language \
          runtimes (Python, JavaScript) call while running; allow an empty WASI context with \
          `{wasi_key} = true` in its [[shared.groups]] rule (`--wasi` for `sharq plugin check`)",
-        wasi_key = wasm::WASI_KEY
+        wasi_key = host::WASI_KEY
     )]
     NeedsWasi { origin: String, import: String },
     /// Instantiation or `init` ran out of time; the message names the keys that grant more.
@@ -204,7 +204,7 @@ fn wasi_hint(calls_wasi: bool) -> String {
             " (the plugin called WASI, which needs `{} = true`; a Rust guest does when it \
              panics, because the standard panic hook reads the environment: sharq-sdk's hook \
              logs the panic's message instead)",
-            wasm::WASI_KEY
+            host::WASI_KEY
         )
     } else {
         String::new()

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use globset::{Glob, GlobMatcher};
 use parking_lot::{Mutex, RwLock};
 
-use crate::config::{GroupSettings, GroupStrategyConfig, SharedConfig};
+use crate::config::{GroupStrategyConfig, QueueConfig, SharedConfig};
 
-use super::wasm::{Plugin, SandboxLimits, WasmHost, WasmInstance};
+use super::host::{Plugin, SandboxLimits, WasmHost, WasmInstance};
 use super::{builtin, StrategyError};
 
 /// A strategy ready to instantiate: compiled plugin plus the params its groups get.
@@ -137,8 +137,9 @@ struct Rule {
     matcher: GlobMatcher,
     /// `None`: the native round robin.
     strategy: Option<Arc<ResolvedStrategy>>,
-    /// The rule's work-queue settings.
-    settings: GroupSettings,
+    /// The rule's work-queue settings, as the config wrote them; the broker turns them into
+    /// its own form, so that strategy resolution knows nothing of how a queue runs.
+    queue: QueueConfig,
 }
 
 struct Rules {
@@ -204,14 +205,15 @@ impl StrategyRegistry {
             .map_or_else(|| rules.default.clone(), |rule| rule.strategy.clone())
     }
 
-    /// The work-queue settings of share name `group`: its first matching rule's, else none.
-    pub fn settings(&self, group: &str) -> GroupSettings {
+    /// The work-queue settings of share name `group`, as its first matching rule writes them;
+    /// none set when no rule matches.
+    pub fn queue_config(&self, group: &str) -> QueueConfig {
         let rules = self.rules.read();
         rules
             .groups
             .iter()
             .find(|rule| rule.pattern == group || rule.matcher.is_match(group))
-            .map(|rule| rule.settings.clone())
+            .map(|rule| rule.queue.clone())
             .unwrap_or_default()
     }
 
@@ -287,7 +289,7 @@ fn resolve_rule(
         pattern: entry.name.clone(),
         matcher,
         strategy: resolve_strategy(host, entry, base_dir, config)?,
-        settings: GroupSettings::from_config(&entry.queue_config()),
+        queue: entry.queue_config(),
     })
 }
 

@@ -181,19 +181,9 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
 }
 
 /// Names of the built-in strategies, as used in the config's `strategy = "..."` and as the
-/// stems of the built-in plugin files.
-pub const BUILTIN_NAMES: &[&str] = &[
-    "random",
-    "round_robin",
-    "round_robin_per_publisher",
-    "sticky",
-    "hash_clientid",
-    "hash_topic",
-    "hash_topic_levels",
-    "least_inflight",
-    "weighted",
-    "failover",
-];
+/// stems of the built-in plugin files. `plugins/builtins.rs` is the one list; the broker's
+/// build embeds the components it names.
+pub const BUILTIN_NAMES: &[&str] = &include!("../../builtins.rs");
 
 /// A fresh, un-initialised instance of the built-in strategy `name`, for the native path.
 pub fn builtin(name: &str) -> Option<Box<dyn Strategy + Send>> {
@@ -242,6 +232,31 @@ mod tests {
                 .expect_err(name);
             assert!(err.contains("`bogus`"), "{name}: {err}");
         }
+    }
+
+    /// `plugins/builtins.rs` and the workspace members must agree: a strategy missing from the
+    /// members cannot be built, and a strategy member missing from the list would be built
+    /// but never embedded. The root `build.rs` refuses the same mismatch.
+    #[test]
+    fn every_builtin_is_a_workspace_member_and_every_strategy_member_a_builtin() {
+        use alloc::vec::Vec;
+        const SUPPORT_CRATES: &[&str] = &["strategies", "sdk"];
+        let manifest = include_str!("../../Cargo.toml");
+        let members_start = manifest.find("members = [").expect("a members list");
+        let members_end = members_start + manifest[members_start..].find(']').expect("its end");
+        let mut members: Vec<&str> = manifest[members_start..members_end]
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|member| !SUPPORT_CRATES.contains(member))
+            .collect();
+        members.sort_unstable();
+        let mut builtins = BUILTIN_NAMES.to_vec();
+        builtins.sort_unstable();
+        assert_eq!(
+            members, builtins,
+            "plugins/Cargo.toml members vs plugins/builtins.rs"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio_rustls::rustls::{
     SignatureScheme,
 };
 
-use crate::broker::log_limit::LogLimit;
+use crate::log_limit::LogLimit;
 
 /// Why TLS settings could not be loaded. Every variant names the config key and the file, so
 /// an operator knows which listener and which file to fix.

@@ -92,7 +92,7 @@ pub struct SharedGroup {
     /// freeing room look only at groups with something waiting.
     backlog_index: Arc<BacklogIndex>,
     /// A full queue refuses every message that follows: one warning a second, not one each.
-    refusal_log: crate::broker::log_limit::LogLimit,
+    refusal_log: crate::log_limit::LogLimit,
 }
 
 #[derive(Debug)]
@@ -252,7 +252,7 @@ impl SharedGroup {
             strategy_counters: StrategyCounters::default(),
             events,
             backlog_index,
-            refusal_log: crate::broker::log_limit::LogLimit::new(std::time::Duration::from_secs(1)),
+            refusal_log: crate::log_limit::LogLimit::new(std::time::Duration::from_secs(1)),
         }
     }
 

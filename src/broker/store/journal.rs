@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::encoding::{unix_now_ms, Corrupt};
 use super::{Op, Owner, RecordKind, StoreBackend, StoreError};
-use crate::broker::log_limit::LogLimit;
+use crate::log_limit::LogLimit;
 
 /// Bytes of ops that may wait for a commit before publishers are held back: the journal's own
 /// bound, so a slow disk slows publishers down instead of growing memory.

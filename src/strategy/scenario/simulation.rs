@@ -10,7 +10,7 @@ use super::{
     Action, Expectation, LoadState, Publish, Scenario, ScenarioError, ScenarioReport, Step,
     CAPACITY,
 };
-use crate::strategy::wasm::Plugin;
+use crate::strategy::host::Plugin;
 use crate::strategy::{
     key_hash, MemberInfo, MemberLoad, MessageView, SandboxLimits, StrategyError, WasmHost,
     WasmInstance,
