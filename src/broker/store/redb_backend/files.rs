@@ -114,7 +114,7 @@ pub(super) fn keep_copy(from: &Path, to: &Path) -> Result<(), StoreError> {
     copy.sync_all().map_err(err)
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::super::{RedbBackend, FILE_NAME};
     use std::path::Path;
