@@ -2,14 +2,16 @@
 
 pub mod broker;
 pub mod client_id_pattern;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod http;
 pub mod packet;
 pub mod reload;
 pub mod scaffold;
+pub mod server;
 pub mod strategy;
 pub mod topic;
 
-pub use broker::Broker;
 pub use config::Config;
+pub use server::Broker;

@@ -9,7 +9,7 @@
 //! milliseconds, so expiry keeps counting while the broker is down.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use bytestring::ByteString;
@@ -62,11 +62,7 @@ pub fn upgrade_v1(value: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-pub fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use crate::clock::unix_now_ms;
 
 /// Converts between the process's monotonic clock and wall-clock milliseconds, at one instant.
 #[derive(Debug, Clone, Copy)]
