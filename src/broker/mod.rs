@@ -61,10 +61,10 @@ pub use auth::{
     Credentials,
 };
 pub use net::error::ConnectionError;
-pub use sessions::{OpenedSession, SessionRefused};
 pub use stats::{DropReason, Stats};
 
 use crate::config::Config;
+use crate::packet::ReasonCode;
 use crate::strategy::StrategyRegistry;
 use crate::topic::ShareSyntax;
 use log_limit::LogLimit;
@@ -72,6 +72,7 @@ use message::delivery::QueueLimits;
 use message::Message;
 use net::admission::Admission;
 use net::tls::ReloadableTls;
+use owner::Owner;
 use routing::retain::{RetainLimits, RetainStore, Retained};
 use routing::router::Router;
 use session::Session;
@@ -288,6 +289,35 @@ impl BrokerState {
                 Some(quota)
             }
             Retained::Stored | Retained::Cleared => None,
+        }
+    }
+}
+
+/// The result of [`BrokerState::open_session`].
+#[derive(Debug)]
+pub struct OpenedSession {
+    pub session: Arc<Session>,
+    pub present: bool,
+    pub discarded: Option<Arc<Session>>,
+}
+
+/// Why [`BrokerState::open_session`] refused a CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionRefused {
+    /// The session under that client id belongs to another identity (this one).
+    #[error("the client id's session belongs to another identity ({})", .0.describe())]
+    NotOwner(Owner),
+    /// A new persistent session would go past `limits.max_sessions`.
+    #[error("limits.max_sessions persistent sessions are kept already")]
+    Quota,
+}
+
+impl SessionRefused {
+    /// The CONNACK reason code (3.1.1 clients read its nearest return code).
+    pub fn reason_code(&self) -> ReasonCode {
+        match self {
+            SessionRefused::NotOwner(_) => ReasonCode::NOT_AUTHORIZED,
+            SessionRefused::Quota => ReasonCode::QUOTA_EXCEEDED,
         }
     }
 }

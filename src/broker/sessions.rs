@@ -8,14 +8,13 @@ use std::time::Duration;
 
 use bytestring::ByteString;
 
-use crate::packet::ReasonCode;
 use crate::topic::{parse_subscription, SubscriptionFilter};
 
 use super::acl;
 use super::owner::Owner;
 use super::session::{self, Session};
 use super::shared::Redelivery;
-use super::BrokerState;
+use super::{BrokerState, OpenedSession, SessionRefused};
 
 impl BrokerState {
     /// Finds the session `claimant` resumes under `client_id`, or makes a new one it owns.
@@ -221,35 +220,6 @@ impl BrokerState {
                 }
                 Err(_) => {}
             }
-        }
-    }
-}
-
-/// The result of [`BrokerState::open_session`].
-#[derive(Debug)]
-pub struct OpenedSession {
-    pub session: Arc<Session>,
-    pub present: bool,
-    pub discarded: Option<Arc<Session>>,
-}
-
-/// Why [`BrokerState::open_session`] refused a CONNECT.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SessionRefused {
-    /// The session under that client id belongs to another identity (this one).
-    #[error("the client id's session belongs to another identity ({})", .0.describe())]
-    NotOwner(Owner),
-    /// A new persistent session would go past `limits.max_sessions`.
-    #[error("limits.max_sessions persistent sessions are kept already")]
-    Quota,
-}
-
-impl SessionRefused {
-    /// The CONNACK reason code (3.1.1 clients read its nearest return code).
-    pub fn reason_code(&self) -> ReasonCode {
-        match self {
-            SessionRefused::NotOwner(_) => ReasonCode::NOT_AUTHORIZED,
-            SessionRefused::Quota => ReasonCode::QUOTA_EXCEEDED,
         }
     }
 }
