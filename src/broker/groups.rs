@@ -340,7 +340,7 @@ impl BrokerState {
     /// One round of the groups' clock-driven work at `now`: ack deadlines past and messages
     /// older than `max_age_secs` go back or to their dead-letter topic. `crate::server` runs it
     /// every few milliseconds.
-    pub fn sweep_groups(&self, now: Instant) {
+    pub(crate) fn sweep_groups(&self, now: Instant) {
         let limits = self.group_limits();
         for group in self.router.clock_driven_groups() {
             let dead = group.sweep(now, limits);

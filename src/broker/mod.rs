@@ -43,7 +43,7 @@ mod sessions;
 pub mod shared;
 mod stats;
 pub mod store;
-pub mod sys;
+pub(crate) mod sys;
 pub mod will;
 
 use std::collections::HashMap;
@@ -131,7 +131,7 @@ impl std::fmt::Debug for BrokerState {
 
 /// What start-up (`crate::server`) builds from the configuration, before the broker's shared
 /// state can exist: the slow and fallible parts, each loaded off the async workers.
-pub struct BrokerParts {
+pub(crate) struct BrokerParts {
     pub config: Config,
     pub authenticator: Arc<dyn Authenticator>,
     /// The rules of `[auth] acl_file`; none when it is not set (everything is allowed).
@@ -144,7 +144,7 @@ pub struct BrokerParts {
 
 impl BrokerState {
     /// The shared state of a broker made of `parts`, with no session, group or listener yet.
-    pub fn new(parts: BrokerParts) -> Arc<BrokerState> {
+    pub(crate) fn new(parts: BrokerParts) -> Arc<BrokerState> {
         let BrokerParts {
             config,
             authenticator,
@@ -185,7 +185,7 @@ impl BrokerState {
     }
 
     /// The TLS settings of every TLS and wss listener, in config order (TLS, then wss).
-    pub fn certificates(&self) -> &[Arc<ReloadableTls>] {
+    pub(crate) fn certificates(&self) -> &[Arc<ReloadableTls>] {
         &self.certificates
     }
 
