@@ -7,8 +7,10 @@
 //! `BrokerState`: `sessions.rs` (the registry's open/end/expiry), `groups.rs` (declare,
 //! strategies, redispatch, draining, dead letters), `will.rs` (publishing wills), `auth`,
 //! `store`, `stats` and `sys`. Building a `BrokerState` from a `Config` (listeners, store,
-//! recovery, HTTP, background tasks) is `crate::server`'s job, rebuilding parts of it from a new
-//! `Config` is `crate::reload`'s: nothing here reads a file or binds a socket.
+//! recovery, HTTP, background tasks) is `crate::server`'s job, and rebuilding parts of it from
+//! a new `Config` (users, ACL, certificates, strategies) is `crate::reload`'s: `BrokerState`
+//! binds no socket and reads no configuration file, and nothing here imports either module or
+//! `crate::http`.
 //!
 //! Lock order, broker-wide (a lock may only be taken while holding locks listed before it):
 //! 1. `BrokerState::sessions`, the registry of sessions by client id;
