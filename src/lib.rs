@@ -2,6 +2,7 @@
 
 pub mod broker;
 pub mod client_id_pattern;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod http;
@@ -9,8 +10,9 @@ pub(crate) mod log_limit;
 pub mod packet;
 pub mod reload;
 pub mod scaffold;
+pub mod server;
 pub mod strategy;
 pub mod topic;
 
-pub use broker::Broker;
 pub use config::Config;
+pub use server::Broker;

@@ -4,6 +4,11 @@
 //! reloaded on SIGHUP and `sharq reload`, as mosquitto does). TLS certificates and keys are read
 //! again at each reload too.
 //!
+//! The reload paths themselves are `BrokerState` methods defined here (`reload_auth`,
+//! `reload_certificates`, `reload_acl`, `reload_strategies`): whoever holds the state (this
+//! module's loop, the admin API, tests) reloads through it, and rebuilding from files and a new
+//! `Config` stays out of `broker/`.
+//!
 //! Directories are watched rather than files, because editors and deploy tools replace a file
 //! by writing a new one and renaming it over the old, which a watch on the old inode would miss.
 
@@ -15,9 +20,12 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::broker::BrokerState;
+use crate::broker::acl::{Acl, AclError};
+use crate::broker::net::tls::TlsError;
+use crate::broker::{AuthError, BrokerState, ConfigAuthenticator};
 use crate::config::Config;
 use crate::strategy::registry::resolve_path;
+use crate::strategy::StrategyError;
 
 /// Events arriving within this window after the first one cause a single reload.
 const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -137,6 +145,70 @@ async fn reload_auth(broker: &Arc<BrokerState>, config: &Config) {
             tracing::error!(error = %e, "authentication reload refused: the current users stay")
         }
         Err(e) => tracing::error!(error = %e, "authentication reload task failed"),
+    }
+}
+
+impl BrokerState {
+    /// Rebuilds the built-in authenticator from `config`'s `[auth]` (re-reading its password
+    /// file) and puts it in force. On error the current one stays. Slow: call it off the async
+    /// workers.
+    pub fn reload_auth(&self, config: &Config) -> Result<usize, AuthError> {
+        let authenticator =
+            ConfigAuthenticator::load(&config.resolved_auth(), config.base_dir.as_deref())?;
+        let users = authenticator.user_count();
+        self.set_authenticator(Arc::new(authenticator));
+        Ok(users)
+    }
+
+    /// Reads every TLS listener's certificate, key and client CA files again (the paths of
+    /// the config the broker started with). New handshakes use what was read; established
+    /// connections keep theirs. A listener whose files fail keeps its current settings, and
+    /// the error (naming the key and file) is logged. Returns how many were reloaded and the
+    /// errors. Blocking: reads files.
+    pub fn reload_certificates(&self) -> (usize, Vec<TlsError>) {
+        let mut reloaded = 0;
+        let mut errors = Vec::new();
+        for tls in self.certificates() {
+            match tls.reload() {
+                Ok(()) => {
+                    reloaded += 1;
+                    tracing::info!(listener = %tls.files.key_prefix, cert = %tls.files.cert.display(), "TLS certificate reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(listener = %tls.files.key_prefix, error = %e, "TLS certificate reload failed; the current certificate stays");
+                    errors.push(e);
+                }
+            }
+        }
+        (reloaded, errors)
+    }
+
+    /// Reads the ACL file again (SIGHUP, `sharq reload`); a file that does not parse leaves
+    /// the rules in force unchanged.
+    pub fn reload_acl(&self) -> Result<(), AclError> {
+        let Some(path) = self.config.acl_path() else {
+            return Ok(());
+        };
+        let acl = Acl::load(&path)?;
+        self.acl.replace(Some(acl));
+        tracing::info!(file = %path.display(), "ACL reloaded");
+        Ok(())
+    }
+
+    /// Applies a new `[shared]` strategy configuration while messages flow: every plugin is
+    /// compiled and initialised first; if any fails, nothing changes and the error names it.
+    /// Then each live group whose strategy changed gets a new instance, membership replayed,
+    /// swapped in atomically under the group's lock. Blocking: call it off the async workers.
+    pub fn reload_strategies(&self, config: &Config) -> Result<usize, StrategyError> {
+        self.strategies
+            .reload(&config.shared, config.base_dir.as_deref())?;
+        let groups = self.router.groups();
+        for group in &groups {
+            if group.set_settings(self.group_settings(&group.name, &group.filter)) {
+                tracing::info!(group = %group.name, filter = %group.filter, settings = %group.settings().to_json(), "reload: work-queue settings changed");
+            }
+        }
+        Ok(groups.iter().filter(|g| self.refresh_strategy(g)).count())
     }
 }
 

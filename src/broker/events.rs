@@ -69,7 +69,7 @@ impl Default for EventFeed {
 impl EventFeed {
     pub fn emit(&self, kind: EventKind, group: &str, filter: &str, detail: impl Into<String>) {
         let event = Arc::new(Event {
-            at_ms: crate::broker::store::encoding::unix_now_ms(),
+            at_ms: crate::clock::unix_now_ms(),
             kind,
             group: group.to_owned(),
             filter: filter.to_owned(),

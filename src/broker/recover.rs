@@ -18,7 +18,7 @@ use crate::topic::{parse_subscription_with, session_key, SubscriptionFilter};
 
 use crate::broker::acl;
 use crate::broker::message::delivery::{Delivery, GroupTag};
-use crate::broker::session::{self, will, Restored, Session};
+use crate::broker::session::{self, Restored, Session};
 use crate::broker::shared::group::Queued;
 use crate::broker::store::encoding::{
     decode_entry, decode_inflight, decode_retained, decode_session, entry_weight, Clock, Corrupt,
@@ -29,6 +29,7 @@ use crate::broker::store::{
     parse_group_owner, session_owner, Journal, Op, QueueStats, RecordKind, Recovered, StoreError,
     StoredRef,
 };
+use crate::broker::will;
 use crate::broker::BrokerState;
 
 /// What recovery found, for its log line.

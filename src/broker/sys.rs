@@ -1,9 +1,8 @@
-//! `$SYS/broker/...`: broker statistics as retained messages, at a configurable interval.
+//! `$SYS/broker/...`: broker statistics as retained messages. `crate::server` publishes them
+//! every `server.sys_interval_secs`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -14,17 +13,6 @@ use crate::broker::message::{Message, Quota};
 use crate::broker::shared::SharedGroup;
 use crate::broker::stats::Stats;
 use crate::broker::BrokerState;
-
-pub async fn publish_loop(broker: Arc<BrokerState>) {
-    let mut ticker =
-        tokio::time::interval(Duration::from_secs(broker.config.server.sys_interval_secs));
-    loop {
-        tokio::select! {
-            _ = broker.shutdown.cancelled() => return,
-            _ = ticker.tick() => publish_all(&broker),
-        }
-    }
-}
 
 /// Publishes every `$SYS` topic once.
 pub fn publish_all(broker: &BrokerState) {

@@ -190,7 +190,7 @@ fn snapshot(broker: &BrokerState, watched: &[String], rates: &mut Rates) -> Valu
     let sessions = broker.sessions();
     let online = sessions.iter().filter(|s| s.is_online()).count();
     let value = json!({
-        "at_ms": crate::broker::store::encoding::unix_now_ms(),
+        "at_ms": crate::clock::unix_now_ms(),
         "broker": {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": broker.started_at.elapsed().as_secs(),

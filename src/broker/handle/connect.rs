@@ -15,8 +15,8 @@ use crate::broker::net::connection::{Client, Connection};
 use crate::broker::net::error::ConnectionError;
 use crate::broker::net::topic_alias::OutgoingAliases;
 use crate::broker::owner::Owner;
-use crate::broker::session::will;
 use crate::broker::shared::Redelivery;
+use crate::broker::will;
 use crate::broker::SessionRefused;
 use crate::client_id_pattern::ClientIdPattern;
 

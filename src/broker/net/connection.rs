@@ -33,9 +33,9 @@ use crate::broker::net::admission::Admitted;
 use crate::broker::net::error::ConnectionError;
 use crate::broker::net::stream::{Input, Stream};
 use crate::broker::net::topic_alias::{Aliased, OutgoingAliases};
-use crate::broker::session::will;
 use crate::broker::session::{Dropped, Session};
 use crate::broker::shared::Redelivery;
+use crate::broker::will;
 use crate::broker::BrokerState;
 
 /// How long a goodbye (DISCONNECT, refusing CONNACK) may take to write before we just close.

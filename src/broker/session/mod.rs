@@ -7,7 +7,6 @@
 //! out while holding it.
 
 pub mod durable;
-pub mod will;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};

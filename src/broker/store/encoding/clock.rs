@@ -1,13 +1,9 @@
 //! Stored times are Unix milliseconds, so expiry keeps counting while the broker is down;
 //! [`Clock`] converts them to and from the process's monotonic clock.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-pub fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use crate::clock::unix_now_ms;
 
 /// Converts between the process's monotonic clock and wall-clock milliseconds, at one instant.
 #[derive(Debug, Clone, Copy)]

@@ -1,11 +1,14 @@
-//! Will messages: published when a connection ends without a normal DISCONNECT, after the Will
+//! Publishing will messages: when a connection ends without a normal DISCONNECT, after the Will
 //! Delay Interval, unless the session is resumed first; at the latest when the session ends.
+//! The broker publishes them (ACL check, routing); the session only keeps the will it was
+//! given (`Session::forget_will`, its stored record).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::packet::{LastWill, Publish};
 
+use crate::broker::acl::Identity;
 use crate::broker::message::Message;
 use crate::broker::session::Session;
 use crate::broker::BrokerState;
@@ -51,7 +54,7 @@ pub fn schedule_in(
 pub fn publish(broker: &BrokerState, session: &Session, will: LastWill) {
     session.forget_will();
     let username = session.username();
-    let who = crate::broker::acl::Identity {
+    let who = Identity {
         username: username.as_deref(),
         client_id: &session.client_id,
     };
