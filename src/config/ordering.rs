@@ -52,10 +52,10 @@ impl KeySpec {
     /// pattern is keyed by its whole topic (per-topic order, the weaker promise).
     pub fn key(&self, topic: &str, publisher: Option<&str>) -> u64 {
         match &self.kind {
-            KeyKind::Topic => crate::strategy::key_hash(topic.as_bytes()),
-            KeyKind::Publisher => crate::strategy::key_hash(publisher.unwrap_or("").as_bytes()),
+            KeyKind::Topic => crate::topic::key_hash(topic.as_bytes()),
+            KeyKind::Publisher => crate::topic::key_hash(publisher.unwrap_or("").as_bytes()),
             KeyKind::Pattern(levels) => pattern_key(levels, topic)
-                .unwrap_or_else(|| crate::strategy::key_hash(topic.as_bytes())),
+                .unwrap_or_else(|| crate::topic::key_hash(topic.as_bytes())),
         }
     }
 }
@@ -112,7 +112,7 @@ fn pattern_key(pattern: &[Level], topic: &str) -> Option<u64> {
     if pattern.last() != Some(&Level::Rest) && levels.next().is_some() {
         return None;
     }
-    Some(crate::strategy::key_hash(key.as_bytes()))
+    Some(crate::topic::key_hash(key.as_bytes()))
 }
 
 #[cfg(test)]

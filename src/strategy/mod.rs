@@ -119,10 +119,7 @@ pub struct MessageView<'a> {
     pub content_type: Option<&'a str>,
 }
 
-/// xxh3-64 (seed 0), the hash the WIT contract promises for topic and publisher.
-pub fn key_hash(bytes: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(bytes)
-}
+pub use crate::topic::key_hash;
 
 /// Why a strategy could not be built, set up or called.
 ///

@@ -1,7 +1,7 @@
 //! How topic filters relate: whether a rule matches a topic, covers a filter, or meets one.
 
 use super::Access;
-use crate::broker::routing::retain::filter_matches;
+use crate::topic::filter_matches;
 
 /// A matching `deny` rule refuses; otherwise a matching rule that `grants` allows.
 pub(super) fn decide_over<S: AsRef<str>>(

@@ -1,7 +1,7 @@
 //! The decisions of a whole file: publish, subscribe, join, and the read guard against them.
 
 use super::*;
-use crate::broker::routing::retain::filter_matches;
+use crate::topic::filter_matches;
 use proptest::prelude::*;
 use std::sync::Arc;
 

@@ -10,6 +10,7 @@ use parking_lot::RwLock;
 use crate::broker::message::{Message, Quota};
 use crate::broker::store::encoding::{encode_retained, Clock};
 use crate::broker::store::{Journal, Op};
+use crate::topic::filter_matches;
 
 #[derive(Debug, Default)]
 pub struct RetainStore {
@@ -167,49 +168,5 @@ impl RetainStore {
             }
         }
         found
-    }
-}
-
-/// Whether topic name `topic` matches topic filter `filter` (both already validated).
-pub fn filter_matches(filter: &str, topic: &str) -> bool {
-    // A leading wildcard does not match `$` topics [MQTT-4.7.2-1].
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut topic_levels = topic.split('/');
-    for filter_level in filter.split('/') {
-        match filter_level {
-            "#" => return true,
-            "+" => {
-                if topic_levels.next().is_none() {
-                    return false;
-                }
-            }
-            literal => {
-                if topic_levels.next() != Some(literal) {
-                    return false;
-                }
-            }
-        }
-    }
-    topic_levels.next().is_none()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::filter_matches;
-
-    #[test]
-    fn matching_rules() {
-        assert!(filter_matches("a/#", "a"));
-        assert!(filter_matches("a/#", "a/b/c"));
-        assert!(filter_matches("a/+/c", "a/b/c"));
-        assert!(filter_matches("a/+", "a/"));
-        assert!(!filter_matches("a/+", "a"));
-        assert!(!filter_matches("a/b", "a/b/c"));
-        assert!(filter_matches("#", "a/b"));
-        assert!(!filter_matches("#", "$SYS/x"));
-        assert!(!filter_matches("+/x", "$SYS/x"));
-        assert!(filter_matches("$SYS/#", "$SYS/x"));
     }
 }
