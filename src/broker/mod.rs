@@ -51,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use auth::{password_file, scram, AuthError, Authenticator, ConfigAuthenticator, Credentials};
-pub use net::error::ConnectionError;
+pub use handle::error::ConnectionError;
 pub use stats::{DropReason, Stats};
 
 use crate::config::Config;
