@@ -262,7 +262,7 @@ pub(crate) fn reauthenticate(ctx: &mut ConnectionCtx, auth: Auth) -> Result<(), 
             let user = exchange.username().to_owned();
             match exchange.finish(&data) {
                 Ok(server_final) => {
-                    tracing::debug!(peer = %ctx.peer, user, "re-authenticated");
+                    tracing::debug!(peer = %ctx.peer(), user, "re-authenticated");
                     send_auth(ctx, ReasonCode::SUCCESS, &method, server_final.into());
                     Ok(())
                 }
@@ -316,7 +316,7 @@ fn auth_failed(
         tracing::warn!(
             client_id = %client_id,
             user = username.unwrap_or(""),
-            peer = %ctx.peer,
+            peer = %ctx.peer(),
             code = %code,
             suppressed,
             "authentication failed: {why}"

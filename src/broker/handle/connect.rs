@@ -215,8 +215,8 @@ pub(crate) fn handle(
         .fetch_add(1, Ordering::Relaxed);
     tracing::info!(
         client_id = %client_id,
-        listener = %ctx.listener,
-        peer = %ctx.peer,
+        listener = %ctx.listener(),
+        peer = %ctx.peer(),
         username = %connect.username.as_deref().unwrap_or(""),
         version = ?ctx.version(),
         clean_start = connect.clean_start,
@@ -242,7 +242,7 @@ fn refuse_client_id(ctx: &mut ConnectionCtx, client_id: &str) -> bool {
         .client_id_refused
         .fetch_add(1, Ordering::Relaxed);
     if let Some(suppressed) = ctx.broker.session_refusal_log.allow() {
-        tracing::info!(client_id, username = %ctx.username.as_deref().unwrap_or(""), listener = %ctx.listener, peer = %ctx.peer, suppressed, "connection refused: client id not allowed by auth.client_id_pattern");
+        tracing::info!(client_id, username = %ctx.username.as_deref().unwrap_or(""), listener = %ctx.listener(), peer = %ctx.peer(), suppressed, "connection refused: client id not allowed by auth.client_id_pattern");
     }
     refuse(ctx, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID)
 }
@@ -263,7 +263,7 @@ fn refuse_session(
     }
     .fetch_add(1, Ordering::Relaxed);
     if let Some(suppressed) = ctx.broker.session_refusal_log.allow() {
-        tracing::info!(client_id, username = %claimant.describe(), listener = %ctx.listener, peer = %ctx.peer, reason = %refused, suppressed, "connection refused");
+        tracing::info!(client_id, username = %claimant.describe(), listener = %ctx.listener(), peer = %ctx.peer(), reason = %refused, suppressed, "connection refused");
     }
     refuse(ctx, refused.reason_code())
 }

@@ -50,9 +50,6 @@ pub(crate) struct AuthState {
 /// One connection's protocol state, as the handlers see it.
 pub(crate) struct ConnectionCtx {
     pub broker: Arc<BrokerState>,
-    pub peer: SocketAddr,
-    /// The listener it came from, as logs name it (`tls 127.0.0.1:8883`).
-    pub listener: Arc<str>,
     /// Set by CONNECT's handler once it accepted the client.
     pub client: Option<Client>,
     /// Topic aliases the client set on this connection (they do not outlive it).
@@ -69,18 +66,17 @@ pub(crate) struct ConnectionCtx {
     pub acl_cache: PublishCache,
     /// The authentication method and user of enhanced authentication, for re-authentication.
     pub auth: AuthState,
-    /// What is to be written to the client.
+    /// What is to be written to the client, and who the client is: the peer and listener the
+    /// log lines name are kept there, once per connection (see `peer`, `listener`).
     pub out: Outbound,
 }
 
 impl ConnectionCtx {
     /// The state of a connection that has not sent CONNECT yet.
     pub fn new(broker: Arc<BrokerState>, peer: SocketAddr, listener: Arc<str>) -> ConnectionCtx {
-        let out = Outbound::new(listener.clone(), peer, broker.journal.clone());
+        let out = Outbound::new(listener, peer, broker.journal.clone());
         ConnectionCtx {
             broker,
-            peer,
-            listener,
             client: None,
             topic_aliases: HashMap::new(),
             keep_alive: None,
@@ -91,6 +87,15 @@ impl ConnectionCtx {
             auth: AuthState::default(),
             out,
         }
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.out.peer()
+    }
+
+    /// The listener the connection came from, as logs name it (`tls 127.0.0.1:8883`).
+    pub fn listener(&self) -> &str {
+        self.out.listener()
     }
 
     /// The protocol version CONNECT asked for (3.1.1 before it).

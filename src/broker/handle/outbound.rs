@@ -29,7 +29,8 @@ const MAX_PUBLISHES_PER_ROUND: usize = 256;
 const MAX_IDLE_WRITE_BUF: usize = 64 * 1024;
 
 pub(crate) struct Outbound {
-    /// The listener and peer the trace and warning lines of what is sent name.
+    /// The listener the connection came from and the peer at its other end, which the log
+    /// lines of the whole connection name.
     listener: Arc<str>,
     peer: SocketAddr,
     /// What packets are encoded in: 3.1.1 until CONNECT says otherwise.
@@ -65,6 +66,14 @@ impl Outbound {
             held_out: VecDeque::new(),
             scratch: Vec::new(),
         }
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn listener(&self) -> &str {
+        &self.listener
     }
 
     pub fn version(&self) -> ProtocolVersion {
@@ -163,16 +172,17 @@ impl Outbound {
     }
 
     /// Moves what `session` has queued for this connection (`generation`) into the write
-    /// buffer, as far as flow control allows; returns how many packets it took.
+    /// buffer, as far as flow control allows; returns how many packets it took, none if it
+    /// did not ask the session.
     pub fn take_from_session(
         &mut self,
         session: &Session,
         generation: u64,
         dropped: &mut Dropped,
-    ) -> usize {
+    ) -> Option<usize> {
         if self.held_out.len() >= MAX_PUBLISHES_PER_ROUND {
             // Enough waits for the disk already; the session keeps the rest.
-            return 0;
+            return None;
         }
         let mut taken = std::mem::take(&mut self.scratch);
         let hold = session.take_sendable(
@@ -191,7 +201,7 @@ impl Outbound {
             }
         }
         self.scratch = taken;
-        count
+        Some(count)
     }
 
     pub fn is_empty(&self) -> bool {

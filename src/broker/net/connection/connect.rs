@@ -59,7 +59,7 @@ impl Connection {
                             match &self.certificate_username {
                                 CertificateUsername::NotUsed => {}
                                 CertificateUsername::Missing => {
-                                    tracing::info!(listener = %self.ctx.listener, peer = %self.ctx.peer, "connection refused: no client certificate with a common name");
+                                    tracing::info!(listener = %self.ctx.listener(), peer = %self.ctx.peer(), "connection refused: no client certificate with a common name");
                                     handle::connect::refuse(
                                         &mut self.ctx,
                                         ReasonCode::NOT_AUTHORIZED,
@@ -126,7 +126,7 @@ impl Connection {
             let read = tokio::select! {
                 read = self.stream.read_buf(&mut self.read_buf) => read?,
                 _ = tokio::time::sleep_until(deadline) => {
-                    tracing::debug!(listener = %self.ctx.listener, peer = %self.ctx.peer, "no CONNECT in time");
+                    tracing::debug!(listener = %self.ctx.listener(), peer = %self.ctx.peer(), "no CONNECT in time");
                     return Ok(false);
                 }
                 _ = self.ctx.broker.shutdown.cancelled() => return Ok(false),
@@ -151,7 +151,7 @@ impl Connection {
             let read = tokio::select! {
                 read = self.stream.read_buf(&mut self.read_buf) => read?,
                 _ = tokio::time::sleep_until(deadline) => {
-                    tracing::debug!(peer = %self.ctx.peer, "authentication not finished in time");
+                    tracing::debug!(peer = %self.ctx.peer(), "authentication not finished in time");
                     return Ok(None);
                 }
                 _ = self.ctx.broker.shutdown.cancelled() => return Ok(None),

@@ -86,7 +86,7 @@ impl Connection {
         let ctx = &mut self.ctx;
         let Some(client) = ctx.client.take() else {
             if let End::Error(e) = end {
-                tracing::info!(listener = %ctx.listener, peer = %ctx.peer, error = %e, "connection closed before CONNECT completed");
+                tracing::info!(listener = %ctx.listener(), peer = %ctx.peer(), error = %e, "connection closed before CONNECT completed");
             }
             return;
         };
@@ -97,10 +97,10 @@ impl Connection {
             .fetch_sub(1, Ordering::Relaxed);
         match end {
             End::Error(e) => {
-                tracing::info!(client_id = %session.client_id, listener = %ctx.listener, peer = %ctx.peer, error = %e, code = %e.reason_code(), "client disconnected: protocol violation")
+                tracing::info!(client_id = %session.client_id, listener = %ctx.listener(), peer = %ctx.peer(), error = %e, code = %e.reason_code(), "client disconnected: protocol violation")
             }
             other => {
-                tracing::info!(client_id = %session.client_id, listener = %ctx.listener, peer = %ctx.peer, reason = ?other, "client disconnected")
+                tracing::info!(client_id = %session.client_id, listener = %ctx.listener(), peer = %ctx.peer(), reason = ?other, "client disconnected")
             }
         }
         let Some(redispatch) = session.detach(client.generation) else {

@@ -111,7 +111,7 @@ impl Connection {
         match self.main_loop().await {
             Ok(end) => end,
             Err(ConnectionError::Io(e)) => {
-                tracing::debug!(listener = %self.ctx.listener, peer = %self.ctx.peer, error = %e, "socket error");
+                tracing::debug!(listener = %self.ctx.listener(), peer = %self.ctx.peer(), error = %e, "socket error");
                 End::Lost
             }
             Err(e) => End::Error(e),
@@ -122,7 +122,7 @@ impl Connection {
     fn process_input(&mut self) -> Result<usize, ConnectionError> {
         let mut handled = 0;
         while let Some(packet) = self.decoder.decode(&mut self.read_buf)? {
-            tracing::trace!(listener = %self.ctx.listener, peer = %self.ctx.peer, packet = packet.name(), "received");
+            tracing::trace!(listener = %self.ctx.listener(), peer = %self.ctx.peer(), packet = packet.name(), "received");
             handled += 1;
             handle::handle_packet(&mut self.ctx, packet)?;
             if self.ctx.disconnect_received.is_some() {
@@ -137,9 +137,12 @@ impl Connection {
         let ctx = &mut self.ctx;
         let Some(client) = &ctx.client else { return };
         let mut dropped = Dropped::default();
-        let sent = ctx
-            .out
-            .take_from_session(&client.session, client.generation, &mut dropped);
+        let Some(sent) =
+            ctx.out
+                .take_from_session(&client.session, client.generation, &mut dropped)
+        else {
+            return;
+        };
         if sent > 0 {
             ctx.broker
                 .stats
