@@ -61,7 +61,7 @@ pub use auth::{
     password_file, password_file_path, scram, AuthError, Authenticator, ConfigAuthenticator,
     Credentials,
 };
-pub use net::error::ConnectionError;
+pub use handle::error::ConnectionError;
 pub use stats::{DropReason, Stats};
 
 use crate::config::Config;

@@ -2,12 +2,10 @@
 
 use crate::packet::Packet;
 
-use crate::broker::net::connection::Connection;
-use crate::broker::net::error::ConnectionError;
+use crate::broker::handle::context::ConnectionCtx;
+use crate::broker::handle::error::ConnectionError;
 
-impl Connection {
-    pub(crate) fn handle_pingreq(&mut self) -> Result<(), ConnectionError> {
-        self.send(&Packet::PingResp);
-        Ok(())
-    }
+pub(crate) fn pingreq(ctx: &mut ConnectionCtx) -> Result<(), ConnectionError> {
+    ctx.out.send(&Packet::PingResp);
+    Ok(())
 }
