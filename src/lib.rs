@@ -12,6 +12,7 @@ pub mod reload;
 pub mod scaffold;
 pub mod server;
 pub mod strategy;
+pub mod tls;
 pub mod topic;
 
 pub use config::Config;

@@ -21,11 +21,11 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::broker::acl::{Acl, AclError};
-use crate::broker::net::tls::TlsError;
 use crate::broker::{AuthError, BrokerState, ConfigAuthenticator};
 use crate::config::Config;
 use crate::strategy::registry::resolve_path;
 use crate::strategy::StrategyError;
+use crate::tls::TlsError;
 
 /// Events arriving within this window after the first one cause a single reload.
 const DEBOUNCE: Duration = Duration::from_millis(300);

@@ -30,6 +30,7 @@
 //! under none of them.
 
 pub mod acl;
+pub mod admission;
 mod auth;
 pub mod events;
 mod groups;
@@ -61,18 +62,17 @@ pub use auth::{
     password_file, password_file_path, scram, AuthError, Authenticator, ConfigAuthenticator,
     Credentials,
 };
-pub use handle::error::ConnectionError;
 pub use stats::{DropReason, Stats};
 
 use crate::config::Config;
 use crate::log_limit::LogLimit;
 use crate::packet::ReasonCode;
 use crate::strategy::StrategyRegistry;
+use crate::tls::ReloadableTls;
 use crate::topic::ShareSyntax;
+use admission::Admission;
 use message::delivery::QueueLimits;
 use message::Message;
-use net::admission::Admission;
-use net::tls::ReloadableTls;
 use owner::Owner;
 use routing::retain::{RetainLimits, RetainStore, Retained};
 use routing::router::Router;
@@ -119,7 +119,7 @@ pub struct BrokerState {
     /// a reload reads again. Each holds its `ServerConfig` in an `ArcSwap`, without a lock.
     certificates: Vec<Arc<ReloadableTls>>,
     /// Every bound listener's label and socket counts, for `/metrics`; written once at start.
-    pub listeners: RwLock<Vec<(Arc<str>, Arc<net::admission::ListenerStats>)>>,
+    pub listeners: RwLock<Vec<(Arc<str>, Arc<admission::ListenerStats>)>>,
     /// This state itself, for the timers that `&self` methods arm (a lingering group's end).
     me: Weak<BrokerState>,
 }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::broker::net::listener::{accept_loop, Kind, Listener};
-use crate::broker::net::tls::{ReloadableTls, TlsError, TlsFiles};
 use crate::broker::BrokerState;
 use crate::config::Config;
+use crate::tls::{ReloadableTls, TlsError, TlsFiles};
 
 /// A TLS or WebSocket listener's address and kind, its certificates loaded.
 pub(super) type Secured = Vec<(SocketAddr, Kind)>;

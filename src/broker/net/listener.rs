@@ -12,12 +12,12 @@ use bytestring::ByteString;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
-use crate::broker::net::admission::{Admitted, ListenerStats};
+use crate::broker::admission::{Admitted, ListenerStats};
 use crate::broker::net::connection::{self, CertificateUsername};
 use crate::broker::net::stream::Stream;
-use crate::broker::net::tls::{subject_common_name, ReloadableTls};
 use crate::broker::net::ws::{self, WsStream};
 use crate::broker::BrokerState;
+use crate::tls::{subject_common_name, ReloadableTls};
 
 /// What a listener speaks above TCP.
 #[derive(Debug, Clone)]

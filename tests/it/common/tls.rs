@@ -137,5 +137,5 @@ pub async fn tls_connect(
 /// The subject CN of the certificate the server presented.
 pub fn server_cn(stream: &TlsClientStream) -> String {
     let leaf = &stream.get_ref().1.peer_certificates().unwrap()[0];
-    sharq::broker::net::tls::subject_common_name(leaf).unwrap()
+    sharq::tls::subject_common_name(leaf).unwrap()
 }

@@ -25,10 +25,10 @@ use bytestring::ByteString;
 use crate::codec::Decoder;
 use crate::packet::ReasonCode;
 
+use crate::broker::admission::Admitted;
 use crate::broker::handle;
 use crate::broker::handle::context::ConnectionCtx;
 use crate::broker::handle::error::ConnectionError;
-use crate::broker::net::admission::Admitted;
 use crate::broker::net::stream::Stream;
 use crate::broker::session::Dropped;
 use crate::broker::BrokerState;
