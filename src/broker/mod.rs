@@ -12,22 +12,8 @@
 //! binds no socket and reads no configuration file, and nothing here imports either module or
 //! `crate::http`.
 //!
-//! Lock order, broker-wide (a lock may only be taken while holding locks listed before it):
-//! 1. `BrokerState::sessions`, the registry of sessions by client id;
-//! 2. `Router::tree`, the topic tree (read by every publish while matching);
-//! 3. `Router::groups`, the groups registry (a leaf under the tree: nothing is called under it);
-//! 4. a `SharedGroup`'s state (its members, queue and strategy instance);
-//! 5. a `Session`'s state (queue, in flight, connection link).
-//!
-//! The retained store, admission counts, log limits (refused sockets, failed handshakes, failed
-//! logins), a strategy's spare instances, the strategy registry's rules and admin-API
-//! overrides, the authenticator slot, the ACL slot, the listeners' counts list, the group event
-//! feed and the store journal's pending batch each have a leaf lock, taken under none of the
-//! above except the journal's (taken under a queue's lock) and the event feed's (taken under a
-//! group's or the tree's, to announce a change in order; nothing is called under either). A TLS listener's settings
-//! are in an `ArcSwap` (`net/tls.rs`): swapped on reload, read per handshake, no lock. All are
-//! `parking_lot` locks, never held across an `.await`; no Wasm instance is created under 1–3, and a group's failed instance is rebuilt
-//! under none of them.
+//! Lock order: the whole of it is in ARCHITECTURE.md ("Lock order"), in one place; each lock's
+//! own comment names its place in it.
 
 pub mod acl;
 pub mod admission;
