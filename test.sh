@@ -6,21 +6,27 @@ cd "$(dirname "$0")"
 # A test run is a one-off build: incremental caches only cost disk (gigabytes with wasmtime
 # linked into every test binary) and CI's disk is small.
 export CARGO_INCREMENTAL=0
-.ci/install-test-tools
-cargo fmt --check
+# Each step says how long it took, so a slow step shows in CI's log (bench/results/test-build.md).
+step() {
+    local started=$SECONDS
+    "$@"
+    echo "test.sh: $((SECONDS - started)) s: $*" >&2
+}
+step .ci/install-test-tools
+step cargo fmt --check
 # The nested workspaces (built-in strategies and SDK; test fixtures) are formatted too.
-cargo fmt --manifest-path plugins/Cargo.toml --all --check
-cargo fmt --manifest-path tests/fixtures/hostile/Cargo.toml --all --check
-cargo clippy --all-targets -- -D warnings
-cargo test --all-targets
+step cargo fmt --manifest-path plugins/Cargo.toml --all --check
+step cargo fmt --manifest-path tests/fixtures/hostile/Cargo.toml --all --check
+step cargo clippy --all-targets -- -D warnings
+step cargo test --all-targets
 # The strategies' own workspace: its shared logic and the SDK are unit-tested on the host, and
 # the guests (wasm32 only) are linted for the target they build for.
 plugin_target="${CARGO_TARGET_DIR:-target}/plugins-host"
-cargo clippy --manifest-path plugins/Cargo.toml --locked --target-dir "$plugin_target" \
+step cargo clippy --manifest-path plugins/Cargo.toml --locked --target-dir "$plugin_target" \
     -p sharq-strategies -p sharq-sdk --all-targets -- -D warnings
-cargo clippy --manifest-path plugins/Cargo.toml --locked --target-dir "$plugin_target" \
+step cargo clippy --manifest-path plugins/Cargo.toml --locked --target-dir "$plugin_target" \
     --target wasm32-wasip2 --workspace -- -D warnings
-cargo test --manifest-path plugins/Cargo.toml --locked --target-dir "$plugin_target" \
+step cargo test --manifest-path plugins/Cargo.toml --locked --target-dir "$plugin_target" \
     -p sharq-strategies -p sharq-sdk
 # --all-targets builds the criterion benchmarks in the test profile and runs each once, quickly;
 # running them for numbers is a separate step (bench/RESULTS.md).
