@@ -31,6 +31,7 @@ pub(crate) mod log_limit;
 pub mod message;
 pub mod net;
 pub mod owner;
+pub mod queue;
 mod recover;
 pub mod routing;
 pub mod session;
@@ -541,9 +542,8 @@ impl BrokerState {
     pub fn declare_group(&self, name: &str, filter: &str) -> Result<Arc<SharedGroup>, TopicError> {
         let group = self.declare_group_unstored(name, filter)?;
         if let Some(journal) = &self.journal {
-            journal.append(store::Op::PutDeclared {
-                owner: store::group_owner(name, filter),
-            });
+            store::Persistence::new(journal.clone())
+                .group_declared(store::group_owner(name, filter));
         }
         self.router
             .events
@@ -568,9 +568,8 @@ impl BrokerState {
     /// queue is dropped. False if no such group is declared.
     pub fn undeclare_group(&self, name: &str, filter: &str) -> bool {
         if let Some(journal) = &self.journal {
-            journal.append(store::Op::DeleteDeclared {
-                owner: store::group_owner(name, filter),
-            });
+            store::Persistence::new(journal.clone())
+                .group_undeclared(store::group_owner(name, filter));
         }
         let undeclared = self.router.undeclare_group(name, filter);
         if undeclared {
@@ -951,7 +950,7 @@ impl BrokerState {
             };
             // Back with the group: its key is no longer out.
             tag.resolved();
-            let group = tag.id;
+            let delivery::GroupOrigin::Local(group) = tag.origin;
             let copy = Queued {
                 message: delivery.message,
                 stored: delivery.stored.map(|s| s.id),
@@ -989,7 +988,8 @@ impl BrokerState {
     /// or drops it when it has no dead-letter topic.
     pub fn member_rejected(&self, delivery: Delivery, code: ReasonCode, member: &ByteString) {
         let Some(tag) = delivery.group else { return };
-        let Some(group) = self.router.group_by_id(tag.id) else {
+        let delivery::GroupOrigin::Local(id) = tag.origin;
+        let Some(group) = self.router.group_by_id(id) else {
             self.stats.record_drop(DropReason::GroupEnded, 1);
             return;
         };

@@ -8,7 +8,7 @@
 
 pub mod durable;
 pub mod will;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -27,13 +27,11 @@ use crate::broker::message::delivery::{
 };
 use crate::broker::message::{Quota, SessionId};
 use crate::broker::owner::Owner;
-use crate::broker::store::encoding::{
-    decode_entry, entry_weight, unix_now_ms, Clock, StoredSession,
-};
+use crate::broker::queue::{Bound, DurableQueue, Spill};
+use crate::broker::store::encoding::{unix_now_ms, StoredSession};
 use crate::broker::store::journal::RefillResult;
-use crate::broker::store::spill::Spill;
-use crate::broker::store::{Journal, RecordKind, StoredRef};
-use durable::SessionDisk;
+use crate::broker::store::{Journal, QueueStore, StoredRef};
+use durable::{copy_fields, SessionDisk};
 
 /// Copies [`Session::take_sendable`] gave up on, by why.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -165,7 +163,7 @@ impl std::ops::DerefMut for StateGuard<'_> {
 impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
         let window = self.state.link.as_ref().map_or(0, |l| l.window);
-        let mut busy = self.state.inflight.len() + self.state.queue.len();
+        let mut busy = self.state.inflight.len() + self.state.queue.in_memory();
         if self.state.ack_timeouts >= UNHEALTHY_AFTER_TIMEOUTS {
             // Unhealthy: full to the groups and their strategies until it acknowledges.
             busy = busy.max(window);
@@ -190,8 +188,8 @@ struct SessionState {
     /// True once the session has ended; late deliveries to it are dropped.
     ended: bool,
     subscriptions: HashMap<ByteString, StoredSubscription>,
-    queue: VecDeque<Delivery>,
-    queued_bytes: usize,
+    /// Copies waiting to be sent: a memory window, and (persistent) the rest in the store.
+    queue: DurableQueue<Delivery>,
     inflight: HashMap<u16, Inflight, ahash::RandomState>,
     /// Whole-message bytes of `inflight`: the session's byte bound covers what it holds in
     /// flight as well as what is queued, or a window of large messages would escape it.
@@ -208,8 +206,6 @@ struct SessionState {
     stored_will: Option<LastWill>,
     /// When the last connection left (Unix ms); none while one is attached.
     disconnected_at_ms: Option<u64>,
-    /// The part of the queue that waits on disk only.
-    spill: Spill,
     /// The session has a record in the store (it is, or was, persistent): its end removes it.
     on_disk: bool,
     /// The identity that created it; the only one that may resume or replace it, and the
@@ -225,9 +221,11 @@ impl Session {
         expiry_interval: u32,
         journal: Option<Arc<Journal>>,
     ) -> Arc<Session> {
+        let disk = journal.map(|j| SessionDisk::new(j, &client_id));
+        let queue = DurableQueue::new(disk.as_ref().map(|d| d.queue.clone()));
         Arc::new_cyclic(|me| Session {
             id,
-            disk: journal.map(|j| SessionDisk::new(j, &client_id)),
+            disk,
             me: me.clone(),
             client_id,
             busy: AtomicU32::new(0),
@@ -236,6 +234,7 @@ impl Session {
                 expiry_interval,
                 next_packet_id: 1,
                 owner,
+                queue,
                 ..SessionState::default()
             }),
         })
@@ -280,74 +279,43 @@ impl Session {
 
     /// Asks the store for the next rows of the queue when its memory window has run low.
     fn maybe_refill(&self, state: &mut SessionState) {
-        let Some(disk) = &self.disk else { return };
-        let settings = disk.journal.settings;
-        if !state.spill.wants_refill(state.queue.len(), &settings) {
-            return;
-        }
-        let limit = state.spill.refill_limit(state.queue.len(), &settings);
         let me = self.me.clone();
-        disk.journal.request_refill(
-            disk.owner.clone(),
-            state.spill.next_id,
-            limit,
+        state.queue.maybe_refill(|| {
             Box::new(move |rows| {
                 if let Some(session) = me.upgrade() {
                     session.refilled(rows);
                 }
-            }),
-        );
+            })
+        });
     }
 
     /// Rows of the disk tail read back: they join the memory window in order.
     fn refilled(&self, rows: RefillResult) {
-        let Some(disk) = &self.disk else { return };
         let mut state = self.lock();
         let rows = match rows {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(client_id = %self.client_id, error = %e, "store: cannot read the session's queue back");
-                state.spill.refilling = false;
+                state.queue.refill_failed();
                 return;
             }
         };
         if state.ended {
             return;
         }
-        let clock = Clock::now();
-        let read = rows.len();
-        for (id, value) in rows {
-            let entry = match decode_entry(&value, clock) {
-                Ok(entry) => entry,
-                Err(e) => {
-                    // Moved out of the store's queue: out of the disk tail's count too.
-                    if state
-                        .spill
-                        .take_row(id, entry_weight(&value).map_or(0, |w| w as usize))
-                    {
-                        disk.journal.damaged(RecordKind::Entry, &disk.owner, id, &e);
-                    }
-                    continue;
-                }
-            };
-            let Some(copy) = entry.copy else { continue };
-            if !state.spill.take_row(id, entry.message.weight()) {
-                continue;
-            }
-            state.queued_bytes += entry.message.weight();
-            state.queue.push_back(Delivery {
-                message: entry.message,
-                qos: copy.qos,
-                retain: copy.retain,
-                subscription_ids: copy.subscription_ids,
-                group: None,
-                stored: Some(StoredRef {
-                    owner: disk.owner.clone(),
-                    id,
-                }),
+        state
+            .queue
+            .refilled(rows, &mut |id, entry, store: &Arc<dyn QueueStore>| {
+                let copy = entry.copy?;
+                Some(Delivery {
+                    message: entry.message,
+                    qos: copy.qos,
+                    retain: copy.retain,
+                    subscription_ids: copy.subscription_ids,
+                    group: None,
+                    stored: Some(StoredRef::new(store.clone(), id)),
+                })
             });
-        }
-        state.spill.refill_done(read);
         if let Some(link) = &state.link {
             link.notify.notify_one();
         }
@@ -460,26 +428,23 @@ impl Session {
         }
         let weight = delivery.message.weight();
         let mut outcome = Enqueued::Queued;
-        if state.queued_count() >= limits.max_messages
-            || state.held_bytes() + weight > limits.max_bytes
+        let in_flight = state.inflight_bytes;
+        if let Some(bound) =
+            state
+                .queue
+                .full(weight, in_flight, limits.max_messages, limits.max_bytes)
         {
             // Overflow policy: QoS 0 is the cheapest to lose, so the oldest QoS 0 message makes
             // room; if there is none, the newest message is refused.
             let oldest_qos0 = state.queue.iter().position(|d| d.qos == QoS::AtMostOnce);
             match oldest_qos0 {
-                Some(index)
-                    if state.queued_count() >= limits.max_messages
-                        || weight <= limits.max_bytes =>
-                {
+                Some(index) if bound == Bound::Messages || weight <= limits.max_bytes => {
                     if let Some(dropped) = state.queue.remove(index) {
-                        state.queued_bytes -= dropped.message.weight();
                         self.finished(&dropped);
                     }
                     outcome = Enqueued::QueuedDroppingOldestQos0;
                 }
-                _ if state.queued_count() >= limits.max_messages => {
-                    return Enqueued::Refused(Quota::SessionMessages)
-                }
+                _ if bound == Bound::Messages => return Enqueued::Refused(Quota::SessionMessages),
                 _ => return Enqueued::Refused(Quota::SessionBytes),
             }
             if state.held_bytes() + weight > limits.max_bytes {
@@ -488,24 +453,25 @@ impl Session {
         }
         // A QoS 1/2 copy of the session's own is stored; a shared copy already is, in its
         // group's queue.
-        if delivery.qos != QoS::AtMostOnce && delivery.group.is_none() && delivery.stored.is_none()
-        {
-            if let Some(disk) = self.persistent(&state) {
-                let stored = disk.store_copy(&delivery);
-                let settings = disk.journal.settings;
-                if state
-                    .spill
-                    .must_spill(state.queue.len(), state.queued_bytes, &settings)
-                {
-                    // Past the memory window: the copy waits on disk only.
-                    state.spill.push(stored.id, weight);
-                    return outcome;
-                }
-                delivery.stored = Some(stored);
+        let mut stored_here = None;
+        let own_durable_copy = delivery.qos != QoS::AtMostOnce
+            && delivery.group.is_none()
+            && delivery.stored.is_none()
+            && self.persistent(&state).is_some();
+        if own_durable_copy {
+            let store = state.queue.store().cloned();
+            let id = state
+                .queue
+                .append(&delivery.message, Some(&copy_fields(&delivery)));
+            if let (Some(store), Some(id)) = (store, id) {
+                delivery.stored = Some(StoredRef::new(store, id));
+                stored_here = Some(id);
             }
         }
-        state.queued_bytes += weight;
-        state.queue.push_back(delivery);
+        if !state.queue.push_back(delivery, stored_here) {
+            // Past the memory window: the copy waits on disk only.
+            return outcome;
+        }
         if let Some(link) = &state.link {
             link.notify.notify_one();
         }
@@ -516,7 +482,7 @@ impl Session {
     /// allows, appending the PUBLISH packets to send. Expired messages and messages larger than
     /// the client accepts are dropped here and counted in `dropped`. Returns true when the
     /// packets must wait for the store's commit before they are written (see
-    /// [`SessionDisk::sent`]).
+    /// [`durable::sent`]).
     pub fn take_sendable(
         &self,
         generation: u64,
@@ -543,14 +509,12 @@ impl Session {
             let Some(delivery) = state.queue.pop_front() else {
                 break;
             };
-            state.queued_bytes -= delivery.message.weight();
             let packet_id = if delivery.qos == QoS::AtMostOnce {
                 None
             } else {
                 match state.allocate_packet_id() {
                     Some(id) => Some(id),
                     None => {
-                        state.queued_bytes += delivery.message.weight();
                         state.queue.push_front(delivery);
                         break;
                     }
@@ -574,9 +538,7 @@ impl Session {
                 continue;
             }
             if let Some(id) = packet_id {
-                if let Some(disk) = &self.disk {
-                    hold |= disk.sent(&delivery, id, false);
-                }
+                hold |= durable::sent(&self.client_id, &delivery, id, false);
                 let sequence = state.next_sequence;
                 state.next_sequence += 1;
                 state.inflight_bytes += delivery.message.weight();
@@ -607,8 +569,8 @@ impl Session {
         if let Some(tag) = &delivery.group {
             tag.resolved();
         }
-        if let Some(disk) = &self.disk {
-            disk.finished(delivery);
+        if let Some(stored) = &delivery.stored {
+            stored.finished();
         }
     }
 
@@ -655,10 +617,7 @@ impl Session {
         }
         if pubrec && !reason.is_error() {
             entry.stage = OutboundStage::Released;
-            let stored = match &self.disk {
-                Some(disk) => disk.sent(&entry.delivery, packet_id, true),
-                None => false,
-            };
+            let stored = durable::sent(&self.client_id, &entry.delivery, packet_id, true);
             return AckOutcome::SendPubRel { stored };
         }
         // PUBACK, or PUBREC with a failure code: the exchange is over; a failed message is
@@ -813,18 +772,17 @@ impl Session {
                 tag.resolved();
             }
         }
-        if let Some(disk) = &self.disk {
-            // Shared QoS 2 copies in flight end with the session [MQTT-4.8.2-5].
-            for entry in state.inflight.values() {
-                if entry.delivery.group.is_some() && entry.delivery.qos == QoS::ExactlyOnce {
-                    disk.finished(&entry.delivery);
+        // Shared QoS 2 copies in flight end with the session [MQTT-4.8.2-5].
+        for entry in state.inflight.values() {
+            if entry.delivery.group.is_some() && entry.delivery.qos == QoS::ExactlyOnce {
+                if let Some(stored) = &entry.delivery.stored {
+                    stored.finished();
                 }
             }
-            if state.on_disk {
-                disk.delete();
-            }
         }
-        state.spill.clear();
+        if let (Some(disk), true) = (&self.disk, state.on_disk) {
+            disk.delete();
+        }
         state.end_now()
     }
 
@@ -878,7 +836,7 @@ impl Session {
 
     /// Queued messages held in memory, for tests of the memory window.
     pub fn queued_in_memory(&self) -> usize {
-        self.lock().queue.len()
+        self.lock().queue.in_memory()
     }
 
     /// Rebuilds the session's state read back from the store, before any connection attaches:
@@ -887,11 +845,7 @@ impl Session {
     pub fn restore(&self, restored: Restored) {
         let mut state = self.lock();
         state.on_disk = true;
-        for delivery in restored.queued {
-            state.queued_bytes += delivery.message.weight();
-            state.queue.push_back(delivery);
-        }
-        state.spill = restored.spill;
+        state.queue.restore(restored.queued, restored.spill);
         for (packet_id, released, delivery) in restored.inflight {
             let sequence = state.next_sequence;
             state.next_sequence += 1;
@@ -958,7 +912,7 @@ impl Mailbox for Session {
             d.qos != QoS::ExactlyOnce
                 && d.group
                     .as_ref()
-                    .is_some_and(|tag| tag.id == group && tag.handed_at < deadline)
+                    .is_some_and(|tag| tag.is_from(group) && tag.handed_at < deadline)
         };
         let mut taken = Vec::new();
         // Sent and unacknowledged: another member gets a copy; this one stays in flight so
@@ -984,16 +938,7 @@ impl Mailbox for Session {
             }
         }
         // Still queued here, never sent: simply taken back.
-        let mut kept = VecDeque::with_capacity(state.queue.len());
-        for delivery in std::mem::take(&mut state.queue) {
-            if overdue(&delivery) {
-                state.queued_bytes -= delivery.message.weight();
-                taken.push(delivery);
-            } else {
-                kept.push_back(delivery);
-            }
-        }
-        state.queue = kept;
+        taken.extend(state.queue.take_if(overdue));
         if !taken.is_empty() {
             state.ack_timeouts += 1;
             if state.ack_timeouts == UNHEALTHY_AFTER_TIMEOUTS {
@@ -1027,8 +972,8 @@ impl SessionState {
         self.link = None;
         let mut redispatch = Vec::new();
         self.take_shared_unfinished(&mut redispatch);
+        // Its rows go with the session's record (or it had none).
         self.queue.clear();
-        self.queued_bytes = 0;
         self.inflight.clear();
         self.inflight_bytes = 0;
         self.incoming_qos2.clear();
@@ -1040,12 +985,12 @@ impl SessionState {
 
     /// Whole-message bytes the session holds: queued (in memory and on disk) and in flight.
     fn held_bytes(&self) -> usize {
-        self.queued_bytes + self.spill.bytes + self.inflight_bytes
+        self.queue.bytes() + self.inflight_bytes
     }
 
     /// Messages queued, in memory and on disk.
     fn queued_count(&self) -> usize {
-        self.queue.len() + self.spill.count
+        self.queue.count()
     }
 
     fn remove_inflight(&mut self, packet_id: u16) -> Option<Inflight> {
@@ -1105,16 +1050,7 @@ impl SessionState {
                 out.push(entry.delivery);
             }
         }
-        let mut kept = VecDeque::with_capacity(self.queue.len());
-        for delivery in self.queue.drain(..) {
-            if delivery.group.is_some() {
-                self.queued_bytes -= delivery.message.weight();
-                out.push(delivery);
-            } else {
-                kept.push_back(delivery);
-            }
-        }
-        self.queue = kept;
+        out.extend(self.queue.take_if(|delivery| delivery.group.is_some()));
     }
 
     fn resend_packets(&mut self) -> Vec<Packet> {
@@ -1177,7 +1113,7 @@ fn fits(packet: &Packet, version: ProtocolVersion, max_packet_size: u32) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::message::delivery::{GroupId, GroupTag};
+    use crate::broker::message::delivery::{GroupId, GroupOrigin, GroupTag};
     use crate::broker::message::Message;
     use bytes::Bytes;
 
@@ -1197,7 +1133,7 @@ mod tests {
             retain: false,
             subscription_ids: Vec::new(),
             group: group.map(|id| GroupTag {
-                id,
+                origin: GroupOrigin::Local(id),
                 tally: Default::default(),
                 handed_at: Instant::now(),
                 failures: 0,

@@ -6,7 +6,7 @@
 //! none the message waits in the group's own bounded queue. Copies a member could not finish
 //! (it went offline, was taken over or its session ended) come back here and go to another.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -21,18 +21,19 @@ use crate::strategy::{
 use crate::broker::acl::ReadGuard;
 use crate::broker::events::{EventFeed, EventKind};
 use crate::broker::message::delivery::{
-    CopyTally, Delivery, Enqueued, GroupId, GroupTag, Mailbox, Occasion, QueueLimits,
+    CopyTally, Delivery, Enqueued, GroupId, GroupOrigin, GroupTag, Mailbox, Occasion, QueueLimits,
 };
 use crate::broker::message::{Message, Quota, SessionId};
+use crate::broker::queue::{Bound, DurableQueue, Spill};
 use crate::broker::shared::backlog::{DeadLetter, Failure};
 use crate::broker::shared::backlog_index::BacklogIndex;
 use crate::broker::shared::counters::{GroupCounters, GroupDrop, Redelivery};
 use crate::broker::shared::settings::GroupSettings;
 use crate::broker::shared::Membership;
-use crate::broker::store::encoding::{decode_entry, encode_entry, entry_weight, Clock};
 use crate::broker::store::journal::RefillResult;
-use crate::broker::store::spill::Spill;
-use crate::broker::store::{group_owner, Journal, Op, Owner, RecordKind, StoredRef};
+use crate::broker::store::{
+    group_owner, Journal, JournalQueue, Persistence, QueueStore, StoredRef,
+};
 use crate::config::Overflow;
 
 /// Bounds on a group's own queue.
@@ -87,19 +88,14 @@ pub struct SharedGroup {
     pub strategy_counters: StrategyCounters,
     /// Where membership changes, redispatches and strategy swaps are announced.
     events: EventFeed,
-    /// Where the group's queue is kept; none when the broker keeps no store.
-    disk: Option<GroupDisk>,
+    /// Where the group's queue is kept; none when the broker keeps no store. The queue in
+    /// `state` holds the same storage; this copy names rows without the lock.
+    store: Option<Arc<dyn QueueStore>>,
     /// Where the group says that its queue stopped or started being empty, so that members
     /// freeing room look only at groups with something waiting.
     backlog_index: Arc<BacklogIndex>,
     /// A full queue refuses every message that follows: one warning a second, not one each.
     refusal_log: crate::broker::log_limit::LogLimit,
-}
-
-#[derive(Debug)]
-struct GroupDisk {
-    journal: Arc<Journal>,
-    owner: Owner,
 }
 
 pub use super::backlog::Queued;
@@ -141,10 +137,8 @@ struct GroupState {
     /// Round-robin position: the next member to try. Kept per group, so fairness does not
     /// depend on how many publishers there are.
     cursor: usize,
-    /// The memory window of the queue; with a store, the rest waits on disk (`spill`).
-    queue: VecDeque<Queued>,
-    queued_bytes: usize,
-    spill: Spill,
+    /// The group's queue: a memory window and, with a store, the rest on disk.
+    queue: DurableQueue<Queued>,
     /// Set when the group ended: late messages are dropped instead of stranded.
     ended: bool,
     /// Declared (configuration or admin): the group exists without members and does not end
@@ -223,12 +217,11 @@ impl SharedGroup {
         } = setup;
         let clock_driven = AtomicBool::new(settings_are_clock_driven(&settings));
         events.emit(EventKind::GroupCreated, &name, &filter, dispatcher.label());
+        let store = journal.map(|journal| -> Arc<dyn QueueStore> {
+            JournalQueue::new(Persistence::new(journal), group_owner(&name, &filter))
+        });
         SharedGroup {
             id,
-            disk: journal.map(|journal| GroupDisk {
-                owner: group_owner(&name, &filter),
-                journal,
-            }),
             name,
             filter,
             state: Mutex::new(GroupState {
@@ -238,15 +231,14 @@ impl SharedGroup {
                 index_of: HashMap::default(),
                 load_cursor: 0,
                 cursor: 0,
-                queue: VecDeque::new(),
-                queued_bytes: 0,
-                spill: Spill::default(),
+                queue: DurableQueue::new(store.clone()),
                 ended: false,
                 declared: false,
                 epoch: 0,
                 rebuilding: false,
             }),
             queued: AtomicUsize::new(0),
+            store,
             clock_driven,
             counters: GroupCounters::default(),
             tally: Arc::default(),
@@ -477,15 +469,7 @@ impl SharedGroup {
     /// Marks the group ended and drops (and counts) what its queue holds.
     fn end_locked(&self, state: &mut GroupState) {
         state.ended = true;
-        let dropped = (state.queue.len() + state.spill.count) as u64;
-        state.queue.clear();
-        state.queued_bytes = 0;
-        state.spill.clear();
-        if let Some(disk) = &self.disk {
-            disk.journal.append(Op::DeleteOwner {
-                owner: disk.owner.clone(),
-            });
-        }
+        let dropped = state.queue.drop_all() as u64;
         self.publish_queued(state);
         self.counters.record_drop(GroupDrop::GroupEnded, dropped);
         self.events
@@ -503,7 +487,7 @@ impl SharedGroup {
 
     /// Messages waiting in the group's memory window (the rest are on disk).
     pub fn queued_in_memory(&self) -> usize {
-        self.state.lock().queue.len()
+        self.state.lock().queue.in_memory()
     }
 
     pub fn view(&self) -> GroupView {
@@ -536,8 +520,8 @@ impl SharedGroup {
                     }
                 })
                 .collect(),
-            queued: state.queue.len() + state.spill.count,
-            queued_bytes: state.queued_bytes + state.spill.bytes,
+            queued: state.queue.count(),
+            queued_bytes: state.queue.bytes(),
             lag,
             settings: state.settings.clone(),
         }
@@ -553,22 +537,11 @@ impl SharedGroup {
     /// left to them. Returns how many were dropped.
     pub fn purge(&self) -> u64 {
         let mut state = self.state.lock();
-        let purged = (state.queue.len() + state.spill.count) as u64;
-        for item in std::mem::take(&mut state.queue) {
+        let (window, purged) = state.queue.purge();
+        for item in window {
             self.forget_stored(item.stored);
         }
-        state.queued_bytes = 0;
-        if state.spill.count > 0 {
-            // The disk tail is not in memory to name row by row: drop the group's rows and
-            // put back those of the copies members hold, which must survive a restart.
-            if let Some(disk) = &self.disk {
-                disk.journal.append(Op::DeleteFrom {
-                    owner: disk.owner.clone(),
-                    from: state.spill.next_id,
-                });
-            }
-        }
-        state.spill.clear();
+        let purged = purged as u64;
         self.publish_queued(&state);
         drop(state);
         self.counters.record_drop(GroupDrop::Purged, purged);
@@ -594,67 +567,84 @@ impl SharedGroup {
             .collect()
     }
 
-    /// Hands a newly published message to one member, or queues it in the group.
+    /// Hands a newly published message to one member, or queues it in the group: the
+    /// message arrives (is stored), then is offered.
     pub fn dispatch(self: &Arc<Self>, message: Arc<Message>, limits: GroupLimits) -> Dispatched {
         let mut state = self.state.lock();
         if state.ended {
             self.counters.record_drop(GroupDrop::GroupEnded, 1);
             return Dispatched::Ended;
         }
-        // Stored before any member can see it, so that its finishing (appended by the
-        // member) always comes after.
-        let stored = self.store_arrival(&message);
+        // Arrival and offer under one hold of the lock: copy ids are allocated in arrival
+        // order, and the queue's disk tail takes every stored row from its first id on as its
+        // own, so rows must join the queue in id order (two publishers storing 10 and 11 and
+        // offering 11 first, with the window full, would leave 10 nowhere).
+        let item = self.arrive(&state, message);
+        self.offer_locked(&mut state, item, limits)
+    }
+
+    /// A message arriving at the group: stored (QoS 1/2 with a store) before any member can
+    /// see it, so that its finishing (by the member) always comes after, with its
+    /// `ordered_by` key.
+    fn arrive(&self, state: &GroupState, message: Arc<Message>) -> Queued {
+        let stored = if message.qos == crate::packet::QoS::AtMostOnce {
+            None
+        } else {
+            state.queue.append(&message, None)
+        };
         let key = state.settings.key_of(&message);
-        let item = Queued::new(message, stored, key);
+        Queued::new(message, stored, key)
+    }
+
+    /// Offers a message that has arrived (and was stored by whoever stored it) to the group:
+    /// handed to a member now, or queued. Items stored in the group's own storage must be
+    /// offered in the order of their ids (see [`SharedGroup::dispatch`]).
+    pub fn offer(self: &Arc<Self>, item: Queued, limits: GroupLimits) -> Dispatched {
+        let mut state = self.state.lock();
+        if state.ended {
+            self.counters.record_drop(GroupDrop::GroupEnded, 1);
+            self.forget_stored(item.stored);
+            return Dispatched::Ended;
+        }
+        self.offer_locked(&mut state, item, limits)
+    }
+
+    fn offer_locked(
+        self: &Arc<Self>,
+        state: &mut GroupState,
+        item: Queued,
+        limits: GroupLimits,
+    ) -> Dispatched {
         // Anything already waiting is older and goes first; a key with a copy out waits.
         if state.queue.is_empty()
-            && state.spill.count == 0
-            && !key.is_some_and(|k| self.tally.key_is_out(k))
-            && self.try_hand_out(&mut state, &item, limits)
+            && !item.key.is_some_and(|k| self.tally.key_is_out(k))
+            && self.try_hand_out(state, &item, limits)
         {
             return Dispatched::Accepted;
         }
         if state.settings.compact {
-            self.compact(&mut state, key);
+            self.compact(state, item.key);
         }
-        if let Err(quota) = self.push_back(&mut state, item, limits) {
+        if let Err(quota) = self.push_back(state, item, limits) {
             return Dispatched::Refused(quota);
         }
-        self.drain_locked(&mut state, limits);
+        self.drain_locked(state, limits);
         Dispatched::Accepted
-    }
-
-    /// Stores a QoS 1/2 message arriving at the group; its copy id, or none without a store.
-    fn store_arrival(&self, message: &Message) -> Option<u64> {
-        let disk = self.disk.as_ref()?;
-        if message.qos == crate::packet::QoS::AtMostOnce {
-            return None;
-        }
-        let id = disk.journal.next_id();
-        disk.journal.append(Op::PutEntry {
-            owner: disk.owner.clone(),
-            id,
-            value: encode_entry(message, None, Clock::now()),
-        });
-        Some(id)
     }
 
     /// Removes a stored copy the group gives up on.
     fn forget_stored(&self, stored: Option<u64>) {
-        if let (Some(disk), Some(id)) = (&self.disk, stored) {
-            disk.journal.append(Op::DeleteEntry {
-                owner: disk.owner.clone(),
-                id,
-            });
+        if let (Some(store), Some(id)) = (&self.store, stored) {
+            store.finished(id);
         }
     }
 
-    /// The store's handle on a copy of this group's queue.
+    /// The handle on row `id` of this group's queue, for the member that holds its copy: it
+    /// finishes the row through the group's storage.
     pub fn stored_ref(&self, id: u64) -> Option<StoredRef> {
-        self.disk.as_ref().map(|disk| StoredRef {
-            owner: disk.owner.clone(),
-            id,
-        })
+        self.store
+            .as_ref()
+            .map(|store| StoredRef::new(store.clone(), id))
     }
 
     /// Takes back copies a member could not finish (each with this failure counted) and hands
@@ -702,7 +692,6 @@ impl SharedGroup {
         );
         // Ahead of the queue: they were published before anything still waiting.
         for copy in copies.into_iter().rev() {
-            state.queued_bytes += copy.message.weight();
             state.queue.push_front(copy);
         }
         self.publish_queued(&state);
@@ -755,7 +744,6 @@ impl SharedGroup {
             return;
         };
         if let Some(old) = state.queue.remove(index) {
-            state.queued_bytes -= old.message.weight();
             self.forget_stored(old.stored);
             self.counters.record_drop(GroupDrop::Compacted, 1);
         }
@@ -822,12 +810,14 @@ impl SharedGroup {
     /// what waits on disk after it.
     pub fn restore_queue(&self, window: Vec<Queued>, spill: Spill) {
         let mut state = self.state.lock();
-        for mut item in window {
-            item.key = state.settings.key_of(&item.message);
-            state.queued_bytes += item.message.weight();
-            state.queue.push_back(item);
-        }
-        state.spill = spill;
+        let window: Vec<Queued> = window
+            .into_iter()
+            .map(|mut item| {
+                item.key = state.settings.key_of(&item.message);
+                item
+            })
+            .collect();
+        state.queue.restore(window, spill);
         self.publish_queued(&state);
     }
 
@@ -835,7 +825,7 @@ impl SharedGroup {
     /// empty, the group's place in the backlog index. Under the state lock, so that the
     /// index sees one group's changes in order.
     fn publish_queued(&self, state: &GroupState) {
-        let now = state.queue.len() + state.spill.count;
+        let now = state.queue.count();
         let before = self.queued.swap(now, Ordering::Relaxed);
         if (before == 0) != (now == 0) {
             self.backlog_index.set(self.id, now > 0);
@@ -844,19 +834,10 @@ impl SharedGroup {
 
     /// Asks the store for the next rows of the queue when its memory window has run low.
     fn maybe_refill(self: &Arc<Self>, state: &mut GroupState, limits: GroupLimits) {
-        let Some(disk) = &self.disk else { return };
-        let settings = disk.journal.settings;
-        if !state.spill.wants_refill(state.queue.len(), &settings) {
-            return;
-        }
-        let limit = state.spill.refill_limit(state.queue.len(), &settings);
-        let group = self.clone();
-        disk.journal.request_refill(
-            disk.owner.clone(),
-            state.spill.next_id,
-            limit,
-            Box::new(move |rows| group.refilled(rows, limits)),
-        );
+        state.queue.maybe_refill(|| {
+            let group = self.clone();
+            Box::new(move |rows| group.refilled(rows, limits))
+        });
     }
 
     /// Rows of the disk tail read back: they join the memory window in order, and go out to
@@ -867,38 +848,20 @@ impl SharedGroup {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(group = %self.name, filter = %self.filter, error = %e, "store: cannot read the group's queue back");
-                state.spill.refilling = false;
+                state.queue.refill_failed();
                 return;
             }
         };
         if state.ended {
             return;
         }
-        let clock = Clock::now();
-        let read = rows.len();
-        for (id, value) in rows {
-            match decode_entry(&value, clock) {
-                Ok(entry) => {
-                    if state.spill.take_row(id, entry.message.weight()) {
-                        state.queued_bytes += entry.message.weight();
-                        let key = state.settings.key_of(&entry.message);
-                        state
-                            .queue
-                            .push_back(Queued::new(entry.message, Some(id), key));
-                    }
-                }
-                Err(e) => {
-                    // Moved out of the store's queue: out of the disk tail's count too.
-                    let weight = entry_weight(&value).map_or(0, |w| w as usize);
-                    if state.spill.take_row(id, weight) {
-                        if let Some(disk) = &self.disk {
-                            disk.journal.damaged(RecordKind::Entry, &disk.owner, id, &e);
-                        }
-                    }
-                }
-            }
-        }
-        state.spill.refill_done(read);
+        let GroupState {
+            queue, settings, ..
+        } = &mut *state;
+        queue.refilled(rows, &mut |id, entry, _| {
+            let key = settings.key_of(&entry.message);
+            Some(Queued::new(entry.message, Some(id), key))
+        });
         self.publish_queued(&state);
         self.drain_locked(&mut state, limits);
     }
@@ -926,7 +889,6 @@ impl SharedGroup {
                     break;
                 }
                 state.queue.pop_front();
-                state.queued_bytes -= item.message.weight();
             }
         }
         self.maybe_refill(state, limits);
@@ -945,7 +907,6 @@ impl SharedGroup {
                 break;
             }
             if let Some(old) = state.queue.pop_front() {
-                state.queued_bytes -= old.message.weight();
                 self.forget_stored(old.stored);
                 dropped += 1;
             }
@@ -961,19 +922,18 @@ impl SharedGroup {
         let mut blocked: std::collections::HashSet<u64, ahash::RandomState> =
             self.tally.keys_out().into_iter().collect();
         let mut index = 0;
-        while index < state.queue.len() {
-            let key = state.queue[index].key.unwrap_or(0);
+        while let Some(waiting) = state.queue.get(index) {
+            let key = waiting.key.unwrap_or(0);
             if blocked.contains(&key) {
                 index += 1;
                 continue;
             }
-            let item = state.queue[index].clone();
+            let item = waiting.clone();
             if !self.try_hand_out(state, &item, limits) {
                 // Nobody has room: the rest waits, in order.
                 break;
             }
             state.queue.remove(index);
-            state.queued_bytes -= item.message.weight();
             blocked.insert(key);
         }
     }
@@ -984,19 +944,22 @@ impl SharedGroup {
         item: Queued,
         limits: GroupLimits,
     ) -> Result<(), Quota> {
-        let weight = item.message.weight();
-        let refused = if state.queue.len() + state.spill.count >= limits.max_messages {
-            Some(Quota::GroupMessages)
-        } else if state.queued_bytes + state.spill.bytes + weight > limits.max_bytes {
-            Some(Quota::GroupBytes)
-        } else {
-            None
-        };
+        let refused = state
+            .queue
+            .full(
+                item.message.weight(),
+                0,
+                limits.max_messages,
+                limits.max_bytes,
+            )
+            .map(|bound| match bound {
+                Bound::Messages => Quota::GroupMessages,
+                Bound::Bytes => Quota::GroupBytes,
+            });
         if refused.is_some() && state.settings.overflow == Overflow::DropOldest {
             if let Some(oldest) = state.queue.pop_front() {
                 // Room for the new one at the cost of the oldest (memory holds the oldest; the
                 // disk tail is newer).
-                state.queued_bytes -= oldest.message.weight();
                 self.forget_stored(oldest.stored);
                 self.counters.record_drop(GroupDrop::Overflow, 1);
                 return self.push_back(state, item, limits);
@@ -1010,20 +973,9 @@ impl SharedGroup {
             self.forget_stored(item.stored);
             return Err(quota);
         }
-        if let (Some(disk), Some(id)) = (&self.disk, item.stored) {
-            if state.spill.must_spill(
-                state.queue.len(),
-                state.queued_bytes,
-                &disk.journal.settings,
-            ) {
-                // Past the memory window: it waits on disk only.
-                state.spill.push(id, weight);
-                self.publish_queued(state);
-                return Ok(());
-            }
-        }
-        state.queued_bytes += weight;
-        state.queue.push_back(item);
+        // Past the memory window, a stored message waits on disk only.
+        let stored = item.stored;
+        state.queue.push_back(item, stored);
         self.publish_queued(state);
         Ok(())
     }
@@ -1258,7 +1210,7 @@ impl SharedGroup {
             member.identifier.into_iter().collect(),
             Occasion::Publish,
             Some(GroupTag {
-                id: self.id,
+                origin: GroupOrigin::Local(self.id),
                 tally: self.tally.clone(),
                 handed_at: std::time::Instant::now(),
                 failures: item.failures,
