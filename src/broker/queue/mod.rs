@@ -292,3 +292,180 @@ impl<T> Default for DurableQueue<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use bytestring::ByteString;
+
+    use super::*;
+    use crate::broker::store::encoding::{Corrupt, StoredInflight};
+    use crate::broker::store::queue_store::row_of;
+    use crate::broker::store::QueueWindow;
+    use crate::packet::QoS;
+
+    /// A queue storage that hands out ids in order and records what the queue asks of it.
+    #[derive(Debug, Default)]
+    struct FakeStore {
+        next_id: Mutex<u64>,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl QueueStore for FakeStore {
+        fn name(&self) -> &str {
+            "g:fake/t"
+        }
+        fn append(&self, _message: &Message, _copy: Option<&CopyFields>) -> u64 {
+            let mut next = self.next_id.lock().unwrap();
+            *next += 1;
+            *next
+        }
+        fn sent(&self, id: u64, _inflight: &StoredInflight) {
+            self.calls.lock().unwrap().push(format!("sent {id}"));
+        }
+        fn finished(&self, id: u64) {
+            self.calls.lock().unwrap().push(format!("finished {id}"));
+        }
+        fn refill(&self, from: u64, limit: usize, _done: Box<dyn FnOnce(RefillResult) + Send>) {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("refill from {from} limit {limit}"));
+        }
+        fn purge_from(&self, from: u64) {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("purge from {from}"));
+        }
+        fn drop_all(&self) {
+            self.calls.lock().unwrap().push("drop all".into());
+        }
+        fn damaged(&self, id: u64, _error: &Corrupt) {
+            self.calls.lock().unwrap().push(format!("damaged {id}"));
+        }
+        fn window(&self) -> QueueWindow {
+            QueueWindow {
+                messages: 4,
+                bytes: 1 << 20,
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct Item {
+        message: Arc<Message>,
+        id: Option<u64>,
+    }
+
+    impl QueueItem for Item {
+        fn weight(&self) -> usize {
+            self.message.weight()
+        }
+    }
+
+    fn message(payload: &'static [u8]) -> Arc<Message> {
+        Message::internal(
+            ByteString::from("t"),
+            Bytes::from_static(payload),
+            QoS::AtLeastOnce,
+            false,
+        )
+    }
+
+    /// Appends and queues one message, as a group does under its lock.
+    fn arrive(queue: &mut DurableQueue<Item>, payload: &'static [u8]) -> bool {
+        let message = message(payload);
+        let id = queue.append(&message, None);
+        queue.push_back(Item { message, id }, id)
+    }
+
+    #[test]
+    fn past_the_window_rows_wait_in_the_store_and_count_against_the_bounds() {
+        let store = Arc::new(FakeStore::default());
+        let mut queue = DurableQueue::new(Some(store.clone() as Arc<dyn QueueStore>));
+        for payload in [&b"1"[..], b"2", b"3", b"4"] {
+            assert!(arrive(&mut queue, payload), "within the window");
+        }
+        assert!(!arrive(&mut queue, b"5"), "window full: on disk only");
+        assert_eq!(
+            (queue.in_memory(), queue.on_disk(), queue.count()),
+            (4, 1, 5)
+        );
+        let weight = message(b"x").weight();
+        assert_eq!(queue.bytes(), 5 * weight);
+        assert_eq!(queue.full(weight, 0, 5, usize::MAX), Some(Bound::Messages));
+        assert_eq!(queue.full(weight, 0, 6, 6 * weight - 1), Some(Bound::Bytes));
+        assert_eq!(queue.full(weight, 0, 6, 6 * weight), None);
+
+        // Room in memory again, but the tail is on disk: order keeps the next one there too.
+        queue.pop_front();
+        assert!(!arrive(&mut queue, b"6"));
+        queue.pop_front();
+        queue.maybe_refill(|| Box::new(|_| {}));
+        assert_eq!(
+            store.calls.lock().unwrap().as_slice(),
+            ["refill from 5 limit 2"],
+            "the tail starts at the first id that went to disk"
+        );
+        queue.maybe_refill(|| Box::new(|_| {}));
+        assert_eq!(
+            store.calls.lock().unwrap().len(),
+            1,
+            "one request at a time"
+        );
+    }
+
+    #[test]
+    fn a_refill_joins_the_window_in_order_and_sets_damaged_rows_aside() {
+        let store = Arc::new(FakeStore::default());
+        let mut queue = DurableQueue::new(Some(store.clone() as Arc<dyn QueueStore>));
+        for _ in 0..4 {
+            arrive(&mut queue, b"m");
+        }
+        for payload in [&b"5"[..], b"6", b"7"] {
+            assert!(!arrive(&mut queue, payload));
+        }
+        while queue.pop_front().is_some() {}
+        queue.maybe_refill(|| Box::new(|_| {}));
+        let rows = vec![
+            (5, row_of(&message(b"5"), None)),
+            (6, b"not a row".to_vec()),
+            (7, row_of(&message(b"7"), None)),
+        ];
+        queue.refilled(rows, &mut |id, entry, _| {
+            Some(Item {
+                message: entry.message,
+                id: Some(id),
+            })
+        });
+        let ids: Vec<Option<u64>> = queue.iter().map(|item| item.id).collect();
+        assert_eq!(ids, vec![Some(5), Some(7)]);
+        assert_eq!((queue.on_disk(), queue.count()), (0, 2));
+        assert!(store
+            .calls
+            .lock()
+            .unwrap()
+            .contains(&"damaged 6".to_owned()));
+    }
+
+    #[test]
+    fn purge_drops_the_disk_tail_from_its_first_id_and_an_end_drops_everything() {
+        let store = Arc::new(FakeStore::default());
+        let mut queue = DurableQueue::new(Some(store.clone() as Arc<dyn QueueStore>));
+        for _ in 0..6 {
+            arrive(&mut queue, b"m");
+        }
+        let (window, count) = queue.purge();
+        assert_eq!((window.len(), count), (4, 6));
+        assert!(queue.is_empty());
+        assert_eq!(queue.bytes(), 0);
+        assert_eq!(queue.drop_all(), 0);
+        assert_eq!(
+            store.calls.lock().unwrap().as_slice(),
+            ["purge from 5", "drop all"]
+        );
+    }
+}

@@ -145,3 +145,9 @@ impl QueueStore for JournalQueue {
         }
     }
 }
+
+/// A queue row as the journal stores it, for tests of queues that read rows back.
+#[cfg(test)]
+pub(crate) fn row_of(message: &Message, copy: Option<&CopyFields>) -> Vec<u8> {
+    super::encoding::encode_entry(message, copy, super::encoding::Clock::now())
+}
