@@ -24,6 +24,11 @@ pub struct QueueWindow {
 /// The storage of one durable queue (a session's own, or a shared group's). Ids are the
 /// queue's copy ids: they grow in the order rows are appended, so a queue's stored order is its
 /// delivery order and its disk tail is every row from some id on.
+///
+/// Lock order: called under its queue owner's lock (a group's or a session's), and through a
+/// [`StoredRef`] under a member session's lock, which comes after its group's. So an
+/// implementation takes no broker lock (the journal's pending batch is a leaf) and never calls
+/// back into a group or a session, except from `refill`'s `done`, which runs with no lock held.
 pub trait QueueStore: Send + Sync + std::fmt::Debug {
     /// The queue's name in its storage (`c:<client id>`, `g:<share name>/<filter>`).
     fn name(&self) -> &str;
