@@ -76,9 +76,8 @@ impl BrokerState {
     pub fn declare_group(&self, name: &str, filter: &str) -> Result<Arc<SharedGroup>, TopicError> {
         let group = self.declare_group_unstored(name, filter)?;
         if let Some(journal) = &self.journal {
-            journal.append(store::Op::PutDeclared {
-                owner: store::group_owner(name, filter),
-            });
+            store::Persistence::new(journal.clone())
+                .group_declared(store::group_owner(name, filter));
         }
         self.router
             .events
@@ -103,9 +102,8 @@ impl BrokerState {
     /// queue is dropped. False if no such group is declared.
     pub fn undeclare_group(&self, name: &str, filter: &str) -> bool {
         if let Some(journal) = &self.journal {
-            journal.append(store::Op::DeleteDeclared {
-                owner: store::group_owner(name, filter),
-            });
+            store::Persistence::new(journal.clone())
+                .group_undeclared(store::group_owner(name, filter));
         }
         let undeclared = self.router.undeclare_group(name, filter);
         if undeclared {
@@ -219,7 +217,7 @@ impl BrokerState {
             };
             // Back with the group: its key is no longer out.
             tag.resolved();
-            let group = tag.id;
+            let delivery::GroupOrigin::Local(group) = tag.origin;
             let copy = Queued {
                 message: delivery.message,
                 stored: delivery.stored.map(|s| s.id),
@@ -257,7 +255,8 @@ impl BrokerState {
     /// or drops it when it has no dead-letter topic.
     pub fn member_rejected(&self, delivery: Delivery, code: ReasonCode, member: &ByteString) {
         let Some(tag) = delivery.group else { return };
-        let Some(group) = self.router.group_by_id(tag.id) else {
+        let delivery::GroupOrigin::Local(id) = tag.origin;
+        let Some(group) = self.router.group_by_id(id) else {
             self.stats.record_drop(DropReason::GroupEnded, 1);
             return;
         };

@@ -24,6 +24,7 @@ mod handle;
 pub mod message;
 pub mod net;
 pub mod owner;
+pub mod queue;
 mod recover;
 pub mod routing;
 pub mod session;

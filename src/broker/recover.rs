@@ -17,17 +17,17 @@ use crate::packet::QoS;
 use crate::topic::{parse_subscription_with, session_key, SubscriptionFilter};
 
 use crate::broker::acl;
-use crate::broker::message::delivery::{Delivery, GroupTag};
+use crate::broker::message::delivery::{Delivery, GroupOrigin, GroupTag};
+use crate::broker::queue::Spill;
 use crate::broker::session::{self, Restored, Session};
 use crate::broker::shared::group::Queued;
 use crate::broker::store::encoding::{
     decode_entry, decode_inflight, decode_retained, decode_session, entry_weight, Clock, Corrupt,
     StoredInflight,
 };
-use crate::broker::store::spill::Spill;
 use crate::broker::store::{
-    parse_group_owner, session_owner, Journal, Op, QueueStats, RecordKind, Recovered, StoreError,
-    StoredRef,
+    parse_group_owner, session_owner, JournalQueue, Persistence, QueueStats, QueueStore,
+    RecordKind, Recovered, StoreError, StoredRef,
 };
 use crate::broker::will;
 use crate::broker::BrokerState;
@@ -46,7 +46,7 @@ struct Counts {
 /// A queue's stored entry that fails its checks: the journal moves it aside and logs it, and it
 /// stays in the queue's held counts, which the rows it was counted in still include.
 fn set_aside_damaged(
-    journal: &Journal,
+    persistence: &Persistence,
     counts: &mut Counts,
     held: &mut QueueStats,
     owner: &str,
@@ -57,7 +57,7 @@ fn set_aside_damaged(
     counts.skipped += 1;
     held.count += 1;
     held.bytes += entry_weight(value).map_or(0, u64::from);
-    journal.damaged(RecordKind::Entry, owner, id, error);
+    persistence.record_damaged(RecordKind::Entry, owner, id, error);
 }
 
 /// A session put back, waiting for its queue.
@@ -73,6 +73,7 @@ impl BrokerState {
             return Ok(());
         };
         let backend = journal.backend().clone();
+        let persistence = Persistence::new(journal.clone());
         let started = Instant::now();
         let clock = Clock::now();
         let window = journal.settings.window_messages;
@@ -81,9 +82,7 @@ impl BrokerState {
         for (topic, value) in recovered.retained {
             match decode_retained(&value, clock) {
                 Ok(message) if message.is_expired(clock.instant) => {
-                    journal.append(Op::DeleteRetained {
-                        topic: Arc::from(topic),
-                    });
+                    persistence.retained_cleared(&topic);
                 }
                 Ok(message) => {
                     self.retained.restore(message);
@@ -91,7 +90,7 @@ impl BrokerState {
                 }
                 Err(e) => {
                     counts.skipped += 1;
-                    journal.damaged(RecordKind::Retained, &topic, 0, &e);
+                    persistence.record_damaged(RecordKind::Retained, &topic, 0, &e);
                 }
             }
         }
@@ -105,7 +104,7 @@ impl BrokerState {
                     .push((id, record)),
                 Err(e) => {
                     counts.skipped += 1;
-                    journal.damaged(RecordKind::Inflight, &owner, id, &e);
+                    persistence.record_damaged(RecordKind::Inflight, &owner, id, &e);
                 }
             }
         }
@@ -127,7 +126,7 @@ impl BrokerState {
                 Ok(record) => record,
                 Err(e) => {
                     counts.skipped += 1;
-                    journal.damaged(RecordKind::Session, &client_id, 0, &e);
+                    persistence.record_damaged(RecordKind::Session, &client_id, 0, &e);
                     continue;
                 }
             };
@@ -141,9 +140,7 @@ impl BrokerState {
                 let left = u64::from(record.expiry_interval).saturating_sub(offline_secs);
                 if left == 0 {
                     counts.expired_sessions += 1;
-                    journal.append(Op::DeleteSession {
-                        client_id: Arc::from(client_id.as_str()),
-                    });
+                    persistence.session_deleted(&Arc::from(client_id.as_str()));
                     continue;
                 }
                 u32::try_from(left).unwrap_or(u32::MAX)
@@ -217,10 +214,7 @@ impl BrokerState {
                     _ => None,
                 };
                 let (Some(pending), Some(value)) = (holder, value) else {
-                    journal.append(Op::DeleteEntry {
-                        owner: Arc::from(owner.as_str()),
-                        id: *id,
-                    });
+                    persistence.message_finished(&Arc::from(owner.as_str()), *id);
                     continue;
                 };
                 match decode_entry(&value, clock) {
@@ -233,7 +227,7 @@ impl BrokerState {
                             retain: record.copy.retain,
                             subscription_ids: record.copy.subscription_ids.clone(),
                             group: Some(GroupTag {
-                                id: group.id,
+                                origin: GroupOrigin::Local(group.id),
                                 tally: group.tally.clone(),
                                 // Its deadline counts from the restart.
                                 handed_at: std::time::Instant::now(),
@@ -245,7 +239,7 @@ impl BrokerState {
                     )),
                     Err(e) => {
                         counts.skipped += 1;
-                        journal.damaged(RecordKind::Entry, owner, *id, &e);
+                        persistence.record_damaged(RecordKind::Entry, owner, *id, &e);
                     }
                 }
             }
@@ -255,6 +249,9 @@ impl BrokerState {
         // rest counted on disk.
         for (client_id, mut pending) in sessions {
             let owner = session_owner(&client_id);
+            // The session's own queue, as its rows' handle: the same storage the session
+            // finishes them through.
+            let queue: Arc<dyn QueueStore> = JournalQueue::new(persistence.clone(), owner.clone());
             let mut own_inflight = inflight_by_owner.remove(&*owner).unwrap_or_default();
             own_inflight.sort_by_key(|(id, _)| *id);
             let mut skip = HashSet::new();
@@ -268,7 +265,15 @@ impl BrokerState {
                     Ok(entry) => entry,
                     Err(e) => {
                         // Moved out of the queue with its in-flight record: off its counts.
-                        set_aside_damaged(&journal, &mut counts, &mut held, &owner, id, &value, &e);
+                        set_aside_damaged(
+                            &persistence,
+                            &mut counts,
+                            &mut held,
+                            &owner,
+                            id,
+                            &value,
+                            &e,
+                        );
                         continue;
                     }
                 };
@@ -283,10 +288,7 @@ impl BrokerState {
                         retain: record.copy.retain,
                         subscription_ids: record.copy.subscription_ids,
                         group: None,
-                        stored: Some(StoredRef {
-                            owner: owner.clone(),
-                            id,
-                        }),
+                        stored: Some(StoredRef::new(queue.clone(), id)),
                     },
                 ));
             }
@@ -304,7 +306,15 @@ impl BrokerState {
                 let entry = match decode_entry(&value, clock) {
                     Ok(entry) => entry,
                     Err(e) => {
-                        set_aside_damaged(&journal, &mut counts, &mut held, &owner, id, &value, &e);
+                        set_aside_damaged(
+                            &persistence,
+                            &mut counts,
+                            &mut held,
+                            &owner,
+                            id,
+                            &value,
+                            &e,
+                        );
                         continue;
                     }
                 };
@@ -317,10 +327,7 @@ impl BrokerState {
                     retain: copy.retain,
                     subscription_ids: copy.subscription_ids,
                     group: None,
-                    stored: Some(StoredRef {
-                        owner: owner.clone(),
-                        id,
-                    }),
+                    stored: Some(StoredRef::new(queue.clone(), id)),
                 });
             }
             pending.restored.spill = rest_on_disk(total, held, next_id);
@@ -354,7 +361,15 @@ impl BrokerState {
                         items.push(Queued::new(entry.message, Some(id), None));
                     }
                     Err(e) => {
-                        set_aside_damaged(&journal, &mut counts, &mut held, owner, id, &value, &e);
+                        set_aside_damaged(
+                            &persistence,
+                            &mut counts,
+                            &mut held,
+                            owner,
+                            id,
+                            &value,
+                            &e,
+                        );
                     }
                 }
             }

@@ -84,11 +84,21 @@ impl CopyTally {
     }
 }
 
+/// Where the group a shared copy came through lives, so that a copy the member cannot finish
+/// goes back to it. Today every group is this process's; the cluster (#27) adds
+/// `Remote { shard, gid, seq, term }` for a group owned by another node, and every user matches
+/// on this enum, so each place that must handle a remote copy is one the compiler names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupOrigin {
+    /// A group of this process, by its id.
+    Local(GroupId),
+}
+
 /// The group a shared copy came through: where it goes back if the member cannot finish it,
 /// and the tally its ending is counted in.
 #[derive(Debug, Clone)]
 pub struct GroupTag {
-    pub id: GroupId,
+    pub origin: GroupOrigin,
     pub tally: Arc<CopyTally>,
     /// When the group handed it to this member: the ack deadline counts from here.
     pub handed_at: Instant,
@@ -99,6 +109,13 @@ pub struct GroupTag {
 }
 
 impl GroupTag {
+    /// Whether the copy came through local group `group`.
+    pub fn is_from(&self, group: GroupId) -> bool {
+        match self.origin {
+            GroupOrigin::Local(id) => id == group,
+        }
+    }
+
     /// This copy is resolved (see [`CopyTally::key_resolved`]).
     pub fn resolved(&self) {
         self.tally.key_resolved(self.key);
@@ -118,7 +135,8 @@ pub struct Delivery {
     /// Set when the copy came through a shared subscription: the group it goes back to if
     /// this member cannot finish it.
     pub group: Option<GroupTag>,
-    /// Where this copy is kept on disk, if it is: removed there when the copy is finished.
+    /// Where this copy is kept, if it is: by the queue that stored it (the member's own, or its
+    /// group's), which removes it when the copy is finished.
     pub stored: Option<StoredRef>,
 }
 

@@ -8,8 +8,7 @@ use bytestring::ByteString;
 use parking_lot::RwLock;
 
 use crate::broker::message::{Message, Quota};
-use crate::broker::store::encoding::{encode_retained, Clock};
-use crate::broker::store::{Journal, Op};
+use crate::broker::store::{Journal, Persistence};
 use crate::topic::filter_matches;
 
 #[derive(Debug, Default)]
@@ -19,7 +18,7 @@ pub struct RetainStore {
     inner: RwLock<Retaining>,
     /// Where retained messages are kept across restarts; none without a store. `$SYS` topics
     /// are the broker's own and are not kept.
-    journal: Option<Arc<Journal>>,
+    persistence: Option<Persistence>,
 }
 
 #[derive(Debug, Default)]
@@ -57,20 +56,20 @@ pub enum Retained {
 impl RetainStore {
     pub fn new(journal: Option<Arc<Journal>>) -> RetainStore {
         RetainStore {
-            journal,
+            persistence: journal.map(Persistence::new),
             ..RetainStore::default()
         }
     }
 
-    fn journal_for(&self, topic: &str) -> Option<&Arc<Journal>> {
-        self.journal.as_ref().filter(|_| !topic.starts_with("$SYS"))
+    fn persistence_for(&self, topic: &str) -> Option<&Persistence> {
+        self.persistence
+            .as_ref()
+            .filter(|_| !topic.starts_with("$SYS"))
     }
 
     fn forget_stored(&self, topic: &str) {
-        if let Some(journal) = self.journal_for(topic) {
-            journal.append(Op::DeleteRetained {
-                topic: Arc::from(topic),
-            });
+        if let Some(persistence) = self.persistence_for(topic) {
+            persistence.retained_cleared(topic);
         }
     }
 
@@ -103,11 +102,8 @@ impl RetainStore {
         inner
             .messages
             .insert(message.topic.clone(), message.clone());
-        if let Some(journal) = self.journal_for(&message.topic) {
-            journal.append(Op::PutRetained {
-                topic: Arc::from(&*message.topic),
-                value: encode_retained(message, Clock::now()),
-            });
+        if let Some(persistence) = self.persistence_for(&message.topic) {
+            persistence.retained_set(message);
         }
         Retained::Stored
     }

@@ -52,3 +52,9 @@ pub struct DeadLetter {
     pub deliveries: u32,
     pub failure: Failure,
 }
+
+impl crate::broker::queue::QueueItem for Queued {
+    fn weight(&self) -> usize {
+        self.message.weight()
+    }
+}

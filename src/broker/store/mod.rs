@@ -6,6 +6,10 @@
 //! happened), and one committer thread writes everything appended meanwhile as one transaction
 //! (group commit). A publisher's PUBACK/PUBREC waits for the commit that holds its message.
 //!
+//! Everything above the store persists through [`Persistence`] (`persist.rs`), one function per
+//! domain event; only this module builds [`Op`]s. A durable queue reaches its rows through a
+//! [`QueueStore`] (`queue_store.rs`), whose local implementation is the journal.
+//!
 //! The journal is written against [`StoreBackend`], the one interface a durable engine must
 //! offer: apply a batch atomically, read a queue's next window, and hand back everything at
 //! start. redb is the engine today (`redb_backend`); a distributed one (DESIGN.md §7) would
@@ -17,12 +21,15 @@
 
 pub mod encoding;
 pub mod journal;
+pub mod persist;
+pub mod queue_store;
 pub mod redb_backend;
-pub mod spill;
 
 use std::sync::Arc;
 
 pub use journal::{Journal, StoreSettings};
+pub use persist::Persistence;
+pub use queue_store::{JournalQueue, QueueStore, QueueWindow, StoredRef};
 
 /// The store cannot do what was asked; the message names the file where there is one.
 #[derive(Debug, thiserror::Error)]
@@ -63,13 +70,6 @@ pub fn group_owner(name: &str, filter: &str) -> Owner {
 /// The share name and filter of a group owner, if `owner` names one.
 pub fn parse_group_owner(owner: &str) -> Option<(&str, &str)> {
     owner.strip_prefix("g:")?.split_once('/')
-}
-
-/// Where a copy of a message is kept on disk, so that whoever finishes with it can remove it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredRef {
-    pub owner: Owner,
-    pub id: u64,
 }
 
 /// One change to the store. Encoded values come from [`encoding`].

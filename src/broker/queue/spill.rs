@@ -3,7 +3,7 @@
 //! store, and this counts them. Because copy ids grow in arrival order, the disk part is always
 //! the queue's tail: every stored row of the queue from `next_id` on.
 
-use super::StoreSettings;
+use crate::broker::store::QueueWindow;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Spill {
@@ -24,11 +24,9 @@ impl Spill {
         &self,
         in_memory: usize,
         bytes_in_memory: usize,
-        settings: &StoreSettings,
+        window: &QueueWindow,
     ) -> bool {
-        self.count > 0
-            || in_memory >= settings.window_messages
-            || bytes_in_memory >= settings.window_bytes
+        self.count > 0 || in_memory >= window.messages || bytes_in_memory >= window.bytes
     }
 
     pub fn push(&mut self, id: u64, weight: usize) {
@@ -41,8 +39,8 @@ impl Spill {
 
     /// True when the memory window has run down to half and rows wait on disk: the caller asks
     /// the journal for the next ones (and marks the request under way).
-    pub fn wants_refill(&mut self, in_memory: usize, settings: &StoreSettings) -> bool {
-        let wanted = self.count > 0 && !self.refilling && in_memory <= settings.window_messages / 2;
+    pub fn wants_refill(&mut self, in_memory: usize, window: &QueueWindow) -> bool {
+        let wanted = self.count > 0 && !self.refilling && in_memory <= window.messages / 2;
         if wanted {
             self.refilling = true;
         }
@@ -50,9 +48,9 @@ impl Spill {
     }
 
     /// How many rows to ask for: enough to fill the window again.
-    pub fn refill_limit(&self, in_memory: usize, settings: &StoreSettings) -> usize {
-        settings
-            .window_messages
+    pub fn refill_limit(&self, in_memory: usize, window: &QueueWindow) -> usize {
+        window
+            .messages
             .saturating_sub(in_memory)
             .clamp(1, self.count.max(1))
     }
@@ -92,12 +90,10 @@ impl Spill {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
-    const SETTINGS: StoreSettings = StoreSettings {
-        commit_interval: Duration::from_millis(1),
-        window_messages: 4,
-        window_bytes: 1000,
+    const SETTINGS: QueueWindow = QueueWindow {
+        messages: 4,
+        bytes: 1000,
     };
 
     #[test]
