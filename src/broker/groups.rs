@@ -14,8 +14,8 @@ use crate::packet::ReasonCode;
 use crate::strategy::Dispatcher;
 use crate::topic::{validate_filter, validate_share_name, TopicError};
 
+use super::delivery::{self, Delivery};
 use super::events;
-use super::message::delivery::{self, Delivery};
 use super::message::Message;
 use super::routing::router::Lingering;
 use super::session::Session;

@@ -18,6 +18,7 @@
 pub mod acl;
 pub mod admission;
 mod auth;
+pub mod delivery;
 pub mod events;
 mod groups;
 mod handle;
@@ -58,7 +59,7 @@ use crate::strategy::StrategyRegistry;
 use crate::tls::ReloadableTls;
 use crate::topic::ShareSyntax;
 use admission::Admission;
-use message::delivery::QueueLimits;
+use delivery::QueueLimits;
 use message::Message;
 use owner::Owner;
 use routing::retain::{RetainLimits, RetainStore, Retained};

@@ -17,7 +17,7 @@ use crate::packet::QoS;
 use crate::topic::{parse_subscription_with, session_key, SubscriptionFilter};
 
 use crate::broker::acl;
-use crate::broker::message::delivery::{Delivery, GroupOrigin, GroupTag};
+use crate::broker::delivery::{Delivery, GroupOrigin, GroupTag};
 use crate::broker::queue::Spill;
 use crate::broker::session::{self, Restored, Session};
 use crate::broker::shared::group::Queued;

@@ -13,9 +13,9 @@ use crate::topic::{parse_subscription_with, session_key, SubscriptionFilter};
 use std::sync::atomic::Ordering;
 
 use crate::broker::acl::{Identity, ReadGuard};
+use crate::broker::delivery::{Delivery, Occasion};
 use crate::broker::handle::context::ConnectionCtx;
 use crate::broker::handle::error::ConnectionError;
-use crate::broker::message::delivery::{Delivery, Occasion};
 use crate::broker::session::StoredSubscription;
 use crate::broker::shared::Membership;
 use crate::broker::stats::DropReason;

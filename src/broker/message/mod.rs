@@ -1,7 +1,5 @@
-//! The broker's vocabulary below every queue: an application message as the broker routes it,
-//! independent of any one connection, and (`delivery`) one copy of it on its way to a session.
-
-pub mod delivery;
+//! An application message as the broker routes it, independent of any one connection: the
+//! vocabulary below the store (which keeps messages) and every queue.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

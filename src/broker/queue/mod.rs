@@ -24,7 +24,7 @@ pub trait QueueItem {
     fn weight(&self) -> usize;
 }
 
-impl QueueItem for crate::broker::message::delivery::Delivery {
+impl QueueItem for crate::broker::delivery::Delivery {
     fn weight(&self) -> usize {
         self.message.weight()
     }

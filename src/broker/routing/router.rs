@@ -20,10 +20,8 @@ use crate::packet::SubscriptionOptions;
 use crate::topic::TopicTree;
 
 use crate::broker::acl::ReadGuard;
+use crate::broker::delivery::{Delivery, Enqueued, GroupId, Mailbox, Occasion, QueueLimits};
 use crate::broker::events::EventFeed;
-use crate::broker::message::delivery::{
-    Delivery, Enqueued, GroupId, Mailbox, Occasion, QueueLimits,
-};
 use crate::broker::message::{Message, Quota, SessionId};
 use crate::broker::session::Session;
 use crate::broker::shared::group::GroupSetup;

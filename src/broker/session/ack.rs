@@ -2,7 +2,7 @@
 
 use crate::packet::{QoS, ReasonCode};
 
-use crate::broker::message::delivery::{CopyTally, Delivery};
+use crate::broker::delivery::{CopyTally, Delivery};
 
 use super::durable::{self};
 use super::{Inflight, OutboundStage, Session, SessionState};

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::packet::QoS;
 
-use crate::broker::message::delivery::Delivery;
+use crate::broker::delivery::Delivery;
 use crate::broker::store::encoding::{CopyFields, StoredInflight, StoredSession};
 use crate::broker::store::{session_owner, Journal, JournalQueue, Persistence, QueueStore};
 

@@ -10,7 +10,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::packet::{Ack, LastWill, Packet, ProtocolVersion, QoS, ReasonCode};
 
-use crate::broker::message::delivery::{CopyTally, Delivery};
+use crate::broker::delivery::{CopyTally, Delivery};
 use crate::broker::owner::Owner;
 use crate::broker::store::encoding::unix_now_ms;
 

@@ -8,7 +8,7 @@ use bytestring::ByteString;
 
 use crate::packet::QoS;
 
-use crate::broker::message::delivery::{Delivery, Enqueued, GroupId, Mailbox, QueueLimits};
+use crate::broker::delivery::{Delivery, Enqueued, GroupId, Mailbox, QueueLimits};
 use crate::broker::message::SessionId;
 
 use super::{Session, UNHEALTHY_AFTER_TIMEOUTS};

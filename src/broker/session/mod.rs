@@ -32,7 +32,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::packet::{LastWill, ProtocolVersion, ReasonCode, SubscriptionOptions};
 
-use crate::broker::message::delivery::{CopyTally, Delivery};
+use crate::broker::delivery::{CopyTally, Delivery};
 use crate::broker::message::SessionId;
 use crate::broker::owner::Owner;
 use crate::broker::queue::DurableQueue;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::codec;
 use crate::packet::{Packet, ProtocolVersion, Publish, QoS};
 
-use crate::broker::message::delivery::{CopyTally, Delivery, Enqueued, QueueLimits};
+use crate::broker::delivery::{CopyTally, Delivery, Enqueued, QueueLimits};
 use crate::broker::message::Quota;
 use crate::broker::queue::Bound;
 use crate::broker::store::journal::RefillResult;

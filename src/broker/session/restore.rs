@@ -2,7 +2,7 @@
 
 use crate::packet::LastWill;
 
-use crate::broker::message::delivery::Delivery;
+use crate::broker::delivery::Delivery;
 use crate::broker::queue::Spill;
 
 use super::{Inflight, OutboundStage, Session};

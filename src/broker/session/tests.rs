@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use super::*;
-use crate::broker::message::delivery::{Enqueued, QueueLimits};
-use crate::broker::message::delivery::{GroupId, GroupOrigin, GroupTag};
+use crate::broker::delivery::{Enqueued, QueueLimits};
+use crate::broker::delivery::{GroupId, GroupOrigin, GroupTag};
 use crate::broker::message::Message;
 use crate::broker::message::Quota;
 use crate::packet::{Packet, ProtocolVersion, QoS, ReasonCode};

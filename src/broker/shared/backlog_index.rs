@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::broker::message::delivery::GroupId;
+use crate::broker::delivery::GroupId;
 
 #[derive(Debug, Default)]
 pub struct BacklogIndex {

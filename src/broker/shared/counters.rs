@@ -118,7 +118,7 @@ impl GroupDrop {
 }
 
 /// Per-group counters; members' sessions count how copies end in the group's
-/// [`CopyTally`](crate::broker::message::delivery::CopyTally).
+/// [`CopyTally`](crate::broker::delivery::CopyTally).
 #[derive(Debug, Default)]
 pub struct GroupCounters {
     pub dispatched: AtomicU64,

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::strategy::{key_hash, Choice, Dispatcher, MessageView};
 
+use crate::broker::delivery::{Delivery, Enqueued, GroupOrigin, GroupTag, Occasion};
 use crate::broker::events::EventKind;
-use crate::broker::message::delivery::{Delivery, Enqueued, GroupOrigin, GroupTag, Occasion};
 use crate::broker::shared::counters::GroupDrop;
 
 use super::{GroupLimits, GroupState, Queued, SharedGroup};
@@ -308,8 +308,8 @@ mod tests {
     use std::sync::atomic::{AtomicU32, AtomicU64};
 
     use super::*;
+    use crate::broker::delivery::{GroupId, Mailbox, QueueLimits};
     use crate::broker::events::EventFeed;
-    use crate::broker::message::delivery::{GroupId, Mailbox, QueueLimits};
     use crate::broker::message::{Message, SessionId};
     use crate::broker::shared::backlog_index::BacklogIndex;
     use crate::broker::shared::group::Dispatched;

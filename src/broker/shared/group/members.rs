@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use crate::broker::acl::ReadGuard;
+use crate::broker::delivery::Mailbox;
 use crate::broker::events::EventKind;
-use crate::broker::message::delivery::Mailbox;
 use crate::broker::message::SessionId;
 use crate::broker::shared::Membership;
 use crate::strategy::MemberInfo;

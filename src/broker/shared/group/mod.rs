@@ -17,8 +17,8 @@ use crate::packet::SubscriptionOptions;
 use crate::strategy::{Dispatcher, MemberInfo, MemberLoad, StrategyCounters};
 
 use crate::broker::acl::ReadGuard;
+use crate::broker::delivery::{CopyTally, GroupId, Mailbox, QueueLimits};
 use crate::broker::events::{EventFeed, EventKind};
-use crate::broker::message::delivery::{CopyTally, GroupId, Mailbox, QueueLimits};
 use crate::broker::message::Quota;
 use crate::broker::queue::DurableQueue;
 use crate::broker::shared::backlog_index::BacklogIndex;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 
+use crate::broker::delivery::Mailbox;
 use crate::broker::events::EventKind;
-use crate::broker::message::delivery::Mailbox;
 use crate::broker::shared::backlog::{DeadLetter, Failure};
 use crate::broker::shared::counters::{GroupDrop, Redelivery};
 
