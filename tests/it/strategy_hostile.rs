@@ -461,6 +461,57 @@ async fn slow_init_loads_under_the_init_deadline_and_select_keeps_the_call_deadl
     );
 }
 
+/// A guest's `member-joined` that runs until its deadline holds up its own group only: while a
+/// member joins a group whose strategy spins there, another client's QoS 1 publish on a topic
+/// no group matches is acknowledged long before that deadline. (Were the guest called under
+/// the topic tree's lock, the publish could not be matched until the guest call ended.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joined_spinning_to_its_deadline_holds_up_no_publisher() {
+    const DEADLINE: Duration = Duration::from_secs(3);
+    let config = slow_init_config(
+        "member_joined = \"spin\"",
+        "",
+        &format!("deadline_ms = {}", DEADLINE.as_millis()),
+    );
+    let broker = TestBroker::from_config(config).await;
+    let addr = broker.addr();
+    let (mut publisher, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "publisher")).await;
+    let (mut joiner, _) = RawClient::connect_opts(addr, ConnectOpts::new(V5, "joiner")).await;
+    let router = &broker.state().router;
+    assert!(router.group("hostile", "h/#").is_none());
+    // Its SUBACK waits for the guest's deadline: the join runs on its own task.
+    let join = tokio::spawn(async move {
+        joiner
+            .subscribe("$share/hostile/h/#", QoS::AtLeastOnce)
+            .await;
+        joiner
+    });
+    // The group is in the registry once the join holds the tree's lock to add the member; the
+    // guest hears of the member after that (it spins for `DEADLINE`).
+    wait_until(TIMEOUT, "the join to begin", || {
+        router.group("hostile", "h/#").is_some()
+    })
+    .await;
+    let started = Instant::now();
+    publisher
+        .publish("elsewhere/x", b"m", QoS::AtLeastOnce, false)
+        .await;
+    let took = started.elapsed();
+    assert!(
+        took < DEADLINE / 2,
+        "an unrelated PUBACK took {took:?} while a member joined a group whose member-joined \
+         spins to its {DEADLINE:?} deadline"
+    );
+    let _joiner = join.await.expect("the join task");
+    // The guest really was called and spun to its deadline.
+    let group = router.group("hostile", "h/#").expect("group exists");
+    wait_until(TIMEOUT, "the member-joined timeout", || {
+        group.strategy_counters.timeouts.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(group.member_count(), 1);
+}
+
 /// The init deadline is a deadline: an `init` that never returns fails the start, with an
 /// error naming the plugin and the keys that grant more time, whether the deadline comes from
 /// `[shared]` or from the group's rule.

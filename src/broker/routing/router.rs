@@ -115,7 +115,8 @@ pub struct Left {
 /// Lock order: `tree` before `groups`; a group's own lock and a session's lock are taken only
 /// after both are released, except that joining, leaving, declaring and ending touch the
 /// group's state under the tree's write lock, so that a group cannot end while a member joins
-/// it. No strategy is instantiated or initialised under either lock.
+/// it. No guest is called under either lock: no strategy is instantiated or initialised there,
+/// and a strategy hears a join or leave only once the tree's lock is released.
 #[derive(Debug, Default)]
 pub struct Router {
     /// Plain subscriptions and the groups by filter: what a PUBLISH is matched against.
@@ -244,6 +245,7 @@ impl Router {
     /// Makes `session` a member of group (`group`, `filter`), creating the group if needed.
     /// A new group's strategy is made by `make_group` (a Wasm instance and its `init`)
     /// with no lock held; if another member created the group meanwhile, the spare is dropped.
+    /// The strategy hears of the new member after the tree's lock is released.
     pub fn join_group(
         &self,
         group: &str,
@@ -266,6 +268,8 @@ impl Router {
                     .insert(shared.id);
             }
         });
+        // Under the group's lock only: a slow `member-joined` holds up no publisher.
+        shared.announce_membership();
         shared
     }
 
@@ -383,7 +387,8 @@ impl Router {
 
     /// Removes session `session_id` from group (`group`, `filter`). The group ends with its
     /// last member, unless it is declared, or it lingers (`group_linger` above 0): then the
-    /// caller must arm a timer for [`Left::lingering`].
+    /// caller must arm a timer for [`Left::lingering`]. The strategy hears of the leave after
+    /// the tree's lock is released.
     pub fn leave_group(&self, group: &str, filter: &str, session_id: SessionId) -> Left {
         let mut tree = self.tree.write();
         let Some(shared) = tree
@@ -413,13 +418,20 @@ impl Router {
         drop(tree);
         self.subscriptions.fetch_sub(1, Ordering::Relaxed);
         let lingering = match after {
-            AfterLeave::Continues => None,
-            AfterLeave::Lingers { epoch } => Some(Lingering {
-                group: shared,
-                epoch,
-            }),
+            AfterLeave::Continues => {
+                shared.announce_membership();
+                None
+            }
+            AfterLeave::Lingers { epoch } => {
+                shared.announce_membership();
+                Some(Lingering {
+                    group: shared,
+                    epoch,
+                })
+            }
             AfterLeave::Ended => {
-                // The strategy instance goes with the group: dropped here, under no lock.
+                // The strategy instance goes with the group, unannounced news with it: dropped
+                // here, under no lock.
                 drop(shared.end_strategy());
                 tracing::debug!(group, filter, "shared group ended with its last member");
                 None

@@ -21,6 +21,9 @@ impl SharedGroup {
         let mut state = self.state.lock();
         let members = state.members_with_load();
         dispatcher.replay(&members, &self.strategy_counters);
+        // The replay told the new instance of today's members, so news not yet heard is
+        // already in it; the old instance, which has not heard it, goes.
+        state.membership_news.clear();
         let old = std::mem::replace(&mut state.dispatcher, dispatcher);
         self.strategy_counters
             .reloads
@@ -40,6 +43,7 @@ impl SharedGroup {
     /// instance outside the broker-wide locks.
     pub fn end_strategy(&self) -> Dispatcher {
         let mut state = self.state.lock();
+        state.membership_news.clear();
         let native = Dispatcher::native(self.name.clone());
         std::mem::replace(&mut state.dispatcher, native)
     }
@@ -60,6 +64,11 @@ impl SharedGroup {
             let built = source.instantiate(&group.name);
             let mut state = group.state.lock();
             state.rebuilding = false;
+            // News first, to the dispatcher as it is: without an instance it is dropped (the
+            // replay below tells the rebuilt one of today's members, and nothing of members
+            // it never knew); if a swap installed another instance meanwhile, which then
+            // ignores this rebuild, that instance hears it.
+            group.hear_membership_locked(&mut state);
             let members = state.members_with_load();
             state
                 .dispatcher
@@ -83,6 +92,9 @@ impl SharedGroup {
         item: &Queued,
         limits: GroupLimits,
     ) -> bool {
+        // Every choice (a message offered, a drain, a redispatch) comes here: the strategy
+        // hears joins and leaves before it chooses.
+        self.hear_membership_locked(state);
         // Counted apart from the failure that pins the group (a fallback already).
         let was_pinned = state.dispatcher.is_pinned();
         // Down after an earlier failure (in a selection, a membership call, or its rebuild).

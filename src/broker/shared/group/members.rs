@@ -10,7 +10,7 @@ use crate::broker::message::SessionId;
 use crate::broker::shared::Membership;
 use crate::strategy::MemberInfo;
 
-use super::{unix_millis, AfterLeave, GroupState, Member, SharedGroup};
+use super::{unix_millis, AfterLeave, GroupState, Member, MembershipNews, SharedGroup};
 
 impl SharedGroup {
     /// Adds `session` as a member, or updates its options if it already is one.
@@ -40,13 +40,11 @@ impl SharedGroup {
             subscribed_at_ms: unix_millis(),
             user_properties,
         };
-        let load = session.load();
+        // The strategy hears it later, under this group's lock alone: the caller may hold the
+        // topic tree's.
         state
-            .dispatcher
-            .member_joined(&info, &self.strategy_counters);
-        state
-            .dispatcher
-            .update_load(info.id, load, &self.strategy_counters);
+            .membership_news
+            .push(MembershipNews::Joined(info.clone()));
         self.events.emit(
             EventKind::MemberJoined,
             &self.name,
@@ -91,9 +89,7 @@ impl SharedGroup {
             &self.filter,
             &*left.info.client_id,
         );
-        state
-            .dispatcher
-            .member_left(session_id, &self.strategy_counters);
+        state.membership_news.push(MembershipNews::Left(session_id));
         if !state.members.is_empty() {
             if state.cursor >= state.members.len() {
                 state.cursor = 0;
@@ -110,6 +106,42 @@ impl SharedGroup {
         }
         self.end_locked(&mut state);
         Some(AfterLeave::Ended)
+    }
+
+    /// Tells the group's strategy the joins and leaves it has not heard yet, in order. Called
+    /// by whoever added or removed members, once the topic tree's lock is released: a guest
+    /// call may take up to the plugin deadline, and must hold up this group alone.
+    pub fn announce_membership(&self) {
+        let mut state = self.state.lock();
+        self.hear_membership_locked(&mut state);
+    }
+
+    /// Delivers pending membership news to the strategy; cheap when there is none. Also run
+    /// before the strategy chooses, so it never chooses from a stale member list.
+    pub(super) fn hear_membership_locked(&self, state: &mut GroupState) {
+        if state.membership_news.is_empty() {
+            return;
+        }
+        let news = std::mem::take(&mut state.membership_news);
+        let GroupState {
+            dispatcher,
+            members,
+            index_of,
+            ..
+        } = state;
+        for item in news {
+            match item {
+                MembershipNews::Joined(info) => {
+                    dispatcher.member_joined(&info, &self.strategy_counters);
+                    // Its state now; a member already gone again has a leave queued after.
+                    if let Some(&index) = index_of.get(&info.id) {
+                        let load = members[index].session.load();
+                        dispatcher.update_load(info.id, load, &self.strategy_counters);
+                    }
+                }
+                MembershipNews::Left(id) => dispatcher.member_left(id, &self.strategy_counters),
+            }
+        }
     }
 
     pub fn member_count(&self) -> usize {

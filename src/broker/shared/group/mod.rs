@@ -19,7 +19,7 @@ use crate::strategy::{Dispatcher, MemberInfo, MemberLoad, StrategyCounters};
 use crate::broker::acl::ReadGuard;
 use crate::broker::delivery::{CopyTally, GroupId, Mailbox, QueueLimits};
 use crate::broker::events::{EventFeed, EventKind};
-use crate::broker::message::Quota;
+use crate::broker::message::{Quota, SessionId};
 use crate::broker::queue::DurableQueue;
 use crate::broker::shared::backlog_index::BacklogIndex;
 use crate::broker::shared::counters::GroupCounters;
@@ -150,6 +150,18 @@ struct GroupState {
     /// A rebuild of the failed strategy instance is under way off the message path; the
     /// native round robin serves until it is installed.
     rebuilding: bool,
+    /// Joins and leaves the strategy has not heard yet, oldest first. A member joins or
+    /// leaves under the topic tree's write lock, where no guest may be called (a slow
+    /// `member-joined` would stall every publisher); the strategy hears them after that lock
+    /// is released ([`SharedGroup::announce_membership`]), or before it next chooses.
+    membership_news: Vec<MembershipNews>,
+}
+
+/// A membership change for the group's strategy.
+#[derive(Debug)]
+enum MembershipNews {
+    Joined(MemberInfo),
+    Left(SessionId),
 }
 
 impl GroupState {
@@ -196,6 +208,7 @@ impl SharedGroup {
                 declared: false,
                 epoch: 0,
                 rebuilding: false,
+                membership_news: Vec::new(),
             }),
             queued: AtomicUsize::new(0),
             store,
