@@ -6,7 +6,7 @@
 use crate::codec_strategies;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::cell::Cell;
 
 use bytes::BytesMut;
 use proptest::strategy::{Strategy, ValueTree};
@@ -14,36 +14,60 @@ use proptest::test_runner::TestRunner;
 use sharq::codec::{encode, encoded_len, Decoder};
 use sharq::packet::{Packet, ProtocolVersion};
 
-/// Counts live bytes and the high-water mark; this binary holds a single test so nothing else
-/// allocates concurrently.
+/// Counts the bytes one thread allocates while it measures (see `measured`), and their
+/// high-water mark. Per thread, because this test shares its process with every other
+/// integration test: a process-wide count would charge their allocations to the decoder.
 struct Counting;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+// This thread's measurement: whether one is under way, the bytes it holds now and at most
+// since it began. Const-initialised `Cell`s with no destructor, so the allocator may read them
+// without allocating.
+thread_local! {
+    static MEASURING: Cell<bool> = const { Cell::new(false) };
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(delta: isize) {
+    // `try_with`: an allocation during thread teardown finds the slots gone and is not counted.
+    let _ = MEASURING.try_with(|on| {
+        if on.get() {
+            let _ = LIVE.try_with(|live| {
+                let now = live.get() + delta;
+                live.set(now);
+                let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+            });
+        }
+    });
+}
+
+/// Runs `f` and returns what it returned with the most bytes this thread held at once, beyond
+/// what it held before.
+fn measured<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    LIVE.with(|live| live.set(0));
+    PEAK.with(|peak| peak.set(0));
+    MEASURING.with(|on| on.set(true));
+    let out = f();
+    MEASURING.with(|on| on.set(false));
+    (out, usize::try_from(PEAK.with(Cell::get)).unwrap_or(0))
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
-            PEAK.fetch_max(now, Relaxed);
+            count(layout.size() as isize);
         }
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Relaxed);
+        count(-(layout.size() as isize));
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            if new_size >= layout.size() {
-                let now =
-                    LIVE.fetch_add(new_size - layout.size(), Relaxed) + new_size - layout.size();
-                PEAK.fetch_max(now, Relaxed);
-            } else {
-                LIVE.fetch_sub(layout.size() - new_size, Relaxed);
-            }
+            count(new_size as isize - layout.size() as isize);
         }
         p
     }
@@ -139,10 +163,7 @@ fn decoders(rng: &mut Rng) -> Decoder {
 
 /// One decode call under the allocation bound; whatever decodes must survive a re-encode.
 fn checked_decode(d: &mut Decoder, buf: &mut BytesMut, input_len: usize, what: &str) -> bool {
-    let base = LIVE.load(Relaxed);
-    PEAK.store(base, Relaxed);
-    let result = d.decode(buf);
-    let used = PEAK.load(Relaxed).saturating_sub(base);
+    let (result, used) = measured(|| d.decode(buf));
     assert!(
         used <= FACTOR * input_len + SLACK,
         "{what}: {used} bytes allocated for {input_len} input bytes"
@@ -168,6 +189,22 @@ fn checked_decode(d: &mut Decoder, buf: &mut BytesMut, input_len: usize, what: &
 
 #[test]
 fn random_and_mutated_inputs_never_panic_and_stay_bounded() {
+    // The measure itself: an allocation on this thread is seen, one freed before the end still
+    // counts at its peak, and another thread's allocations are not charged here.
+    let (_, seen) = measured(|| drop(std::hint::black_box(vec![0u8; 100_000])));
+    assert!(
+        seen >= 100_000,
+        "the allocation counter saw {seen} bytes of 100,000"
+    );
+    let (_, elsewhere) = measured(|| {
+        std::thread::spawn(|| drop(std::hint::black_box(vec![0u8; 100_000])))
+            .join()
+            .unwrap()
+    });
+    assert!(
+        elsewhere < 100_000,
+        "another thread's allocation was charged: {elsewhere} bytes"
+    );
     let corpus = corpus();
     let mut rng = Rng(0x5eed_c0de_d00d_f00d);
     let mut decoded = 0usize;
